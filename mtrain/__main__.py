@@ -1,0 +1,5 @@
+"""`python -m mtrain ...`: the form torchrun launches (`torchrun ... -m mtrain train ...`)."""
+
+from mtrain.cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""Checkpoints: atomic save, safe load, weight averaging, compatibility checks.
+
+A checkpoint is a plain dict of tensors and Python primitives, loaded with
+`torch.load(weights_only=True)` so that opening one can never run code. It carries the
+resolved config and the sentencepiece model(s), so a checkpoint alone is enough to translate.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mtrain.errors import MtrainError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save(state: dict, path: Path) -> None:
+    """torch.save, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint without executing anything from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise MtrainError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated file, another format, or a pickle with code in it
+        raise MtrainError(f"{path} is not a readable mtrain checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise MtrainError(f"{path} is not an mtrain checkpoint (no model weights and config in it)")
+    return state
+
+
+def link_copy(source: Path, target: Path) -> None:
+    """Make `target` a copy of `source` (a hard link when possible: no extra disk, still atomic)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def numbered(run_dir: Path) -> list[Path]:
+    """checkpoint_<step>.pt files of a run directory, oldest first."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint_*.pt"):
+        suffix = path.stem.split("_", 1)[1]
+        if suffix.isdigit():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
+def average(paths: list[Path]) -> dict:
+    """A checkpoint whose model weights are the mean of the given checkpoints' (the paper
+    averages the last 5 checkpoints for base models, 20 for big ones). The first checkpoint's
+    config, vocabulary and progress are kept; the optimizer state is dropped."""
+    if not paths:
+        raise MtrainError("no checkpoints to average")
+    first = load(paths[0])
+    total = {k: v.double() for k, v in first["model"].items() if v.is_floating_point()}
+    for path in paths[1:]:
+        state = load(path)
+        if state["spm"] != first["spm"]:
+            raise MtrainError(f"cannot average: {path} uses another vocabulary than {paths[0]}")
+        weights = state["model"]
+        if weights.keys() != first["model"].keys() or any(weights[k].shape != first["model"][k].shape for k in weights):
+            raise MtrainError(f"cannot average: {path} has another model shape than {paths[0]}")
+        for key in total:
+            total[key] += weights[key].double()
+    model = {k: (total[k] / len(paths)).to(v.dtype) if k in total else v for k, v in first["model"].items()}
+    return {**{k: v for k, v in first.items() if k not in ("optimizer", "scaler", "rng")}, "model": model,
+            "averaged": [str(p) for p in paths]}

@@ -1,0 +1,195 @@
+"""The `mtrain` command line: parse, call one function, turn user errors into one line.
+
+A user error (`MtrainError`) is printed as `error: ...` on stderr with exit status 2 and no
+traceback; an interrupted training run exits with 128 + the signal number after saving.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mtrain import __version__
+from mtrain.errors import MtrainError
+
+app = typer.Typer(
+    help="Train, decode and score Transformer translation models from one YAML config.\n\n"
+         "Quick start: mtrain train --config configs/demo.yaml, then mtrain translate --checkpoint runs/demo/checkpoint_avg.pt",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+ConfigOption = typer.Option(..., "--config", "-c", help="The experiment's YAML file, e.g. configs/demo.yaml.")
+SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                         help="Override one config value, e.g. --set train.max_steps=200 (repeatable).")
+
+
+def _setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s | %(message)s" if rank == 0 else f"%(asctime)s | rank {rank} | %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def user_errors(command):
+    """Print user errors on one line and exit non-zero, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _setup_logging()
+        from mtrain.train import Interrupted
+
+        try:
+            return command(*args, **kwargs)
+        except MtrainError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        except Interrupted as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(130)
+        except BrokenPipeError:  # `mtrain translate ... | head`
+            sys.stderr.close()
+            raise typer.Exit(0)
+
+    return wrapper
+
+
+def _config(path: Path, overrides: Optional[list[str]]):
+    from mtrain.config import load_config
+
+    return load_config(path, overrides or [])
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mtrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    pass
+
+
+@app.command()
+@user_errors
+def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) -> None:
+    """Read, clean, tokenize (sentencepiece) and binarize the data of a config.
+
+    Writes {out_dir}/data (or data.dir). Does nothing when the config and inputs are unchanged;
+    `mtrain train` runs this step itself.
+    """
+    from mtrain.data import prepare as prepare_data
+
+    data = prepare_data(_config(config, set_))
+    for split, counts in data.manifest["splits"].items():
+        typer.echo(f"{split}: {counts['pairs']} pairs, {counts['src_tokens']} source and {counts['tgt_tokens']} target tokens")
+
+
+@app.command()
+@user_errors
+def train(
+    config: Path = ConfigOption,
+    set_: Optional[list[str]] = SetOption,
+    resume: Optional[Path] = typer.Option(None, help="Continue from this checkpoint instead of {out_dir}/checkpoint_last.pt."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore and delete the run's existing checkpoints and start over."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (default: train.device of the config)."),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Start this many processes through torchrun (DDP: one per GPU, or CPU processes with gloo)."),
+) -> None:
+    """Train a model (preparing the data first if needed); re-running resumes.
+
+    Writes config.yaml, metrics.jsonl and checkpoints (checkpoint_last.pt, checkpoint_<step>.pt,
+    checkpoint_best.pt, checkpoint_avg.pt) into out_dir. Ctrl-C or SIGTERM saves and exits;
+    the same command then continues where it stopped.
+    """
+    from mtrain import distributed
+
+    if nproc_per_node > 1 and not distributed.launched_by_torchrun():
+        argv = _without_option(sys.argv[1:], "--nproc-per-node")
+        raise typer.Exit(subprocess.call(distributed.torchrun_command(nproc_per_node, argv)))
+    overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
+    from mtrain.train import train as run_training
+
+    result = run_training(_config(config, overrides), resume=str(resume) if resume else None, restart=restart)
+    if int(os.environ.get("RANK", "0")) == 0 and result["valid"]:
+        typer.echo("final validation: " + " ".join(f"{k} {v:.3f}" for k, v in result["valid"].items()))
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
+@app.command()
+@user_errors
+def translate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint file, e.g. runs/demo/checkpoint_avg.pt."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Source text, one sentence a line (default: stdin, line by line)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where translations go (default: stdout); written atomically."),
+    beam: Optional[int] = typer.Option(None, help="Beam size; 1 is greedy (default: decode.beam of the checkpoint's config)."),
+    lenpen: Optional[float] = typer.Option(None, help="Length penalty alpha (default: decode.lenpen)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Source tokens per batch (default: decode.max_tokens)."),
+    nbest: int = typer.Option(1, help="Print this many hypotheses per line as 'index ||| translation ||| score'."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+) -> None:
+    """Translate text with a checkpoint: one output line per input line, always."""
+    from mtrain.decode import translate_command
+
+    translate_command(checkpoint, input, output, beam=beam, lenpen=lenpen, max_tokens=max_tokens, nbest=nbest,
+                      device=device, precision=precision)
+
+
+@app.command("eval-bleu")
+@user_errors
+def eval_bleu(
+    ref: list[Path] = typer.Option(..., "--ref", "-r", help="Reference file (repeat for several references)."),
+    hyp: Optional[Path] = typer.Option(None, "--hyp", help="Translations to score."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Translate --src with this checkpoint, then score."),
+    src: Optional[Path] = typer.Option(None, "--src", help="Source file to translate (with --checkpoint)."),
+    beam: Optional[int] = typer.Option(None, help="Beam size when translating."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda, when translating."),
+    paper_bleu: bool = typer.Option(False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+) -> None:
+    """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
+    from mtrain.evaluate import eval_command
+
+    eval_command(ref, hyp=hyp, checkpoint=checkpoint, src=src, beam=beam, device=device, paper_bleu=paper_bleu, as_json=json_output)
+
+
+@app.command()
+@user_errors
+def average(
+    inputs: list[Path] = typer.Argument(..., help="A run directory (its last N numbered checkpoints) or checkpoint files."),
+    output: Path = typer.Option(..., "--output", "-o", help="The averaged checkpoint to write."),
+    last: int = typer.Option(5, help="With a run directory: how many of its last checkpoints to average."),
+) -> None:
+    """Average the weights of checkpoints (the paper: last 5 for base, 20 for big)."""
+    from mtrain import checkpoint
+
+    if len(inputs) == 1 and inputs[0].is_dir():
+        paths = checkpoint.numbered(inputs[0])[-last:]
+        if not paths:
+            raise MtrainError(f"no checkpoint_<step>.pt files in {inputs[0]}")
+    else:
+        paths = inputs
+    checkpoint.save(checkpoint.average(paths), output)
+    typer.echo(f"averaged {len(paths)} checkpoint(s) into {output}: {', '.join(p.name for p in paths)}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,316 @@
+"""Experiment configuration: typed dataclasses, YAML loading, `--set` overrides, validation.
+
+The dataclasses below are the single source of every default; the YAML files under `configs/`
+only state what differs from them (or repeat them for the reader). Loading is strict: an
+unknown key names the nearest valid one, a wrong type says which type was expected, and
+impossible combinations are refused before any work starts. This module knows nothing of torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mtrain.errors import MtrainError
+
+
+@dataclass
+class CorpusConfig:
+    """Where one split comes from. Set exactly one of `path`, `dataset` or `demo`."""
+
+    path: str = ""  # plain text: files {path}.{lang} or {path}.{lang}.gz, one sentence a line
+    dataset: str = ""  # `datasets`: a hub name (wmt14) or a local loader (parquet, json, csv, arrow)
+    name: str = ""  # `datasets` config name, e.g. de-en
+    split: str = ""  # `datasets` split, e.g. train, validation, test
+    data_files: list[str] = field(default_factory=list)  # local files for a loader dataset
+    demo: int = 0  # number of sentence pairs from the built-in synthetic demo generator
+
+    def is_set(self) -> bool:
+        return bool(self.path or self.dataset or self.demo)
+
+
+@dataclass
+class DataConfig:
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    train: CorpusConfig = field(default_factory=CorpusConfig)
+    valid: CorpusConfig = field(default_factory=CorpusConfig)
+    test: CorpusConfig = field(default_factory=CorpusConfig)
+    dir: str = ""  # where prepared data goes; empty means {out_dir}/data
+    # Training-pair cleaning (like Moses clean-corpus-n; validation and test are never filtered).
+    min_len: int = 1  # words per side
+    max_len: int = 250  # words per side
+    max_len_ratio: float = 9.0  # longer side / shorter side, in words
+    dedup: bool = False  # drop exact duplicate pairs
+
+
+@dataclass
+class TokenizerConfig:
+    type: str = "bpe"  # bpe | unigram
+    vocab_size: int = 37000
+    joint: bool = True  # one model for both languages (the paper's shared vocabulary)
+    character_coverage: float = 1.0
+    input_sentence_size: int = 10_000_000  # sentences sampled to train sentencepiece
+    model: str = ""  # an existing sentencepiece model (the joint or source one) instead of training
+    tgt_model: str = ""  # an existing target model when joint is false
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 512
+    heads: int = 8
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    d_ff: int = 2048
+    dropout: float = 0.1
+    pre_norm: bool = False  # the paper is post-norm; pre-norm trains more stably when deep
+    tie_embeddings: str = "all"  # all (section 3.4, needs a joint vocabulary) | decoder | none
+    max_positions: int = 1024
+
+
+@dataclass
+class TrainConfig:
+    max_tokens: int = 4096  # tokens per micro-batch per device, padding included
+    update_freq: int = 1  # micro-batches accumulated per optimizer step on each device
+    max_steps: int = 100_000
+    max_epochs: int = 0  # 0: no limit
+    lr_scale: float = 1.0  # lr = lr_scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    warmup_steps: int = 4000
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-9
+    label_smoothing: float = 0.1
+    clip_norm: float = 0.0  # 0: no gradient clipping
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    compile: bool = False  # torch.compile the model
+    threads: int = 0  # CPU threads per process; 0: torch's default
+    log_every: int = 100  # steps
+    valid_every: int = 1000  # steps; 0: only at the end
+    valid_bleu: bool = False  # also greedy-decode the validation set and report BLEU
+    patience: int = 0  # stop after this many validations without a better loss; 0: never
+    save_every: int = 1000  # steps between numbered checkpoints; 0: only at the end
+    save_every_minutes: float = 0.0  # also refresh checkpoint_last.pt this often; 0: off
+    keep_last: int = 5  # numbered checkpoints kept
+    average_last: int = 5  # checkpoint_avg.pt averages this many last checkpoints at the end
+    dist_timeout_minutes: float = 10.0  # collective-operation timeout under DDP
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 4
+    lenpen: float = 0.6  # GNMT length penalty alpha: score / ((5 + |Y|) / 6) ** alpha
+    max_len_a: float = 1.0  # maximum output length = a * source length + b
+    max_len_b: int = 50
+    max_tokens: int = 8000  # source tokens per decoding batch
+
+
+@dataclass
+class Config:
+    out_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data.dir) if self.data.dir else Path(self.out_dir) / "data"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A stable hash of some sections, to notice when prepared data must be rebuilt."""
+        parts = {name: asdict(getattr(self, name)) for name in sections}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value, tp, where: str):
+    """Check (and gently coerce) one YAML value against a field's type."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise MtrainError(f"config: '{where}' must be a mapping of keys, got {value!r}")
+        return _build(tp, value, where)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, list):
+            raise MtrainError(f"config: '{where}' must be a list, got {value!r}")
+        return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-9 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise MtrainError(f"config: '{where}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+            valid = ", ".join(names)
+            raise MtrainError(f"config: unknown key '{where}'{hint} (valid keys here: {valid})")
+        kwargs[key] = _convert(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    node = tree
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise MtrainError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """`train.max_steps=200` -> ('train.max_steps', 200); the value is read as YAML."""
+    if "=" not in text:
+        raise MtrainError(f"--set '{text}': expected KEY=VALUE, e.g. --set train.max_steps=200")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def from_dict(values: dict, overrides: list[str] = ()) -> Config:
+    tree = json.loads(json.dumps(values))  # a deep copy we may change
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    config = _build(Config, tree)
+    validate(config)
+    return config
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Config:
+    """Read a YAML experiment file, apply `--set` overrides, check everything once."""
+    path = Path(path)
+    if not path.is_file():
+        raise MtrainError(f"config file not found: {path} (pass an existing YAML file, e.g. configs/demo.yaml)")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise MtrainError(f"invalid YAML in {path}{line}: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise MtrainError(f"config file {path} is not UTF-8 text ({e.reason})") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise MtrainError(f"{path}: the top level must be a mapping of sections (data, model, train, ...)")
+    return from_dict(values, overrides)
+
+
+def save_config(config: Config, path: str | os.PathLike) -> None:
+    from mtrain.checkpoint import atomic_write_text  # local: keeps this module torch-free at import
+
+    atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise MtrainError(f"config: {message}")
+
+
+def validate(config: Config) -> None:
+    """Refuse impossible values before any work starts."""
+    d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
+    _require(d.src_lang != d.tgt_lang, f"data.src_lang and data.tgt_lang are both '{d.src_lang}'")
+    for split in ("train", "valid", "test"):
+        c: CorpusConfig = getattr(d, split)
+        kinds = [k for k in ("path", "dataset", "demo") if getattr(c, k)]
+        _require(len(kinds) <= 1, f"data.{split} sets {' and '.join(kinds)}; set exactly one of path, dataset, demo")
+        _require(c.demo >= 0, f"data.{split}.demo must be >= 0")
+        _require(not c.data_files or c.dataset, f"data.{split}.data_files needs data.{split}.dataset (parquet, json, csv)")
+    _require(d.train.is_set(), "data.train is empty; set data.train.path, data.train.dataset or data.train.demo")
+    _require(1 <= d.min_len <= d.max_len, "need 1 <= data.min_len <= data.max_len")
+    _require(d.max_len_ratio >= 1, "data.max_len_ratio must be >= 1")
+    _require(t.type in ("bpe", "unigram"), f"tokenizer.type must be bpe or unigram, got '{t.type}'")
+    _require(t.vocab_size >= 8, "tokenizer.vocab_size must be at least 8")
+    _require(t.input_sentence_size > 0, "tokenizer.input_sentence_size must be > 0")
+    _require(0 < t.character_coverage <= 1, "tokenizer.character_coverage must be in (0, 1]")
+    _require(not t.tgt_model or not t.joint, "tokenizer.tgt_model is only used with tokenizer.joint: false")
+    _require(m.d_model > 0 and m.heads > 0, "model.d_model and model.heads must be > 0")
+    _require(m.d_model % m.heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
+    _require(m.d_model % 2 == 0, "model.d_model must be even (sinusoidal positions)")
+    _require(m.encoder_layers >= 1 and m.decoder_layers >= 1, "model needs at least one encoder and one decoder layer")
+    _require(m.d_ff > 0, "model.d_ff must be > 0")
+    _require(0 <= m.dropout < 1, "model.dropout must be in [0, 1)")
+    _require(m.tie_embeddings in ("all", "decoder", "none"), "model.tie_embeddings must be all, decoder or none")
+    _require(m.tie_embeddings != "all" or t.joint, "model.tie_embeddings: all needs tokenizer.joint: true (one shared vocabulary); use decoder or none")
+    _require(m.max_positions >= 8, "model.max_positions must be >= 8")
+    _require(tr.max_tokens >= 8, "train.max_tokens must be >= 8")
+    _require(tr.update_freq >= 1, "train.update_freq must be >= 1")
+    _require(tr.max_steps >= 1, "train.max_steps must be >= 1")
+    _require(tr.warmup_steps > 0, "train.warmup_steps must be > 0")
+    _require(tr.lr_scale > 0, "train.lr_scale must be > 0")
+    _require(0 <= tr.adam_beta1 < 1 and 0 <= tr.adam_beta2 < 1, "train.adam_beta1/adam_beta2 must be in [0, 1)")
+    _require(tr.adam_eps > 0, "train.adam_eps must be > 0")
+    _require(0 <= tr.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
+    _require(tr.clip_norm >= 0, "train.clip_norm must be >= 0")
+    _require(tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:"), f"train.device must be auto, cpu or cuda, got '{tr.device}'")
+    _require(tr.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision must be auto, fp32, bf16 or fp16, got '{tr.precision}'")
+    _require(tr.log_every >= 1, "train.log_every must be >= 1")
+    _require(min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs) >= 0, "train.valid_every, save_every, patience, threads and max_epochs must be >= 0")
+    _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")
+    _require(tr.dist_timeout_minutes > 0, "train.dist_timeout_minutes must be > 0")
+    _require(dec.beam >= 1, "decode.beam must be >= 1")
+    _require(dec.lenpen >= 0, "decode.lenpen must be >= 0")
+    _require(dec.max_len_a >= 0 and dec.max_len_b >= 1, "decode.max_len_a must be >= 0 and decode.max_len_b >= 1")
+    _require(dec.max_tokens >= 1, "decode.max_tokens must be >= 1")

@@ -1,0 +1,224 @@
+"""`mtrain prepare`: read -> clean -> sentencepiece -> token ids on disk, once.
+
+The output is a directory (by default `{out_dir}/data`):
+
+    manifest.json              fingerprint of config + inputs, counts, special ids
+    spm.model                  (or spm.src.model + spm.tgt.model without a joint vocabulary)
+    {split}.{lang}.bin         all token ids of a split and side, uint16 when the vocabulary fits
+    {split}.{lang}.idx         int64 offsets: sentence i is bin[idx[i]:idx[i+1]]
+    {split}.{lang}.txt         the raw valid/test text, the references for BLEU
+
+It is built in a sibling temporary directory and swapped in only when complete, so an
+interrupted run never leaves data that a later run would trust. Running again with the same
+config and inputs finds the fingerprint unchanged and does nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from mtrain.config import Config
+from mtrain.data.clean import clean_pairs
+from mtrain.data.sources import file_digest, input_files, read_corpus
+from mtrain.data.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, load_model_file, train_model
+from mtrain.errors import MtrainError
+
+log = logging.getLogger("mtrain")
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+ENCODE_CHUNK = 200_000  # sentences encoded and written at a time (bounds memory)
+
+
+class IndexedArray:
+    """Variable-length integer sequences in one memory-mapped array plus offsets."""
+
+    def __init__(self, prefix: Path):
+        self.offsets = np.load(f"{prefix}.idx.npy", mmap_mode="r")
+        meta = json.loads(Path(f"{prefix}.bin.json").read_text())
+        self.data = np.memmap(f"{prefix}.bin", dtype=meta["dtype"], mode="r") if meta["tokens"] else np.zeros(0, meta["dtype"])
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.data[self.offsets[i]:self.offsets[i + 1]]
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets).astype(np.int64)
+
+
+@dataclass
+class Split:
+    src: IndexedArray
+    tgt: IndexedArray
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+class PreparedData:
+    """A prepared data directory, opened read-only."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        manifest = self.dir / "manifest.json"
+        if not manifest.is_file():
+            raise MtrainError(f"no prepared data in {self.dir}; run mtrain prepare --config ... first")
+        self.manifest = json.loads(manifest.read_text())
+        self.src_lang, self.tgt_lang = self.manifest["src_lang"], self.manifest["tgt_lang"]
+
+    def tokenizer(self) -> Tokenizer:
+        models = self.manifest["spm_models"]
+        src = (self.dir / models["src"]).read_bytes()
+        tgt = (self.dir / models["tgt"]).read_bytes() if models["tgt"] != models["src"] else None
+        return Tokenizer(src, tgt)
+
+    def has(self, split: str) -> bool:
+        return split in self.manifest["splits"]
+
+    def split(self, name: str) -> Split:
+        if not self.has(name):
+            raise MtrainError(f"the prepared data has no '{name}' split; set data.{name} in the config")
+        return Split(IndexedArray(self.dir / f"{name}.{self.src_lang}"), IndexedArray(self.dir / f"{name}.{self.tgt_lang}"))
+
+    def raw_text(self, split: str, lang: str) -> list[str]:
+        return (self.dir / f"{split}.{lang}.txt").read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def _write_ids(ids_chunks, prefix: Path, vocab_size: int) -> int:
+    """Write sequences of ids to {prefix}.bin and their offsets to {prefix}.idx.npy."""
+    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+    offsets = [np.zeros(1, np.int64)]
+    total = 0
+    with open(f"{prefix}.bin", "wb") as f:
+        for ids in ids_chunks:
+            lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
+            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype, count=int(lengths.sum()))
+            f.write(flat.tobytes())
+            offsets.append(total + np.cumsum(lengths))
+            total += int(lengths.sum())
+    np.save(f"{prefix}.idx.npy", np.concatenate(offsets))
+    Path(f"{prefix}.bin.json").write_text(json.dumps({"dtype": np.dtype(dtype).name, "tokens": total}))
+    return total
+
+
+def _encode_side(lines: list[str], encode, prefix: Path, vocab_size: int) -> int:
+    chunks = (encode(lines[i:i + ENCODE_CHUNK]) for i in range(0, len(lines), ENCODE_CHUNK))
+    return _write_ids(chunks, prefix, vocab_size)
+
+
+def fingerprint(config: Config) -> dict:
+    """What prepared data depends on: the data/tokenizer config and the input files' contents."""
+    d = config.data
+    files = []
+    for section in SPLITS:
+        spec = getattr(d, section)
+        if spec.is_set():
+            files += input_files(spec, d.src_lang, d.tgt_lang)
+    for model in (config.tokenizer.model, config.tokenizer.tgt_model):
+        if model and Path(model).is_file():
+            files.append(Path(model))
+    inputs = [{"path": str(p), "size": p.stat().st_size, "sha256": file_digest(p)} for p in files if p.is_file()]
+    return {"version": FORMAT_VERSION, "config": config.section_hash("data", "tokenizer"), "inputs": inputs}
+
+
+def _tokenizer_models(config: Config, src: list[str], tgt: list[str]) -> dict[str, bytes]:
+    """The sentencepiece model bytes by file name: given in the config, or trained here."""
+    t, seed = config.tokenizer, config.train.seed
+    if t.joint:
+        model = load_model_file(t.model) if t.model else train_model(itertools.chain(src, tgt), t, seed)
+        return {"spm.model": model}
+    src_model = load_model_file(t.model) if t.model else train_model(src, t, seed)
+    tgt_model = load_model_file(t.tgt_model) if t.tgt_model else train_model(tgt, t, seed)
+    return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
+
+
+def prepare(config: Config) -> PreparedData:
+    """Build the prepared data directory unless an identical one already exists."""
+    target = config.data_dir
+    d = config.data
+    wanted = fingerprint(config)
+    manifest_path = target / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            existing = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            existing = {}
+        if existing.get("fingerprint") == wanted:
+            log.info("prepared data in %s is up to date (same config and inputs); nothing to do", target)
+            return PreparedData(target)
+        log.info("config or inputs changed since %s was prepared; rebuilding", target)
+
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        log.info("reading training data")
+        raw_src, raw_tgt = read_corpus(d.train, "train", d.src_lang, d.tgt_lang)
+        src, tgt, counts = clean_pairs(raw_src, raw_tgt, d)
+        del raw_src, raw_tgt
+        dropped = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("input", "kept") and v)
+        log.info("cleaning: %d pairs in, %d kept (dropped: %s)", counts["input"], counts["kept"], dropped or "none")
+        if not src:
+            raise MtrainError(f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the cleaning limits data.min_len/max_len/max_len_ratio")
+        log.info("sentencepiece: %s", "loading the given model" if config.tokenizer.model else f"training a {config.tokenizer.type} model, vocabulary {config.tokenizer.vocab_size}")
+        models = _tokenizer_models(config, src, tgt)
+        for name, data in models.items():
+            (tmp / name).write_bytes(data)
+        names = list(models)
+        tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
+
+        splits = {}
+        for section in SPLITS:
+            spec = getattr(d, section)
+            if not spec.is_set():
+                continue
+            if section != "train":
+                src, tgt = read_corpus(spec, section, d.src_lang, d.tgt_lang)
+                src, tgt = [" ".join(s.split()) for s in src], [" ".join(t.split()) for t in tgt]
+                if not src:
+                    raise MtrainError(f"the {section} corpus is empty; check data.{section}")
+                for lang, lines in ((d.src_lang, src), (d.tgt_lang, tgt)):
+                    (tmp / f"{section}.{lang}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            log.info("encoding %s: %d pairs", section, len(src))
+            splits[section] = {
+                "pairs": len(src),
+                "src_tokens": _encode_side(src, tokenizer.encode_src, tmp / f"{section}.{d.src_lang}", tokenizer.src_vocab_size),
+                "tgt_tokens": _encode_side(tgt, tokenizer.encode_tgt, tmp / f"{section}.{d.tgt_lang}", tokenizer.tgt_vocab_size),
+            }
+        manifest = {
+            "fingerprint": wanted,
+            "src_lang": d.src_lang,
+            "tgt_lang": d.tgt_lang,
+            "spm_models": {"src": names[0], "tgt": names[-1]},
+            "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
+            "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
+            "clean": counts,
+            "splits": splits,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("prepared data written to %s", target)
+    return PreparedData(target)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace `target` by the complete directory `new` (each rename is atomic)."""
+    old = target.with_name(f"{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

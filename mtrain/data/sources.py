@@ -1,0 +1,132 @@
+"""Read parallel text from plain files, a `datasets` dataset, or the built-in demo generator.
+
+Every reader returns two line-aligned lists of Python strings (source, target). Problems in
+the input (missing files, different line counts, invalid UTF-8, unknown splits or language
+keys) are reported as one-line `MtrainError`s that name the file, line or key.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from pathlib import Path
+
+from mtrain import demo
+from mtrain.config import CorpusConfig
+from mtrain.errors import MtrainError
+
+LOCAL_LOADERS = ("parquet", "json", "csv", "arrow")
+DEFAULT_SPLIT = {"train": "train", "valid": "validation", "test": "test"}
+DEMO_SEEDS = {"train": 11, "valid": 12, "test": 13}
+
+
+def text_file(prefix: str, lang: str) -> Path:
+    """`{prefix}.{lang}`, or `{prefix}.{lang}.gz` when only that exists."""
+    plain = Path(f"{prefix}.{lang}")
+    for candidate in (plain, Path(f"{plain}.gz")):
+        if candidate.is_file():
+            return candidate
+    raise MtrainError(f"data file not found: {plain} (nor {plain}.gz); check the path prefix in the config")
+
+
+def read_lines(path: Path) -> list[str]:
+    """All lines of a UTF-8 text file (optionally gzip), without line endings, strictly decoded."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    lines = []
+    try:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
+                except UnicodeDecodeError as e:
+                    raise MtrainError(f"{path}: line {number} is not valid UTF-8 ({e.reason} at byte {e.start}); re-encode the file as UTF-8") from None
+    except (OSError, EOFError) as e:
+        raise MtrainError(f"cannot read {path}: {e}") from None
+    return lines
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def input_files(spec: CorpusConfig, src_lang: str, tgt_lang: str) -> list[Path]:
+    """The local files a corpus is read from (for the manifest's fingerprint)."""
+    if spec.path:
+        return [text_file(spec.path, src_lang), text_file(spec.path, tgt_lang)]
+    return [Path(f) for f in spec.data_files]
+
+
+def read_corpus(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
+    """The (source, target) lines of one configured split ('train', 'valid' or 'test')."""
+    if spec.path:
+        src_path, tgt_path = input_files(spec, src_lang, tgt_lang)
+        src, tgt = read_lines(src_path), read_lines(tgt_path)
+        if len(src) != len(tgt):
+            raise MtrainError(f"parallel files differ in length: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be line-aligned")
+        return src, tgt
+    if spec.dataset:
+        return _read_dataset(spec, section, src_lang, tgt_lang)
+    return _read_demo(spec.demo, section, src_lang, tgt_lang)
+
+
+def _read_demo(count: int, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
+    """Demo pairs; a sentence is held out (valid/test) or trainable by a hash of its English side,
+    so the held-out sets never contain a training sentence."""
+    for lang in (src_lang, tgt_lang):
+        if lang not in ("en", "de"):
+            raise MtrainError(f"the demo corpus is English-German; data.src_lang/tgt_lang must be en or de, got '{lang}'")
+    held_out = section != "train"
+    en, de, seed = [], [], DEMO_SEEDS[section]
+    while len(en) < count:
+        batch_en, batch_de = demo.generate(count, seed)
+        for e, d in zip(batch_en, batch_de):
+            if (zlib.crc32(e.encode()) % 10 == 0) == held_out and len(en) < count:
+                en.append(e)
+                de.append(d)
+        seed += 1000
+    side = {"en": en, "de": de}
+    return side[src_lang], side[tgt_lang]
+
+
+def _read_dataset(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
+    try:
+        import datasets  # imported lazily: only this source needs it
+    except ImportError:
+        raise MtrainError("data source 'dataset' needs the datasets package: pip install datasets") from None
+    local = spec.dataset in LOCAL_LOADERS
+    if local:
+        if not spec.data_files:
+            raise MtrainError(f"data.{section}.dataset: {spec.dataset} needs data.{section}.data_files (the local files to load)")
+        for f in spec.data_files:
+            if not Path(f).is_file():
+                raise MtrainError(f"data file not found: {f} (data.{section}.data_files)")
+    split = spec.split or ("train" if local else DEFAULT_SPLIT[section])
+    datasets.logging.set_verbosity_error()
+    try:
+        splits = datasets.load_dataset(spec.dataset, spec.name or None, data_files=spec.data_files or None)
+    except (FileNotFoundError, ValueError, ConnectionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MtrainError(f"cannot load dataset '{spec.dataset}' ({spec.name or 'no config'}): {first}") from None
+    if split not in splits:
+        raise MtrainError(f"dataset '{spec.dataset}' has no split '{split}'; it has: {', '.join(splits)} (set data.{section}.split)")
+    table = splits[split]
+    columns = table.column_names
+    if "translation" in columns:
+        pairs = table["translation"]
+        first = pairs[0] if len(pairs) else {}
+        missing = [lang for lang in (src_lang, tgt_lang) if lang not in first]
+        if missing:
+            raise MtrainError(f"dataset '{spec.dataset}' split '{split}' has no language '{missing[0]}' in its translation column; it has: {', '.join(first)} (check data.src_lang/tgt_lang)")
+        src = [p[src_lang] or "" for p in pairs]
+        tgt = [p[tgt_lang] or "" for p in pairs]
+    elif src_lang in columns and tgt_lang in columns:
+        src = [s or "" for s in table[src_lang]]
+        tgt = [t or "" for t in table[tgt_lang]]
+    else:
+        raise MtrainError(f"dataset '{spec.dataset}' split '{split}' has neither a 'translation' column nor columns '{src_lang}' and '{tgt_lang}'; its columns: {', '.join(columns)}")
+    return src, tgt

@@ -1,0 +1,93 @@
+"""Sentencepiece subword models: training (joint or per language) and a small wrapper.
+
+The special ids are fixed (pad 0, unk 1, bos 2, eos 3) so the model, the batches and the
+decoder agree without looking anything up. Models travel as bytes: they are written into the
+prepared data directory and copied into every checkpoint, so a checkpoint alone can translate.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Iterable
+
+import sentencepiece as spm
+
+from mtrain.config import TokenizerConfig
+from mtrain.errors import MtrainError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int) -> bytes:
+    """Train a sentencepiece model on `lines` (sampled down to input_sentence_size)."""
+    spm.set_random_generator_seed(seed)
+    buffer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=buffer,
+            model_type=config.type,
+            vocab_size=config.vocab_size,
+            character_coverage=config.character_coverage,
+            input_sentence_size=config.input_sentence_size,
+            shuffle_input_sentence=True,
+            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        message = str(e).strip().splitlines()[-1]
+        if "Vocabulary size" in message:
+            raise MtrainError(f"tokenizer.vocab_size {config.vocab_size} is too large for this training corpus ({message}); lower tokenizer.vocab_size") from None
+        raise MtrainError(f"sentencepiece training failed: {message}") from None
+    return buffer.getvalue()
+
+
+def load_model_file(path: str) -> bytes:
+    """An existing sentencepiece model given in the config, checked for our special ids."""
+    if not Path(path).is_file():
+        raise MtrainError(f"sentencepiece model not found: {path} (tokenizer.model / tokenizer.tgt_model)")
+    data = Path(path).read_bytes()
+    processor = _processor(data, path)
+    ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
+    if ids != (PAD, UNK, BOS, EOS):
+        raise MtrainError(f"{path}: special ids are pad/unk/bos/eos={ids}, mtrain needs (0, 1, 2, 3); retrain it with --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3")
+    return data
+
+
+def _processor(model: bytes, name: str = "model") -> spm.SentencePieceProcessor:
+    processor = spm.SentencePieceProcessor()
+    try:
+        processor.LoadFromSerializedProto(model)
+    except RuntimeError:
+        raise MtrainError(f"{name} is not a sentencepiece model") from None
+    return processor
+
+
+class Tokenizer:
+    """Source and target sentencepiece processors (the same one with a joint vocabulary)."""
+
+    def __init__(self, src_model: bytes, tgt_model: bytes | None = None):
+        self.src_model = src_model
+        self.tgt_model = tgt_model  # None: joint vocabulary
+        self.src = _processor(src_model)
+        self.tgt = _processor(tgt_model) if tgt_model is not None else self.src
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt.get_piece_size()
+
+    def encode_src(self, lines: list[str]) -> list[list[int]]:
+        return self.src.encode(lines, out_type=int, num_threads=os.cpu_count() or 1)
+
+    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
+        return self.tgt.encode(lines, out_type=int, num_threads=os.cpu_count() or 1)
+
+    def decode_tgt(self, ids: list[int]) -> str:
+        return self.tgt.decode(ids)

@@ -1,0 +1,102 @@
+"""torchrun environment, process group, rank helpers.
+
+Single-process runs need nothing here: every helper degrades to a no-op when WORLD_SIZE is
+unset or 1. Under torchrun (`torch.distributed.run`), RANK / WORLD_SIZE / LOCAL_RANK select
+the process's role and device; NCCL is used on CUDA, gloo on CPU, with a timeout on
+collectives so that a dead peer ends the job instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from mtrain.errors import MtrainError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def select_device(requested: str, local_rank: int = 0) -> torch.device:
+    """`auto` takes a GPU when there is one; asking for CUDA without one is a user error."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise MtrainError(f"device '{requested}' was asked for but CUDA is not available here (torch {torch.__version__}); use --device cpu or auto, or install a CUDA build of torch")
+    if requested.startswith("cuda:"):
+        return torch.device(requested)
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def init(device: torch.device, timeout_minutes: float) -> DistInfo:
+    """Join the process group when launched by torchrun; otherwise a world of one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world_size)
+    if info.enabled and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=timeout_minutes),
+                                device_id=device if device.type == "cuda" else None)
+    return info
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_WORLD_SIZE" in os.environ
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few numbers over all ranks (the numbers themselves when not distributed)."""
+    if not dist.is_initialized():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather_object(obj) -> list:
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def torchrun_command(nproc_per_node: int, argv: list[str]) -> list[str]:
+    """The `python -m torch.distributed.run ... -m mtrain <argv>` command behind --nproc-per-node."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
+            "-m", "mtrain", *argv]

@@ -1,0 +1,181 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), section 3.
+
+Encoder and decoder stacks of N layers; multi-head attention (3.2.2) through
+`scaled_dot_product_attention`, so GPUs get fused flash/memory-efficient kernels; position-wise
+ReLU feed-forward networks (3.3); embeddings scaled by sqrt(d_model) and shared with the
+pre-softmax projection (3.4); sinusoidal positional encodings (3.5); dropout on every sub-layer
+output and on embeddings + positions, residual connections and layer normalisation after each
+sub-layer (5.4; `pre_norm` moves it before, as most later toolkits do).
+
+Training calls `forward` (teacher forcing, causal mask). Search calls `encode` once,
+`cross_attention_memory` once, then `decode_step` one token at a time with cached keys and
+values: the same weights, the same arithmetic, so both give the same scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtrain.config import ModelConfig
+from mtrain.data.tokenizer import PAD
+
+
+def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d))."""
+    position = torch.arange(length, dtype=torch.float64).unsqueeze(1)
+    inv_freq = torch.pow(10000.0, -torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    table = torch.zeros(length, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)
+    return table.float()
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with one fused input projection (query, key, value)."""
+
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads, self.d_model = heads, d_model
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.heads, self.d_model // self.heads).transpose(1, 2)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the encoder output for cross-attention (computed once per input)."""
+        d = self.d_model
+        k, v = F.linear(memory, self.in_proj.weight[d:], self.in_proj.bias[d:]).chunk(2, dim=-1)
+        return self._split_heads(k), self._split_heads(v)
+
+    def forward(self, x: torch.Tensor, memory_kv=None, mask=None, is_causal=False, cache: dict | None = None) -> torch.Tensor:
+        """Self-attention over x when memory_kv is None, else cross-attention to memory_kv.
+        With a `cache`, this step's keys/values are appended to the earlier steps' ones."""
+        if memory_kv is None:
+            q, k, v = map(self._split_heads, self.in_proj(x).chunk(3, dim=-1))
+            if cache is not None:
+                if "k" in cache:
+                    k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+        else:
+            d = self.d_model
+            q = self._split_heads(F.linear(x, self.in_proj.weight[:d], self.in_proj.bias[:d]))
+            k, v = memory_kv
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        batch, _, length, _ = y.shape
+        return self.out_proj(y.transpose(1, 2).reshape(batch, length, self.d_model))
+
+
+class FeedForward(nn.Sequential):
+    """FFN(x) = max(0, x W1 + b1) W2 + b2."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+
+
+class SubLayer(nn.Module):
+    """Residual connection, dropout and layer norm around one sub-layer: post-norm computes
+    LayerNorm(x + Dropout(f(x))) as in the paper, pre-norm x + Dropout(f(LayerNorm(x)))."""
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(d_model), nn.Dropout(dropout), pre_norm
+
+    def forward(self, x: torch.Tensor, f) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.dropout(f(self.norm(x)))
+        return self.norm(x + self.dropout(f(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.self_attn, self.ffn = MultiHeadAttention(c.d_model, c.heads), FeedForward(c.d_model, c.d_ff)
+        self.sub1, self.sub2 = SubLayer(c.d_model, c.dropout, c.pre_norm), SubLayer(c.d_model, c.dropout, c.pre_norm)
+
+    def forward(self, x, src_mask):
+        x = self.sub1(x, lambda h: self.self_attn(h, mask=src_mask))
+        return self.sub2(x, self.ffn)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.self_attn, self.cross_attn = MultiHeadAttention(c.d_model, c.heads), MultiHeadAttention(c.d_model, c.heads)
+        self.ffn = FeedForward(c.d_model, c.d_ff)
+        self.sub1, self.sub2, self.sub3 = (SubLayer(c.d_model, c.dropout, c.pre_norm) for _ in range(3))
+
+    def forward(self, x, memory_kv, src_mask, cache=None):
+        # Teacher forcing uses the causal mask; one-step decoding attends to all cached steps.
+        x = self.sub1(x, lambda h: self.self_attn(h, is_causal=cache is None, cache=cache))
+        x = self.sub2(x, lambda h: self.cross_attn(h, memory_kv=memory_kv, mask=src_mask))
+        return self.sub3(x, self.ffn)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embed_scale = math.sqrt(d)
+        self.src_embed = nn.Embedding(src_vocab_size, d, padding_idx=PAD)
+        self.tgt_embed = self.src_embed if config.tie_embeddings == "all" else nn.Embedding(tgt_vocab_size, d, padding_idx=PAD)
+        self.output = nn.Linear(d, tgt_vocab_size, bias=False)
+        self.register_buffer("positions", sinusoidal_positions(config.max_positions, d), persistent=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
+        # Pre-norm leaves the last sub-layer's output unnormalised; one final norm per stack fixes that.
+        self.encoder_norm = nn.LayerNorm(d) if config.pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(d) if config.pre_norm else nn.Identity()
+        self._init_weights()
+        if config.tie_embeddings in ("all", "decoder"):
+            self.output.weight = self.tgt_embed.weight
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=self.config.d_model ** -0.5)
+                nn.init.zeros_(module.weight[PAD])
+
+    def _embed(self, embedding: nn.Embedding, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        positions = self.positions[offset: offset + tokens.size(1)]
+        return self.dropout(embedding(tokens) * self.embed_scale + positions)
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output (batch, src_len, d) and the padding mask (batch, 1, 1, src_len), True = attend."""
+        src_mask = (src != PAD)[:, None, None, :]
+        x = self._embed(self.src_embed, src)
+        for layer in self.encoder:
+            x = layer(x, src_mask)
+        return self.encoder_norm(x), src_mask
+
+    def cross_attention_memory(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every decoder layer's cross-attention keys/values of the encoder output."""
+        return [layer.cross_attn.memory_kv(memory) for layer in self.decoder]
+
+    def decode(self, tgt_in: torch.Tensor, memory_kv, src_mask, caches: list[dict] | None = None, offset: int = 0) -> torch.Tensor:
+        """Decoder states for `tgt_in`; with `caches`, tgt_in is the next step(s) after `offset` earlier ones."""
+        x = self._embed(self.tgt_embed, tgt_in, offset)
+        for i, layer in enumerate(self.decoder):
+            x = layer(x, memory_kv[i], src_mask, caches[i] if caches is not None else None)
+        return self.decoder_norm(x)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (batch, tgt_len, tgt_vocab)."""
+        memory, src_mask = self.encode(src)
+        return self.output(self.decode(tgt_in, self.cross_attention_memory(memory), src_mask))
+
+    def decode_step(self, tokens: torch.Tensor, memory_kv, src_mask, caches: list[dict], step: int) -> torch.Tensor:
+        """Log-probabilities (batch, tgt_vocab) of the next token after `tokens` (batch, 1) at position `step`."""
+        x = self.decode(tokens, memory_kv, src_mask, caches, offset=step)
+        return F.log_softmax(self.output(x[:, -1]).float(), dim=-1)
