@@ -42,11 +42,16 @@ def learning_rate(step: int, d_model: int, warmup: int, scale: float = 1.0) -> f
 
 def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed label-smoothed cross entropy and summed NLL over non-padding targets.
-    Smoothing spreads epsilon uniformly over the vocabulary (Szegedy et al., 2016)."""
-    logits, target = logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1)
-    loss = F.cross_entropy(logits, target, ignore_index=PAD, label_smoothing=epsilon, reduction="sum")
-    nll = F.cross_entropy(logits.detach(), target, ignore_index=PAD, reduction="sum")
-    return loss, nll
+
+    Smoothing puts epsilon uniformly over the vocabulary (Szegedy et al., 2016), the same
+    definition as F.cross_entropy(label_smoothing=epsilon), computed from one log-softmax:
+    loss = (1 - epsilon) * nll + epsilon * mean over the vocabulary of -log p."""
+    lprobs = F.log_softmax(logits.reshape(-1, logits.size(-1)).float(), dim=-1)
+    target = target.reshape(-1)
+    keep = (target != PAD).to(lprobs.dtype)
+    nll = -(lprobs.gather(1, target[:, None]).squeeze(1) * keep).sum()
+    smooth = -(lprobs.mean(-1) * keep).sum() if epsilon else nll.new_zeros(())
+    return (1 - epsilon) * nll + epsilon * smooth, nll.detach()
 
 
 def autocast_context(device: torch.device, precision: str):

@@ -1,5 +1,5 @@
 """Text in, token ids and batches out: sources -> clean -> tokenizer -> prepare -> batching."""
 
-from mtrain.data.prepare import PreparedData, prepare
+from mtrain.data.binarize import PreparedData, prepare
 
 __all__ = ["PreparedData", "prepare"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mtrain.data.prepare import Split
+from mtrain.data.binarize import Split
 from mtrain.data.tokenizer import BOS, EOS, PAD
 
 

@@ -1,0 +1,267 @@
+"""Batched beam search and greedy decoding with a key/value cache, and the Translator.
+
+Beam search as in the paper (section 6.1): beam 4, GNMT length penalty
+lp(Y) = ((5 + |Y|) / 6) ** alpha with |Y| counting the generated tokens including </s>,
+maximum output length a * |source| + b. The encoder runs once per batch, the cross-attention
+keys/values once, and the decoder's self-attention keys/values are cached and reordered with
+the beams. A sentence is finished once it has `beam` finished hypotheses and no live one can
+still beat them (its score divided by the largest possible length penalty is no better than
+the worst kept one); finished sentences leave the batch, so one long sentence costs only its
+own compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mtrain import checkpoint
+from mtrain.config import DecodeConfig, ModelConfig
+from mtrain.data.batching import token_batches
+from mtrain.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from mtrain.errors import MtrainError
+from mtrain.model import Transformer
+
+log = logging.getLogger("mtrain")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without </s>
+    score: float  # length-normalised log-probability (what the beam ranks by)
+    logprob: float  # plain sum of token log-probabilities, </s> included
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _max_lengths(src: torch.Tensor, model: Transformer, a: float, b: int) -> torch.Tensor:
+    src_len = (src != PAD).sum(1) - 1  # without </s>
+    return torch.clamp((a * src_len).long() + b, max=model.config.max_positions - 1).clamp(min=1)
+
+
+def _select(state: list, rows: torch.Tensor) -> None:
+    """Keep (and reorder) the given batch rows of every cached tensor, in place."""
+    for layer in state:
+        if isinstance(layer, dict):
+            for key in layer:
+                layer[key] = layer[key].index_select(0, rows)
+        else:
+            layer[:] = [t.index_select(0, rows) for t in layer]
+
+
+@torch.no_grad()
+def greedy_search(model: Transformer, src: torch.Tensor, max_len_a: float = 1.0, max_len_b: int = 50) -> list[Hypothesis]:
+    """The most probable token at every step, until </s> or the maximum length."""
+    memory, src_mask = model.encode(src)
+    memory_kv = [list(kv) for kv in model.cross_attention_memory(memory)]
+    caches: list[dict] = [{} for _ in model.decoder]
+    max_lens = _max_lengths(src, model, max_len_a, max_len_b)
+    alive = torch.arange(src.size(0), device=src.device)  # original row of each live sentence
+    tokens = torch.full((src.size(0), 1), BOS, dtype=torch.long, device=src.device)
+    logprob = torch.zeros(src.size(0), device=src.device)
+    results: list[Hypothesis | None] = [None] * src.size(0)
+    for step in range(int(max_lens.max())):
+        logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
+        logp[:, PAD] = logp[:, BOS] = -torch.inf
+        must_end = step + 1 >= max_lens[alive]
+        logp[must_end, :EOS] = logp[must_end, EOS + 1:] = -torch.inf
+        best, token = logp.max(-1)
+        logprob = logprob + best
+        tokens = torch.cat([tokens, token[:, None]], 1)
+        done = token == EOS
+        for row in done.nonzero().flatten().tolist():
+            score = logprob[row].item()
+            results[alive[row]] = Hypothesis(tokens[row, 1:-1].tolist(), score, score)
+        if done.all():
+            break
+        if done.any():
+            keep = (~done).nonzero().flatten()
+            alive, tokens, logprob, src_mask = alive[keep], tokens[keep], logprob[keep], src_mask[keep]
+            _select(caches, keep)
+            _select(memory_kv, keep)
+    return results
+
+
+@torch.no_grad()
+def beam_search(model: Transformer, src: torch.Tensor, beam: int = 4, lenpen: float = 0.6,
+                max_len_a: float = 1.0, max_len_b: int = 50, nbest: int = 1) -> list[list[Hypothesis]]:
+    """The `nbest` best hypotheses of each source sentence, best first."""
+    batch, k, device = src.size(0), beam, src.device
+    memory, src_mask = model.encode(src)
+    rows = torch.arange(batch, device=device).repeat_interleave(k)  # every sentence k times
+    memory_kv = [[t.index_select(0, rows) for t in kv] for kv in model.cross_attention_memory(memory)]
+    src_mask = src_mask.index_select(0, rows)
+    caches: list[dict] = [{} for _ in model.decoder]
+    max_lens = _max_lengths(src, model, max_len_a, max_len_b)
+    alive = torch.arange(batch, device=device)  # original index of each live sentence
+    tokens = torch.full((batch * k, 1), BOS, dtype=torch.long, device=device)
+    scores = torch.full((batch, k), -torch.inf, device=device)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first one
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for step in range(int(max_lens.max())):
+        n = alive.numel()
+        logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
+        vocab = logp.size(-1)
+        logp[:, PAD] = logp[:, BOS] = -torch.inf
+        logp = logp.view(n, k, vocab)
+        must_end = step + 1 >= max_lens[alive]
+        logp[must_end, :, :EOS] = -torch.inf
+        logp[must_end, :, EOS + 1:] = -torch.inf
+        candidates = (scores.unsqueeze(-1) + logp).view(n, k * vocab)
+        top_scores, top_index = candidates.topk(2 * k, dim=1)  # k of them are surely not </s>
+        top_beam, top_token = top_index // vocab, top_index % vocab
+
+        # Hypotheses ending in </s> among the k best candidates are finished.
+        is_eos = top_token == EOS
+        eos_rows, eos_cols = (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero(as_tuple=True)
+        penalty = length_penalty(step + 1, lenpen)
+        if eos_rows.numel():
+            history = tokens.view(n, k, -1)
+            for r, c, s, b in zip(eos_rows.tolist(), eos_cols.tolist(), top_scores[eos_rows, eos_cols].tolist(),
+                                  top_beam[eos_rows, eos_cols].tolist()):
+                finished[alive[r]].append(Hypothesis(history[r, b, 1:].tolist(), s / penalty, s))
+
+        # The k best candidates not ending in </s> continue.
+        live_scores = top_scores.masked_fill(is_eos, -torch.inf)
+        scores, order = live_scores.topk(k, dim=1)
+        beams = top_beam.gather(1, order)
+        next_tokens = top_token.gather(1, order)
+
+        # Which sentences are done: none of their live hypotheses can beat their k best finished ones.
+        best_possible = scores[:, 0] / length_penalty(max_lens[alive].float(), lenpen)
+        done = must_end | ~torch.isfinite(scores[:, 0])
+        for r in range(n):
+            hyps = finished[alive[r]]
+            if not done[r] and len(hyps) >= k:
+                kth = sorted((h.score for h in hyps), reverse=True)[k - 1]
+                done[r] = best_possible[r].item() <= kth
+        flat = (torch.arange(n, device=device)[:, None] * k + beams).view(-1)
+        tokens = torch.cat([tokens.index_select(0, flat), next_tokens.view(-1, 1)], 1)
+        _select(caches, flat)
+        if done.all():
+            break
+        if done.any():
+            keep = (~done).nonzero().flatten()
+            keep_rows = (keep[:, None] * k + torch.arange(k, device=device)).view(-1)
+            alive, scores = alive[keep], scores[keep]
+            tokens, src_mask = tokens.index_select(0, keep_rows), src_mask.index_select(0, keep_rows)
+            _select(caches, keep_rows)
+            _select(memory_kv, keep_rows)
+    return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
+
+
+def load_model(path: Path, device: torch.device) -> tuple[Transformer, Tokenizer, dict]:
+    """A model ready to translate, its tokenizer, and the checkpoint's config dict."""
+    state = checkpoint.load(path, map_location="cpu")
+    config = state["config"]
+    tokenizer = Tokenizer(state["spm"]["src"], state["spm"]["tgt"])
+    model = Transformer(ModelConfig(**config["model"]), tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), tokenizer, config
+
+
+class Translator:
+    """Text in, text out: encode with sentencepiece, batch by length, search, restore order, detokenize."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: DecodeConfig, device: torch.device, precision: str = "fp32"):
+        self.model, self.tokenizer, self.config, self.device = model, tokenizer, config, device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.max_src = model.config.max_positions - 1
+
+    def _encode(self, lines: list[str]) -> list[list[int]]:
+        ids = self.tokenizer.encode_src([" ".join(line.split()) for line in lines])
+        for i, seq in enumerate(ids):
+            if len(seq) > self.max_src:
+                log.warning("line %d has %d tokens, more than the model's %d: translating its first %d", i + 1, len(seq), self.max_src, self.max_src)
+                ids[i] = seq[: self.max_src]
+        return ids
+
+    def translate_nbest(self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None) -> list[list[Hypothesis]]:
+        """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis."""
+        c = self.config
+        beam = beam or c.beam
+        if nbest > beam:
+            raise MtrainError(f"--nbest {nbest} is larger than the beam ({beam})")
+        ids = self._encode(lines)
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
+        todo = [i for i, seq in enumerate(ids) if seq]
+        lengths = torch.tensor([len(ids[i]) + 1 for i in todo]).numpy()
+        order = lengths.argsort(kind="stable")
+        budget = max(c.max_tokens // beam, 1)
+        for batch in token_batches(lengths, lengths, budget, order):
+            rows = [todo[j] for j in batch]
+            src = torch.full((len(rows), max(len(ids[r]) for r in rows) + 1), PAD, dtype=torch.long)
+            for i, r in enumerate(rows):
+                src[i, : len(ids[r])] = torch.tensor(ids[r])
+                src[i, len(ids[r])] = EOS
+            src = src.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                if beam == 1:
+                    found = [[h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b)]
+                else:
+                    found = beam_search(self.model, src, beam, c.lenpen, c.max_len_a, c.max_len_b, nbest)
+            for r, hyps in zip(rows, found):
+                results[r] = hyps
+            if progress is not None:
+                progress.update(len(rows))
+        return results
+
+    def translate(self, lines: list[str], beam: int | None = None, progress=None) -> list[str]:
+        return [self.tokenizer.decode_tgt(hyps[0].tokens) for hyps in self.translate_nbest(lines, beam, 1, progress)]
+
+
+def open_translator(path: Path, device: str = "auto", precision: str = "auto", **overrides) -> Translator:
+    """A Translator for a checkpoint; `overrides` (beam, lenpen, max_tokens) replace decode.* values."""
+    from mtrain.distributed import select_device
+    from mtrain.train import resolve_precision
+
+    dev = select_device(device)
+    model, tokenizer, config = load_model(path, dev)
+    decode = DecodeConfig(**config["decode"])
+    for key, value in overrides.items():
+        if value is not None:
+            if value < (0 if key == "lenpen" else 1):
+                raise MtrainError(f"--{key.replace('_', '-')} must be {'>= 0' if key == 'lenpen' else '>= 1'}, got {value}")
+            setattr(decode, key, value)
+    return Translator(model, tokenizer, decode, dev, resolve_precision(dev, precision))
+
+
+def _format(index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int) -> str:
+    if nbest == 1:
+        return tokenizer.decode_tgt(hyps[0].tokens)
+    return "\n".join(f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}" for h in hyps)
+
+
+def translate_command(checkpoint_path: Path, input_path: Path | None, output_path: Path | None, beam=None, lenpen=None,
+                      max_tokens=None, nbest: int = 1, device: str = "auto", precision: str = "auto") -> None:
+    """`mtrain translate`: a file in, a file out (atomically, with a progress bar), or stdin to stdout line by line."""
+    if nbest < 1:
+        raise MtrainError(f"--nbest must be >= 1, got {nbest}")
+    translator = open_translator(checkpoint_path, device, precision, beam=beam, lenpen=lenpen, max_tokens=max_tokens)
+    if input_path is None:  # streaming: a line in, a line out
+        out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
+        for index, line in enumerate(sys.stdin):
+            hyps = translator.translate_nbest([line.rstrip("\r\n")], nbest=nbest)[0]
+            out.write(_format(index, hyps, translator.tokenizer, nbest) + "\n")
+            out.flush()
+        return
+    from tqdm import tqdm
+
+    from mtrain.data.sources import read_lines
+
+    lines = read_lines(Path(input_path)) if Path(input_path).is_file() else None
+    if lines is None:
+        raise MtrainError(f"input file not found: {input_path}")
+    with tqdm(total=len(lines), unit="sent", desc="translating", disable=None, file=sys.stderr) as bar:
+        results = translator.translate_nbest(lines, nbest=nbest, progress=bar)
+    text = "".join(_format(i, hyps, translator.tokenizer, nbest) + "\n" for i, hyps in enumerate(results))
+    if output_path:
+        checkpoint.atomic_write_text(Path(output_path), text)
+    else:
+        sys.stdout.write(text)

@@ -1,0 +1,64 @@
+"""Shared fixtures: small configs, prepared demo data and one trained tiny demo model.
+
+Everything is generated here (the demo generator, small text files); nothing is downloaded
+and nothing outside the repository is read.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtrain.config import from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_MODEL = {"d_model": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 128, "dropout": 0.0, "max_positions": 128}
+
+
+def tiny_config(out_dir: Path, **sections) -> "Config":
+    """A fast demo config: small corpus, small vocabulary, tiny model; sections override parts."""
+    values = {
+        "out_dir": str(out_dir),
+        "data": {"train": {"demo": 2000}, "valid": {"demo": 100}, "test": {"demo": 100}},
+        "tokenizer": {"vocab_size": 200},
+        "model": dict(TINY_MODEL),
+        "train": {"max_tokens": 600, "max_steps": 6, "warmup_steps": 4, "log_every": 2, "valid_every": 0, "save_every": 3},
+    }
+    for section, overrides in sections.items():
+        if isinstance(values.get(section), dict):
+            values[section] = {**values[section], **overrides}
+        else:
+            values[section] = overrides
+    return from_dict(values)
+
+
+def run_cli(*args: str, input: str | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m mtrain ...` as a user would, capturing its output."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mtrain", *args], input=input, capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=ROOT)
+
+
+# The tiny demo model most decoding tests use; trained once per session (about a minute).
+DEMO_TRAIN = {"max_tokens": 2500, "max_steps": 700, "warmup_steps": 150, "lr_scale": 3.0, "log_every": 100,
+              "valid_every": 350, "save_every": 100, "average_last": 3}
+DEMO_MODEL = {"d_model": 128, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 256, "dropout": 0.0, "max_positions": 128}
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """Train the learning-test model once: returns its run directory."""
+    from mtrain.train import train
+
+    out = tmp_path_factory.mktemp("demo_run")
+    config = tiny_config(out, data={"train": {"demo": 30000}, "valid": {"demo": 300}, "test": {"demo": 300}},
+                         tokenizer={"vocab_size": 300}, model=DEMO_MODEL, train=DEMO_TRAIN)
+    train(config)
+    return out

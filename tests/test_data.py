@@ -1,0 +1,215 @@
+"""The data pipeline: sources, cleaning, sentencepiece, binarization, batching, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mtrain.data import PreparedData, prepare
+from mtrain.data.batching import TrainBatches, eval_batches
+from mtrain.data.tokenizer import BOS, EOS, PAD
+from mtrain.demo import generate
+from mtrain.errors import MtrainError
+
+EN, DE = generate(1500, seed=5)
+
+
+def write_text(prefix, en=EN, de=DE, gz=False):
+    for lang, lines in (("en", en), ("de", de)):
+        data = "".join(line + "\n" for line in lines).encode()
+        if gz:
+            (prefix.parent / f"{prefix.name}.{lang}.gz").write_bytes(gzip.compress(data))
+        else:
+            (prefix.parent / f"{prefix.name}.{lang}").write_bytes(data)
+
+
+def text_config(tmp_path, **data):
+    write_text(tmp_path / "train")
+    write_text(tmp_path / "valid", EN[:50], DE[:50])
+    corpus = {"train": {"path": str(tmp_path / "train")}, "valid": {"path": str(tmp_path / "valid")}, "test": {}}
+    return tiny_config(tmp_path / "run", data={**corpus, **data})
+
+
+def data_files(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != "manifest.json"}
+
+
+def test_prepare_text_files_and_skip_when_unchanged(tmp_path, caplog):
+    config = text_config(tmp_path)
+    data = prepare(config)
+    manifest = data.manifest
+    assert manifest["splits"]["train"]["pairs"] == 1500 and manifest["splits"]["valid"]["pairs"] == 50
+    assert manifest["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+    train = data.split("train")
+    tokenizer = data.tokenizer()
+    assert tokenizer.src.decode(train.src[7].tolist()) == EN[7]
+    assert tokenizer.decode_tgt(train.tgt[7].tolist()) == DE[7]
+    assert train.src.data.dtype == np.uint16
+    assert data.raw_text("valid", "de") == DE[:50]
+    before = {p.name: p.stat().st_mtime_ns for p in config.data_dir.iterdir()}
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mtrain"):
+        prepare(config)
+    assert "up to date" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in config.data_dir.iterdir()} == before
+    # a changed input rebuilds
+    write_text(tmp_path / "train", EN[:1000], DE[:1000])
+    assert prepare(config).manifest["splits"]["train"]["pairs"] == 1000
+
+
+def test_reverse_direction_and_gzip(tmp_path):
+    write_text(tmp_path / "train", gz=True)
+    config = tiny_config(tmp_path / "run", data={"src_lang": "de", "tgt_lang": "en", "train": {"path": str(tmp_path / "train")}, "valid": {}, "test": {}})
+    data = prepare(config)
+    assert data.tokenizer().src.decode(data.split("train").src[3].tolist()) == DE[3]
+
+
+def test_cleaning_counts_each_reason(tmp_path):
+    en = ["a b c", "", "x " * 40, "one two three four five six seven eight", "a b c", "  spaced   out  "]
+    de = ["d e f", "nonempty", "y", "eins", "d e f", "ganz   weit"]
+    write_text(tmp_path / "train", en * 20, de * 20)
+    config = tiny_config(tmp_path / "run", data={"train": {"path": str(tmp_path / "train")}, "valid": {}, "test": {},
+                                                  "max_len": 30, "max_len_ratio": 3.0, "dedup": True},
+                         tokenizer={"vocab_size": 40})
+    counts = prepare(config).manifest["clean"]
+    assert counts == {"input": 120, "empty": 20, "too_short": 0, "too_long": 20, "ratio": 20, "duplicate": 58, "kept": 2}
+
+
+def test_datasets_parquet_and_json_give_identical_data(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    reference = prepare(text_config(tmp_path))
+    rows = [{"translation": {"de": d, "en": e}} for e, d in zip(EN, DE)]
+    valid_rows = rows[:50]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))
+    datasets.Dataset.from_list(valid_rows).to_parquet(str(tmp_path / "valid.parquet"))
+    with open(tmp_path / "train.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    with open(tmp_path / "valid.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in valid_rows)
+    for loader, ext in (("parquet", "parquet"), ("json", "jsonl")):
+        config = tiny_config(tmp_path / f"run-{loader}", data={
+            "train": {"dataset": loader, "data_files": [str(tmp_path / f"train.{ext}")]},
+            "valid": {"dataset": loader, "data_files": [str(tmp_path / f"valid.{ext}")]}, "test": {}})
+        assert data_files(prepare(config).dir) == data_files(reference.dir), loader
+
+
+def test_dataset_unknown_split_and_language(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_list([{"translation": {"de": d, "en": e}} for e, d in zip(EN, DE)]).to_parquet(str(tmp_path / "t.parquet"))
+    spec = {"dataset": "parquet", "data_files": [str(tmp_path / "t.parquet")]}
+    with pytest.raises(MtrainError, match="has no split 'validation'; it has: train"):
+        prepare(tiny_config(tmp_path / "a", data={"train": {**spec, "split": "validation"}, "valid": {}, "test": {}}))
+    with pytest.raises(MtrainError, match="no language 'fr' .* it has: de, en"):
+        prepare(tiny_config(tmp_path / "b", data={"tgt_lang": "fr", "train": spec, "valid": {}, "test": {}}))
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def assert_nothing_left(run_dir):
+    leftovers = [p.name for p in run_dir.iterdir()] if run_dir.exists() else []
+    assert leftovers == [], leftovers
+
+
+def test_line_count_mismatch(tmp_path):
+    write_text(tmp_path / "train", EN, DE[:-3])
+    config = tiny_config(tmp_path / "run", data={"train": {"path": str(tmp_path / "train")}, "valid": {}, "test": {}})
+    with pytest.raises(MtrainError, match=r"train\.en has 1500 lines but .*train\.de has 1497"):
+        prepare(config)
+    assert_nothing_left(tmp_path / "run")
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    write_text(tmp_path / "train")
+    raw = (tmp_path / "train.de").read_bytes().split(b"\n")
+    raw[41] = b"Gr\xfc\xdfe"
+    (tmp_path / "train.de").write_bytes(b"\n".join(raw))
+    config = tiny_config(tmp_path / "run", data={"train": {"path": str(tmp_path / "train")}, "valid": {}, "test": {}})
+    with pytest.raises(MtrainError, match=r"train\.de: line 42 is not valid UTF-8"):
+        prepare(config)
+    assert_nothing_left(tmp_path / "run")
+
+
+def test_missing_file_and_empty_corpus(tmp_path):
+    config = tiny_config(tmp_path / "run", data={"train": {"path": str(tmp_path / "nothing")}, "valid": {}, "test": {}})
+    with pytest.raises(MtrainError, match="data file not found: .*nothing.en"):
+        prepare(config)
+    write_text(tmp_path / "empty", ["", "  "], ["x", ""])
+    config = tiny_config(tmp_path / "run", data={"train": {"path": str(tmp_path / "empty")}, "valid": {}, "test": {}})
+    with pytest.raises(MtrainError, match="empty after cleaning"):
+        prepare(config)
+    assert_nothing_left(tmp_path / "run")
+
+
+def test_interrupted_prepare_leaves_old_data_trusted_and_no_temp(tmp_path, monkeypatch):
+    config = text_config(tmp_path)
+    prepare(config)
+    before = data_files(config.data_dir)
+    write_text(tmp_path / "train", EN[:900], DE[:900])
+    import mtrain.data.binarize as prep
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prep, "_swap_in", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(config)
+    assert data_files(config.data_dir) == before  # the old, complete data is untouched
+    assert sorted(p.name for p in config.data_dir.parent.iterdir()) == ["data"]  # no temp dir left
+    monkeypatch.undo()
+    assert prepare(config).manifest["splits"]["train"]["pairs"] == 900
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return prepare(tiny_config(tmp_path_factory.mktemp("batching")))
+
+
+def test_batches_respect_budget_and_cover_the_epoch(prepared):
+    split = prepared.split("train")
+    schedule = TrainBatches(split, max_tokens=500, seed=3, max_len=128)
+    batches = schedule.batches(1)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(split)))
+    for ids in batches:
+        width = max(max(split.src.lengths[ids]), max(split.tgt.lengths[ids])) + 1
+        assert width * len(ids) <= 500
+    b = schedule.step(1, 0)[0]
+    assert (b.src[:, -1] != PAD).any() and (b.tgt_in[:, 0] == BOS).all()
+    row = int(np.argmax(b.ids == b.ids[0]))
+    n = int(split.tgt.lengths[b.ids[row]])
+    assert b.tgt_out[row, n] == EOS and b.tgt_in[row, 1:n + 1].tolist() == b.tgt_out[row, :n].tolist()
+
+
+def test_batches_are_deterministic_per_epoch_and_differ_across_epochs(prepared):
+    split = prepared.split("train")
+    a, b = TrainBatches(split, 500, seed=3, max_len=128), TrainBatches(split, 500, seed=3, max_len=128)
+    assert all(np.array_equal(x, y) for x, y in zip(a.batches(2), b.batches(2)))
+    assert not all(np.array_equal(x, y) for x, y in zip(a.batches(1), a.batches(2)))
+    # resuming at (epoch, step) gives the same step as getting there from the start
+    c = TrainBatches(split, 500, seed=3, max_len=128)
+    assert np.array_equal(a.step(2, 5)[0].ids, c.step(2, 5)[0].ids)
+
+
+def test_ranks_get_distinct_batches_whose_union_is_the_single_process_step(prepared):
+    split = prepared.split("train")
+    single = TrainBatches(split, 500, seed=3, max_len=128, update_freq=2)
+    rank0 = TrainBatches(split, 500, seed=3, max_len=128, world_size=2, rank=0)
+    rank1 = TrainBatches(split, 500, seed=3, max_len=128, world_size=2, rank=1)
+    assert single.steps_in_epoch(1) == rank0.steps_in_epoch(1) == rank1.steps_in_epoch(1)
+    for step in range(3):
+        ids0, ids1 = rank0.step(1, step)[0].ids, rank1.step(1, step)[0].ids
+        assert not set(ids0) & set(ids1)
+        assert [b.ids.tolist() for b in single.step(1, step)] == [ids0.tolist(), ids1.tolist()]
+
+
+def test_eval_batches_keep_every_sentence(prepared):
+    split = prepared.split("valid")
+    ids = np.concatenate([b.ids for b in eval_batches(split, 300, 128)])
+    assert sorted(ids.tolist()) == list(range(len(split)))
+
+
+def test_demo_held_out_sets_never_contain_training_sentences(tmp_path):
+    data = prepare(tiny_config(tmp_path))
+    train = set(data.tokenizer().src.decode(data.split("train").src[i].tolist()) for i in range(len(data.split("train"))))
+    assert not train & set(data.raw_text("test", "en"))

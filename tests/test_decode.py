@@ -1,0 +1,180 @@
+"""Decoding and scoring: beam search correctness, translate / eval-bleu / average end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, run_cli, tiny_config
+from mtrain import checkpoint
+from mtrain.config import ModelConfig
+from mtrain.data import PreparedData
+from mtrain.data.tokenizer import BOS, EOS, PAD
+from mtrain.decode import Hypothesis, beam_search, greedy_search, load_model, open_translator
+from mtrain.train import train
+
+
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    model, tokenizer, _ = load_model(demo_run / "checkpoint_avg.pt", torch.device("cpu"))
+    data = PreparedData(demo_run / "data")
+    lines = data.raw_text("test", "en")[:40]
+    ids = tokenizer.encode_src(lines)
+    src = torch.full((len(ids), max(map(len, ids)) + 1), PAD)
+    for i, seq in enumerate(ids):
+        src[i, : len(seq)] = torch.tensor(seq)
+        src[i, len(seq)] = EOS
+    return model, tokenizer, src, data
+
+
+def test_beam_one_equals_greedy(demo):
+    model, _, src, _ = demo
+    greedy = greedy_search(model, src)
+    beam = beam_search(model, src, beam=1, lenpen=0.0)
+    assert [h.tokens for h in greedy] == [b[0].tokens for b in beam]
+    assert [h.logprob for h in greedy] == pytest.approx([b[0].logprob for b in beam], abs=1e-4)
+
+
+def teacher_forced_logprob(model, src_row, tokens):
+    tgt_in = torch.tensor([[BOS] + tokens])
+    tgt_out = torch.tensor([tokens + [EOS]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(src_row[None], tgt_in).float(), -1)
+    return logp.gather(-1, tgt_out[..., None]).sum().item()
+
+
+def test_incremental_decoding_scores_equal_full_recomputation(demo):
+    model, _, src, _ = demo
+    results = beam_search(model, src[:10], beam=4, lenpen=0.6, nbest=4)
+    for row, hyps in enumerate(results):
+        assert len(hyps) == 4
+        for h in hyps:
+            assert h.logprob == pytest.approx(teacher_forced_logprob(model, src[row][src[row] != PAD], h.tokens), abs=1e-3)
+
+
+def test_a_batch_translates_like_each_sentence_alone(demo):
+    model, _, src, _ = demo
+    together = beam_search(model, src[:12], beam=4)
+    for row in range(12):
+        alone = beam_search(model, src[row][src[row] != PAD][None], beam=4)[0][0]
+        assert alone.tokens == together[row][0].tokens
+        assert alone.score == pytest.approx(together[row][0].score, abs=1e-4)
+
+
+class ScriptedModel(torch.nn.Module):
+    """A stand-in decoder with fixed next-token log-probabilities: after <s>, '</s>' costs 1.0
+    and 'a' costs 0.6; after 'a', '</s>' costs 0.5. Everything else costs 20."""
+
+    A = 4
+
+    def __init__(self):
+        super().__init__()
+        self.config = ModelConfig(max_positions=64)
+        self.decoder = [None]
+
+    def encode(self, src):
+        return torch.zeros(src.size(0), src.size(1), 1), (src != PAD)[:, None, None, :]
+
+    def cross_attention_memory(self, memory):
+        return [(memory[:, None], memory[:, None])]
+
+    def decode_step(self, tokens, memory_kv, src_mask, caches, step):
+        logp = torch.full((tokens.size(0), 8), -20.0)
+        first = tokens[:, 0] == BOS
+        logp[first, EOS], logp[first, self.A] = -1.0, -0.6
+        logp[~first, EOS] = -0.5
+        return logp
+
+
+@pytest.mark.parametrize("alpha, expected", [(0.0, []), (1.0, [ScriptedModel.A])])
+def test_length_penalty_changes_the_choice_as_the_formula_says(alpha, expected):
+    # short: score -1.0 / lp(1) = -1.0 whatever alpha; long: -1.1 / ((5 + 2) / 6) ** alpha
+    # alpha 0: -1.1 < -1.0, the short one wins; alpha 1: -0.943 > -1.0, the long one wins.
+    best = beam_search(ScriptedModel(), torch.tensor([[5, 6, EOS]]), beam=2, lenpen=alpha)[0][0]
+    assert best.tokens == expected
+    assert best.score == pytest.approx(-1.0 if not expected else -1.1 / (7 / 6) ** alpha)
+
+
+def test_maximum_length_is_source_length_plus_b(demo):
+    model, _, src, _ = demo
+    for h in greedy_search(model, src[:5], max_len_a=0.0, max_len_b=3):
+        assert len(h.tokens) <= 2  # 3 tokens at most, the last being </s>
+
+
+def test_the_demo_model_translates_and_scores_end_to_end(demo_run, tmp_path):
+    data = PreparedData(demo_run / "data")
+    src, ref = tmp_path / "test.en", tmp_path / "test.de"
+    src.write_text("\n".join(data.raw_text("test", "en")[:100]) + "\n")
+    ref.write_text("\n".join(data.raw_text("test", "de")[:100]) + "\n")
+    hyp = tmp_path / "hyp.de"
+    ckpt = str(demo_run / "checkpoint_avg.pt")
+    result = run_cli("translate", "--checkpoint", ckpt, "--input", str(src), "--output", str(hyp))
+    assert result.returncode == 0, result.stderr
+    assert len(hyp.read_text().splitlines()) == 100
+    scored = run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref), "--json")
+    assert json.loads(scored.stdout)["bleu"] >= 90
+    direct = run_cli("eval-bleu", "--checkpoint", ckpt, "--src", str(src), "--ref", str(ref), "--json")
+    assert json.loads(direct.stdout)["bleu"] == json.loads(scored.stdout)["bleu"]
+
+
+def test_translate_streams_stdin_keeping_empty_lines(demo_run):
+    lines = "The dog sees a cat.\n\nToday the small man buys two red apples.\n"
+    result = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), input=lines)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.split("\n")
+    assert out[:3] == ["Der Hund sieht eine Katze.", "", "Heute kauft der kleine Mann zwei rote Äpfel."]
+    nbest = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--nbest", "2", input="The dog sees a cat.\n")
+    first, second = nbest.stdout.splitlines()
+    assert first.startswith("0 ||| Der Hund sieht eine Katze. ||| ") and second.startswith("0 ||| ")
+
+
+def test_overlong_input_is_truncated_with_a_warning_not_dropped(demo_run):
+    translator = open_translator(demo_run / "checkpoint_avg.pt", "cpu")
+    long = " ".join(["The dog sees a cat."] * 60)
+    out = translator.translate(["The dog sees a cat.", long])
+    assert len(out) == 2 and out[0] == "Der Hund sieht eine Katze." and out[1]
+
+
+def test_average_of_two_checkpoints_is_their_mean(tmp_path):
+    train(tiny_config(tmp_path, train={"max_steps": 6, "save_every": 3}))
+    a, b = checkpoint.load(tmp_path / "checkpoint_3.pt"), checkpoint.load(tmp_path / "checkpoint_6.pt")
+    result = run_cli("average", str(tmp_path), "--last", "2", "--output", str(tmp_path / "avg.pt"))
+    assert result.returncode == 0, result.stderr
+    avg = checkpoint.load(tmp_path / "avg.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(avg["model"][key], (a["model"][key] + b["model"][key]) / 2)
+    other = tmp_path / "other"
+    train(tiny_config(other, model={"d_ff": 96}, train={"max_steps": 3, "save_every": 3}))
+    refused = run_cli("average", str(tmp_path / "checkpoint_3.pt"), str(other / "checkpoint_3.pt"), "--output", str(tmp_path / "x.pt"))
+    assert refused.returncode == 2 and "another model shape" in refused.stderr and not (tmp_path / "x.pt").exists()
+
+
+HYPS = ["The cat sat on the mat.", "A quick brown fox jumps.", "Hello world, again!", "Nothing matches here"]
+REFS = ["The cat sat on a mat.", "The quick brown fox jumps over.", "Hello world again!", "Something else entirely"]
+
+
+def test_eval_bleu_equals_the_sacrebleu_command(tmp_path):
+    hyp, ref = tmp_path / "hyp", tmp_path / "ref"
+    hyp.write_text("\n".join(HYPS) + "\n")
+    ref.write_text("\n".join(REFS) + "\n")
+    ours = json.loads(run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref), "--json").stdout)
+    cli = subprocess.run([sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-b", "-w", "4"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert ours["bleu"] == pytest.approx(float(cli[0]), abs=1e-4)
+    assert ours["chrf"] == pytest.approx(float(cli[1]), abs=1e-4)
+    assert ours["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+
+
+def test_eval_bleu_mistakes(tmp_path):
+    hyp, ref = tmp_path / "hyp", tmp_path / "ref"
+    hyp.write_text("\n".join(HYPS) + "\n")
+    ref.write_text("\n".join(REFS[:3]) + "\n")
+    result = run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref))
+    assert result.returncode == 2 and "has 3 lines but the translations have 4" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = run_cli("translate", "--checkpoint", str(tmp_path / "none.pt"), input="x\n")
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stderr

@@ -1,0 +1,69 @@
+"""The Transformer: parameter count, masking, and the paper's building blocks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtrain.config import ModelConfig
+from mtrain.data.tokenizer import PAD
+from mtrain.model import Transformer, sinusoidal_positions
+
+
+def test_base_model_parameter_count_matches_hand_count():
+    d, ff, n, vocab = 512, 2048, 6, 37000
+    attention = 4 * d * d + 4 * d  # W_q, W_k, W_v, W_o and their biases
+    ffn = d * ff + ff + ff * d + d
+    norm = 2 * d
+    encoder_layer = attention + ffn + 2 * norm
+    decoder_layer = 2 * attention + ffn + 3 * norm
+    embeddings = vocab * d  # one matrix: source, target and pre-softmax projection (section 3.4)
+    expected = embeddings + n * encoder_layer + n * decoder_layer
+    model = Transformer(ModelConfig(), vocab, vocab)
+    assert sum(p.numel() for p in model.parameters()) == expected == 63_082_496  # the paper rounds its variant to 65M
+
+
+def test_tying_options():
+    untied = Transformer(ModelConfig(d_model=32, heads=4, d_ff=64, encoder_layers=1, decoder_layers=1, tie_embeddings="none"), 50, 60)
+    decoder = Transformer(ModelConfig(d_model=32, heads=4, d_ff=64, encoder_layers=1, decoder_layers=1, tie_embeddings="decoder"), 50, 60)
+    assert untied.output.weight is not untied.tgt_embed.weight and untied.src_embed is not untied.tgt_embed
+    assert decoder.output.weight is decoder.tgt_embed.weight and decoder.src_embed.weight.shape[0] == 50
+
+
+def test_positional_encoding_formula():
+    table = sinusoidal_positions(50, 16)
+    pos, i = 17, 3
+    assert table[pos, 2 * i].item() == pytest.approx(math.sin(pos / 10000 ** (2 * i / 16)), abs=1e-6)
+    assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(pos / 10000 ** (2 * i / 16)), abs=1e-6)
+
+
+@pytest.fixture(params=[False, True], ids=["post-norm", "pre-norm"])
+def model(request):
+    torch.manual_seed(0)
+    config = ModelConfig(d_model=32, heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0, pre_norm=request.param)
+    return Transformer(config, 40, 40).eval()
+
+
+def test_padding_changes_nothing(model):
+    src = torch.tensor([[5, 6, 7, 3]])
+    tgt = torch.tensor([[2, 8, 9, 10]])
+    alone = model(src, tgt)
+    padded_src = torch.tensor([[5, 6, 7, 3, PAD, PAD], [11, 12, 13, 14, 15, 3]])
+    padded_tgt = torch.tensor([[2, 8, 9, 10, PAD], [2, 16, 17, 18, 19]])
+    batched = model(padded_src, padded_tgt)
+    torch.testing.assert_close(batched[0, :4], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_future_target_tokens_change_nothing_before_them(model):
+    src = torch.tensor([[5, 6, 7, 3]])
+    a = model(src, torch.tensor([[2, 8, 9, 10, 11]]))
+    b = model(src, torch.tensor([[2, 8, 9, 30, 31]]))
+    torch.testing.assert_close(a[0, :3], b[0, :3])
+    assert not torch.allclose(a[0, 3], b[0, 3])
+
+
+def test_source_tokens_do_matter(model):
+    tgt = torch.tensor([[2, 8, 9]])
+    assert not torch.allclose(model(torch.tensor([[5, 6, 3]]), tgt), model(torch.tensor([[5, 7, 3]]), tgt))

@@ -1,0 +1,159 @@
+"""Training: schedule, loss, gradient accumulation, exact resumption, learning the demo task."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, tiny_config
+from mtrain import checkpoint
+from mtrain.data import prepare
+from mtrain.data.batching import collate
+from mtrain.distributed import DistInfo
+from mtrain.errors import MtrainError
+from mtrain.train import Trainer, label_smoothed_loss, learning_rate, train
+
+
+def test_learning_rate_follows_the_paper_formula():
+    d, warmup = 512, 4000
+    for step in (1, 100, 3999, 4000, 4001, 10000, 100000):
+        expected = d ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+        assert learning_rate(step, d, warmup) == pytest.approx(expected)
+    assert learning_rate(4000, d, warmup) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)  # the peak
+    assert learning_rate(100, d, warmup, scale=2.0) == pytest.approx(2 * learning_rate(100, d, warmup))
+
+
+def test_label_smoothing_matches_hand_computation():
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0], [0.5, 0.5, 0.5, 0.5]]])
+    target = torch.tensor([[1, 0]])  # the second position is padding
+    logp = [2.0 - math.log(sum(math.exp(x) for x in (2.0, 1.0, 0.0, -1.0))) - k for k in range(4)]
+    nll = -logp[1]
+    smooth = -sum(logp) / 4
+    loss, got_nll = label_smoothed_loss(logits, target, 0.1)
+    assert got_nll.item() == pytest.approx(nll, rel=1e-6)
+    assert loss.item() == pytest.approx(0.9 * nll + 0.1 * smooth, rel=1e-6)
+    assert label_smoothed_loss(logits, target, 0.0)[0].item() == pytest.approx(nll, rel=1e-6)
+
+
+def make_trainer(config):
+    return Trainer(config, prepare(config), torch.device("cpu"), DistInfo())
+
+
+def test_update_freq_two_with_half_batches_equals_one_full_batch(tmp_path):
+    """The gradient an optimizer step sees is the same however the step's sentences are split.
+    (Gradients, not updated weights, are compared: Adam turns the rounding noise of gradients
+    that are zero in exact arithmetic, like the key biases', into full-size steps.)"""
+    config = tiny_config(tmp_path, train={"max_tokens": 2000, "warmup_steps": 2})
+    full, accumulated = make_trainer(config), make_trainer(config)
+    seen = {}
+    for name, trainer in (("full", full), ("accumulated", accumulated)):
+        trainer.wrap()
+        trainer.optimizer.step = lambda name=name, trainer=trainer: seen.setdefault(name, []).append(
+            [p.grad.clone() for p in trainer.model.parameters()])
+    split = full.data.split("train")
+    for step in range(3):
+        ids = full.batches.batches(1)[step]
+        half = len(ids) // 2
+        full.train_step([collate(split, ids, 128)])
+        accumulated.train_step([collate(split, ids[:half], 128), collate(split, ids[half:], 128)])
+    for grads_full, grads_accumulated in zip(seen["full"], seen["accumulated"]):
+        for a, b in zip(grads_full, grads_accumulated):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _write_config(path, config_values):
+    path.write_text(yaml.safe_dump(config_values))
+    return path
+
+
+def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
+    values = {"out_dir": str(tmp_path / "a"), "data": {"train": {"demo": 1500}, "valid": {"demo": 50}},
+              "tokenizer": {"vocab_size": 150},
+              "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "d_ff": 64, "dropout": 0.1, "max_positions": 128},
+              "train": {"max_tokens": 400, "max_steps": 150, "warmup_steps": 10, "log_every": 1, "valid_every": 50, "save_every": 50}}
+    uninterrupted = _write_config(tmp_path / "a.yaml", values)
+    interrupted = _write_config(tmp_path / "b.yaml", {**values, "out_dir": str(tmp_path / "b")})
+    env = {"PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "mtrain", "train", "-c", str(uninterrupted)], check=True, cwd=ROOT, env=env, capture_output=True)
+
+    process = subprocess.Popen([sys.executable, "-m", "mtrain", "train", "-c", str(interrupted)], cwd=ROOT, env=env,
+                               stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "b" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    stopped_at = checkpoint.load(tmp_path / "b" / "checkpoint_last.pt")["progress"]["step"]
+    assert 5 <= stopped_at < 150
+
+    resumed = subprocess.run([sys.executable, "-m", "mtrain", "train", "-c", str(interrupted)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {tmp_path / 'b' / 'checkpoint_last.pt'} at step {stopped_at}" in resumed.stderr
+
+    a, b = checkpoint.load(tmp_path / "a" / "checkpoint_last.pt"), checkpoint.load(tmp_path / "b" / "checkpoint_last.pt")
+    assert a["progress"] == b["progress"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+    losses = lambda run: {m["step"]: m["loss"] for m in _metrics(tmp_path / run) if m["kind"] == "train"}
+    la, lb = losses("a"), losses("b")
+    assert la.keys() == lb.keys() == set(range(1, 151))
+    np.testing.assert_allclose([la[s] for s in sorted(la)], [lb[s] for s in sorted(lb)], rtol=1e-5)
+
+
+def test_checkpoint_of_another_vocabulary_is_refused(tmp_path):
+    train(tiny_config(tmp_path, train={"max_steps": 2}))
+    with pytest.raises(MtrainError, match="another vocabulary"):
+        train(tiny_config(tmp_path, tokenizer={"vocab_size": 180}, train={"max_steps": 4}))
+    with pytest.raises(MtrainError, match="model.d_ff=128 but the config says 256"):
+        train(tiny_config(tmp_path, model={"d_ff": 256}, train={"max_steps": 4}))
+
+
+def test_non_finite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
+    import mtrain.train as train_module
+
+    monkeypatch.setattr(train_module, "label_smoothed_loss", lambda logits, target, eps: (logits.sum() * math.nan, logits.sum().detach()))
+    with pytest.raises(MtrainError, match="5 non-finite steps in a row"):
+        train(tiny_config(tmp_path, train={"max_steps": 20}))
+
+
+def test_checkpoints_are_complete_and_rotated(tmp_path):
+    result = train(tiny_config(tmp_path, train={"max_steps": 12, "save_every": 3, "keep_last": 2, "average_last": 2, "valid_every": 6}))
+    assert result["step"] == 12 and set(result["valid"]) == {"loss", "nll", "ppl"}
+    names = sorted(p.name for p in tmp_path.glob("checkpoint_*.pt"))
+    assert names == ["checkpoint_12.pt", "checkpoint_9.pt", "checkpoint_avg.pt", "checkpoint_best.pt", "checkpoint_last.pt"]
+    state = checkpoint.load(tmp_path / "checkpoint_last.pt")
+    assert {"model", "optimizer", "progress", "rng", "config", "spm"} <= set(state)
+    assert state["spm"]["src"] == (tmp_path / "data" / "spm.model").read_bytes()
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "metrics.jsonl").is_file()
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_the_demo_task_is_learned(demo_run):
+    """The learning test: a tiny model masters held-out demo sentences (about a minute on 2 cores)."""
+    from mtrain.data import PreparedData
+    from mtrain.decode import open_translator
+    from mtrain.evaluate import corpus_scores
+
+    data = PreparedData(demo_run / "data")
+    translator = open_translator(demo_run / "checkpoint_avg.pt", "cpu")
+    src, ref = data.raw_text("test", "en"), data.raw_text("test", "de")
+    hyps = translator.translate(src)
+    scores = corpus_scores(hyps, [ref])
+    exact = sum(h == r for h, r in zip(hyps, ref)) / len(ref)
+    assert scores["bleu"] >= 90, (scores["bleu"], exact)
