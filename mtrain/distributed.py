@@ -45,16 +45,18 @@ def select_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-def init(device: torch.device, timeout_minutes: float) -> DistInfo:
-    """Join the process group when launched by torchrun; otherwise a world of one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world_size)
+def from_env() -> DistInfo:
+    """This process' place in the job, from torchrun's environment variables."""
+    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def init(info: DistInfo, device: torch.device, timeout_minutes: float) -> None:
+    """Join the process group when launched by torchrun with more than one process."""
     if info.enabled and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=timeout_minutes),
                                 device_id=device if device.type == "cuda" else None)
-    return info
 
 
 def launched_by_torchrun() -> bool:

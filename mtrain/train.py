@@ -26,6 +26,7 @@ from mtrain import checkpoint, distributed
 from mtrain.config import Config, save_config
 from mtrain.data import PreparedData, prepare
 from mtrain.data.batching import Batch, TrainBatches, eval_batches
+from mtrain.data.binarize import fingerprint
 from mtrain.data.tokenizer import PAD, Tokenizer
 from mtrain.errors import MtrainError
 from mtrain.model import Transformer
@@ -363,18 +364,20 @@ def _clock(seconds: float) -> str:
 
 def train(config: Config, resume: str | None = None, restart: bool = False) -> dict:
     """Prepare data (once), build or resume the model, train; returns the final step and validation."""
-    device = distributed.select_device(config.train.device)
-    dist = distributed.init(device, config.train.dist_timeout_minutes)
-    if device.type == "cuda":
-        device = distributed.select_device(config.train.device, dist.local_rank)
+    dist = distributed.from_env()
+    device = distributed.select_device(config.train.device, dist.local_rank)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    out_dir = Path(config.out_dir)
+    # Data is prepared before the process group exists: on a big corpus it takes longer than any
+    # sensible collective timeout. Rank 0 prepares, the others wait for its manifest.
+    if dist.is_main:
+        prepare(config)
+        save_config(config, out_dir / "config.yaml")
+    else:
+        wait_for_prepared(config)
+    distributed.init(dist, device, config.train.dist_timeout_minutes)
     try:
-        out_dir = Path(config.out_dir)
-        if dist.is_main:
-            prepare(config)
-            save_config(config, out_dir / "config.yaml")
-        distributed.barrier()
         trainer = Trainer(config, PreparedData(config.data_dir), device, dist)
         last = out_dir / "checkpoint_last.pt"
         if resume:
@@ -395,3 +398,16 @@ def train(config: Config, resume: str | None = None, restart: bool = False) -> d
                 signal.signal(sig, handler)
     finally:
         distributed.shutdown()
+
+
+def wait_for_prepared(config: Config, poll_seconds: float = 2.0) -> None:
+    """Block until rank 0 has written prepared data matching this config and its inputs."""
+    wanted = fingerprint(config)
+    manifest = config.data_dir / "manifest.json"
+    while True:
+        try:
+            if json.loads(manifest.read_text()).get("fingerprint") == wanted:
+                return
+        except (OSError, json.JSONDecodeError):
+            pass
+        time.sleep(poll_seconds)

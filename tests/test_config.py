@@ -66,7 +66,7 @@ def test_overrides_are_typed(tmp_path):
     ("data: {train: {demo: 10}}\ntrain: {warmup_steps: 0}\n", "warmup_steps must be > 0"),
     ("data: {train: {demo: 10, path: x}}\n", "sets path and demo"),
     ("model: {d_model: 512}\n", "data.train is empty"),
-    ("data: {train: {demo: 10}}\nmodel: [1, 2\n", "invalid YAML .* at line 2"),
+    ("data: {train: {demo: 10}}\nmodel:\n\td_model: 256\n", "invalid YAML .* at line 3, column 1: found character '\\\\t'"),
     ("- a\n- b\n", "top level must be a mapping"),
 ])
 def test_config_mistakes(tmp_path, text, message):

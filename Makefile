@@ -1,0 +1,33 @@
+# mtrain developer tasks. `make setup && make test` is all a fresh machine needs.
+PYTHON ?= python
+PIP := $(PYTHON) -m pip
+
+.PHONY: setup test test-all smoke bench multi30k plot
+
+# torch is pinned by constraints.txt to the CPU wheel of this machine; on a GPU machine install
+# your CUDA build of torch first, then: pip install -e '.[test]'
+setup:
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e '.[test]'
+
+test:
+	$(PYTHON) -m pytest -q
+
+# the slow tests too (none are needed for CI)
+test-all:
+	$(PYTHON) -m pytest -q -m ''
+
+# The whole CLI end to end on the demo corpus with a tiny budget (under 2 minutes on 2 cores).
+smoke:
+	bash scripts/smoke.sh
+
+bench:
+	$(PYTHON) scripts/bench_data.py
+	$(PYTHON) scripts/bench_train.py --config configs/multi30k.yaml
+	$(PYTHON) scripts/bench_decode.py --checkpoint runs/multi30k-en-de/checkpoint_avg.pt --src ../shared/data/multi30k/test_2016_flickr.en.gz
+
+multi30k:
+	bash scripts/run_multi30k.sh configs/multi30k.yaml
+
+plot:
+	$(PYTHON) scripts/plot_metrics.py runs/multi30k-en-de/metrics.jsonl --output docs/multi30k-en-de.png

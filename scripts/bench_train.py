@@ -1,0 +1,149 @@
+"""Training throughput benchmark on real batches. Prints one JSON line.
+
+    python scripts/bench_train.py --config configs/multi30k.yaml [--steps 10] [--peer]
+
+For each model shape (the config's own, "small", and the paper's "base"), each precision
+(fp32 and bf16 on CPU; bf16 on CUDA) it trains --steps optimizer steps on the config's
+training batches after 2 warm-up steps and reports the median target tokens/second, the peak
+memory, and on CUDA the model FLOPs utilisation (achieved FLOP/s over the GPU's bf16 peak).
+With --peer and `transformers` installed, a Hugging Face MarianMTModel of the same shape is
+trained on the same batches with the same loss and optimizer, in the same process run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from mtrain.config import load_config  # noqa: E402
+from mtrain.data import prepare  # noqa: E402
+from mtrain.distributed import DistInfo  # noqa: E402
+from mtrain.train import Trainer, autocast_context, label_smoothed_loss  # noqa: E402
+
+SHAPES = {
+    "config": {},
+    "base": {"d_model": 512, "heads": 8, "encoder_layers": 6, "decoder_layers": 6, "d_ff": 2048, "dropout": 0.1},
+}
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peaks
+
+
+def train_flops(model, batch) -> float:
+    """6 x parameters x tokens for the matrix multiplies, plus attention scores and values."""
+    c = model.config
+    d = c.d_model
+    enc = sum(p.numel() for p in model.encoder.parameters())
+    dec = sum(p.numel() for p in model.decoder.parameters()) + model.output.weight.numel()
+    n, s, t = batch.src.size(0), batch.src.size(1), batch.tgt_in.size(1)
+    dense = 6 * (enc * n * s + dec * n * t)
+    attention = 3 * 4 * n * d * (c.encoder_layers * s * s + c.decoder_layers * (t * t + t * s))
+    return float(dense + attention)
+
+
+def marian_peer(model_config, vocab_size: int):
+    from transformers import MarianConfig, MarianMTModel
+
+    cfg = MarianConfig(vocab_size=vocab_size, d_model=model_config.d_model, encoder_layers=model_config.encoder_layers,
+                       decoder_layers=model_config.decoder_layers, encoder_attention_heads=model_config.heads,
+                       decoder_attention_heads=model_config.heads, encoder_ffn_dim=model_config.d_ff, decoder_ffn_dim=model_config.d_ff,
+                       dropout=model_config.dropout, attention_dropout=0.0, activation_dropout=0.0, activation_function="relu",
+                       max_position_embeddings=model_config.max_positions, scale_embedding=True, pad_token_id=0,
+                       eos_token_id=3, decoder_start_token_id=2, share_encoder_decoder_embeddings=True, tie_word_embeddings=True)
+    return MarianMTModel(cfg)
+
+
+def measure(config_path: str, shape: str, precision: str, device: str, steps: int, peer: bool) -> dict:
+    overrides = [f"model.{k}={v}" for k, v in SHAPES[shape].items()] + [f"train.precision={precision}", f"train.device={device}"]
+    config = load_config(config_path, overrides)
+    data = prepare(config)
+    dev = torch.device("cuda" if device == "cuda" else "cpu")
+    trainer = Trainer(config, data, dev, DistInfo())
+    trainer.wrap()
+    if peer:
+        model = marian_peer(config.model, trainer.tokenizer.tgt_vocab_size).to(dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+
+        def step(micro):
+            for b in micro:
+                b = b.to(dev)
+                with autocast_context(dev, precision):
+                    logits = model(input_ids=b.src, attention_mask=b.src != 0, decoder_input_ids=b.tgt_in).logits
+                    loss, _ = label_smoothed_loss(logits, b.tgt_out, 0.1)
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    else:
+        step = trainer.train_step
+    rates, flops_rates = [], []
+    for i in range(steps + 2):
+        micro = trainer.batches.step(1, i)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step(micro)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        if i >= 2:
+            rates.append(sum(b.tgt_tokens for b in micro) / seconds)
+            flops_rates.append(sum(train_flops(trainer.model, b) for b in micro) / seconds)
+    result = {"shape": shape, "precision": precision, "device": device, "impl": "marian-hf" if peer else "mtrain",
+              "params_m": round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 1),
+              "median_tgt_tokens_per_s": round(statistics.median(rates)),
+              "peak_memory_mb": round((torch.cuda.max_memory_allocated() if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20)}
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+        result["gpu"] = name
+        if peak:
+            result["mfu"] = round(statistics.median(flops_rates) / peak, 3)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/multi30k.yaml")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--shapes", default="config,base")
+    parser.add_argument("--peer", action="store_true", help="also train a same-shape Hugging Face MarianMTModel")
+    parser.add_argument("--one", nargs=4, metavar=("SHAPE", "PRECISION", "DEVICE", "IMPL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # one measurement in a fresh process, so peak memory is its own
+        shape, precision, device, impl = args.one
+        print(json.dumps(measure(args.config, shape, precision, device, args.steps, impl == "peer")))
+        return
+    runs = [(s, p, "cpu") for s in args.shapes.split(",") for p in ("fp32", "bf16")]
+    if torch.cuda.is_available():
+        runs += [(s, "bf16", "cuda") for s in args.shapes.split(",")]
+    impls = ["mtrain"]
+    if args.peer:
+        try:
+            import transformers  # noqa: F401
+            impls.append("peer")
+        except ImportError:
+            print("transformers is not installed: no peer run", file=sys.stderr)
+    results = []
+    for shape, precision, device in runs:
+        for impl in impls:
+            out = subprocess.run([sys.executable, __file__, "--config", args.config, "--steps", str(args.steps),
+                                  "--one", shape, precision, device, impl], capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-2000:], file=sys.stderr)
+                continue
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(json.dumps({"bench": "train", "config": args.config, "steps": args.steps, "threads": torch.get_num_threads(),
+                      "cpu": os.cpu_count(), "results": results}))
+
+
+if __name__ == "__main__":
+    main()
