@@ -47,9 +47,9 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 300, env: dic
 
 
 # The tiny demo model most decoding tests use; trained once per session (about a minute).
-DEMO_TRAIN = {"max_tokens": 2500, "max_steps": 700, "warmup_steps": 150, "lr_scale": 3.0, "log_every": 100,
+DEMO_TRAIN = {"max_tokens": 3000, "max_steps": 700, "warmup_steps": 300, "lr_scale": 2.0, "log_every": 100,
               "valid_every": 350, "save_every": 100, "average_last": 3}
-DEMO_MODEL = {"d_model": 128, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 256, "dropout": 0.0, "max_positions": 128}
+DEMO_MODEL = {"d_model": 128, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 512, "dropout": 0.1, "max_positions": 128}
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +58,7 @@ def demo_run(tmp_path_factory) -> Path:
     from mtrain.train import train
 
     out = tmp_path_factory.mktemp("demo_run")
-    config = tiny_config(out, data={"train": {"demo": 30000}, "valid": {"demo": 300}, "test": {"demo": 300}},
-                         tokenizer={"vocab_size": 300}, model=DEMO_MODEL, train=DEMO_TRAIN)
+    config = tiny_config(out, data={"train": {"demo": 50000}, "valid": {"demo": 300}, "test": {"demo": 300}},
+                         tokenizer={"vocab_size": 400}, model=DEMO_MODEL, train=DEMO_TRAIN)
     train(config)
     return out

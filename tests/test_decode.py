@@ -162,10 +162,13 @@ def test_eval_bleu_equals_the_sacrebleu_command(tmp_path):
     hyp.write_text("\n".join(HYPS) + "\n")
     ref.write_text("\n".join(REFS) + "\n")
     ours = json.loads(run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref), "--json").stdout)
-    cli = subprocess.run([sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-b", "-w", "4"],
-                         capture_output=True, text=True, check=True).stdout.split()
-    assert ours["bleu"] == pytest.approx(float(cli[0]), abs=1e-4)
-    assert ours["chrf"] == pytest.approx(float(cli[1]), abs=1e-4)
+    def sacrebleu_cli(metric):
+        out = subprocess.run([sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", metric, "-b", "-w", "4"],
+                             capture_output=True, text=True, check=True).stdout
+        return float(out.strip())
+
+    assert ours["bleu"] == pytest.approx(sacrebleu_cli("bleu"), abs=1e-4)
+    assert ours["chrf"] == pytest.approx(sacrebleu_cli("chrf"), abs=1e-4)
     assert ours["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
 
 

@@ -46,7 +46,8 @@ def assert_same_weights(a_path, b_path):
     a, b = checkpoint.load(a_path), checkpoint.load(b_path)
     assert a["progress"]["step"] == b["progress"]["step"]
     for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-6)
+        # atol 2e-5: the key biases' gradients are zero in exact arithmetic, so Adam moves them by rounding noise only
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=2e-5)
 
 
 @pytest.fixture(scope="module")
