@@ -25,7 +25,7 @@ def config_file(tmp_path, name, **train):
     values = {"out_dir": str(tmp_path / name), "data": {"dir": str(tmp_path / "data"), "train": {"demo": 1500}, "valid": {"demo": 60}},
               "tokenizer": {"vocab_size": 150}, "model": MODEL,
               "train": {"max_tokens": 400, "max_steps": 12, "warmup_steps": 4, "log_every": 1, "valid_every": 6, "save_every": 6,
-                        "adam_eps": 1e-6, **train}}
+                        "adam_eps": 1e-6, "lr_scale": 0.1, **train}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -45,9 +45,14 @@ def metrics(run_dir):
 def assert_same_weights(a_path, b_path):
     a, b = checkpoint.load(a_path), checkpoint.load(b_path)
     assert a["progress"]["step"] == b["progress"]["step"]
+    d = MODEL["d_model"]
     for key in a["model"]:
-        # atol 2e-5: the key biases' gradients are zero in exact arithmetic, so Adam moves them by rounding noise only
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=2e-5)
+        x, y = a["model"][key], b["model"][key]
+        if key.endswith("in_proj.bias"):
+            # The key bias's gradient is zero in exact arithmetic (softmax ignores a constant added to
+            # every score), so Adam moves it by rounding noise alone; compare the query and value parts.
+            x, y = torch.cat([x[:d], x[2 * d:]]), torch.cat([y[:d], y[2 * d:]])
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)  # a step moves weights ~1e-3
 
 
 @pytest.fixture(scope="module")
