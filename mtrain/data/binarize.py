@@ -5,7 +5,8 @@ The output is a directory (by default `{out_dir}/data`):
     manifest.json              fingerprint of config + inputs, counts, special ids
     spm.model                  (or spm.src.model + spm.tgt.model without a joint vocabulary)
     {split}.{lang}.bin         all token ids of a split and side, uint16 when the vocabulary fits
-    {split}.{lang}.idx         int64 offsets: sentence i is bin[idx[i]:idx[i+1]]
+    {split}.{lang}.bin.json    the dtype and token count of that array
+    {split}.{lang}.idx.npy     int64 offsets: sentence i is bin[idx[i]:idx[i+1]]
     {split}.{lang}.txt         the raw valid/test text, the references for BLEU
 
 It is built in a sibling temporary directory and swapped in only when complete, so an
