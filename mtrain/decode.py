@@ -255,9 +255,9 @@ def translate_command(checkpoint_path: Path, input_path: Path | None, output_pat
 
     from mtrain.data.sources import read_lines
 
-    lines = read_lines(Path(input_path)) if Path(input_path).is_file() else None
-    if lines is None:
+    if not Path(input_path).is_file():
         raise MtrainError(f"input file not found: {input_path}")
+    lines = read_lines(Path(input_path))
     with tqdm(total=len(lines), unit="sent", desc="translating", disable=None, file=sys.stderr) as bar:
         results = translator.translate_nbest(lines, nbest=nbest, progress=bar)
     text = "".join(_format(i, hyps, translator.tokenizer, nbest) + "\n" for i, hyps in enumerate(results))

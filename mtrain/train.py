@@ -68,10 +68,6 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return precision
 
 
-def build_model(config: Config, tokenizer: Tokenizer) -> Transformer:
-    return Transformer(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-
-
 def check_compatible(state: dict, config: Config, tokenizer: Tokenizer, path) -> None:
     """Refuse to continue from a checkpoint of another vocabulary or model shape."""
     if state["spm"]["src"] != tokenizer.src_model or state["spm"]["tgt"] != tokenizer.tgt_model:
@@ -100,7 +96,7 @@ class Trainer:
         self.tokenizer = data.tokenizer()
         t = config.train
         torch.manual_seed(t.seed)  # the same initial weights on every rank
-        self.model = build_model(config, self.tokenizer).to(device)
+        self.model = Transformer(config.model, self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
                                           fused=device.type == "cuda")
         self.precision = resolve_precision(device, t.precision)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from mtrain.config import from_dict
+from mtrain.config import Config, from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -22,7 +23,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 TINY_MODEL = {"d_model": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 128, "dropout": 0.0, "max_positions": 128}
 
 
-def tiny_config(out_dir: Path, **sections) -> "Config":
+def tiny_config(out_dir: Path, **sections) -> Config:
     """A fast demo config: small corpus, small vocabulary, tiny model; sections override parts."""
     values = {
         "out_dir": str(out_dir),
@@ -39,11 +40,20 @@ def tiny_config(out_dir: Path, **sections) -> "Config":
     return from_dict(values)
 
 
-def run_cli(*args: str, input: str | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import this checkout's mtrain
+
+
+def run_cli(*args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m mtrain ...` as a user would, capturing its output."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "mtrain", *args], input=input, capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=ROOT)
+                          timeout=timeout, env=ENV, cwd=ROOT)
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 180) -> None:
+    """Wait until a file (a run's metrics.jsonl) has at least `count` lines."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (path.exists() and len(path.read_text().splitlines()) >= count):
+        time.sleep(0.02)
 
 
 # The tiny demo model most decoding tests use; trained once per session (about a minute).

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mtrain.data import PreparedData, prepare
+from mtrain.data import prepare
 from mtrain.data.batching import TrainBatches, eval_batches
 from mtrain.data.tokenizer import BOS, EOS, PAD
 from mtrain.demo import generate

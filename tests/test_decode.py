@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, tiny_config
+from conftest import run_cli, tiny_config
 from mtrain import checkpoint
 from mtrain.config import ModelConfig
 from mtrain.data import PreparedData
 from mtrain.data.tokenizer import BOS, EOS, PAD
-from mtrain.decode import Hypothesis, beam_search, greedy_search, load_model, open_translator
+from mtrain.decode import beam_search, greedy_search, load_model, open_translator
 from mtrain.train import train
 
 

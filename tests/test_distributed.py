@@ -12,10 +12,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ENV, ROOT, run_cli, wait_for_lines
 from mtrain import checkpoint
 
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
 MODEL = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "d_ff": 64, "dropout": 0.0, "max_positions": 128}
 
 
@@ -29,13 +28,6 @@ def config_file(tmp_path, name, **train):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
-
-
-def mtrain(*args, timeout=300):
-    import os
-
-    return subprocess.run([sys.executable, "-m", "mtrain", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **ENV})
 
 
 def metrics(run_dir):
@@ -59,13 +51,13 @@ def assert_same_weights(a_path, b_path):
 def single(tmp_path_factory):
     """1 process, update_freq 2: the reference run."""
     tmp = tmp_path_factory.mktemp("ddp")
-    result = mtrain("train", "-c", str(config_file(tmp, "single", update_freq=2)))
+    result = run_cli("train", "-c", str(config_file(tmp, "single", update_freq=2)))
     assert result.returncode == 0, result.stderr
     return tmp
 
 
 def test_two_processes_equal_one_with_the_combined_batch(single):
-    result = mtrain("train", "-c", str(config_file(single, "ddp")), "--nproc-per-node", "2")
+    result = run_cli("train", "-c", str(config_file(single, "ddp")), "--nproc-per-node", "2")
     assert result.returncode == 0, result.stderr
     assert "world size 2" in result.stderr
     assert_same_weights(single / "single" / "checkpoint_last.pt", single / "ddp" / "checkpoint_last.pt")
@@ -78,34 +70,27 @@ def test_two_processes_equal_one_with_the_combined_batch(single):
 def test_two_processes_resume_exactly_after_sigterm(single):
     path = config_file(single, "resumed", max_steps=60, valid_every=0, save_every=30)
     reference = config_file(single, "straight", max_steps=60, valid_every=0, save_every=30)
-    assert mtrain("train", "-c", str(reference), "--nproc-per-node", "2").returncode == 0
-    import os
-
+    assert run_cli("train", "-c", str(reference), "--nproc-per-node", "2").returncode == 0
     job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                            "-m", "mtrain", "train", "-c", str(path)], cwd=ROOT, env={**os.environ, **ENV},
+                            "-m", "mtrain", "train", "-c", str(path)], cwd=ROOT, env=ENV,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = single / "resumed" / "metrics.jsonl"
-    deadline = time.time() + 180
-    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 5):
-        time.sleep(0.05)
+    wait_for_lines(single / "resumed" / "metrics.jsonl", 5)
     job.send_signal(signal.SIGTERM)
     _, stderr = job.communicate(timeout=120)
     assert job.returncode != 0
     stopped = checkpoint.load(single / "resumed" / "checkpoint_last.pt")["progress"]["step"]
     assert 5 <= stopped < 60, stderr[-2000:]
-    result = mtrain("train", "-c", str(path), "--nproc-per-node", "2")
+    result = run_cli("train", "-c", str(path), "--nproc-per-node", "2")
     assert result.returncode == 0, result.stderr
     assert f"at step {stopped}" in result.stderr
     assert_same_weights(single / "straight" / "checkpoint_last.pt", single / "resumed" / "checkpoint_last.pt")
 
 
 def test_a_failing_rank_ends_the_job_quickly(single):
-    import os
-
     path = config_file(single, "failing", max_steps=1000, dist_timeout_minutes=1.0)
     start = time.time()
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                             str(ROOT / "tests" / "ddp_failing_worker.py"), str(path)], cwd=ROOT, env={**os.environ, **ENV},
+                             str(ROOT / "tests" / "ddp_failing_worker.py"), str(path)], cwd=ROOT, env=ENV,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stderr

@@ -7,14 +7,13 @@ import math
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from conftest import ROOT, tiny_config
+from conftest import ENV, ROOT, run_cli, tiny_config, wait_for_lines
 from mtrain import checkpoint
 from mtrain.data import prepare
 from mtrain.data.batching import collate
@@ -86,15 +85,11 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
               "train": {"max_tokens": 400, "max_steps": 150, "warmup_steps": 10, "log_every": 1, "valid_every": 50, "save_every": 50}}
     uninterrupted = _write_config(tmp_path / "a.yaml", values)
     interrupted = _write_config(tmp_path / "b.yaml", {**values, "out_dir": str(tmp_path / "b")})
-    env = {"PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "mtrain", "train", "-c", str(uninterrupted)], check=True, cwd=ROOT, env=env, capture_output=True)
+    assert run_cli("train", "-c", str(uninterrupted)).returncode == 0
 
-    process = subprocess.Popen([sys.executable, "-m", "mtrain", "train", "-c", str(interrupted)], cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "mtrain", "train", "-c", str(interrupted)], cwd=ROOT, env=ENV,
                                stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "b" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
-        time.sleep(0.02)
+    wait_for_lines(tmp_path / "b" / "metrics.jsonl", 5)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -102,7 +97,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     stopped_at = checkpoint.load(tmp_path / "b" / "checkpoint_last.pt")["progress"]["step"]
     assert 5 <= stopped_at < 150
 
-    resumed = subprocess.run([sys.executable, "-m", "mtrain", "train", "-c", str(interrupted)], cwd=ROOT, env=env, capture_output=True, text=True)
+    resumed = run_cli("train", "-c", str(interrupted))
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {tmp_path / 'b' / 'checkpoint_last.pt'} at step {stopped_at}" in resumed.stderr
 
