@@ -13,7 +13,10 @@ from pathlib import Path
 
 import torch
 
+from mtrain import __version__
 from mtrain.errors import MtrainError
+
+FORMAT = 1  # the version of the checkpoint layout below; bump it when the layout changes
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -61,7 +64,18 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise MtrainError(f"{path} is not a readable mtrain checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise MtrainError(f"{path} is not an mtrain checkpoint (no model weights and config in it)")
+    if state.get("format", FORMAT) != FORMAT:
+        raise MtrainError(f"{path} has checkpoint format {state.get('format')!r}; this mtrain ({__version__}) reads format {FORMAT}; "
+                          "use the mtrain version that wrote it")
     return state
+
+
+def describe(state: dict, path: Path, engine: str) -> dict:
+    """What a served or exported model reports about itself (languages, shape, decode settings, step)."""
+    config = state["config"]
+    return {"engine": engine, "src_lang": config["data"]["src_lang"], "tgt_lang": config["data"]["tgt_lang"],
+            "model": config["model"], "decode": config["decode"], "step": int(state.get("progress", {}).get("step", 0)),
+            "checkpoint": str(path), "joint_vocabulary": state["spm"]["tgt"] is None}
 
 
 def link_copy(source: Path, target: Path) -> None:

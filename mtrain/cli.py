@@ -18,7 +18,7 @@ from typing import Optional
 import typer
 
 from mtrain import __version__
-from mtrain.errors import MtrainError
+from mtrain.errors import Interrupted, MtrainError
 
 app = typer.Typer(
     help="Train, decode and score Transformer translation models from one YAML config.\n\n"
@@ -43,8 +43,6 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         _setup_logging()
-        from mtrain.train import Interrupted
-
         try:
             return command(*args, **kwargs)
         except MtrainError as e:
@@ -133,34 +131,51 @@ def _without_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
+EngineOption = typer.Option("torch", help="torch (mtrain's own search, the reference) or ctranslate2 (converted once and cached; "
+                                      "needs mtrain[deploy]).")
+ModelDirOption = typer.Option(None, "--model", metavar="DIR", help="An exported CTranslate2 directory (mtrain export) instead of --checkpoint.")
+ThreadsOption = typer.Option(0, help="CPU threads for decoding; 0: the engine's default.")
+QuantizationOption = typer.Option("int8", metavar="TYPE", help="With --engine ctranslate2 and a checkpoint: the weights' type "
+                                  "(int8, int8_float32, float32, bfloat16, ...).")
+
+
 @app.command()
 @user_errors
 def translate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint file, e.g. runs/demo/checkpoint_avg.pt."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Source text, one sentence a line (default: stdin, line by line)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where translations go (default: stdout); written atomically."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."),
+    model: Optional[Path] = ModelDirOption,
+    input: Optional[Path] = typer.Option(None, "--input", "-i", metavar="FILE", help="Source text, one sentence a line (default: stdin, line by line)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Where translations go (default: stdout); written atomically."),
     beam: Optional[int] = typer.Option(None, help="Beam size; 1 is greedy (default: decode.beam of the checkpoint's config)."),
     lenpen: Optional[float] = typer.Option(None, help="Length penalty alpha (default: decode.lenpen)."),
     max_tokens: Optional[int] = typer.Option(None, help="Source tokens per batch (default: decode.max_tokens)."),
     nbest: int = typer.Option(1, help="Print this many hypotheses per line as 'index ||| translation ||| score'."),
+    engine: str = EngineOption,
+    quantization: str = QuantizationOption,
+    threads: int = ThreadsOption,
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+    precision: str = typer.Option("auto", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
 ) -> None:
-    """Translate text with a checkpoint: one output line per input line, always."""
-    from mtrain.decode import translate_command
+    """Translate text with a checkpoint or an exported model: one output line per input line."""
+    from mtrain.translate import open_engine, translate_command
 
-    translate_command(checkpoint, input, output, beam=beam, lenpen=lenpen, max_tokens=max_tokens, nbest=nbest,
-                      device=device, precision=precision)
+    translator = open_engine(checkpoint, model, engine, device, precision, threads, quantization,
+                             beam=beam, lenpen=lenpen, max_tokens=max_tokens)
+    translate_command(translator, input, output, nbest)
 
 
 @app.command("eval-bleu")
 @user_errors
 def eval_bleu(
-    ref: list[Path] = typer.Option(..., "--ref", "-r", help="Reference file (repeat for several references)."),
-    hyp: Optional[Path] = typer.Option(None, "--hyp", help="Translations to score."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Translate --src with this checkpoint, then score."),
-    src: Optional[Path] = typer.Option(None, "--src", help="Source file to translate (with --checkpoint)."),
+    ref: list[Path] = typer.Option(..., "--ref", "-r", metavar="FILE", help="Reference file (repeat for several references)."),
+    hyp: Optional[Path] = typer.Option(None, "--hyp", metavar="FILE", help="Translations to score."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="Translate --src with this checkpoint, then score."),
+    model: Optional[Path] = ModelDirOption,
+    src: Optional[Path] = typer.Option(None, "--src", metavar="FILE", help="Source file to translate (with --checkpoint or --model)."),
     beam: Optional[int] = typer.Option(None, help="Beam size when translating."),
+    engine: str = EngineOption,
+    quantization: str = QuantizationOption,
+    threads: int = ThreadsOption,
     device: str = typer.Option("auto", help="auto, cpu or cuda, when translating."),
     paper_bleu: bool = typer.Option(False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
@@ -168,7 +183,64 @@ def eval_bleu(
     """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
     from mtrain.evaluate import eval_command
 
-    eval_command(ref, hyp=hyp, checkpoint=checkpoint, src=src, beam=beam, device=device, paper_bleu=paper_bleu, as_json=json_output)
+    translating = checkpoint is not None or model is not None
+    options = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, threads=threads,
+                   quantization=quantization, beam=beam) if translating else None
+    eval_command(ref, hyp=hyp, src=src, translator_options=options, paper_bleu=paper_bleu, as_json=json_output)
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Path = typer.Option(..., "--checkpoint", metavar="FILE", help="The checkpoint to export, e.g. runs/demo/checkpoint_avg.pt."),
+    format: str = typer.Option(..., "--format", "-f", metavar="FORMAT", help="ctranslate2 (fast CPU/GPU inference, int8) or huggingface (a transformers MarianMTModel)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="The directory to write (replaced only with --force)."),
+    quantization: str = typer.Option("int8", metavar="TYPE", help="ctranslate2: int8, int8_float32, int16, float32, bfloat16, float16, ..."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output directory."),
+) -> None:
+    """Export a checkpoint for deployment: a CTranslate2 model or a Hugging Face model directory.
+
+    Needs the deploy extra: pip install 'mtrain[deploy]'. The directory also holds the
+    sentencepiece models and mtrain.json (languages, decode settings), so it alone translates.
+    """
+    from mtrain.export import export_command
+
+    written = export_command(checkpoint, format, output, quantization, force)
+    typer.echo(f"exported {checkpoint} as {format} to {written}")
+
+
+@app.command()
+@user_errors
+def serve(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."),
+    model: Optional[Path] = ModelDirOption,
+    engine: str = EngineOption,
+    quantization: str = QuantizationOption,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; 127.0.0.1 keeps it on this machine (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    threads: int = ThreadsOption,
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+    max_sentences: int = typer.Option(64, help="Most sentences in one request."),
+    max_chars: int = typer.Option(2000, help="Most characters in one sentence."),
+    max_body_bytes: int = typer.Option(1_000_000, help="Largest request body in bytes."),
+    max_queue: int = typer.Option(2048, help="Most sentences waiting for the model; beyond, requests get 503 + Retry-After."),
+    max_wait_ms: float = typer.Option(10.0, help="How long a request may wait for others to share its batch."),
+) -> None:
+    """Serve translations over HTTP: POST /translate, GET /health, /info, /docs.
+
+    Needs the serve extra: pip install 'mtrain[serve]'. Example:
+    curl -s localhost:8000/translate -H 'content-type: application/json' -d '{"text": ["A dog runs."]}'
+    """
+    from mtrain.serve import ServeLimits, serve_command
+    from mtrain.translate import open_engine
+
+    limits = ServeLimits(max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms)
+    open_engine_args = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, precision=precision,
+                            threads=threads, quantization=quantization)
+    if (checkpoint is None) == (model is None):
+        raise MtrainError("give either --checkpoint FILE or --model DIR (an exported CTranslate2 directory)")
+    serve_command(lambda: open_engine(**open_engine_args), host, port, limits)
 
 
 @app.command()

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import typing
 from dataclasses import asdict, dataclass, field
@@ -310,7 +311,22 @@ def validate(config: Config) -> None:
     _require(min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs) >= 0, "train.valid_every, save_every, patience, threads and max_epochs must be >= 0")
     _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")
     _require(tr.dist_timeout_minutes > 0, "train.dist_timeout_minutes must be > 0")
-    _require(dec.beam >= 1, "decode.beam must be >= 1")
-    _require(dec.lenpen >= 0, "decode.lenpen must be >= 0")
-    _require(dec.max_len_a >= 0 and dec.max_len_b >= 1, "decode.max_len_a must be >= 0 and decode.max_len_b >= 1")
-    _require(dec.max_tokens >= 1, "decode.max_tokens must be >= 1")
+    validate_decode(dec)
+
+
+def validate_decode(dec: DecodeConfig) -> None:
+    """Decoding settings, from a config file or from `--beam` / `--lenpen` / ... on the command line."""
+    _require(dec.beam >= 1, "decode.beam (--beam) must be >= 1")
+    _require(math.isfinite(dec.lenpen) and dec.lenpen >= 0, "decode.lenpen (--lenpen) must be a finite number >= 0")
+    _require(math.isfinite(dec.max_len_a) and dec.max_len_a >= 0 and dec.max_len_b >= 1,
+             "decode.max_len_a must be a finite number >= 0 and decode.max_len_b >= 1")
+    _require(dec.max_tokens >= 1, "decode.max_tokens (--max-tokens) must be >= 1")
+
+
+def decode_config(saved: dict, **overrides) -> DecodeConfig:
+    """A checkpoint's decode section with the command line's overrides (None = keep), type-checked
+    and validated like the config file."""
+    values = {**saved, **{k: v for k, v in overrides.items() if v is not None}}
+    dec = _build(DecodeConfig, values, "decode")
+    validate_decode(dec)
+    return dec

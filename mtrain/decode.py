@@ -13,18 +13,19 @@ own compute.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mtrain import checkpoint
-from mtrain.config import DecodeConfig, ModelConfig
+from mtrain.config import DecodeConfig, ModelConfig, decode_config
 from mtrain.data.batching import token_batches
-from mtrain.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from mtrain.data.tokenizer import Tokenizer
+from mtrain.device import autocast_context, resolve_precision, select_device
 from mtrain.errors import MtrainError
 from mtrain.model import Transformer
+from mtrain.special import BOS, EOS, PAD
 
 log = logging.getLogger("mtrain")
 
@@ -157,38 +158,46 @@ def beam_search(model: Transformer, src: torch.Tensor, beam: int = 4, lenpen: fl
 
 
 def load_model(path: Path, device: torch.device) -> tuple[Transformer, Tokenizer, dict]:
-    """A model ready to translate, its tokenizer, and the checkpoint's config dict."""
+    """A model ready to translate, its tokenizer, and what it is (`checkpoint.describe`)."""
     state = checkpoint.load(path, map_location="cpu")
-    config = state["config"]
     tokenizer = Tokenizer(state["spm"]["src"], state["spm"]["tgt"])
-    model = Transformer(ModelConfig(**config["model"]), tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    model = Transformer(ModelConfig(**state["config"]["model"]), tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), tokenizer, config
+    return model.to(device).eval(), tokenizer, checkpoint.describe(state, path, "torch")
+
+
+def encode_sources(tokenizer: Tokenizer, lines: list[str], max_src: int) -> list[list[int]]:
+    """Source token ids of each line (without </s>), truncated with a warning to what the model's positions allow."""
+    ids = tokenizer.encode_src([" ".join(line.split()) for line in lines])
+    for i, seq in enumerate(ids):
+        if len(seq) > max_src:
+            log.warning("line %d has %d tokens, more than the model's %d: translating its first %d", i + 1, len(seq), max_src, max_src)
+            ids[i] = seq[:max_src]
+    return ids
+
+
+def check_nbest(nbest: int, beam: int) -> int:
+    """The beam, once n-best is known to fit in it."""
+    if not 1 <= nbest <= beam:
+        raise MtrainError(f"--nbest must be between 1 and the beam ({beam}), got {nbest}")
+    return beam
 
 
 class Translator:
     """Text in, text out: encode with sentencepiece, batch by length, search, restore order, detokenize."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: DecodeConfig, device: torch.device, precision: str = "fp32"):
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: DecodeConfig, device: torch.device, precision: str = "fp32",
+                 info: dict | None = None):
         self.model, self.tokenizer, self.config, self.device = model, tokenizer, config, device
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.precision = precision
+        self.info = info or {}  # checkpoint.describe(): languages, shape, step
         self.max_src = model.config.max_positions - 1
-
-    def _encode(self, lines: list[str]) -> list[list[int]]:
-        ids = self.tokenizer.encode_src([" ".join(line.split()) for line in lines])
-        for i, seq in enumerate(ids):
-            if len(seq) > self.max_src:
-                log.warning("line %d has %d tokens, more than the model's %d: translating its first %d", i + 1, len(seq), self.max_src, self.max_src)
-                ids[i] = seq[: self.max_src]
-        return ids
 
     def translate_nbest(self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None) -> list[list[Hypothesis]]:
         """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis."""
         c = self.config
-        beam = beam or c.beam
-        if nbest > beam:
-            raise MtrainError(f"--nbest {nbest} is larger than the beam ({beam})")
-        ids = self._encode(lines)
+        beam = check_nbest(nbest, beam or c.beam)
+        ids = encode_sources(self.tokenizer, lines, self.max_src)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
         todo = [i for i, seq in enumerate(ids) if seq]
         lengths = torch.tensor([len(ids[i]) + 1 for i in todo]).numpy()
@@ -201,7 +210,7 @@ class Translator:
                 src[i, : len(ids[r])] = torch.tensor(ids[r])
                 src[i, len(ids[r])] = EOS
             src = src.to(self.device)
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            with autocast_context(self.device, self.precision):
                 if beam == 1:
                     found = [[h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b)]
                 else:
@@ -217,51 +226,8 @@ class Translator:
 
 
 def open_translator(path: Path, device: str = "auto", precision: str = "auto", **overrides) -> Translator:
-    """A Translator for a checkpoint; `overrides` (beam, lenpen, max_tokens) replace decode.* values."""
-    from mtrain.distributed import select_device
-    from mtrain.train import resolve_precision
-
+    """A Translator for a checkpoint; `overrides` (beam, lenpen, max_tokens, ...) replace decode.* values."""
     dev = select_device(device)
-    model, tokenizer, config = load_model(path, dev)
-    decode = DecodeConfig(**config["decode"])
-    for key, value in overrides.items():
-        if value is not None:
-            if value < (0 if key == "lenpen" else 1):
-                raise MtrainError(f"--{key.replace('_', '-')} must be {'>= 0' if key == 'lenpen' else '>= 1'}, got {value}")
-            setattr(decode, key, value)
-    return Translator(model, tokenizer, decode, dev, resolve_precision(dev, precision))
-
-
-def _format(index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int) -> str:
-    if nbest == 1:
-        return tokenizer.decode_tgt(hyps[0].tokens)
-    return "\n".join(f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}" for h in hyps)
-
-
-def translate_command(checkpoint_path: Path, input_path: Path | None, output_path: Path | None, beam=None, lenpen=None,
-                      max_tokens=None, nbest: int = 1, device: str = "auto", precision: str = "auto") -> None:
-    """`mtrain translate`: a file in, a file out (atomically, with a progress bar), or stdin to stdout line by line."""
-    if nbest < 1:
-        raise MtrainError(f"--nbest must be >= 1, got {nbest}")
-    translator = open_translator(checkpoint_path, device, precision, beam=beam, lenpen=lenpen, max_tokens=max_tokens)
-    if input_path is None:  # streaming: a line in, a line out
-        out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
-        for index, line in enumerate(sys.stdin):
-            hyps = translator.translate_nbest([line.rstrip("\r\n")], nbest=nbest)[0]
-            out.write(_format(index, hyps, translator.tokenizer, nbest) + "\n")
-            out.flush()
-        return
-    from tqdm import tqdm
-
-    from mtrain.data.sources import read_lines
-
-    if not Path(input_path).is_file():
-        raise MtrainError(f"input file not found: {input_path}")
-    lines = read_lines(Path(input_path))
-    with tqdm(total=len(lines), unit="sent", desc="translating", disable=None, file=sys.stderr) as bar:
-        results = translator.translate_nbest(lines, nbest=nbest, progress=bar)
-    text = "".join(_format(i, hyps, translator.tokenizer, nbest) + "\n" for i, hyps in enumerate(results))
-    if output_path:
-        checkpoint.atomic_write_text(Path(output_path), text)
-    else:
-        sys.stdout.write(text)
+    model, tokenizer, info = load_model(path, dev)
+    decode = decode_config(info["decode"], **overrides)
+    return Translator(model, tokenizer, decode, dev, resolve_precision(dev, precision, "--precision"), info)

@@ -16,8 +16,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from mtrain.errors import MtrainError
-
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -32,17 +30,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def select_device(requested: str, local_rank: int = 0) -> torch.device:
-    """`auto` takes a GPU when there is one; asking for CUDA without one is a user error."""
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise MtrainError(f"device '{requested}' was asked for but CUDA is not available here (torch {torch.__version__}); use --device cpu or auto, or install a CUDA build of torch")
-    if requested.startswith("cuda:"):
-        return torch.device(requested)
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def from_env() -> DistInfo:

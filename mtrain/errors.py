@@ -8,3 +8,7 @@ status 2. Any other exception is a bug and keeps its traceback.
 
 class MtrainError(Exception):
     """A user-facing error: bad config, missing file, malformed data, incompatible checkpoint."""
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint; the CLI exits with 130."""

@@ -56,23 +56,24 @@ def read_references(paths: list[Path], count: int | None) -> list[list[str]]:
     return refs
 
 
-def eval_command(ref_paths: list[Path], hyp: Path | None = None, checkpoint: Path | None = None, src: Path | None = None,
-                 beam: int | None = None, device: str = "auto", paper_bleu: bool = False, as_json: bool = False) -> dict:
-    """`mtrain eval-bleu`: score --hyp, or translate --src with --checkpoint and score that."""
-    if (hyp is None) == (checkpoint is None):
-        raise MtrainError("give either --hyp FILE, or --checkpoint CKPT with --src FILE")
+def eval_command(ref_paths: list[Path], hyp: Path | None = None, src: Path | None = None, translator_options: dict | None = None,
+                 paper_bleu: bool = False, as_json: bool = False) -> dict:
+    """`mtrain eval-bleu`: score --hyp, or translate --src with a model (`translator_options` for
+    `translate.open_engine`: checkpoint or model_dir, engine, beam, ...) and score that."""
+    if (hyp is None) == (translator_options is None):
+        raise MtrainError("give either --hyp FILE, or a model (--checkpoint CKPT or --model DIR) with --src FILE")
     if hyp is not None:
         if not Path(hyp).is_file():
             raise MtrainError(f"hypothesis file not found: {hyp}")
         hyps = read_lines(Path(hyp))
     else:
         if src is None or not Path(src).is_file():
-            raise MtrainError(f"--checkpoint needs an existing --src file to translate (got {src})")
-        from mtrain.decode import open_translator
+            raise MtrainError(f"translating needs an existing --src file (got {src})")
+        from mtrain.translate import open_engine
 
         lines = read_lines(Path(src))
         read_references(ref_paths, len(lines))  # fail before translating, not after
-        hyps = open_translator(checkpoint, device, beam=beam).translate(lines)
+        hyps = open_engine(**translator_options).translate(lines)
     result = corpus_scores(hyps, read_references(ref_paths, len(hyps)), paper_bleu)
     if as_json:
         print(json.dumps(result))

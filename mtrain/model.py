@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtrain.config import ModelConfig
-from mtrain.data.tokenizer import PAD
+from mtrain.special import PAD
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
@@ -35,7 +35,19 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention with one fused input projection (query, key, value)."""
+    """Multi-head attention (section 3.2), with one fused input projection for query, key, value.
+
+    Scaled dot-product attention, equation (1):
+
+        Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+    Multi-head attention (section 3.2.2), h heads of d_k = d_v = d_model / h:
+
+        MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+
+    `in_proj` holds [W^Q; W^K; W^V] for all heads, `out_proj` is W^O; the attention itself is
+    `F.scaled_dot_product_attention`, which applies the 1 / sqrt(d_k) scaling.
+    """
 
     def __init__(self, d_model: int, heads: int):
         super().__init__()

@@ -27,9 +27,11 @@ from mtrain.config import Config, save_config
 from mtrain.data import PreparedData, prepare
 from mtrain.data.batching import Batch, TrainBatches, eval_batches
 from mtrain.data.binarize import fingerprint
-from mtrain.data.tokenizer import PAD, Tokenizer
-from mtrain.errors import MtrainError
+from mtrain.data.tokenizer import Tokenizer
+from mtrain.device import autocast_context, resolve_precision, select_device
+from mtrain.errors import Interrupted, MtrainError
 from mtrain.model import Transformer
+from mtrain.special import PAD
 
 log = logging.getLogger("mtrain")
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
@@ -53,19 +55,6 @@ def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: flo
     nll = -(lprobs.gather(1, target[:, None]).squeeze(1) * keep).sum()
     smooth = -(lprobs.mean(-1) * keep).sum() if epsilon else nll.new_zeros(())
     return (1 - epsilon) * nll + epsilon * smooth, nll.detach()
-
-
-def autocast_context(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(device, precision))
-    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-
-
-def resolve_precision(device: torch.device, precision: str) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise MtrainError("train.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    return precision
 
 
 def check_compatible(state: dict, config: Config, tokenizer: Tokenizer, path) -> None:
@@ -211,7 +200,7 @@ class Trainer:
     def state_dict(self) -> dict:
         rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         return {
-            "format": 1,
+            "format": checkpoint.FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -349,9 +338,6 @@ class Trainer:
         return {"step": p.step, "epoch": p.epoch, "valid": final_valid}
 
 
-class Interrupted(Exception):
-    """Training stopped by SIGINT/SIGTERM after saving a checkpoint."""
-
 
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
@@ -361,7 +347,7 @@ def _clock(seconds: float) -> str:
 def train(config: Config, resume: str | None = None, restart: bool = False) -> dict:
     """Prepare data (once), build or resume the model, train; returns the final step and validation."""
     dist = distributed.from_env()
-    device = distributed.select_device(config.train.device, dist.local_rank)
+    device = select_device(config.train.device, dist.local_rank)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     out_dir = Path(config.out_dir)

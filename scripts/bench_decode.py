@@ -1,12 +1,14 @@
-"""Decoding benchmark: sentences/second and target tokens/second for beam 4 and greedy.
-Prints one JSON line.
+"""Decoding benchmark: every engine on the same checkpoint and sentences, in one run. One JSON line.
 
-    python scripts/bench_decode.py --checkpoint runs/multi30k-en-de/checkpoint_avg.pt \
-        --src ../shared/data/multi30k/test_2016_flickr.en.gz [--peer]
+    python scripts/bench_decode.py --checkpoint runs/multi30k-en-de/checkpoint_avg.pt \\
+        --src ../shared/data/multi30k/test_2016_flickr.en.gz --ref ../shared/data/multi30k/test_2016_flickr.de.gz \\
+        [--threads 2] [--beams 4,1] [--no-ctranslate2] [--no-peer]
 
-Runs on CPU (fp32 and bf16), and on CUDA (bf16) when present. With --peer and `transformers`
-installed, the checkpoint's weights are copied into a same-shape Hugging Face MarianMTModel and
-its `generate(num_beams=4)` / greedy decode the same sentences in the same process run.
+Rows (each with seconds, sentences/s, target tokens/s and, with --ref, sacreBLEU):
+- mtrain's PyTorch engine in fp32 and bf16 (and CUDA bf16 when a GPU is present);
+- CTranslate2 float32 and int8, on a model exported by `mtrain export` (conversion and load
+  timed apart: `end_to_end_s` = load + translate, as a user of `mtrain translate` meets it);
+- Hugging Face `generate()` of the exported MarianMTModel, batches of the same size as mtrain's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,111 +26,122 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from mtrain.data.sources import read_lines  # noqa: E402
-from mtrain.data.tokenizer import EOS, PAD  # noqa: E402
-from mtrain.decode import open_translator  # noqa: E402
+from mtrain.evaluate import corpus_scores  # noqa: E402
+from mtrain.special import EOS, PAD  # noqa: E402
+from mtrain.translate import open_engine  # noqa: E402
 
 
-def to_marian(translator):
-    """A MarianMTModel holding the same weights as our model (same post-norm architecture)."""
-    from transformers import MarianConfig, MarianMTModel
-
-    model = translator.model
-    c = model.config
-    vocab = translator.tokenizer.tgt_vocab_size
-    cfg = MarianConfig(vocab_size=vocab, d_model=c.d_model, encoder_layers=c.encoder_layers, decoder_layers=c.decoder_layers,
-                       encoder_attention_heads=c.heads, decoder_attention_heads=c.heads, encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff,
-                       activation_function="relu", max_position_embeddings=c.max_positions, scale_embedding=True,
-                       pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=2, forced_eos_token_id=None,
-                       share_encoder_decoder_embeddings=True, tie_word_embeddings=True)
-    hf = MarianMTModel(cfg).eval()
-    ours = model.state_dict()
-    d = c.d_model
-    new = {"model.shared.weight": ours["src_embed.weight"], "lm_head.weight": ours["output.weight"],
-           "model.encoder.embed_tokens.weight": ours["src_embed.weight"], "model.decoder.embed_tokens.weight": ours["tgt_embed.weight"],
-           "model.encoder.embed_positions.weight": model.positions, "model.decoder.embed_positions.weight": model.positions}
-
-    def attention(prefix_hf, prefix):
-        w, b = ours[f"{prefix}.in_proj.weight"], ours[f"{prefix}.in_proj.bias"]
-        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            new[f"{prefix_hf}.{name}.weight"], new[f"{prefix_hf}.{name}.bias"] = w[i * d:(i + 1) * d], b[i * d:(i + 1) * d]
-        new[f"{prefix_hf}.out_proj.weight"], new[f"{prefix_hf}.out_proj.bias"] = ours[f"{prefix}.out_proj.weight"], ours[f"{prefix}.out_proj.bias"]
-
-    def copy(hf_name, name):
-        new[f"{hf_name}.weight"], new[f"{hf_name}.bias"] = ours[f"{name}.weight"], ours[f"{name}.bias"]
-
-    for i in range(c.encoder_layers):
-        p, q = f"model.encoder.layers.{i}", f"encoder.{i}"
-        attention(f"{p}.self_attn", f"{q}.self_attn")
-        copy(f"{p}.self_attn_layer_norm", f"{q}.sub1.norm"), copy(f"{p}.fc1", f"{q}.ffn.0"), copy(f"{p}.fc2", f"{q}.ffn.2")
-        copy(f"{p}.final_layer_norm", f"{q}.sub2.norm")
-    for i in range(c.decoder_layers):
-        p, q = f"model.decoder.layers.{i}", f"decoder.{i}"
-        attention(f"{p}.self_attn", f"{q}.self_attn")
-        attention(f"{p}.encoder_attn", f"{q}.cross_attn")
-        copy(f"{p}.self_attn_layer_norm", f"{q}.sub1.norm"), copy(f"{p}.encoder_attn_layer_norm", f"{q}.sub2.norm")
-        copy(f"{p}.fc1", f"{q}.ffn.0"), copy(f"{p}.fc2", f"{q}.ffn.2"), copy(f"{p}.final_layer_norm", f"{q}.sub3.norm")
-    missing, unexpected = hf.load_state_dict(new, strict=False)
-    assert not unexpected and set(missing) <= {"final_logits_bias"}, (missing, unexpected)
-    return hf
-
-
-def run_peer(hf, translator, lines, beam, precision, device):
-    """HF generate on the same sentences, in batches of the same size as ours (sorted by length)."""
-    ids = translator.tokenizer.encode_src(lines)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    budget = max(translator.config.max_tokens // beam, 1)
-    tokens = 0
-    dtype = torch.bfloat16 if precision == "bf16" else None
+def timed_translate(engine, lines: list[str], beam: int) -> tuple[float, list[str], int]:
+    engine.translate(lines[:16], beam=beam)  # warm-up
     start = time.perf_counter()
-    i = 0
-    while i < len(order):
-        width = len(ids[order[min(i + 1, len(order) - 1)]]) + 1
-        n = max(1, budget // width)
-        rows = order[i:i + n]
-        i += n
-        width = max(len(ids[r]) for r in rows) + 1
-        src = torch.full((len(rows), width), PAD)
-        for j, r in enumerate(rows):
-            src[j, : len(ids[r])] = torch.tensor(ids[r])
-            src[j, len(ids[r])] = EOS
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = hf.generate(input_ids=src.to(device), attention_mask=(src != PAD).to(device), num_beams=beam,
-                              do_sample=False, max_new_tokens=width - 1 + 50, length_penalty=translator.config.lenpen,
-                              early_stopping=True if beam > 1 else False)
-        tokens += int(((out != PAD) & (out != 2)).sum())
+    hyps = engine.translate_nbest(lines, beam=beam)
     seconds = time.perf_counter() - start
-    return seconds, tokens
+    tokens = sum(len(h[0].tokens) + 1 for h in hyps)
+    return seconds, [engine.tokenizer.decode_tgt(h[0].tokens) for h in hyps], tokens
+
+
+def row(name: str, setting: str, beam: int, seconds: float, outputs: list[str], tokens: int, refs, **extra) -> dict:
+    result = {"engine": name, "setting": setting, "beam": beam, "sentences": len(outputs), "seconds": round(seconds, 2),
+              "sentences_per_s": round(len(outputs) / seconds, 1), "tgt_tokens_per_s": round(tokens / seconds), **extra}
+    if refs is not None:
+        result["bleu"] = round(corpus_scores(outputs, [refs])["bleu"], 2)
+    return result
+
+
+def bench_torch(args, lines, refs) -> list[dict]:
+    settings = [("cpu", "fp32"), ("cpu", "bf16")] + ([("cuda", "bf16")] if torch.cuda.is_available() else [])
+    rows = []
+    for device, precision in settings:
+        engine = open_engine(Path(args.checkpoint), device=device, precision=precision, threads=args.threads)
+        for beam in args.beams:
+            seconds, outputs, tokens = timed_translate(engine, lines, beam)
+            rows.append(row("mtrain-torch", f"{device}-{precision}", beam, seconds, outputs, tokens, refs))
+    return rows
+
+
+def bench_ctranslate2(args, lines, refs, workdir: Path) -> list[dict]:
+    from mtrain.export import ExportedCheckpoint, export_ctranslate2
+
+    rows = []
+    for quantization in ("float32", "int8"):
+        start = time.perf_counter()
+        out = export_ctranslate2(ExportedCheckpoint(Path(args.checkpoint)), workdir / f"ct2-{quantization}", quantization)
+        convert = time.perf_counter() - start
+        for beam in args.beams:
+            start = time.perf_counter()
+            engine = open_engine(model_dir=out, device="cpu", threads=args.threads)
+            load = time.perf_counter() - start
+            seconds, outputs, tokens = timed_translate(engine, lines, beam)
+            rows.append(row("ctranslate2", quantization, beam, seconds, outputs, tokens, refs, load_s=round(load, 2),
+                            end_to_end_s=round(load + seconds, 2), convert_s=round(convert, 2)))
+    return rows
+
+
+def bench_huggingface(args, lines, refs, workdir: Path) -> list[dict]:
+    """generate() of the exported MarianMTModel on batches of mtrain's size (sorted by length)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from mtrain.export import ExportedCheckpoint, export_huggingface
+
+    out = export_huggingface(ExportedCheckpoint(Path(args.checkpoint)), workdir / "hf")
+    model, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    reference = open_engine(Path(args.checkpoint), device="cpu")
+    ids = reference.tokenizer.encode_src(lines)
+    rows = []
+    for beam in args.beams:
+        outputs, tokens = [""] * len(lines), 0
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        budget = max(reference.config.max_tokens // beam, 1)
+        start = time.perf_counter()
+        for batch in _batches(order, ids, budget):
+            width = max(len(ids[r]) for r in batch) + 1
+            src = torch.full((len(batch), width), PAD)
+            for j, r in enumerate(batch):
+                src[j, : len(ids[r])], src[j, len(ids[r])] = torch.tensor(ids[r], dtype=torch.long), EOS
+            with torch.no_grad():
+                generated = model.generate(input_ids=src, attention_mask=src != PAD, num_beams=beam, do_sample=False,
+                                           max_new_tokens=width - 1 + 50)
+            tokens += int((generated > 2).sum())
+            for r, text in zip(batch, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+                outputs[r] = text
+        seconds = time.perf_counter() - start
+        rows.append(row("huggingface-generate", "fp32 exported MarianMTModel", beam, seconds, outputs, tokens, refs))
+    return rows
+
+
+def _batches(order: list[int], ids: list[list[int]], budget: int):
+    batch: list[int] = []
+    for r in order:
+        if batch and (len(batch) + 1) * (len(ids[r]) + 1) > budget:
+            yield batch
+            batch = []
+        batch.append(r)
+    if batch:
+        yield batch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--src", required=True)
-    parser.add_argument("--max-tokens", type=int, default=None, help="source tokens per batch (default: the checkpoint's decode.max_tokens)")
-    parser.add_argument("--peer", action="store_true")
+    parser.add_argument("--ref", help="reference translations: adds sacreBLEU to every row")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--beams", default="4,1", help="comma-separated beam sizes")
+    parser.add_argument("--no-ctranslate2", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="skip Hugging Face generate")
     args = parser.parse_args()
+    args.beams = [int(b) for b in args.beams.split(",")]
+    torch.set_num_threads(args.threads)
     lines = read_lines(Path(args.src))
-    settings = [("cpu", "fp32"), ("cpu", "bf16")] + ([("cuda", "bf16")] if torch.cuda.is_available() else [])
-    results = []
-    for device, precision in settings:
-        translator = open_translator(Path(args.checkpoint), device, precision, max_tokens=args.max_tokens)
-        hf = to_marian(translator).to(translator.device) if args.peer else None
-        for beam in (4, 1):
-            translator.translate(lines[:16], beam=beam)  # warm-up
-            start = time.perf_counter()
-            hyps = translator.translate_nbest(lines, beam=beam)
-            seconds = time.perf_counter() - start
-            tokens = sum(len(h[0].tokens) + 1 for h in hyps)
-            row = {"impl": "mtrain", "device": device, "precision": precision, "beam": beam,
-                   "batch_max_tokens": translator.config.max_tokens, "sentences": len(lines), "seconds": round(seconds, 2),
-                   "sentences_per_s": round(len(lines) / seconds, 1), "tgt_tokens_per_s": round(tokens / seconds)}
-            results.append(row)
-            if hf is not None:
-                seconds, tokens = run_peer(hf, translator, lines, beam, precision, translator.device)
-                results.append({**row, "impl": "marian-hf-generate", "seconds": round(seconds, 2),
-                                "sentences_per_s": round(len(lines) / seconds, 1), "tgt_tokens_per_s": round(tokens / seconds)})
-    print(json.dumps({"bench": "decode", "checkpoint": args.checkpoint, "src": args.src, "threads": torch.get_num_threads(),
-                      "cpus": os.cpu_count(), "results": results}))
+    refs = read_lines(Path(args.ref)) if args.ref else None
+    results = bench_torch(args, lines, refs)
+    with tempfile.TemporaryDirectory() as workdir:
+        if not args.no_ctranslate2:
+            results += bench_ctranslate2(args, lines, refs, Path(workdir))
+        if not args.no_peer:
+            results += bench_huggingface(args, lines, refs, Path(workdir))
+    print(json.dumps({"bench": "decode", "checkpoint": args.checkpoint, "src": args.src, "threads": args.threads,
+                      "cpus": os.cpu_count(), "torch": torch.__version__, "results": results}))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ import torch  # noqa: E402
 
 from mtrain.config import load_config  # noqa: E402
 from mtrain.data import prepare  # noqa: E402
+from mtrain.device import autocast_context  # noqa: E402
 from mtrain.distributed import DistInfo  # noqa: E402
-from mtrain.train import Trainer, autocast_context, label_smoothed_loss  # noqa: E402
+from mtrain.train import Trainer, label_smoothed_loss  # noqa: E402
 
 SHAPES = {
     "config": {},

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end smoke test of the CLI on the built-in demo corpus with a tiny budget:
-# prepare, train, average, translate, eval-bleu. Fails loudly at the first failing step.
+# prepare, train, average, translate, eval-bleu, export. Fails loudly at the first failing step.
 # Usage: bash scripts/smoke.sh [work_dir]
 set -euo pipefail
 work=${1:-$(mktemp -d)}
@@ -18,4 +18,9 @@ printf 'The dog sees a cat.\n\nA man buys two apples.\n' | mtrain translate --ch
 [ "$(wc -l < "$work/stdin.de")" -eq 3 ] || { echo "smoke: expected 3 output lines from stdin"; exit 1; }
 echo "== smoke: eval-bleu"
 mtrain eval-bleu --hyp "$work/hyp.de" --ref "$run/data/test.de.txt"
+echo "== smoke: export (CTranslate2 int8, Hugging Face) and translate through CTranslate2"
+mtrain export --checkpoint "$run/avg2.pt" --format ctranslate2 --output "$work/ct2"
+mtrain export --checkpoint "$run/avg2.pt" --format huggingface --output "$work/hf"
+echo "The dog sees a cat." | mtrain translate --model "$work/ct2" > "$work/ct2.de"
+[ "$(wc -l < "$work/ct2.de")" -eq 1 ] || { echo "smoke: expected 1 line from CTranslate2"; exit 1; }
 echo "== smoke: ok ($work)"

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
 from mtrain.config import Config, CorpusConfig, load_config
 from mtrain.errors import MtrainError
+
+from conftest import ROOT, run_cli
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -8,12 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from conftest import tiny_config
 from mtrain.data import prepare
 from mtrain.data.batching import TrainBatches, eval_batches
-from mtrain.data.tokenizer import BOS, EOS, PAD
 from mtrain.demo import generate
 from mtrain.errors import MtrainError
+from mtrain.special import BOS, EOS, PAD
+
+from conftest import tiny_config
 
 EN, DE = generate(1500, seed=5)
 

@@ -9,13 +9,14 @@ import sys
 import pytest
 import torch
 
-from conftest import run_cli, tiny_config
 from mtrain import checkpoint
 from mtrain.config import ModelConfig
 from mtrain.data import PreparedData
-from mtrain.data.tokenizer import BOS, EOS, PAD
 from mtrain.decode import beam_search, greedy_search, load_model, open_translator
+from mtrain.special import BOS, EOS, PAD
 from mtrain.train import train
+
+from conftest import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +182,38 @@ def test_eval_bleu_mistakes(tmp_path):
     assert "Traceback" not in result.stderr
     missing = run_cli("translate", "--checkpoint", str(tmp_path / "none.pt"), input="x\n")
     assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
+
+
+BAD_TRANSLATE_OPTIONS = [
+    (dict(beam=0), "decode.beam (--beam) must be >= 1"),
+    (dict(lenpen=float("inf")), "decode.lenpen (--lenpen) must be a finite number >= 0"),
+    (dict(lenpen=-1.0), "decode.lenpen (--lenpen) must be a finite number >= 0"),
+    (dict(device="tpu"), "unknown device 'tpu'; use one of auto, cpu, cuda"),
+    (dict(precision="fp8"), "--precision 'fp8' is not one of auto, fp32, bf16, fp16"),
+    (dict(precision="fp16", device="cpu"), "--precision fp16 needs a CUDA device"),
+    (dict(engine="onnx"), "--engine 'onnx' is not one of torch, ctranslate2"),
+    (dict(threads=-1), "--threads must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("options,message", BAD_TRANSLATE_OPTIONS, ids=[m for _, m in BAD_TRANSLATE_OPTIONS])
+def test_bad_translate_options_are_refused_with_their_name(demo_run, options, message):
+    from mtrain.errors import MtrainError
+    from mtrain.translate import open_engine
+
+    with pytest.raises(MtrainError) as error:
+        open_engine(demo_run / "checkpoint_avg.pt", **options)
+    assert message in str(error.value)
+
+
+def test_bad_nbest_is_a_one_line_cli_error(demo_run):
+    for nbest in ("5", "0"):
+        result = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--nbest", nbest, input="The dog sees a cat.\n")
+        assert result.returncode == 2 and result.stderr == f"error: --nbest must be between 1 and the beam (4), got {nbest}\n"
+
+
+def test_translate_refuses_a_directory_as_output(demo_run, tmp_path):
+    src = tmp_path / "in.en"
+    src.write_text("The dog sees a cat.\n")
+    result = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--input", str(src), "--output", str(tmp_path))
+    assert result.returncode == 2 and "is a directory; give a file name" in result.stderr

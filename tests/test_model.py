@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mtrain.config import ModelConfig
-from mtrain.data.tokenizer import PAD
 from mtrain.model import Transformer, sinusoidal_positions
+from mtrain.special import PAD
 
 
 def test_base_model_parameter_count_matches_hand_count():

@@ -13,13 +13,14 @@ import pytest
 import torch
 import yaml
 
-from conftest import ENV, ROOT, run_cli, tiny_config, wait_for_lines
 from mtrain import checkpoint
 from mtrain.data import prepare
 from mtrain.data.batching import collate
 from mtrain.distributed import DistInfo
 from mtrain.errors import MtrainError
 from mtrain.train import Trainer, label_smoothed_loss, learning_rate, train
+
+from conftest import ENV, ROOT, run_cli, tiny_config, wait_for_lines
 
 
 def test_learning_rate_follows_the_paper_formula():

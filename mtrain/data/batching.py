@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mtrain.data.binarize import Split
-from mtrain.data.tokenizer import BOS, EOS, PAD
+from mtrain.special import BOS, EOS, PAD
 
 
 @dataclass

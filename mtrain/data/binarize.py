@@ -30,8 +30,9 @@ import numpy as np
 from mtrain.config import Config
 from mtrain.data.clean import clean_pairs
 from mtrain.data.sources import file_digest, input_files, read_corpus
-from mtrain.data.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, load_model_file, train_model
+from mtrain.data.tokenizer import Tokenizer, load_model_file, train_model
 from mtrain.errors import MtrainError
+from mtrain.special import BOS, EOS, PAD, UNK
 
 log = logging.getLogger("mtrain")
 FORMAT_VERSION = 1

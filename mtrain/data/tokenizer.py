@@ -16,8 +16,7 @@ import sentencepiece as spm
 
 from mtrain.config import TokenizerConfig
 from mtrain.errors import MtrainError
-
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+from mtrain.special import BOS, EOS, PAD, UNK
 
 
 def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int) -> bytes:

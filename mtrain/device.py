@@ -1,0 +1,49 @@
+"""Where and in which precision the model runs: device choice, precision, autocast, threads.
+
+One place for these decisions so that training, translation, export and the server agree.
+bf16 autocast is the default on CUDA; on CPU the default is fp32 unless asked (bf16 runs the
+matrix products about 2x faster on CPUs with AVX-512 BF16, see the README's benchmarks).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from mtrain.errors import MtrainError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def select_device(requested: str, local_rank: int = 0) -> torch.device:
+    """`auto` takes a GPU when there is one; asking for CUDA without one is a user error."""
+    if requested not in DEVICES and not requested.startswith("cuda:"):
+        raise MtrainError(f"unknown device '{requested}'; use one of {', '.join(DEVICES)} (or cuda:N)")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise MtrainError(f"device '{requested}' was asked for but CUDA is not available here (torch {torch.__version__}); "
+                          "use --device cpu or auto, or install a CUDA build of torch")
+    if requested.startswith("cuda:"):
+        return torch.device(requested)
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def resolve_precision(device: torch.device, precision: str, option: str = "train.precision") -> str:
+    """`auto` becomes bf16 on CUDA and fp32 on CPU; fp16 needs CUDA. `option` names the setting in errors."""
+    if precision not in PRECISIONS:
+        raise MtrainError(f"{option} '{precision}' is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise MtrainError(f"{option} fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    return precision
+
+
+def autocast_context(device: torch.device, precision: str):
+    """Mixed-precision autocast for a resolved precision (nothing for fp32)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()

@@ -1,0 +1,88 @@
+"""`mtrain translate`: pick an engine, feed it lines, write one result per input line.
+
+Two engines share one interface (`translate_nbest(lines, beam, nbest, progress)`):
+- `torch`, the reference: mtrain's own batched beam search on the checkpoint (decode.py);
+- `ctranslate2`: the checkpoint converted once to CTranslate2 (cached, rebuilt when the
+  checkpoint file changes) or a directory made by `mtrain export --format ctranslate2`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from mtrain.checkpoint import atomic_write_text
+from mtrain.data.tokenizer import Tokenizer
+from mtrain.decode import Hypothesis, check_nbest, open_translator
+from mtrain.errors import MtrainError
+
+ENGINES = ("torch", "ctranslate2")
+DEFAULT_CT2_QUANTIZATION = "int8"
+
+
+def open_engine(checkpoint: Path | None = None, model_dir: Path | None = None, engine: str = "torch", device: str = "auto",
+                precision: str = "auto", threads: int = 0, quantization: str = DEFAULT_CT2_QUANTIZATION, **overrides):
+    """A translator for a checkpoint (either engine) or an exported CTranslate2 directory.
+    `overrides` (beam, lenpen, max_tokens, ...) replace the model's decode settings."""
+    if engine not in ENGINES:
+        raise MtrainError(f"--engine '{engine}' is not one of {', '.join(ENGINES)}")
+    if (checkpoint is None) == (model_dir is None):
+        raise MtrainError("give either --checkpoint FILE or --model DIR (an exported CTranslate2 directory)")
+    if threads < 0:
+        raise MtrainError(f"--threads must be >= 0 (0: the engine's default), got {threads}")
+    if model_dir is not None or engine == "ctranslate2":
+        from mtrain.export import cached_ctranslate2, require
+
+        require("ctranslate2")
+        from mtrain.ct2_engine import CTranslate2Translator
+
+        if model_dir is None:
+            model_dir = cached_ctranslate2(checkpoint, quantization)
+        elif not Path(model_dir).is_dir():
+            raise MtrainError(f"--model {model_dir} is not a directory; give a directory made by mtrain export")
+        return CTranslate2Translator(Path(model_dir), device, threads, **overrides)
+    if threads:
+        torch.set_num_threads(threads)
+    return open_translator(checkpoint, device, precision, **overrides)
+
+
+def format_hypotheses(index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int) -> str:
+    """One line, or with n-best one `index ||| text ||| score` line per hypothesis."""
+    if nbest == 1:
+        return tokenizer.decode_tgt(hyps[0].tokens)
+    return "\n".join(f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}" for h in hyps)
+
+
+def translate_command(translator, input_path: Path | None, output_path: Path | None, nbest: int = 1) -> None:
+    """A file in, a file out (atomically, with a progress bar), or stdin to stdout line by line."""
+    check_nbest(nbest, translator.config.beam)
+    if input_path is None:
+        _translate_stream(translator, output_path, nbest)
+        return
+    from tqdm import tqdm
+
+    from mtrain.data.sources import read_lines
+
+    if not Path(input_path).is_file():
+        raise MtrainError(f"input file not found: {input_path}")
+    if output_path is not None and Path(output_path).is_dir():
+        raise MtrainError(f"--output {output_path} is a directory; give a file name")
+    lines = read_lines(Path(input_path))
+    with tqdm(total=len(lines), unit="sent", desc="translating", disable=None, file=sys.stderr) as bar:
+        results = translator.translate_nbest(lines, nbest=nbest, progress=bar)
+    text = "".join(format_hypotheses(i, hyps, translator.tokenizer, nbest) + "\n" for i, hyps in enumerate(results))
+    if output_path:
+        atomic_write_text(Path(output_path), text)
+    else:
+        sys.stdout.write(text)
+
+
+def _translate_stream(translator, output_path: Path | None, nbest: int) -> None:
+    """stdin mode: a line in, a line out, flushed at once (usable interactively and in pipes)."""
+    out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
+    for index, line in enumerate(sys.stdin):
+        hyps = translator.translate_nbest([line.rstrip("\r\n")], nbest=nbest)[0]
+        out.write(format_hypotheses(index, hyps, translator.tokenizer, nbest) + "\n")
+        out.flush()

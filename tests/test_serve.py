@@ -1,0 +1,225 @@
+"""`mtrain serve`: same translations as `mtrain translate`, no mix-ups under concurrency, a clean
+4xx for every bad input, a bounded queue, and a graceful SIGTERM. Loopback only, bounded."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mtrain.data import PreparedData
+from mtrain.serve import BatchingWorker, QueueFull, ServeLimits, create_app
+from mtrain.translate import open_engine
+
+from conftest import ENV, ROOT, run_cli
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    lines = PreparedData(demo_run / "data").raw_text("test", "en")[:120]
+    return demo_run / "checkpoint_avg.pt", lines
+
+
+@pytest.fixture(scope="module")
+def client(demo):
+    app = create_app(lambda: open_engine(demo[0], device="cpu"), ServeLimits(max_sentences=8, max_chars=300, max_body_bytes=4000))
+    with TestClient(app) as c:
+        deadline = time.time() + 60
+        while c.get("/health").status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    """A real `mtrain serve` process on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "mtrain", "serve", "--checkpoint", str(demo[0]), "--port", str(port),
+                                "--threads", "1", "--max-wait-ms", "20"], cwd=ROOT, env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield url, process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_responses_equal_mtrain_translate(demo, server, tmp_path):
+    ckpt, lines = demo
+    src = tmp_path / "src.en"
+    src.write_text("\n".join(lines) + "\n")
+    expected = run_cli("translate", "--checkpoint", str(ckpt), "--input", str(src)).stdout.splitlines()
+    url, _ = server
+    got = []
+    for start in range(0, len(lines), 30):
+        response = httpx.post(f"{url}/translate", json={"text": lines[start:start + 30]}, timeout=120)
+        assert response.status_code == 200
+        got += response.json()["translations"]
+    assert got == expected
+
+
+def test_sixteen_concurrent_clients_get_their_own_translations(demo, server):
+    ckpt, lines = demo
+    url, _ = server
+    expected = open_engine(ckpt, device="cpu").translate(lines[:64])
+
+    def client(i: int) -> tuple[int, list[str]]:
+        mine = [lines[j] for j in range(i, 64, 16)]  # 4 distinct sentences per client
+        response = httpx.post(f"{url}/translate", json={"text": mine}, timeout=120)
+        assert response.status_code == 200, response.text
+        return i, response.json()["translations"]
+
+    with ThreadPoolExecutor(16) as pool:
+        for i, translations in pool.map(client, range(16)):
+            assert translations == [expected[j] for j in range(i, 64, 16)]
+
+
+def test_health_info_and_docs(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/info").json()
+    assert (info["src_lang"], info["tgt_lang"], info["engine"]) == ("en", "de", "torch")
+    assert info["src_vocab_size"] == 400 and info["model"]["d_model"] == 128 and info["step"] > 0
+    assert client.get("/docs").status_code == 200
+    assert "/translate" in client.get("/openapi.json").json()["paths"]
+
+
+def test_nbest_returns_scored_hypotheses_best_first(client):
+    result = client.post("/translate", json={"text": ["The dog sees a cat.", ""], "nbest": 3}).json()["translations"]
+    assert len(result) == 2 and len(result[0]) == 3
+    assert [h["score"] for h in result[0]] == sorted((h["score"] for h in result[0]), reverse=True)
+
+
+BAD_REQUESTS = [
+    (b'{"text": ["a"', 400, "not valid JSON"),
+    ('{"text": ["\xff"]}'.encode("latin-1"), 400, "not valid JSON"),
+    (b'{"text": "one string"}', 422, "text: Input should be a valid list"),
+    (b'{"text": [1, 2]}', 422, "text.0: Input should be a valid string"),
+    (b'{"sentences": ["a"]}', 422, "text: Field required"),
+    (b'{"text": ["a"], "beam": 0}', 422, "beam: Input should be greater than or equal to 1"),
+    (b'{"text": ["a"], "beam": "4"}', 422, "beam: Input should be a valid integer"),
+    (b'{"text": ["a"], "beam": 2, "nbest": 3}', 422, "nbest (3) must not exceed the beam (2)"),
+    (b'{"text": []}', 422, "at least one sentence"),
+    (json.dumps({"text": ["a"] * 9}).encode(), 413, "at most 8 (--max-sentences)"),
+    (json.dumps({"text": ["a" * 301]}).encode(), 413, "at most 300 (--max-chars)"),
+    (json.dumps({"text": ["a" * 250] * 20}).encode(), 413, "over 4000 bytes"),
+]
+
+
+@pytest.mark.parametrize("body,status,message", BAD_REQUESTS, ids=[m for _, _, m in BAD_REQUESTS])
+def test_bad_input_is_a_one_line_json_error_and_the_server_keeps_serving(client, body, status, message):
+    response = client.post("/translate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message in error and "\n" not in error and "Traceback" not in response.text
+    assert client.post("/translate", json={"text": ["The dog sees a cat."]}).json()["translations"] == ["Der Hund sieht eine Katze."]
+
+
+def test_a_full_queue_is_refused_not_grown():
+    release = threading.Event()
+
+    class SlowTranslator:
+        config = type("C", (), {"beam": 1, "max_tokens": 100})()
+
+        def translate_nbest(self, lines, beam=None, nbest=1):
+            release.wait(30)
+            return [[None] for _ in lines]
+
+    worker = BatchingWorker(SlowTranslator(), ServeLimits(max_queue=5, max_wait_ms=0))
+    first = worker.submit(["a"] * 3, 1, 1)  # taken by the worker, which then blocks
+    time.sleep(0.2)
+    worker.submit(["b"] * 5, 1, 1)  # waits: the queue now holds 5 sentences
+    with pytest.raises(QueueFull):
+        worker.submit(["c"], 1, 1)
+    release.set()
+    assert len(first.result(timeout=10)) == 3
+    worker.stop()
+
+
+def test_requests_arriving_together_share_one_model_call():
+    calls = []
+
+    class CountingTranslator:
+        config = type("C", (), {"beam": 1, "max_tokens": 100})()
+
+        def translate_nbest(self, lines, beam=None, nbest=1):
+            calls.append(len(lines))
+            return [[line] for line in lines]
+
+    worker = BatchingWorker(CountingTranslator(), ServeLimits(max_wait_ms=200))
+    futures = [worker.submit([f"s{i}"], 1, 1) for i in range(10)]
+    assert [f.result(timeout=10) for f in futures] == [[[f"s{i}"]] for i in range(10)]
+    assert calls == [10]
+    worker.stop()
+
+
+def test_merging_keeps_settings_apart_and_bounds_a_call():
+    calls = []
+
+    class RecordingTranslator:
+        config = type("C", (), {"beam": 1, "max_tokens": 100})()
+
+        def translate_nbest(self, lines, beam=None, nbest=1):
+            calls.append((beam, len(lines)))
+            return [[(beam, line)] for line in lines]
+
+    worker = BatchingWorker(RecordingTranslator(), ServeLimits(max_wait_ms=300, max_sentences=1000))
+    futures = [worker.submit([f"s{i}"], 1 + i % 2, 1) for i in range(300)]
+    for i, future in enumerate(futures):
+        assert future.result(timeout=10) == [[(1 + i % 2, f"s{i}")]]
+    assert sorted(calls) == [(1, 150), (2, 150)]
+    calls.clear()
+    futures = [worker.submit([f"t{i}"], 1, 1) for i in range(300)]
+    [f.result(timeout=10) for f in futures]
+    assert calls == [(1, 256), (1, 44)]
+    worker.stop()
+
+
+def test_sigterm_lets_the_requests_in_flight_finish_then_exits_zero(demo, server):
+    ckpt, lines = demo
+    url, process = server
+    finished = []
+
+    def request(i: int) -> int:
+        response = httpx.post(f"{url}/translate", json={"text": lines[8 * i: 8 * i + 8], "beam": 16}, timeout=120)
+        finished.append(time.time())
+        return response.status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = [pool.submit(request, i) for i in range(6)]
+        time.sleep(0.3)
+        signalled = time.time()
+        process.send_signal(signal.SIGTERM)
+        assert [s.result(120) for s in statuses] == [200] * 6
+    assert max(finished) > signalled  # some of them were still being translated when the signal came
+    assert process.wait(60) == 0
+    assert "mtrain serve stopped" in process.stderr.read()
+
+
+def test_an_unloadable_model_ends_the_server_with_a_one_line_error(tmp_path):
+    result = run_cli("serve", "--checkpoint", str(tmp_path / "missing.pt"), "--port", str(free_port()), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: could not load the model: checkpoint not found: {tmp_path / 'missing.pt'}"
