@@ -5,11 +5,11 @@ PIP := $(PYTHON) -m pip
 .PHONY: setup test test-all smoke bench multi30k plot
 
 # torch is pinned by constraints.txt to the CPU wheel of this machine; on a GPU machine install
-# your CUDA build of torch first, then: pip install -e '.[test,deploy,serve]'
+# your CUDA build of torch first, then: pip install -e '.[test,deploy,serve,plot,tensorboard]'
 # Every optional extra is installed so that no test is skipped.
 setup:
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[test,deploy,serve]'
+	$(PIP) install -c constraints.txt -e '.[test,deploy,serve,plot,tensorboard]'
 
 test:
 	$(PYTHON) -m ruff check mtrain scripts tests

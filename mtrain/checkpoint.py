@@ -60,8 +60,9 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise MtrainError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a truncated file, another format, or a pickle with code in it
-        raise MtrainError(f"{path} is not a readable mtrain checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception:  # a truncated file, another format, or a pickle with code in it
+        raise MtrainError(f"{path} is not an mtrain checkpoint (not a PyTorch file, or a damaged one); "
+                          "give a checkpoint_*.pt written by mtrain train or mtrain average") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise MtrainError(f"{path} is not an mtrain checkpoint (no model weights and config in it)")
     if state.get("format", FORMAT) != FORMAT:
@@ -119,5 +120,35 @@ def average(paths: list[Path]) -> dict:
         for key in total:
             total[key] += weights[key].double()
     model = {k: (total[k] / len(paths)).to(v.dtype) if k in total else v for k, v in first["model"].items()}
+    _share_tied(model, first["model"])
     return {**{k: v for k, v in first.items() if k not in ("optimizer", "scaler", "rng")}, "model": model,
             "averaged": [str(p) for p in paths]}
+
+
+def _share_tied(averaged: dict, original: dict) -> None:
+    """Tied weights (one matrix under several names, section 3.4) stay one tensor, so they are
+    saved once; averaging key by key would otherwise store the shared matrix three times."""
+    first_of: dict[tuple, str] = {}
+    for key, tensor in original.items():
+        storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if storage in first_of:
+            averaged[key] = averaged[first_of[storage]]
+        else:
+            first_of[storage] = key
+
+
+def average_command(inputs: list[Path], output: Path, last: int) -> list[Path]:
+    """`mtrain average`: the last `last` numbered checkpoints of a run directory, or the given files,
+    averaged into `output`. Returns the checkpoints used."""
+    if last < 1:
+        raise MtrainError(f"--last must be >= 1, got {last}")
+    if Path(output).is_dir():
+        raise MtrainError(f"--output {output} is a directory; give a file name, e.g. {Path(output) / 'checkpoint_avg.pt'}")
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        paths = numbered(inputs[0])[-last:]
+        if not paths:
+            raise MtrainError(f"no checkpoint_<step>.pt files in {inputs[0]}")
+    else:
+        paths = list(inputs)
+    save(average(paths), output)
+    return paths

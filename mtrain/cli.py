@@ -25,7 +25,7 @@ app = typer.Typer(
          "Quick start: mtrain train --config configs/demo.yaml, then mtrain translate --checkpoint runs/demo/checkpoint_avg.pt",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
-ConfigOption = typer.Option(..., "--config", "-c", help="The experiment's YAML file, e.g. configs/demo.yaml.")
+ConfigOption = typer.Option(..., "--config", "-c", metavar="FILE", help="The experiment's YAML file, e.g. configs/demo.yaml.")
 SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                          help="Override one config value, e.g. --set train.max_steps=200 (repeatable).")
 
@@ -95,9 +95,10 @@ def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) 
 def train(
     config: Path = ConfigOption,
     set_: Optional[list[str]] = SetOption,
-    resume: Optional[Path] = typer.Option(None, help="Continue from this checkpoint instead of {out_dir}/checkpoint_last.pt."),
+    resume: Optional[Path] = typer.Option(None, metavar="FILE", help="Continue from this checkpoint instead of {out_dir}/checkpoint_last.pt."),
     restart: bool = typer.Option(False, "--restart", help="Ignore and delete the run's existing checkpoints and start over."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (default: train.device of the config)."),
+    device: Optional[str] = typer.Option(None, metavar="auto|cpu|cuda", help="Where to train (default: train.device of the config)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per process (default: train.threads; 0: the CPUs this process may use)."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Start this many processes through torchrun (DDP: one per GPU, or CPU processes with gloo)."),
 ) -> None:
     """Train a model (preparing the data first if needed); re-running resumes.
@@ -111,7 +112,7 @@ def train(
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
         argv = _without_option(sys.argv[1:], "--nproc-per-node")
         raise typer.Exit(subprocess.call(distributed.torchrun_command(nproc_per_node, argv)))
-    overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
+    overrides = list(set_ or []) + ([f"train.device={device}"] if device else []) + ([f"train.threads={threads}"] if threads is not None else [])
     from mtrain.train import train as run_training
 
     result = run_training(_config(config, overrides), resume=str(resume) if resume else None, restart=restart)
@@ -131,10 +132,10 @@ def _without_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
-EngineOption = typer.Option("torch", help="torch (mtrain's own search, the reference) or ctranslate2 (converted once and cached; "
+EngineOption = typer.Option("torch", metavar="torch|ctranslate2", help="torch (mtrain's own search, the reference) or ctranslate2 (converted once and cached; "
                                       "needs mtrain[deploy]).")
 ModelDirOption = typer.Option(None, "--model", metavar="DIR", help="An exported CTranslate2 directory (mtrain export) instead of --checkpoint.")
-ThreadsOption = typer.Option(0, help="CPU threads for decoding; 0: the engine's default.")
+ThreadsOption = typer.Option(0, help="CPU threads for decoding; 0: the CPUs this process may use (or OMP_NUM_THREADS).")
 QuantizationOption = typer.Option("int8", metavar="TYPE", help="With --engine ctranslate2 and a checkpoint: the weights' type "
                                   "(int8, int8_float32, float32, bfloat16, ...).")
 
@@ -153,8 +154,8 @@ def translate(
     engine: str = EngineOption,
     quantization: str = QuantizationOption,
     threads: int = ThreadsOption,
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
+    precision: str = typer.Option("auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
     from mtrain.translate import open_engine, translate_command
@@ -176,7 +177,7 @@ def eval_bleu(
     engine: str = EngineOption,
     quantization: str = QuantizationOption,
     threads: int = ThreadsOption,
-    device: str = typer.Option("auto", help="auto, cpu or cuda, when translating."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model, when translating."),
     paper_bleu: bool = typer.Option(False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
@@ -216,11 +217,11 @@ def serve(
     model: Optional[Path] = ModelDirOption,
     engine: str = EngineOption,
     quantization: str = QuantizationOption,
-    host: str = typer.Option("127.0.0.1", help="Address to listen on; 127.0.0.1 keeps it on this machine (0.0.0.0: every interface)."),
+    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to listen on; 127.0.0.1 keeps it on this machine (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, help="TCP port."),
     threads: int = ThreadsOption,
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
+    precision: str = typer.Option("auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
     max_sentences: int = typer.Option(64, help="Most sentences in one request."),
     max_chars: int = typer.Option(2000, help="Most characters in one sentence."),
     max_body_bytes: int = typer.Option(1_000_000, help="Largest request body in bytes."),
@@ -246,20 +247,14 @@ def serve(
 @app.command()
 @user_errors
 def average(
-    inputs: list[Path] = typer.Argument(..., help="A run directory (its last N numbered checkpoints) or checkpoint files."),
-    output: Path = typer.Option(..., "--output", "-o", help="The averaged checkpoint to write."),
-    last: int = typer.Option(5, help="With a run directory: how many of its last checkpoints to average."),
+    inputs: list[Path] = typer.Argument(..., metavar="RUN_DIR | CHECKPOINT...", help="A run directory (its last N numbered checkpoints) or checkpoint files."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The averaged checkpoint to write."),
+    last: int = typer.Option(5, help="With a run directory: how many of its last checkpoints to average (>= 1)."),
 ) -> None:
     """Average the weights of checkpoints (the paper: last 5 for base, 20 for big)."""
     from mtrain import checkpoint
 
-    if len(inputs) == 1 and inputs[0].is_dir():
-        paths = checkpoint.numbered(inputs[0])[-last:]
-        if not paths:
-            raise MtrainError(f"no checkpoint_<step>.pt files in {inputs[0]}")
-    else:
-        paths = inputs
-    checkpoint.save(checkpoint.average(paths), output)
+    paths = checkpoint.average_command(inputs, output, last)
     typer.echo(f"averaged {len(paths)} checkpoint(s) into {output}: {', '.join(p.name for p in paths)}")
 
 

@@ -94,7 +94,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     compile: bool = False  # torch.compile the model
-    threads: int = 0  # CPU threads per process; 0: torch's default
+    threads: int = 0  # CPU threads per process; 0: OMP_NUM_THREADS, else the CPUs this process may use
     log_every: int = 100  # steps
     valid_every: int = 1000  # steps; 0: only at the end
     valid_bleu: bool = False  # also greedy-decode the validation set and report BLEU
@@ -272,6 +272,7 @@ def _require(condition: bool, message: str) -> None:
 def validate(config: Config) -> None:
     """Refuse impossible values before any work starts."""
     d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
+    _require(config.out_dir.strip() != "", "out_dir is empty; name a run directory, e.g. out_dir: runs/my-run")
     _require(d.src_lang != d.tgt_lang, f"data.src_lang and data.tgt_lang are both '{d.src_lang}'")
     for split in ("train", "valid", "test"):
         c: CorpusConfig = getattr(d, split)
@@ -310,7 +311,7 @@ def validate(config: Config) -> None:
     _require(tr.log_every >= 1, "train.log_every must be >= 1")
     _require(min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs) >= 0, "train.valid_every, save_every, patience, threads and max_epochs must be >= 0")
     _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")
-    _require(tr.dist_timeout_minutes > 0, "train.dist_timeout_minutes must be > 0")
+    _require(math.isfinite(tr.dist_timeout_minutes) and tr.dist_timeout_minutes > 0, "train.dist_timeout_minutes must be a finite number > 0")
     validate_decode(dec)
 
 

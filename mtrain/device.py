@@ -7,7 +7,10 @@ matrix products about 2x faster on CPUs with AVX-512 BF16, see the README's benc
 
 from __future__ import annotations
 
+import math
+import os
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
@@ -47,3 +50,30 @@ def autocast_context(device: torch.device, precision: str):
     """Mixed-precision autocast for a resolved precision (nothing for fp32)."""
     dtype = AUTOCAST_DTYPES.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, lowered by a cgroup v2 CPU quota (containers)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def default_threads() -> int:
+    """Threads per process when none are asked for: OMP_NUM_THREADS when set, else the usable CPUs
+    shared among the processes of this node (torchrun's LOCAL_WORLD_SIZE)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    return max(1, available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def set_threads(threads: int = 0) -> int:
+    """Use `threads` CPU threads for torch's operations (0: `default_threads()`); returns the number."""
+    count = threads or default_threads()
+    torch.set_num_threads(count)
+    return count

@@ -74,6 +74,8 @@ def eval_command(ref_paths: list[Path], hyp: Path | None = None, src: Path | Non
         lines = read_lines(Path(src))
         read_references(ref_paths, len(lines))  # fail before translating, not after
         hyps = open_engine(**translator_options).translate(lines)
+    if not hyps:
+        raise MtrainError("there is nothing to score: the translations are empty (0 lines)")
     result = corpus_scores(hyps, read_references(ref_paths, len(hyps)), paper_bleu)
     if as_json:
         print(json.dumps(result))

@@ -16,6 +16,7 @@ shape, training step and the checkpoint's decode settings), so the directory alo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -72,6 +73,18 @@ class ExportedCheckpoint:
         (out / "source.spm").write_bytes(self.src_spm)
         (out / "target.spm").write_bytes(self.tgt_spm)
         (out / "mtrain.json").write_text(json.dumps({**self.description, "engine": engine}, indent=2) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staged_directory(output: Path, force: bool):
+    """A temporary directory beside `output` that replaces it when the block succeeds; when the
+    block fails, nothing is left behind and `output` is untouched."""
+    tmp = _staging_dir(output, force)
+    try:
+        yield tmp
+        _publish(tmp, Path(output))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _staging_dir(output: Path, force: bool) -> Path:
@@ -182,13 +195,9 @@ def export_ctranslate2(ck: ExportedCheckpoint, output: Path, quantization: str =
         def _load(self):
             return spec
 
-    tmp = _staging_dir(output, force)
-    try:
+    with staged_directory(output, force) as tmp:
         SpecConverter().convert(str(tmp), quantization=quantization, force=True)
         ck.write_sidecar(tmp, "ctranslate2")
-        _publish(tmp, Path(output))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return Path(output)
 
 
@@ -302,14 +311,10 @@ def export_huggingface(ck: ExportedCheckpoint, output: Path, force: bool = False
     if missing or unexpected:
         raise AssertionError(f"Marian weight mapping incomplete: missing {missing}, unexpected {unexpected}")
     model.generation_config = marian_generation_config(ck)
-    tmp = _staging_dir(output, force)
-    try:
+    with staged_directory(output, force) as tmp:
         model.save_pretrained(tmp)
         _save_marian_tokenizer(ck, tmp)
         ck.write_sidecar(tmp, "huggingface")
-        _publish(tmp, Path(output))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return Path(output)
 
 

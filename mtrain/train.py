@@ -12,15 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from mtrain import checkpoint, distributed
 from mtrain.config import Config, save_config
@@ -28,7 +32,7 @@ from mtrain.data import PreparedData, prepare
 from mtrain.data.batching import Batch, TrainBatches, eval_batches
 from mtrain.data.binarize import fingerprint
 from mtrain.data.tokenizer import Tokenizer
-from mtrain.device import autocast_context, resolve_precision, select_device
+from mtrain.device import autocast_context, resolve_precision, select_device, set_threads
 from mtrain.errors import Interrupted, MtrainError
 from mtrain.model import Transformer
 from mtrain.special import PAD
@@ -100,6 +104,8 @@ class Trainer:
         self.metrics_file = self.out_dir / "metrics.jsonl"
         self.tensorboard = None
         self.stop_signal = 0
+        self.elapsed_before = 0.0  # training wall-clock of earlier processes of this run (restored on resume)
+        self.started = time.time()
 
     # ---------------------------------------------------------------- set-up
 
@@ -118,6 +124,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
         rng = state["rng"]
         self.wrap()
         if len(rng) == self.dist.world_size:  # same world size: continue each rank's random stream exactly
@@ -125,6 +132,12 @@ class Trainer:
             if self.device.type == "cuda" and rng[self.dist.rank]["cuda"] is not None:
                 torch.cuda.set_rng_state(rng[self.dist.rank]["cuda"], self.device)
         log.info("resumed from %s at step %d (epoch %d)", path, self.progress.step, self.progress.epoch)
+        if len(rng) != self.dist.world_size:
+            t = self.config.train
+            log.info("the run was trained on %d process(es) and continues on %d: a step now takes %d micro-batches of "
+                     "<= %d tokens instead of %d (the same batches in the same order, dealt to more or fewer ranks; "
+                     "dropout's random streams start afresh)", len(rng), self.dist.world_size,
+                     self.dist.world_size * t.update_freq, t.max_tokens, len(rng) * t.update_freq)
 
     # ---------------------------------------------------------------- one step
 
@@ -205,28 +218,40 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "progress": vars(self.progress).copy(),
+            "elapsed_s": self.elapsed(),
             "rng": distributed.all_gather_object(rng),  # every rank's stream, for exact resumption
             "config": self.config.to_dict(),
             "spm": {"src": self.tokenizer.src_model, "tgt": self.tokenizer.tgt_model},
         }
 
+    def elapsed(self) -> float:
+        """Training wall-clock of this run, earlier processes included."""
+        return self.elapsed_before + time.time() - self.started
+
     def save(self, numbered: bool = False, best: bool = False) -> None:
         """checkpoint_last.pt always; checkpoint_<step>.pt and checkpoint_best.pt when asked."""
+        start = time.time()
         state = self.state_dict()  # a collective: every rank takes part
         if not self.dist.is_main:
             return
         last = self.out_dir / "checkpoint_last.pt"
         checkpoint.save(state, last)
+        names = [last.name]
         if numbered:
-            checkpoint.link_copy(last, self.out_dir / f"checkpoint_{self.progress.step}.pt")
+            names.append(f"checkpoint_{self.progress.step}.pt")
+            checkpoint.link_copy(last, self.out_dir / names[-1])
             for old in checkpoint.numbered(self.out_dir)[: -self.config.train.keep_last]:
                 old.unlink(missing_ok=True)
         if best:
-            checkpoint.link_copy(last, self.out_dir / "checkpoint_best.pt")
+            names.append("checkpoint_best.pt")
+            checkpoint.link_copy(last, self.out_dir / names[-1])
+        log.info("saved %s at step %d in %.2f s", ", ".join(names), self.progress.step, time.time() - start)
 
     def write_metrics(self, record: dict) -> None:
+        """One JSON line per record, with the wall-clock time (UTC) it was written."""
         if not self.dist.is_main:
             return
+        record = {**record, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         with open(self.metrics_file, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self.tensorboard is not None:
@@ -236,23 +261,35 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self) -> dict:
-        t, p = self.config.train, self.progress
+    def open_logs(self) -> None:
+        """The run directory, TensorBoard when installed (and saying so), the run's opening line."""
+        t = self.config.train
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tensorboard = SummaryWriter(self.out_dir / "tensorboard")
+                log.info("TensorBoard logging on: tensorboard --logdir %s", self.out_dir / "tensorboard")
             except ImportError:
-                pass
+                log.info("TensorBoard logging off (pip install tensorboard to turn it on); metrics go to %s", self.metrics_file)
         n_params = sum(x.numel() for x in self.model.parameters())
-        log.info("model: %.1fM parameters; device %s, %s, world size %d, %d micro-batch(es) of <=%d tokens per rank and step",
-                 n_params / 1e6, self.device, self.precision, self.dist.world_size, t.update_freq, t.max_tokens)
+        log.info("model: %.1fM parameters; device %s, %s, %d CPU thread(s) per process, world size %d, "
+                 "%d micro-batch(es) of <=%d tokens per rank and step", n_params / 1e6, self.device, self.precision,
+                 torch.get_num_threads(), self.dist.world_size, t.update_freq, t.max_tokens)
+
+    def run(self) -> dict:
+        t, p = self.config.train, self.progress
+        if p.step >= t.max_steps:
+            log.info("already finished at step %d (max_steps %d); raise train.max_steps to continue", p.step, t.max_steps)
+            return {"step": p.step, "epoch": p.epoch, "valid": {}}
+        self.open_logs()
         window = {"loss_sum": 0.0, "nll_sum": 0.0, "tokens": 0.0, "grad_norm": 0.0, "steps": 0}
-        window_start = last_save = time.time()
-        start = time.time()
+        window_start = last_save = self.started = time.time()
+        first_step = p.step + 1  # the first log record comes right after it
         bad_steps, saved_step, interrupted = 0, p.step, False
         final_valid: dict = {}
+        bar = tqdm(total=t.max_steps, initial=p.step, unit="step", desc="training", file=sys.stderr, dynamic_ncols=True,
+                   disable=not (self.dist.is_main and sys.stderr.isatty()))
         while p.step < t.max_steps:
             if p.epoch_step >= self.batches.steps_in_epoch(p.epoch):
                 if self.batches.steps_in_epoch(p.epoch) == 0:
@@ -274,22 +311,26 @@ class Trainer:
                 continue
             bad_steps = 0
             p.step += 1
+            bar.update(1)
             for key in ("loss_sum", "nll_sum", "tokens", "grad_norm"):
                 window[key] += result[key]
             window["steps"] += 1
 
-            if p.step % t.log_every == 0 or p.step == t.max_steps:
+            if p.step % t.log_every == 0 or p.step == t.max_steps or p.step == first_step:
                 loss_sum, nll_sum, tokens = distributed.all_reduce_sum([window["loss_sum"], window["nll_sum"], window["tokens"]], self.device)
                 elapsed = time.time() - window_start
                 record = {"kind": "train", "step": p.step, "epoch": p.epoch, "lr": result["lr"],
                           "loss": loss_sum / tokens, "nll": nll_sum / tokens, "ppl": math.exp(min(nll_sum / tokens, 50)),
                           "tgt_tokens_per_s": tokens / elapsed, "grad_norm": window["grad_norm"] / window["steps"],
-                          "elapsed_s": time.time() - start}
+                          "elapsed_s": self.elapsed()}
                 self.write_metrics(record)
                 if self.dist.is_main:
-                    log.info("step %d | epoch %d | lr %.2e | loss %.3f | nll %.3f | ppl %.2f | %.0f tgt tok/s | gnorm %.2f | %s",
-                             p.step, p.epoch, record["lr"], record["loss"], record["nll"], record["ppl"],
-                             record["tgt_tokens_per_s"], record["grad_norm"], _clock(record["elapsed_s"]))
+                    eta = (time.time() - self.started) / (p.step - first_step + 1) * (t.max_steps - p.step)
+                    log.info("step %d/%d (%.1f%%) | epoch %d | lr %.2e | loss %.3f | nll %.3f | ppl %.2f | %.0f tgt tok/s | gnorm %.2f | "
+                             "%s elapsed | ETA %s", p.step, t.max_steps, 100 * p.step / t.max_steps, p.epoch, record["lr"], record["loss"],
+                             record["nll"], record["ppl"], record["tgt_tokens_per_s"], record["grad_norm"], _clock(record["elapsed_s"]),
+                             _clock(eta))
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tgt_tokens_per_s']:.0f}", refresh=False)
                 window = dict.fromkeys(window, 0.0)
                 window_start = time.time()
 
@@ -304,7 +345,7 @@ class Trainer:
                 else:
                     p.bad_validations += 1
                 stop_early = bool(t.patience) and p.bad_validations >= t.patience
-                self.write_metrics({"kind": "valid", "step": p.step, "epoch": p.epoch, **final_valid, "elapsed_s": time.time() - start})
+                self.write_metrics({"kind": "valid", "step": p.step, "epoch": p.epoch, **final_valid, "elapsed_s": self.elapsed()})
                 if self.dist.is_main:
                     bleu = f" | bleu {final_valid['bleu']:.2f}" if "bleu" in final_valid else ""
                     log.info("valid step %d | loss %.3f | nll %.3f | ppl %.2f%s%s", p.step, final_valid["loss"], final_valid["nll"],
@@ -319,6 +360,7 @@ class Trainer:
                 log.info("early stop: no better validation loss in %d validations", t.patience)
                 break
 
+        bar.close()
         if interrupted:
             self.save()
             name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal to another rank"
@@ -332,7 +374,7 @@ class Trainer:
             if done:
                 checkpoint.save(checkpoint.average(done), self.out_dir / "checkpoint_avg.pt")
                 log.info("checkpoint_avg.pt averages %d checkpoint(s): %s", len(done), ", ".join(x.name for x in done))
-            log.info("training finished at step %d (epoch %d) in %s", p.step, p.epoch, _clock(time.time() - start))
+            log.info("training finished at step %d (epoch %d) in %s", p.step, p.epoch, _clock(self.elapsed()))
         if self.tensorboard is not None:
             self.tensorboard.close()
         return {"step": p.step, "epoch": p.epoch, "valid": final_valid}
@@ -348,8 +390,7 @@ def train(config: Config, resume: str | None = None, restart: bool = False) -> d
     """Prepare data (once), build or resume the model, train; returns the final step and validation."""
     dist = distributed.from_env()
     device = select_device(config.train.device, dist.local_rank)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    set_threads(config.train.threads)
     out_dir = Path(config.out_dir)
     # Data is prepared before the process group exists: on a big corpus it takes longer than any
     # sensible collective timeout. Rank 0 prepares, the others wait for its manifest.
@@ -370,6 +411,7 @@ def train(config: Config, resume: str | None = None, restart: bool = False) -> d
             if restart and dist.is_main:
                 for old in [last, out_dir / "checkpoint_best.pt", out_dir / "checkpoint_avg.pt", out_dir / "metrics.jsonl", *checkpoint.numbered(out_dir)]:
                     old.unlink(missing_ok=True)
+                shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
             distributed.barrier()
             trainer.wrap()
         previous = {sig: signal.signal(sig, lambda signum, frame: setattr(trainer, "stop_signal", signum)) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -8,14 +8,15 @@ Two engines share one interface (`translate_nbest(lines, beam, nbest, progress)`
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 from pathlib import Path
-
-import torch
 
 from mtrain.checkpoint import atomic_write_text
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.decode import Hypothesis, check_nbest, open_translator
+from mtrain.device import default_threads, set_threads
 from mtrain.errors import MtrainError
 
 ENGINES = ("torch", "ctranslate2")
@@ -42,16 +43,17 @@ def open_engine(checkpoint: Path | None = None, model_dir: Path | None = None, e
             model_dir = cached_ctranslate2(checkpoint, quantization)
         elif not Path(model_dir).is_dir():
             raise MtrainError(f"--model {model_dir} is not a directory; give a directory made by mtrain export")
-        return CTranslate2Translator(Path(model_dir), device, threads, **overrides)
-    if threads:
-        torch.set_num_threads(threads)
+        return CTranslate2Translator(Path(model_dir), device, threads or default_threads(), **overrides)
+    set_threads(threads)
     return open_translator(checkpoint, device, precision, **overrides)
 
 
 def format_hypotheses(index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int) -> str:
-    """One line, or with n-best one `index ||| text ||| score` line per hypothesis."""
+    """One line, or with n-best exactly `nbest` lines `index ||| text ||| score` (an empty input
+    line, which has one empty hypothesis, gets `nbest` empty records)."""
     if nbest == 1:
         return tokenizer.decode_tgt(hyps[0].tokens)
+    hyps = hyps + hyps[-1:] * (nbest - len(hyps))
     return "\n".join(f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}" for h in hyps)
 
 
@@ -80,9 +82,40 @@ def translate_command(translator, input_path: Path | None, output_path: Path | N
 
 
 def _translate_stream(translator, output_path: Path | None, nbest: int) -> None:
-    """stdin mode: a line in, a line out, flushed at once (usable interactively and in pipes)."""
+    """stdin mode: the lines already waiting are translated together (a pipe goes in batches), and a
+    line typed by a person is answered at once; every answer is flushed."""
     out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
-    for index, line in enumerate(sys.stdin):
-        hyps = translator.translate_nbest([line.rstrip("\r\n")], nbest=nbest)[0]
-        out.write(format_hypotheses(index, hyps, translator.tokenizer, nbest) + "\n")
+    index = 0
+    for lines in waiting_lines(sys.stdin):
+        results = translator.translate_nbest(lines, nbest=nbest)
+        out.write("".join(format_hypotheses(index + i, hyps, translator.tokenizer, nbest) + "\n" for i, hyps in enumerate(results)))
         out.flush()
+        index += len(lines)
+
+
+def waiting_lines(stream, max_bytes: int = 1 << 20):
+    """Groups of complete lines: each group is what can be read without waiting (up to about
+    `max_bytes`), so nothing that is already there waits for a later line, and a pipe is read in
+    batches. Lines must be UTF-8; the last line needs no newline."""
+    fd, pending, line_number, at_end = stream.fileno(), b"", 0, False
+    while not at_end:
+        chunk = os.read(fd, 1 << 16)  # waits for the next input
+        at_end = not chunk
+        pending += chunk
+        while not at_end and len(pending) < max_bytes and select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 1 << 16)
+            at_end = not chunk
+            pending += chunk
+        *complete, pending = pending.split(b"\n")
+        if at_end and pending:
+            complete, pending = complete + [pending], b""
+        if complete:
+            yield [_decode_line(raw, line_number + i + 1) for i, raw in enumerate(complete)]
+            line_number += len(complete)
+
+
+def _decode_line(raw: bytes, number: int) -> str:
+    try:
+        return raw.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        raise MtrainError(f"line {number} of the standard input is not UTF-8 text; convert the input, e.g. with iconv -t UTF-8") from None

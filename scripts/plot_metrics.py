@@ -2,7 +2,7 @@
 
     python scripts/plot_metrics.py runs/multi30k-en-de/metrics.jsonl --output docs/multi30k-en-de.png
 
-Needs matplotlib (pip install matplotlib); mtrain itself does not.
+Needs matplotlib: pip install 'mtrain[plot]' (mtrain itself does not).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("plot_metrics.py needs matplotlib: pip install matplotlib")
+        raise SystemExit("plot_metrics.py needs matplotlib: pip install 'mtrain[plot]'")
 
     has_bleu = False
     runs = []

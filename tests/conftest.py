@@ -63,9 +63,13 @@ DEMO_MODEL = {"d_model": 128, "heads": 4, "encoder_layers": 2, "decoder_layers":
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> Path:
+def demo_run(tmp_path_factory, request) -> Path:
     """Train the learning-test model once: returns its run directory."""
     from mtrain.train import train
+
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("\n[tests] training the shared demo model once (700 steps; about 2.5 minutes on 2 idle cores)")
 
     out = tmp_path_factory.mktemp("demo_run")
     config = tiny_config(out, data={"train": {"demo": 50000}, "valid": {"demo": 300}, "test": {"demo": 300}},

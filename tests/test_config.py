@@ -69,6 +69,9 @@ def test_overrides_are_typed(tmp_path):
     ("model: {d_model: 512}\n", "data.train is empty"),
     ("data: {train: {demo: 10}}\nmodel:\n\td_model: 256\n", "invalid YAML .* at line 3, column 1: found character '\\\\t'"),
     ("- a\n- b\n", "top level must be a mapping"),
+    ("out_dir: ''\ndata: {train: {demo: 10}}\n", "out_dir is empty; name a run directory"),
+    ("data: {train: {demo: 10}}\ntrain: {dist_timeout_minutes: .inf}\n", "dist_timeout_minutes must be a finite number > 0"),
+    ("data: {train: {demo: 10}}\ndecode: {max_len_a: .inf}\n", "max_len_a must be a finite number >= 0"),
 ])
 def test_config_mistakes(tmp_path, text, message):
     with pytest.raises(MtrainError, match=message):

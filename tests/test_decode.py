@@ -217,3 +217,19 @@ def test_translate_refuses_a_directory_as_output(demo_run, tmp_path):
     src.write_text("The dog sees a cat.\n")
     result = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--input", str(src), "--output", str(tmp_path))
     assert result.returncode == 2 and "is a directory; give a file name" in result.stderr
+
+
+def test_average_refuses_a_bad_count_and_a_directory_as_output(demo_run, tmp_path):
+    for last in ("0", "-2"):
+        result = run_cli("average", str(demo_run), "--last", last, "--output", str(tmp_path / "avg.pt"))
+        assert result.returncode == 2 and result.stderr == f"error: --last must be >= 1, got {last}\n"
+    result = run_cli("average", str(demo_run), "--output", str(tmp_path))
+    assert result.returncode == 2 and "is a directory; give a file name" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_bleu_of_empty_files_is_a_one_line_error(tmp_path):
+    (tmp_path / "hyp").write_text("")
+    (tmp_path / "ref").write_text("")
+    result = run_cli("eval-bleu", "--hyp", str(tmp_path / "hyp"), "--ref", str(tmp_path / "ref"))
+    assert result.returncode == 2 and result.stderr == "error: there is nothing to score: the translations are empty (0 lines)\n"

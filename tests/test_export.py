@@ -194,7 +194,7 @@ def test_export_bad_inputs_are_one_line_errors_and_leave_nothing(demo, tmp_path)
     full.mkdir()
     (full / "keep.txt").write_text("mine")
     cases = [
-        (["--checkpoint", str(garbage), "--format", "ctranslate2", "--output", str(tmp_path / "a")], "not a readable mtrain checkpoint"),
+        (["--checkpoint", str(garbage), "--format", "ctranslate2", "--output", str(tmp_path / "a")], "is not an mtrain checkpoint (not a PyTorch file"),
         (["--checkpoint", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "b")], "--format 'onnx' is not one of"),
         (["--checkpoint", str(ckpt), "--format", "ctranslate2", "--output", str(full)], "not empty; add --force"),
         (["--checkpoint", str(ckpt), "--format", "ctranslate2", "--quantization", "bfloat16", "--output", str(tmp_path / "c")],

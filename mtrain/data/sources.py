@@ -27,7 +27,8 @@ def text_file(prefix: str, lang: str) -> Path:
     for candidate in (plain, Path(f"{plain}.gz")):
         if candidate.is_file():
             return candidate
-    raise MtrainError(f"data file not found: {plain} (nor {plain}.gz); check the path prefix in the config")
+    where = "" if plain.is_absolute() else f" in {Path.cwd()} (relative paths are read from the directory mtrain runs in)"
+    raise MtrainError(f"data file not found: {plain} (nor {plain}.gz){where}; check the path prefix in the config")
 
 
 def read_lines(path: Path) -> list[str]:
