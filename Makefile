@@ -26,7 +26,9 @@ smoke:
 bench:
 	$(PYTHON) scripts/bench_data.py
 	$(PYTHON) scripts/bench_train.py --config configs/multi30k.yaml
-	$(PYTHON) scripts/bench_decode.py --checkpoint runs/multi30k-en-de/checkpoint_avg.pt --src ../shared/data/multi30k/test_2016_flickr.en.gz
+	$(PYTHON) scripts/bench_decode.py --checkpoint runs/multi30k-en-de/checkpoint_avg.pt --src ../shared/data/multi30k/test_2016_flickr.en.gz \
+		--ref ../shared/data/multi30k/test_2016_flickr.de.gz
+	$(PYTHON) scripts/bench_serve.py --checkpoint runs/multi30k-en-de/checkpoint_avg.pt --src ../shared/data/multi30k/test_2016_flickr.en.gz
 
 multi30k:
 	bash scripts/run_multi30k.sh configs/multi30k.yaml

@@ -145,7 +145,7 @@ QuantizationOption = typer.Option("int8", metavar="TYPE", help="With --engine ct
 def translate(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."),
     model: Optional[Path] = ModelDirOption,
-    input: Optional[Path] = typer.Option(None, "--input", "-i", metavar="FILE", help="Source text, one sentence a line (default: stdin, line by line)."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", metavar="FILE", help="Source text, one sentence a line (default: stdin; lines already waiting are translated together)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Where translations go (default: stdout); written atomically."),
     beam: Optional[int] = typer.Option(None, help="Beam size; 1 is greedy (default: decode.beam of the checkpoint's config)."),
     lenpen: Optional[float] = typer.Option(None, help="Length penalty alpha (default: decode.lenpen)."),
