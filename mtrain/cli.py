@@ -136,8 +136,8 @@ EngineOption = typer.Option("torch", metavar="torch|ctranslate2", help="torch (m
                                       "needs mtrain[deploy]).")
 ModelDirOption = typer.Option(None, "--model", metavar="DIR", help="An exported CTranslate2 directory (mtrain export) instead of --checkpoint.")
 ThreadsOption = typer.Option(0, help="CPU threads for decoding; 0: the CPUs this process may use (or OMP_NUM_THREADS).")
-QuantizationOption = typer.Option("int8", metavar="TYPE", help="With --engine ctranslate2 and a checkpoint: the weights' type "
-                                  "(int8, int8_float32, float32, bfloat16, ...).")
+QuantizationOption = typer.Option(None, metavar="TYPE", help="With --engine ctranslate2 and a checkpoint: the weights' type "
+                                  "(int8, int8_float32, float32, ...; default int8).")
 
 
 @app.command()
@@ -152,7 +152,7 @@ def translate(
     max_tokens: Optional[int] = typer.Option(None, help="Source tokens per batch (default: decode.max_tokens)."),
     nbest: int = typer.Option(1, help="Print this many hypotheses per line as 'index ||| translation ||| score'."),
     engine: str = EngineOption,
-    quantization: str = QuantizationOption,
+    quantization: Optional[str] = QuantizationOption,
     threads: int = ThreadsOption,
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
     precision: str = typer.Option("auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
@@ -175,7 +175,7 @@ def eval_bleu(
     src: Optional[Path] = typer.Option(None, "--src", metavar="FILE", help="Source file to translate (with --checkpoint or --model)."),
     beam: Optional[int] = typer.Option(None, help="Beam size when translating."),
     engine: str = EngineOption,
-    quantization: str = QuantizationOption,
+    quantization: Optional[str] = QuantizationOption,
     threads: int = ThreadsOption,
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model, when translating."),
     paper_bleu: bool = typer.Option(False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."),
@@ -196,7 +196,7 @@ def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", metavar="FILE", help="The checkpoint to export, e.g. runs/demo/checkpoint_avg.pt."),
     format: str = typer.Option(..., "--format", "-f", metavar="FORMAT", help="ctranslate2 (fast CPU/GPU inference, int8) or huggingface (a transformers MarianMTModel)."),
     output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="The directory to write (replaced only with --force)."),
-    quantization: str = typer.Option("int8", metavar="TYPE", help="ctranslate2: int8, int8_float32, int16, float32, bfloat16, float16, ..."),
+    quantization: Optional[str] = typer.Option(None, metavar="TYPE", help="ctranslate2: int8 (default), int8_float32, float32, int16, bfloat16, float16, ..."),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output directory."),
 ) -> None:
     """Export a checkpoint for deployment: a CTranslate2 model or a Hugging Face model directory.
@@ -216,7 +216,7 @@ def serve(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."),
     model: Optional[Path] = ModelDirOption,
     engine: str = EngineOption,
-    quantization: str = QuantizationOption,
+    quantization: Optional[str] = QuantizationOption,
     host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to listen on; 127.0.0.1 keeps it on this machine (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, help="TCP port."),
     threads: int = ThreadsOption,
@@ -234,13 +234,12 @@ def serve(
     curl -s localhost:8000/translate -H 'content-type: application/json' -d '{"text": ["A dog runs."]}'
     """
     from mtrain.serve import ServeLimits, serve_command
-    from mtrain.translate import open_engine
+    from mtrain.translate import check_model_source, open_engine
 
+    check_model_source(checkpoint, model)  # before the server starts
     limits = ServeLimits(max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms)
     open_engine_args = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, precision=precision,
                             threads=threads, quantization=quantization)
-    if (checkpoint is None) == (model is None):
-        raise MtrainError("give either --checkpoint FILE or --model DIR (an exported CTranslate2 directory)")
     serve_command(lambda: open_engine(**open_engine_args), host, port, limits)
 
 

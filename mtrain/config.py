@@ -77,6 +77,10 @@ class ModelConfig:
     max_positions: int = 1024
 
 
+DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass
 class TrainConfig:
     max_tokens: int = 4096  # tokens per micro-batch per device, padding included
@@ -306,8 +310,8 @@ def validate(config: Config) -> None:
     _require(tr.adam_eps > 0, "train.adam_eps must be > 0")
     _require(0 <= tr.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
     _require(tr.clip_norm >= 0, "train.clip_norm must be >= 0")
-    _require(tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:"), f"train.device must be auto, cpu or cuda, got '{tr.device}'")
-    _require(tr.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision must be auto, fp32, bf16 or fp16, got '{tr.precision}'")
+    _require(tr.device in DEVICES or tr.device.startswith("cuda:"), f"train.device must be one of {', '.join(DEVICES)} (or cuda:N), got '{tr.device}'")
+    _require(tr.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got '{tr.precision}'")
     _require(tr.log_every >= 1, "train.log_every must be >= 1")
     _require(min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs) >= 0, "train.valid_every, save_every, patience, threads and max_epochs must be >= 0")
     _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")

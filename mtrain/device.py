@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
+from mtrain.config import DEVICES, PRECISIONS
 from mtrain.errors import MtrainError
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -113,6 +113,8 @@ def _publish(tmp: Path, output: Path) -> None:
 
 # ----------------------------------------------------------------------------- CTranslate2
 
+# int8 decoded Multi30K beam 4 1.6x faster than float32 on the development CPU, BLEU within 0.2 (README)
+DEFAULT_QUANTIZATION = "int8"
 CT2_QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16", "float16", "bfloat16", "int8_float16", "int8_bfloat16")
 
 
@@ -183,7 +185,7 @@ def check_quantization(quantization: str) -> None:
                           "pick one of those")
 
 
-def export_ctranslate2(ck: ExportedCheckpoint, output: Path, quantization: str = "int8", force: bool = False) -> Path:
+def export_ctranslate2(ck: ExportedCheckpoint, output: Path, quantization: str = DEFAULT_QUANTIZATION, force: bool = False) -> Path:
     """Write a CTranslate2 model directory (weights quantized as asked) plus the sidecar files."""
     ct2 = require("ctranslate2")
     check_quantization(quantization)
@@ -341,8 +343,9 @@ def _save_marian_tokenizer(ck: ExportedCheckpoint, output: Path) -> None:
 # ----------------------------------------------------------------------------- the command
 
 
-def export_command(checkpoint_path: Path, fmt: str, output: Path, quantization: str = "int8", force: bool = False) -> Path:
+def export_command(checkpoint_path: Path, fmt: str, output: Path, quantization: str | None = None, force: bool = False) -> Path:
     """`mtrain export`: check the request, then write the directory."""
+    quantization = quantization or DEFAULT_QUANTIZATION
     if fmt not in FORMATS:
         raise MtrainError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
     if fmt == "ctranslate2":

@@ -20,27 +20,32 @@ from mtrain.device import default_threads, set_threads
 from mtrain.errors import MtrainError
 
 ENGINES = ("torch", "ctranslate2")
-DEFAULT_CT2_QUANTIZATION = "int8"
+
+
+def check_model_source(checkpoint: Path | None, model_dir: Path | None) -> None:
+    """Exactly one of a checkpoint and an exported directory."""
+    if (checkpoint is None) == (model_dir is None):
+        raise MtrainError("give either --checkpoint FILE or --model DIR (an exported CTranslate2 directory)")
 
 
 def open_engine(checkpoint: Path | None = None, model_dir: Path | None = None, engine: str = "torch", device: str = "auto",
-                precision: str = "auto", threads: int = 0, quantization: str = DEFAULT_CT2_QUANTIZATION, **overrides):
+                precision: str = "auto", threads: int = 0, quantization: str | None = None, **overrides):
     """A translator for a checkpoint (either engine) or an exported CTranslate2 directory.
-    `overrides` (beam, lenpen, max_tokens, ...) replace the model's decode settings."""
+    `overrides` (beam, lenpen, max_tokens, ...) replace the model's decode settings; `quantization`
+    (None: export.DEFAULT_QUANTIZATION) applies to a checkpoint converted for CTranslate2."""
     if engine not in ENGINES:
         raise MtrainError(f"--engine '{engine}' is not one of {', '.join(ENGINES)}")
-    if (checkpoint is None) == (model_dir is None):
-        raise MtrainError("give either --checkpoint FILE or --model DIR (an exported CTranslate2 directory)")
+    check_model_source(checkpoint, model_dir)
     if threads < 0:
         raise MtrainError(f"--threads must be >= 0 (0: the engine's default), got {threads}")
     if model_dir is not None or engine == "ctranslate2":
-        from mtrain.export import cached_ctranslate2, require
+        from mtrain.export import DEFAULT_QUANTIZATION, cached_ctranslate2, require
 
         require("ctranslate2")
         from mtrain.ct2_engine import CTranslate2Translator
 
         if model_dir is None:
-            model_dir = cached_ctranslate2(checkpoint, quantization)
+            model_dir = cached_ctranslate2(checkpoint, quantization or DEFAULT_QUANTIZATION)
         elif not Path(model_dir).is_dir():
             raise MtrainError(f"--model {model_dir} is not a directory; give a directory made by mtrain export")
         return CTranslate2Translator(Path(model_dir), device, threads or default_threads(), **overrides)
