@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from mtrain.data import PreparedData
+from mtrain.decode import Hypothesis
 from mtrain.serve import BatchingWorker, QueueFull, ServeLimits, create_app
 from mtrain.translate import open_engine
 
@@ -157,6 +158,38 @@ def test_a_full_queue_is_refused_not_grown():
     release.set()
     assert len(first.result(timeout=10)) == 3
     worker.stop()
+
+
+def test_a_full_queue_answers_503_with_retry_after_over_http():
+    release = threading.Event()
+
+    class SlowTranslator:
+        config = type("C", (), {"beam": 1, "max_tokens": 100})()
+        tokenizer = type("T", (), {"decode_tgt": staticmethod(lambda ids: "ok")})()
+
+        def translate_nbest(self, lines, beam=None, nbest=1):
+            release.wait(30)
+            return [[Hypothesis([], 0.0, 0.0)] for _ in lines]
+
+    app = create_app(lambda: SlowTranslator(), ServeLimits(max_queue=2, max_wait_ms=0))
+    answers = []
+    with TestClient(app) as http:
+        while http.get("/health").status_code != 200:
+            time.sleep(0.05)
+        send = lambda text: answers.append(http.post("/translate", json={"text": text}).status_code)  # noqa: E731
+        busy = threading.Thread(target=send, args=(["a", "b"],))  # taken by the model, which then waits
+        busy.start()
+        time.sleep(0.3)
+        waiting = threading.Thread(target=send, args=(["c", "d"],))  # fills the queue (2 sentences)
+        waiting.start()
+        time.sleep(0.3)
+        refused = http.post("/translate", json={"text": ["e"]})
+        release.set()
+        busy.join(30)
+        waiting.join(30)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json() == {"error": "the server is busy (translation queue full); retry shortly"}
+    assert answers == [200, 200]
 
 
 def test_requests_arriving_together_share_one_model_call():
