@@ -34,4 +34,4 @@ multi30k:
 	bash scripts/run_multi30k.sh configs/multi30k.yaml
 
 plot:
-	$(PYTHON) scripts/plot_metrics.py runs/multi30k-en-de/metrics.jsonl --output docs/multi30k-en-de.png
+	$(PYTHON) -m mtrain plot metrics runs/multi30k-en-de --output docs/multi30k-en-de.png

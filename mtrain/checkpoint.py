@@ -7,50 +7,22 @@ resolved config and the sentencepiece model(s), so a checkpoint alone is enough 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from mtrain import __version__
+from mtrain.config import Config, from_dict
+from mtrain.data.tokenizer import Tokenizer
 from mtrain.errors import MtrainError
+from mtrain.files import write_atomically
 
 FORMAT = 1  # the version of the checkpoint layout below; bump it when the layout changes
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def save(state: dict, path: Path) -> None:
-    """torch.save, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, atomically (files.write_atomically)."""
+    write_atomically(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
@@ -65,10 +37,47 @@ def load(path: str | Path, map_location="cpu") -> dict:
                           "give a checkpoint_*.pt written by mtrain train or mtrain average") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise MtrainError(f"{path} is not an mtrain checkpoint (no model weights and config in it)")
+    if not isinstance(state.get("spm"), dict) or not isinstance(state["spm"].get("src"), bytes):
+        raise MtrainError(f"{path} has no sentencepiece model in it (damaged, or not written by mtrain); use a checkpoint written by mtrain train or mtrain average")
     if state.get("format", FORMAT) != FORMAT:
         raise MtrainError(f"{path} has checkpoint format {state.get('format')!r}; this mtrain ({__version__}) reads format {FORMAT}; "
                           "use the mtrain version that wrote it")
     return state
+
+
+def config_of(state: dict, path: Path) -> Config:
+    """The checkpoint's config, rebuilt through the same validation as a YAML file's."""
+    try:
+        return from_dict(state["config"])
+    except MtrainError as e:
+        raise MtrainError(f"{path} carries an invalid config ({e}); it was not written by this mtrain") from None
+
+
+def tokenizer_of(state: dict, path: Path) -> Tokenizer:
+    """The checkpoint's sentencepiece models, checked against the sizes of its embeddings."""
+    try:
+        tokenizer = Tokenizer(state["spm"]["src"], state["spm"]["tgt"])
+    except MtrainError as e:
+        raise MtrainError(f"{path}: its sentencepiece model is damaged ({e})") from None
+    weights = state["model"]
+    for side, size, key in (("source", tokenizer.src_vocab_size, "src_embed.weight"), ("target", tokenizer.tgt_vocab_size, "output.weight")):
+        if key in weights and weights[key].shape[0] != size:
+            raise MtrainError(f"{path}: the {side} sentencepiece model has {size} pieces but the weights have {weights[key].shape[0]} rows; "
+                              "the checkpoint was assembled from different runs: use one written by mtrain train or mtrain average")
+    return tokenizer
+
+
+def check_shape(state: dict, config: Config, path: Path) -> None:
+    """Refuse to continue from a checkpoint of another model shape (dropout may differ)."""
+    saved = state["config"]["model"]
+    for key, value in vars(config.model).items():
+        if key != "dropout" and saved.get(key) != value:
+            raise MtrainError(f"checkpoint {path} has model.{key}={saved.get(key)} but the config says {value}; use the same model shape, or --restart / a new out_dir")
+
+
+def is_weights_only(state: dict) -> bool:
+    """An averaged checkpoint has weights but no optimizer state or random streams to resume."""
+    return "optimizer" not in state
 
 
 def describe(state: dict, path: Path, engine: str) -> dict:
@@ -77,19 +86,6 @@ def describe(state: dict, path: Path, engine: str) -> dict:
     return {"engine": engine, "src_lang": config["data"]["src_lang"], "tgt_lang": config["data"]["tgt_lang"],
             "model": config["model"], "decode": config["decode"], "step": int(state.get("progress", {}).get("step", 0)),
             "checkpoint": str(path), "joint_vocabulary": state["spm"]["tgt"] is None}
-
-
-def link_copy(source: Path, target: Path) -> None:
-    """Make `target` a copy of `source` (a hard link when possible: no extra disk, still atomic)."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def numbered(run_dir: Path) -> list[Path]:
@@ -105,10 +101,10 @@ def numbered(run_dir: Path) -> list[Path]:
 def average(paths: list[Path]) -> dict:
     """A checkpoint whose model weights are the mean of the given checkpoints' (the paper
     averages the last 5 checkpoints for base models, 20 for big ones). The first checkpoint's
-    config, vocabulary and progress are kept; the optimizer state is dropped."""
+    config and vocabulary are kept, the newest one's progress (its step); the optimizer state is dropped."""
     if not paths:
         raise MtrainError("no checkpoints to average")
-    first = load(paths[0])
+    first = state = load(paths[0])
     total = {k: v.double() for k, v in first["model"].items() if v.is_floating_point()}
     for path in paths[1:]:
         state = load(path)
@@ -121,8 +117,9 @@ def average(paths: list[Path]) -> dict:
             total[key] += weights[key].double()
     model = {k: (total[k] / len(paths)).to(v.dtype) if k in total else v for k, v in first["model"].items()}
     _share_tied(model, first["model"])
+    newest = max((first, state), key=lambda s: s.get("progress", {}).get("step", 0))
     return {**{k: v for k, v in first.items() if k not in ("optimizer", "scaler", "rng")}, "model": model,
-            "averaged": [str(p) for p in paths]}
+            "progress": newest.get("progress", {}), "averaged": [str(p) for p in paths]}
 
 
 def _share_tied(averaged: dict, original: dict) -> None:
@@ -137,7 +134,26 @@ def _share_tied(averaged: dict, original: dict) -> None:
             first_of[storage] = key
 
 
-def average_command(inputs: list[Path], output: Path, last: int) -> list[Path]:
+def missing_steps(paths: list[Path], save_every: int) -> list[int]:
+    """Scheduled steps (multiples of save_every) absent between the first and last of `paths`."""
+    steps = sorted(int(p.stem.split("_", 1)[1]) for p in paths)
+    if save_every <= 0 or len(steps) < 2:
+        return []
+    scheduled = range((steps[0] // save_every + 1) * save_every, steps[-1], save_every)
+    return [s for s in scheduled if s not in steps]
+
+
+def newest_readable(paths: list[Path]) -> tuple[Path, dict] | None:
+    """The newest of `paths` (oldest first) that loads, with its state."""
+    for path in reversed(paths):
+        try:
+            return path, load(path)
+        except MtrainError:
+            continue
+    return None
+
+
+def average_command(inputs: list[Path], output: Path, last: int, allow_gaps: bool = False) -> list[Path]:
     """`mtrain average`: the last `last` numbered checkpoints of a run directory, or the given files,
     averaged into `output`. Returns the checkpoints used."""
     if last < 1:
@@ -148,7 +164,18 @@ def average_command(inputs: list[Path], output: Path, last: int) -> list[Path]:
         paths = numbered(inputs[0])[-last:]
         if not paths:
             raise MtrainError(f"no checkpoint_<step>.pt files in {inputs[0]}")
+        check_no_gaps(paths, allow_gaps)
     else:
         paths = list(inputs)
     save(average(paths), output)
     return paths
+
+
+def check_no_gaps(paths: list[Path], allow_gaps: bool) -> None:
+    """Refuse to average the last N checkpoints of a run when scheduled ones are missing among them:
+    the average would silently cover other steps than the user expects."""
+    save_every = int(load(paths[-1])["config"]["train"]["save_every"])
+    missing = missing_steps(paths, save_every)
+    if missing and not allow_gaps:
+        raise MtrainError(f"scheduled checkpoints are missing between steps {paths[0].stem.split('_')[1]} and {paths[-1].stem.split('_')[1]} "
+                          f"(steps {', '.join(map(str, missing))}); pass --allow-gaps to average {', '.join(p.name for p in paths)} anyway")

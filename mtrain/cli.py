@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -84,8 +83,11 @@ def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) 
     `mtrain train` runs this step itself.
     """
     from mtrain.data import prepare as prepare_data
+    from mtrain.rundir import RunLock
 
-    data = prepare_data(_config(config, set_))
+    config = _config(config, set_)
+    with RunLock(Path(config.out_dir)):  # not under a training run's feet
+        data = prepare_data(config)
     for split, counts in data.manifest["splits"].items():
         typer.echo(f"{split}: {counts['pairs']} pairs, {counts['src_tokens']} source and {counts['tgt_tokens']} target tokens")
 
@@ -96,7 +98,9 @@ def train(
     config: Path = ConfigOption,
     set_: Optional[list[str]] = SetOption,
     resume: Optional[Path] = typer.Option(None, metavar="FILE", help="Continue from this checkpoint instead of {out_dir}/checkpoint_last.pt."),
-    restart: bool = typer.Option(False, "--restart", help="Ignore and delete the run's existing checkpoints and start over."),
+    restart: bool = typer.Option(False, "--restart", help="Delete the run's checkpoints, metrics and TensorBoard logs and start over (other files stay)."),
+    recover: bool = typer.Option(False, "--recover", help="When checkpoint_last.pt is damaged, continue from the newest readable checkpoint_<step>.pt."),
+    allow_config_change: bool = typer.Option(False, "--allow-config-change", help="Resume although training settings differ from the checkpoint's (recorded in metrics.jsonl)."),
     device: Optional[str] = typer.Option(None, metavar="auto|cpu|cuda", help="Where to train (default: train.device of the config)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads per process (default: train.threads; 0: the CPUs this process may use)."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Start this many processes through torchrun (DDP: one per GPU, or CPU processes with gloo)."),
@@ -111,11 +115,12 @@ def train(
 
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
         argv = _without_option(sys.argv[1:], "--nproc-per-node")
-        raise typer.Exit(subprocess.call(distributed.torchrun_command(nproc_per_node, argv)))
+        raise typer.Exit(distributed.launch(nproc_per_node, argv))
     overrides = list(set_ or []) + ([f"train.device={device}"] if device else []) + ([f"train.threads={threads}"] if threads is not None else [])
     from mtrain.train import train as run_training
 
-    result = run_training(_config(config, overrides), resume=str(resume) if resume else None, restart=restart)
+    result = run_training(_config(config, overrides), resume=str(resume) if resume else None, restart=restart, recover=recover,
+                          allow_config_change=allow_config_change)
     if int(os.environ.get("RANK", "0")) == 0 and result["valid"]:
         typer.echo("final validation: " + " ".join(f"{k} {v:.3f}" for k, v in result["valid"].items()))
 
@@ -156,13 +161,15 @@ def translate(
     threads: int = ThreadsOption,
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
     precision: str = typer.Option("auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+    alignment: bool = typer.Option(False, "--alignment", help="Append word alignments from the cross-attention: 'text ||| 0-0 1-2 ...' (Pharaoh i-j, source-target, from 0)."),
+    alignment_layer: int = typer.Option(0, metavar="L", help="Decoder layer (from 1) whose cross-attention aligns; 0: the last (best by AER, see README)."),
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
-    from mtrain.translate import open_engine, translate_command
+    from mtrain.translate import Aligner, open_engine, translate_command
 
     translator = open_engine(checkpoint, model, engine, device, precision, threads, quantization,
                              beam=beam, lenpen=lenpen, max_tokens=max_tokens)
-    translate_command(translator, input, output, nbest)
+    translate_command(translator, input, output, nbest, Aligner(translator, alignment_layer) if alignment else None)
 
 
 @app.command("eval-bleu")
@@ -249,12 +256,103 @@ def average(
     inputs: list[Path] = typer.Argument(..., metavar="RUN_DIR | CHECKPOINT...", help="A run directory (its last N numbered checkpoints) or checkpoint files."),
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The averaged checkpoint to write."),
     last: int = typer.Option(5, help="With a run directory: how many of its last checkpoints to average (>= 1)."),
+    allow_gaps: bool = typer.Option(False, "--allow-gaps", help="With a run directory: average even when scheduled checkpoints are missing among the last N."),
 ) -> None:
     """Average the weights of checkpoints (the paper: last 5 for base, 20 for big)."""
     from mtrain import checkpoint
 
-    paths = checkpoint.average_command(inputs, output, last)
+    paths = checkpoint.average_command(inputs, output, last, allow_gaps)
     typer.echo(f"averaged {len(paths)} checkpoint(s) into {output}: {', '.join(p.name for p in paths)}")
+
+
+@app.command()
+@user_errors
+def attention(
+    checkpoint: Path = typer.Option(..., "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."),
+    text: str = typer.Option(..., "--text", "-t", help="The sentence to translate, e.g. \"A man rides a bike.\""),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The PNG to write (or JSON with --format json)."),
+    kind: str = typer.Option("cross", metavar="cross|encoder|decoder", help="Which attention: cross (decoder to source), encoder or decoder self-attention."),
+    layer: Optional[int] = typer.Option(None, metavar="L", help="Only this layer (from 1): its heads and their mean."),
+    head: Optional[int] = typer.Option(None, metavar="H", help="Only this head (from 1) of --layer (default: the last layer)."),
+    beam: Optional[int] = typer.Option(None, help="Beam size for the translation (default: decode.beam of the checkpoint)."),
+    format: str = typer.Option("png", "--format", metavar="png|json", help="png (heatmaps, needs mtrain[plot]) or json (the raw weights, for notebooks)."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
+) -> None:
+    """Translate one sentence and draw the attention that produced it, labelled with subword pieces.
+
+    By default: the cross-attention of every layer averaged over heads, and every head of the
+    last layer. Example: mtrain attention --checkpoint runs/demo/checkpoint_avg.pt --text "The dog sees a cat." -o attn.png
+    """
+    from mtrain.attention import KINDS, attention_maps
+    from mtrain.decode import open_translator
+    from mtrain.files import atomic_write_text
+
+    if format not in ("png", "json"):
+        raise MtrainError(f"--format must be png or json, got '{format}'")
+    if kind not in KINDS:
+        raise MtrainError(f"--kind must be one of {', '.join(KINDS)}, got '{kind}'")
+    if format == "png":
+        from mtrain import plots
+
+        plots.pyplot()  # a missing extra fails before the model loads
+    maps = attention_maps(open_translator(checkpoint, device), text, beam)
+    if format == "json":
+        import json
+
+        atomic_write_text(output, json.dumps(maps.to_json(kind)) + "\n")
+    else:
+        plots.save_png(plots.attention_figure(maps, kind, layer, head), output)
+    typer.echo(f"{maps.translation}\nwrote {output}")
+
+
+plot_app = typer.Typer(help="Draw learning curves or the positional encodings (needs mtrain[plot]).", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
+
+
+@plot_app.command("metrics")
+@user_errors
+def plot_metrics(
+    run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="One or more run directories (overlaid)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The PNG to write (1500 x 900 px)."),
+) -> None:
+    """Learning curves: train/valid loss, valid BLEU, lr, tokens/s against step, valid loss against time."""
+    from mtrain import plots
+
+    plots.save_png(plots.metrics_figure(run_dirs), output)
+    typer.echo(f"wrote {output}")
+
+
+@plot_app.command("positions")
+@user_errors
+def plot_positions(
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The PNG to write (1400 x 600 px)."),
+    d_model: int = typer.Option(512, "--d-model", help="Model width."),
+    length: int = typer.Option(100, help="Positions to draw."),
+) -> None:
+    """The sinusoidal positional encodings of section 3.5: the matrix and a few dimensions."""
+    from mtrain import plots
+
+    plots.save_png(plots.positions_figure(d_model, length), output)
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory written by mtrain train."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The HTML page to write (self-contained)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="Decode with this checkpoint (default: avg, else best, else last)."),
+    examples: int = typer.Option(3, help="Example translations with their attention maps."),
+    max_sentences: int = typer.Option(1000, help="Test sentences to decode for the scores and speed."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
+) -> None:
+    """One HTML page about a run: config, data, curves, scores with signatures, speed, examples (needs mtrain[plot])."""
+    from mtrain.report import report_command
+
+    if examples < 0 or max_sentences < 1:
+        raise MtrainError("--examples must be >= 0 and --max-sentences >= 1")
+    used = report_command(run_dir, output, checkpoint, examples, max_sentences, device)
+    typer.echo(f"wrote {output} (decoded with {used})")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from mtrain.errors import MtrainError
+from mtrain.files import atomic_write_text
 
 
 @dataclass
@@ -260,8 +261,6 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Config:
 
 
 def save_config(config: Config, path: str | os.PathLike) -> None:
-    from mtrain.checkpoint import atomic_write_text  # local: keeps this module torch-free at import
-
     atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mtrain import checkpoint
-from mtrain.config import DecodeConfig, ModelConfig, decode_config
+from mtrain.config import DecodeConfig, decode_config
 from mtrain.data.batching import token_batches
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, select_device
@@ -160,8 +160,8 @@ def beam_search(model: Transformer, src: torch.Tensor, beam: int = 4, lenpen: fl
 def load_model(path: Path, device: torch.device) -> tuple[Transformer, Tokenizer, dict]:
     """A model ready to translate, its tokenizer, and what it is (`checkpoint.describe`)."""
     state = checkpoint.load(path, map_location="cpu")
-    tokenizer = Tokenizer(state["spm"]["src"], state["spm"]["tgt"])
-    model = Transformer(ModelConfig(**state["config"]["model"]), tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    tokenizer = checkpoint.tokenizer_of(state, path)
+    model = Transformer(checkpoint.config_of(state, path).model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), tokenizer, checkpoint.describe(state, path, "torch")
 

@@ -97,25 +97,55 @@ def _capitalize(words: list[str]) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def sentence_pair(rng: random.Random) -> tuple[str, str]:
-    """One English sentence and its German translation."""
+def _word_numbers(tokens: list[str]) -> list[int | None]:
+    """The whitespace-word index of each token once the text is joined (a comma joins the word before it)."""
+    numbers, word = [], -1
+    for token in tokens:
+        word += token != ","
+        numbers.append(None if token == "," else word)
+    return numbers
+
+
+def aligned_pair(rng: random.Random) -> tuple[str, str, list[tuple[int, int]]]:
+    """One English sentence, its German translation, and the gold word alignment: (English word,
+    German word) index pairs over the whitespace-separated words. Every German word translates
+    exactly one English word, so the rules that build the sentence know the alignment."""
     en, subj, verb, obj = _clause(rng)
+    e_subj, e_verb, e_obj = list(range(len(subj))), [len(subj)], list(range(len(subj) + 1, len(en)))
     if rng.random() < 0.3:  # a fronted adverb puts the German verb before its subject
         adverb = rng.choice(list(ADVERBS))
         en = [adverb] + en
         de = [ADVERBS[adverb]] + verb + subj + obj
+        source = [0] + [i + 1 for i in e_verb + e_subj + e_obj]
     else:
         de = subj + verb + obj
+        source = e_subj + e_verb + e_obj
     if rng.random() < 0.4:  # a subordinate clause sends its German verb to the end
         conjunction = rng.choice(list(CONJUNCTIONS))
         en2, subj2, verb2, obj2 = _clause(rng)
+        start = len(en) + 2
         en = en + [",", conjunction] + en2
         de = de + [",", CONJUNCTIONS[conjunction]] + subj2 + obj2 + verb2
-    return _capitalize(en).replace(" ,", ","), _capitalize(de).replace(" ,", ",")
+        source += [start - 2, start - 1] + [start + k for k in range(len(subj2))]
+        source += [start + len(subj2) + 1 + k for k in range(len(obj2))] + [start + len(subj2)]
+    en_words, de_words = _word_numbers(en), _word_numbers(de)
+    alignment = [(en_words[i], de_words[j]) for j, i in enumerate(source) if de[j] != ","]
+    return _capitalize(en).replace(" ,", ","), _capitalize(de).replace(" ,", ","), alignment
+
+
+def sentence_pair(rng: random.Random) -> tuple[str, str]:
+    """One English sentence and its German translation."""
+    return aligned_pair(rng)[:2]
 
 
 def generate(count: int, seed: int) -> tuple[list[str], list[str]]:
     """`count` demo pairs as (english_lines, german_lines); the same seed gives the same pairs."""
+    en, de, _ = generate_aligned(count, seed)
+    return en, de
+
+
+def generate_aligned(count: int, seed: int) -> tuple[list[str], list[str], list[list[tuple[int, int]]]]:
+    """Like `generate`, with each pair's gold word alignment (`aligned_pair`)."""
     rng = random.Random(seed)
-    pairs = [sentence_pair(rng) for _ in range(count)]
-    return [en for en, _ in pairs], [de for _, de in pairs]
+    triples = [aligned_pair(rng) for _ in range(count)]
+    return [t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]

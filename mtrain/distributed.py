@@ -9,6 +9,8 @@ collectives so that a dead peer ends the job instead of hanging it.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -83,6 +85,28 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def launch(nproc_per_node: int, argv: list[str]) -> int:
+    """Run `mtrain <argv>` in `nproc_per_node` processes through torchrun and return their status.
+
+    torchrun gets its own session, so a Ctrl-C reaches it once, through here: SIGINT and SIGTERM
+    sent to this launcher are forwarded to torchrun, which passes them to every rank; each rank
+    saves once and exits, and so does the launcher, with the ranks' status (130: interrupted)."""
+    job = subprocess.Popen(torchrun_command(nproc_per_node, argv), start_new_session=True)
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        job.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = job.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 130 if received and status != 0 else status
 
 
 def torchrun_command(nproc_per_node: int, argv: list[str]) -> list[str]:

@@ -27,8 +27,7 @@ from pathlib import Path
 import torch
 
 from mtrain import checkpoint
-from mtrain.config import DecodeConfig, ModelConfig
-from mtrain.data.tokenizer import Tokenizer
+from mtrain.config import ModelConfig
 from mtrain.errors import MtrainError
 from mtrain.model import sinusoidal_positions
 from mtrain.special import BOS, EOS, PAD, UNK
@@ -57,13 +56,13 @@ class ExportedCheckpoint:
         state = checkpoint.load(path)
         self.weights: dict[str, torch.Tensor] = {k: v.float() for k, v in state["model"].items()}
         self.config: dict = state["config"]
-        self.model = ModelConfig(**self.config["model"])
-        self.decode = DecodeConfig(**self.config["decode"])
+        config = checkpoint.config_of(state, path)
+        self.model, self.decode = config.model, config.decode
         self.src_spm: bytes = state["spm"]["src"]
         self.tgt_spm: bytes = state["spm"]["tgt"] if state["spm"]["tgt"] is not None else state["spm"]["src"]
         self.joint = state["spm"]["tgt"] is None
         self.description = checkpoint.describe(state, path, "")
-        tokenizer = Tokenizer(self.src_spm, None if self.joint else self.tgt_spm)
+        tokenizer = checkpoint.tokenizer_of(state, path)
         # the vocabularies as sentencepiece pieces, in id order (what CTranslate2 and Marian index)
         self.src_pieces = [tokenizer.src.id_to_piece(i) for i in range(tokenizer.src_vocab_size)]
         self.tgt_pieces = [tokenizer.tgt.id_to_piece(i) for i in range(tokenizer.tgt_vocab_size)]

@@ -46,8 +46,12 @@ class MultiHeadAttention(nn.Module):
         MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
 
     `in_proj` holds [W^Q; W^K; W^V] for all heads, `out_proj` is W^O; the attention itself is
-    `F.scaled_dot_product_attention`, which applies the 1 / sqrt(d_k) scaling.
+    `F.scaled_dot_product_attention`, which applies the 1 / sqrt(d_k) scaling. Set `record` to a
+    list (mtrain.attention.recording does) and every call appends its weights
+    softmax(Q K^T / sqrt(d_k)), (batch, heads, queries, keys), beside the fused computation.
     """
+
+    record: list | None = None
 
     def __init__(self, d_model: int, heads: int):
         super().__init__()
@@ -78,6 +82,8 @@ class MultiHeadAttention(nn.Module):
             d = self.d_model
             q = self._split_heads(F.linear(x, self.in_proj.weight[:d], self.in_proj.bias[:d]))
             k, v = memory_kv
+        if self.record is not None:
+            self.record.append(attention_weights(q, k, mask, is_causal))
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
             # torch's CPU flash-attention kernel is ~3x slower in bf16 than in fp32 (measured); attention
             # is a small share of the FLOPs, so on CPU it runs in fp32 while the projections stay bf16.
@@ -86,6 +92,16 @@ class MultiHeadAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         batch, _, length, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, self.d_model))
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d_k)) of equation (1), with the padding mask (True = attend) or the causal mask."""
+    scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf)
+    if is_causal:
+        scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1), -math.inf)
+    return scores.softmax(-1)
 
 
 class FeedForward(nn.Sequential):

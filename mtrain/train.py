@@ -9,14 +9,12 @@ is summed over target tokens and divided by the number of target tokens in the *
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,14 +24,14 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from mtrain import checkpoint, distributed
+from mtrain import checkpoint, distributed, rundir
 from mtrain.config import Config, save_config
 from mtrain.data import PreparedData, prepare
 from mtrain.data.batching import Batch, TrainBatches, eval_batches
-from mtrain.data.binarize import fingerprint
-from mtrain.data.tokenizer import Tokenizer
+from mtrain.data.binarize import fingerprint, read_manifest
 from mtrain.device import autocast_context, resolve_precision, select_device, set_threads
 from mtrain.errors import Interrupted, MtrainError
+from mtrain.files import atomic_copy, disk_errors, remove_stale_temporaries
 from mtrain.model import Transformer
 from mtrain.special import PAD
 
@@ -61,15 +59,6 @@ def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: flo
     return (1 - epsilon) * nll + epsilon * smooth, nll.detach()
 
 
-def check_compatible(state: dict, config: Config, tokenizer: Tokenizer, path) -> None:
-    """Refuse to continue from a checkpoint of another vocabulary or model shape."""
-    if state["spm"]["src"] != tokenizer.src_model or state["spm"]["tgt"] != tokenizer.tgt_model:
-        raise MtrainError(f"checkpoint {path} was trained with another vocabulary (its sentencepiece model differs from {config.data_dir}); use --restart to start over or a new out_dir")
-    saved = state["config"]["model"]
-    for key, value in vars(config.model).items():
-        if key != "dropout" and saved.get(key) != value:
-            raise MtrainError(f"checkpoint {path} has model.{key}={saved.get(key)} but the config says {value}; use the same model shape, or --restart / a new out_dir")
-
 
 @dataclass
 class Progress:
@@ -82,7 +71,46 @@ class Progress:
     bad_validations: int = 0
 
 
+@dataclass
+class StepResult:
+    """What one optimizer step reports. The sums stay on the device: reading them would make the
+    host wait for the step to finish, so they are read once per log line instead."""
+
+    loss_sum: torch.Tensor | float = 0.0
+    nll_sum: torch.Tensor | float = 0.0
+    tokens: int = 0
+    lr: float = 0.0
+    grad_norm: torch.Tensor | float = 0.0
+    finite: bool = True
+    stopped: bool = False
+
+
+@dataclass
+class LogWindow:
+    """Sums over the steps since the last log line (device tensors until `read`)."""
+
+    loss_sum: torch.Tensor | float = 0.0
+    nll_sum: torch.Tensor | float = 0.0
+    grad_norm: torch.Tensor | float = 0.0
+    tokens: float = 0.0
+    steps: int = 0
+    started: float = 0.0
+
+    def add(self, result: StepResult) -> None:
+        self.loss_sum = self.loss_sum + result.loss_sum
+        self.nll_sum = self.nll_sum + result.nll_sum
+        self.grad_norm = self.grad_norm + result.grad_norm
+        self.tokens += result.tokens
+        self.steps += 1
+
+
 class Trainer:
+    """One training run on one rank: the model, Adam, the batch schedule and the run's progress.
+
+    Set-up is `Trainer(...)` then either `resume(state, path)` or `wrap()` (torch.compile and DDP
+    come after the weights are loaded); `run()` trains to train.max_steps and saves; everything a
+    resumed run needs to continue bit-exactly is in `state_dict()`."""
+
     def __init__(self, config: Config, data: PreparedData, device: torch.device, dist: distributed.DistInfo):
         self.config, self.data, self.device, self.dist = config, data, device, dist
         self.out_dir = Path(config.out_dir)
@@ -101,7 +129,7 @@ class Trainer:
             log.warning("%d training pairs are longer than model.max_positions and are skipped", self.batches.skipped)
         self.valid = data.split("valid") if data.has("valid") else None
         self.module = self.model  # what runs forward/backward: maybe compiled, maybe DDP-wrapped
-        self.metrics_file = self.out_dir / "metrics.jsonl"
+        self.metrics_file = self.out_dir / rundir.METRICS_FILE
         self.tensorboard = None
         self.stop_signal = 0
         self.elapsed_before = 0.0  # training wall-clock of earlier processes of this run (restored on resume)
@@ -117,14 +145,18 @@ class Trainer:
         if self.dist.enabled:
             self.module = DistributedDataParallel(self.module, device_ids=[self.device] if self.device.type == "cuda" else None)
 
-    def resume(self, path: Path) -> None:
-        state = checkpoint.load(path, map_location=self.device)
-        check_compatible(state, self.config, self.tokenizer, path)
+    def resume(self, state: dict, path: Path) -> None:
+        """Continue from a loaded checkpoint: weights, Adam, progress and random streams."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        if checkpoint.is_weights_only(state):
+            self.wrap()
+            log.info("%s holds weights only (an averaged checkpoint): training continues from its weights at step %d "
+                     "with a fresh Adam state", path, self.progress.step)
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
         self.wrap()
         if len(rng) == self.dist.world_size:  # same world size: continue each rank's random stream exactly
@@ -141,16 +173,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
 
-    def train_step(self, micro_batches: list[Batch]) -> dict:
-        """Forward/backward every micro-batch, then one optimizer update. Returns the step's sums."""
+    def train_step(self, micro_batches: list[Batch]) -> StepResult:
+        """Forward/backward every micro-batch, then one optimizer update.
+
+        The host waits for the device once: to learn whether the gradient is finite."""
         t = self.config.train
         ntokens = sum(b.tgt_tokens for b in micro_batches)
         total_tokens, stop = distributed.all_reduce_sum([ntokens, float(self.stop_signal)], self.device)
         if stop:
-            return {"stopped": True}
+            return StepResult(stopped=True)
         # DDP averages gradients over ranks; scaling by world size turns that into a sum.
         scale = self.dist.world_size / max(total_tokens, 1.0)
-        loss_sum = nll_sum = 0.0
+        result = StepResult(tokens=ntokens)
         self.module.train()
         for i, batch in enumerate(micro_batches):
             batch = batch.to(self.device)
@@ -159,21 +193,18 @@ class Trainer:
                 logits = self.module(batch.src, batch.tgt_in)
                 loss, nll = label_smoothed_loss(logits, batch.tgt_out, t.label_smoothing)
             self.scaler.scale(loss * scale).backward()
-            loss_sum += loss.item()
-            nll_sum += nll.item()
-        step = self.progress.step + 1
-        lr = learning_rate(step, self.config.model.d_model, t.warmup_steps, t.lr_scale)
+            result.loss_sum, result.nll_sum = result.loss_sum + loss.detach(), result.nll_sum + nll
+        result.lr = learning_rate(self.progress.step + 1, self.config.model.d_model, t.warmup_steps, t.lr_scale)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = result.lr
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm if t.clip_norm > 0 else math.inf)
-        finite = bool(torch.isfinite(grad_norm))
-        if finite or self.precision == "fp16":  # the fp16 scaler skips non-finite steps itself
+        result.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm if t.clip_norm > 0 else math.inf)
+        result.finite = self.precision == "fp16" or bool(torch.isfinite(result.grad_norm))  # the one host sync
+        if result.finite:  # the fp16 scaler skips non-finite steps itself
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"loss_sum": loss_sum, "nll_sum": nll_sum, "tokens": ntokens, "lr": lr,
-                "grad_norm": float(grad_norm), "finite": finite or self.precision == "fp16", "stopped": False}
+        return result
 
     # ---------------------------------------------------------------- validation
 
@@ -183,14 +214,15 @@ class Trainer:
         self.model.eval()
         t = self.config.train
         batches = eval_batches(self.valid, t.max_tokens, self.config.model.max_positions)
-        loss_sum = nll_sum = tokens = 0.0
+        loss_sum = nll_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        tokens = 0
         for batch in batches[self.dist.rank::self.dist.world_size]:
             batch = batch.to(self.device)
             with autocast_context(self.device, self.precision):
                 logits = self.model(batch.src, batch.tgt_in)
             loss, nll = label_smoothed_loss(logits, batch.tgt_out, t.label_smoothing)
-            loss_sum, nll_sum, tokens = loss_sum + loss.item(), nll_sum + nll.item(), tokens + batch.tgt_tokens
-        loss_sum, nll_sum, tokens = distributed.all_reduce_sum([loss_sum, nll_sum, tokens], self.device)
+            loss_sum, nll_sum, tokens = loss_sum + loss, nll_sum + nll, tokens + batch.tgt_tokens
+        loss_sum, nll_sum, tokens = distributed.all_reduce_sum([loss_sum.item(), nll_sum.item(), tokens], self.device)
         result = {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "ppl": math.exp(min(nll_sum / tokens, 50))}
         if t.valid_bleu:
             result["bleu"] = self.valid_bleu()
@@ -229,22 +261,23 @@ class Trainer:
         return self.elapsed_before + time.time() - self.started
 
     def save(self, numbered: bool = False, best: bool = False) -> None:
-        """checkpoint_last.pt always; checkpoint_<step>.pt and checkpoint_best.pt when asked."""
+        """checkpoint_last.pt always; checkpoint_<step>.pt and checkpoint_best.pt when asked.
+
+        Each is a file of its own (damage to one cannot reach another), and checkpoint_last.pt is
+        written last: a process killed in between resumes from the previous checkpoint_last.pt
+        and writes the numbered one again, so the numbered checkpoints have no gaps."""
         start = time.time()
         state = self.state_dict()  # a collective: every rank takes part
         if not self.dist.is_main:
             return
-        last = self.out_dir / "checkpoint_last.pt"
-        checkpoint.save(state, last)
-        names = [last.name]
-        if numbered:
-            names.append(f"checkpoint_{self.progress.step}.pt")
-            checkpoint.link_copy(last, self.out_dir / names[-1])
+        names = [f"checkpoint_{self.progress.step}.pt"] * numbered + ["checkpoint_best.pt"] * best + ["checkpoint_last.pt"]
+        first = self.out_dir / names[0]
+        with disk_errors(f"saving {first}", "the checkpoints saved before are intact; free space and run the same command again to resume"):
+            checkpoint.save(state, first)
+            for name in names[1:]:
+                atomic_copy(first, self.out_dir / name)
             for old in checkpoint.numbered(self.out_dir)[: -self.config.train.keep_last]:
                 old.unlink(missing_ok=True)
-        if best:
-            names.append("checkpoint_best.pt")
-            checkpoint.link_copy(last, self.out_dir / names[-1])
         log.info("saved %s at step %d in %.2f s", ", ".join(names), self.progress.step, time.time() - start)
 
     def write_metrics(self, record: dict) -> None:
@@ -252,20 +285,16 @@ class Trainer:
         if not self.dist.is_main:
             return
         record = {**record, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        with open(self.metrics_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        rundir.append_record(self.metrics_file, record)
         if self.tensorboard is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                     self.tensorboard.add_scalar(f"{record['kind']}/{key}", value, record["step"])
 
-    # ---------------------------------------------------------------- the loop
-
     def open_logs(self) -> None:
-        """The run directory, TensorBoard when installed (and saying so), the run's opening line."""
+        """TensorBoard when installed (and saying so), and the run's opening line."""
         t = self.config.train
         if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tensorboard = SummaryWriter(self.out_dir / "tensorboard")
@@ -277,108 +306,150 @@ class Trainer:
                  "%d micro-batch(es) of <=%d tokens per rank and step", n_params / 1e6, self.device, self.precision,
                  torch.get_num_threads(), self.dist.world_size, t.update_freq, t.max_tokens)
 
+    # ---------------------------------------------------------------- the loop
+
     def run(self) -> dict:
+        """Train to train.max_steps (or max_epochs, or early stopping): step, log, validate, save."""
         t, p = self.config.train, self.progress
         if p.step >= t.max_steps:
             log.info("already finished at step %d (max_steps %d); raise train.max_steps to continue", p.step, t.max_steps)
             return {"step": p.step, "epoch": p.epoch, "valid": {}}
         self.open_logs()
-        window = {"loss_sum": 0.0, "nll_sum": 0.0, "tokens": 0.0, "grad_norm": 0.0, "steps": 0}
-        window_start = last_save = self.started = time.time()
-        first_step = p.step + 1  # the first log record comes right after it
-        bad_steps, saved_step, interrupted = 0, p.step, False
-        final_valid: dict = {}
-        bar = tqdm(total=t.max_steps, initial=p.step, unit="step", desc="training", file=sys.stderr, dynamic_ncols=True,
-                   disable=not (self.dist.is_main and sys.stderr.isatty()))
+        self.window = LogWindow(started=time.time())
+        self.started = self.last_save = time.time()
+        self.first_step, self.saved_step, self.bad_steps, self.final_valid = p.step + 1, p.step, 0, {}
+        self.bar = tqdm(total=t.max_steps, initial=p.step, unit="step", desc="training", file=sys.stderr, dynamic_ncols=True,
+                        disable=not (self.dist.is_main and sys.stderr.isatty()))
         while p.step < t.max_steps:
-            if p.epoch_step >= self.batches.steps_in_epoch(p.epoch):
-                if self.batches.steps_in_epoch(p.epoch) == 0:
-                    raise MtrainError(f"the training data gives no complete step: fewer than world_size x update_freq = {self.dist.world_size * t.update_freq} batches per epoch; lower train.max_tokens or train.update_freq")
-                if t.max_epochs and p.epoch >= t.max_epochs:
-                    break
-                p.epoch, p.epoch_step = p.epoch + 1, 0
-                continue
-            result = self.train_step(self.batches.step(p.epoch, p.epoch_step))
-            if result["stopped"]:
-                interrupted = True
+            micro_batches = self.next_micro_batches()
+            if micro_batches is None:
                 break
+            result = self.train_step(micro_batches)
+            if result.stopped:
+                return self.stop_interrupted()
             p.epoch_step += 1
-            if not result["finite"]:
-                bad_steps += 1
-                log.warning("step %d: loss or gradient is not finite; update skipped (%d in a row)", p.step + 1, bad_steps)
-                if bad_steps >= MAX_BAD_STEPS:
-                    raise MtrainError(f"{bad_steps} non-finite steps in a row at step {p.step + 1}: training diverged; lower train.lr_scale, set train.clip_norm, or use fp32/bf16")
+            if not self.count_finite(result):
                 continue
-            bad_steps = 0
             p.step += 1
-            bar.update(1)
-            for key in ("loss_sum", "nll_sum", "tokens", "grad_norm"):
-                window[key] += result[key]
-            window["steps"] += 1
-
-            if p.step % t.log_every == 0 or p.step == t.max_steps or p.step == first_step:
-                loss_sum, nll_sum, tokens = distributed.all_reduce_sum([window["loss_sum"], window["nll_sum"], window["tokens"]], self.device)
-                elapsed = time.time() - window_start
-                record = {"kind": "train", "step": p.step, "epoch": p.epoch, "lr": result["lr"],
-                          "loss": loss_sum / tokens, "nll": nll_sum / tokens, "ppl": math.exp(min(nll_sum / tokens, 50)),
-                          "tgt_tokens_per_s": tokens / elapsed, "grad_norm": window["grad_norm"] / window["steps"],
-                          "elapsed_s": self.elapsed()}
-                self.write_metrics(record)
-                if self.dist.is_main:
-                    eta = (time.time() - self.started) / (p.step - first_step + 1) * (t.max_steps - p.step)
-                    log.info("step %d/%d (%.1f%%) | epoch %d | lr %.2e | loss %.3f | nll %.3f | ppl %.2f | %.0f tgt tok/s | gnorm %.2f | "
-                             "%s elapsed | ETA %s", p.step, t.max_steps, 100 * p.step / t.max_steps, p.epoch, record["lr"], record["loss"],
-                             record["nll"], record["ppl"], record["tgt_tokens_per_s"], record["grad_norm"], _clock(record["elapsed_s"]),
-                             _clock(eta))
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tgt_tokens_per_s']:.0f}", refresh=False)
-                window = dict.fromkeys(window, 0.0)
-                window_start = time.time()
-
-            last_step = p.step >= t.max_steps
-            stop_early = False
-            best = False
-            if self.valid is not None and ((t.valid_every and p.step % t.valid_every == 0) or last_step):
-                final_valid = self.validate()
-                best = final_valid["loss"] < p.best_valid_loss
-                if best:
-                    p.best_valid_loss, p.bad_validations = final_valid["loss"], 0
-                else:
-                    p.bad_validations += 1
-                stop_early = bool(t.patience) and p.bad_validations >= t.patience
-                self.write_metrics({"kind": "valid", "step": p.step, "epoch": p.epoch, **final_valid, "elapsed_s": self.elapsed()})
-                if self.dist.is_main:
-                    bleu = f" | bleu {final_valid['bleu']:.2f}" if "bleu" in final_valid else ""
-                    log.info("valid step %d | loss %.3f | nll %.3f | ppl %.2f%s%s", p.step, final_valid["loss"], final_valid["nll"],
-                             final_valid["ppl"], bleu, " | best" if best else "")
-            numbered = (t.save_every and p.step % t.save_every == 0) or last_step or stop_early
-            timed = t.save_every_minutes and time.time() - last_save >= 60 * t.save_every_minutes
-            if numbered or best or timed:
-                self.save(numbered=bool(numbered), best=best)
-                last_save = time.time()
-                saved_step = p.step if numbered else saved_step
+            self.bar.update(1)
+            self.window.add(result)
+            self.log_if_due(result.lr)
+            best, stop_early = self.validate_if_due()
+            self.save_if_due(best, stop_early)
             if stop_early:
                 log.info("early stop: no better validation loss in %d validations", t.patience)
                 break
+        return self.finish()
 
-        bar.close()
-        if interrupted:
-            self.save()
-            name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal to another rank"
-            raise Interrupted(f"interrupted by {name} at step {p.step}; saved {self.out_dir / 'checkpoint_last.pt'}; run the same command again to resume")
-        if saved_step != p.step:  # stopped by max_epochs between two saves
+    def next_micro_batches(self) -> list[Batch] | None:
+        """This rank's micro-batches of the next step, moving to the next epoch when one ends;
+        None when train.max_epochs is reached."""
+        t, p = self.config.train, self.progress
+        while p.epoch_step >= self.batches.steps_in_epoch(p.epoch):
+            if self.batches.steps_in_epoch(p.epoch) == 0:
+                raise MtrainError(f"the training data gives no complete step: fewer than world_size x update_freq = {self.dist.world_size * t.update_freq} batches per epoch; lower train.max_tokens or train.update_freq")
+            if t.max_epochs and p.epoch >= t.max_epochs:
+                return None
+            p.epoch, p.epoch_step = p.epoch + 1, 0
+        return self.batches.step(p.epoch, p.epoch_step)
+
+    def count_finite(self, result: StepResult) -> bool:
+        """Skip a step whose loss or gradient is not finite; give up after MAX_BAD_STEPS in a row."""
+        if result.finite:
+            self.bad_steps = 0
+            return True
+        self.bad_steps += 1
+        step = self.progress.step + 1
+        log.warning("step %d: loss or gradient is not finite; update skipped (%d in a row)", step, self.bad_steps)
+        if self.bad_steps >= MAX_BAD_STEPS:
+            raise MtrainError(f"{self.bad_steps} non-finite steps in a row at step {step}: training diverged; lower train.lr_scale, set train.clip_norm, or use fp32/bf16")
+        return False
+
+    def log_if_due(self, lr: float) -> None:
+        """A train record and log line every log_every steps (and after the first and last step)."""
+        t, p, w = self.config.train, self.progress, self.window
+        if not (p.step % t.log_every == 0 or p.step == t.max_steps or p.step == self.first_step):
+            return
+        sums = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=self.device) for x in (w.loss_sum, w.nll_sum, w.grad_norm)])
+        loss_sum, nll_sum, grad_norm = sums.tolist()
+        loss_sum, nll_sum, tokens = distributed.all_reduce_sum([loss_sum, nll_sum, w.tokens], self.device)
+        record = {"kind": "train", "step": p.step, "epoch": p.epoch, "lr": lr, "loss": loss_sum / tokens, "nll": nll_sum / tokens,
+                  "ppl": math.exp(min(nll_sum / tokens, 50)), "tgt_tokens_per_s": tokens / (time.time() - w.started),
+                  "grad_norm": grad_norm / w.steps, "elapsed_s": self.elapsed()}
+        self.write_metrics(record)
+        if self.dist.is_main:
+            eta = (time.time() - self.started) / (p.step - self.first_step + 1) * (t.max_steps - p.step)
+            log.info("step %d/%d (%.1f%%) | epoch %d | lr %.2e | loss %.3f | nll %.3f | ppl %.2f | %.0f tgt tok/s | gnorm %.2f | "
+                     "%s elapsed | ETA %s", p.step, t.max_steps, 100 * p.step / t.max_steps, p.epoch, lr, record["loss"],
+                     record["nll"], record["ppl"], record["tgt_tokens_per_s"], record["grad_norm"], _clock(record["elapsed_s"]), _clock(eta))
+            self.bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tgt_tokens_per_s']:.0f}", refresh=False)
+        self.window = LogWindow(started=time.time())
+
+    def validate_if_due(self) -> tuple[bool, bool]:
+        """Validate every valid_every steps and at the end: (a new best?, stop early?)."""
+        t, p = self.config.train, self.progress
+        if self.valid is None or not ((t.valid_every and p.step % t.valid_every == 0) or p.step >= t.max_steps):
+            return False, False
+        self.final_valid = valid = self.validate()
+        best = valid["loss"] < p.best_valid_loss
+        if best:
+            p.best_valid_loss, p.bad_validations = valid["loss"], 0
+        else:
+            p.bad_validations += 1
+        self.write_metrics({"kind": "valid", "step": p.step, "epoch": p.epoch, **valid, "elapsed_s": self.elapsed()})
+        if self.dist.is_main:
+            bleu = f" | bleu {valid['bleu']:.2f}" if "bleu" in valid else ""
+            log.info("valid step %d | loss %.3f | nll %.3f | ppl %.2f%s%s", p.step, valid["loss"], valid["nll"], valid["ppl"], bleu,
+                     " | best" if best else "")
+        return best, bool(t.patience) and p.bad_validations >= t.patience
+
+    def save_if_due(self, best: bool, stop_early: bool) -> None:
+        """Numbered checkpoints every save_every steps and at the end; checkpoint_last.pt also every save_every_minutes."""
+        t, p = self.config.train, self.progress
+        numbered = bool(t.save_every and p.step % t.save_every == 0) or p.step >= t.max_steps or stop_early
+        timed = bool(t.save_every_minutes) and time.time() - self.last_save >= 60 * t.save_every_minutes
+        if numbered or best or timed:
+            self.save(numbered=numbered, best=best)
+            self.last_save = time.time()
+            self.saved_step = p.step if numbered else self.saved_step
+
+    def stop_interrupted(self):
+        """Save where a signal stopped the run, then leave (the CLI exits with 130)."""
+        self.bar.close()
+        self.save()
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal to another rank"
+        raise Interrupted(f"interrupted by {name} at step {self.progress.step}; saved {self.out_dir / 'checkpoint_last.pt'}; "
+                          "run the same command again to resume")
+
+    def finish(self) -> dict:
+        """The last numbered checkpoint (when max_epochs stopped between two saves) and checkpoint_avg.pt."""
+        p = self.progress
+        self.bar.close()
+        if self.saved_step != p.step:
             if self.valid is not None:
-                final_valid = self.validate()
+                self.final_valid = self.validate()
             self.save(numbered=True)
         if self.dist.is_main:
-            done = checkpoint.numbered(self.out_dir)[-t.average_last:]
-            if done:
-                checkpoint.save(checkpoint.average(done), self.out_dir / "checkpoint_avg.pt")
-                log.info("checkpoint_avg.pt averages %d checkpoint(s): %s", len(done), ", ".join(x.name for x in done))
+            self.write_average()
             log.info("training finished at step %d (epoch %d) in %s", p.step, p.epoch, _clock(self.elapsed()))
         if self.tensorboard is not None:
             self.tensorboard.close()
-        return {"step": p.step, "epoch": p.epoch, "valid": final_valid}
+        return {"step": p.step, "epoch": p.epoch, "valid": self.final_valid}
 
+    def write_average(self) -> None:
+        """checkpoint_avg.pt: the mean of the last average_last numbered checkpoints, unless scheduled ones are missing."""
+        done = checkpoint.numbered(self.out_dir)[-self.config.train.average_last:]
+        if not done:
+            return
+        missing = checkpoint.missing_steps(done, self.config.train.save_every)
+        if missing:
+            log.warning("checkpoint_avg.pt not written: the numbered checkpoints lack steps %s; average what is there with "
+                        "mtrain average %s --last %d --allow-gaps -o %s", ", ".join(map(str, missing)), self.out_dir, len(done),
+                        self.out_dir / "checkpoint_avg.pt")
+            return
+        with disk_errors(f"saving {self.out_dir / 'checkpoint_avg.pt'}", "the other checkpoints are intact; free space and run mtrain average"):
+            checkpoint.save(checkpoint.average(done), self.out_dir / "checkpoint_avg.pt")
+        log.info("checkpoint_avg.pt averages %d checkpoint(s): %s", len(done), ", ".join(x.name for x in done))
 
 
 def _clock(seconds: float) -> str:
@@ -386,52 +457,126 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def train(config: Config, resume: str | None = None, restart: bool = False) -> dict:
-    """Prepare data (once), build or resume the model, train; returns the final step and validation."""
+@dataclass
+class StartingPoint:
+    """The checkpoint a run continues from."""
+
+    path: Path
+    state: dict
+
+
+def train(config: Config, resume: str | None = None, restart: bool = False, recover: bool = False,
+          allow_config_change: bool = False) -> dict:
+    """Lock the run directory, check what is resumed against the config, prepare data (once),
+    train; returns the final step and validation."""
     dist = distributed.from_env()
     device = select_device(config.train.device, dist.local_rank)
     set_threads(config.train.threads)
-    out_dir = Path(config.out_dir)
-    # Data is prepared before the process group exists: on a big corpus it takes longer than any
-    # sensible collective timeout. Rank 0 prepares, the others wait for its manifest.
-    if dist.is_main:
-        prepare(config)
-        save_config(config, out_dir / "config.yaml")
-    else:
-        wait_for_prepared(config)
-    distributed.init(dist, device, config.train.dist_timeout_minutes)
-    try:
-        trainer = Trainer(config, PreparedData(config.data_dir), device, dist)
-        last = out_dir / "checkpoint_last.pt"
-        if resume:
-            trainer.resume(Path(resume))
-        elif last.is_file() and not restart:
-            trainer.resume(last)
+    with rundir.RunLock(Path(config.out_dir)) if dist.is_main else nullcontext():
+        start = starting_point(config, resume, recover) if resume or not restart else None
+        changes = check_resumable(start, config, allow_config_change) if start else {}
+        # Data is prepared before the process group exists: on a big corpus it takes longer than any
+        # sensible collective timeout. Rank 0 prepares, the others wait for its manifest.
+        if dist.is_main:
+            set_up_run_dir(config, start, restart)
         else:
-            if restart and dist.is_main:
-                for old in [last, out_dir / "checkpoint_best.pt", out_dir / "checkpoint_avg.pt", out_dir / "metrics.jsonl", *checkpoint.numbered(out_dir)]:
-                    old.unlink(missing_ok=True)
-                shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
-            distributed.barrier()
-            trainer.wrap()
-        previous = {sig: signal.signal(sig, lambda signum, frame: setattr(trainer, "stop_signal", signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+            wait_for_prepared(config)
+        distributed.init(dist, device, config.train.dist_timeout_minutes)
         try:
-            return trainer.run()
+            trainer = Trainer(config, PreparedData(config.data_dir), device, dist)
+            if start:
+                trainer.resume(start.state, start.path)
+            else:
+                trainer.wrap()
+            if changes:
+                trainer.write_metrics({"kind": "config_change", "step": trainer.progress.step, "changes": {k: list(v) for k, v in changes.items()}})
+            with stop_on_signals(trainer):
+                return trainer.run()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            distributed.shutdown()
+
+
+def starting_point(config: Config, resume: str | None, recover: bool) -> StartingPoint | None:
+    """--resume's checkpoint, else the run's checkpoint_last.pt, else None (a new run). A damaged
+    checkpoint_last.pt is named with the newest readable numbered one, taken with --recover."""
+    if resume:
+        return StartingPoint(Path(resume), checkpoint.load(resume))
+    out_dir = Path(config.out_dir)
+    last = out_dir / "checkpoint_last.pt"
+    if not last.exists():
+        return None
+    try:
+        return StartingPoint(last, checkpoint.load(last))
+    except MtrainError:
+        fallback = checkpoint.newest_readable(checkpoint.numbered(out_dir))
+        if fallback is None:
+            raise MtrainError(f"{last} is unreadable (damaged or truncated) and no numbered checkpoint in {out_dir} is readable; "
+                              "start over with --restart") from None
+        path, state = fallback
+        if not recover:
+            raise MtrainError(f"{last} is unreadable (damaged or truncated); the newest readable checkpoint is {path.name} "
+                              f"(step {state['progress']['step']}): run again with --recover to continue from it, or --restart to start over") from None
+    log.warning("%s is unreadable; continuing from %s (step %d) as --recover asks", last, path, state["progress"]["step"])
+    return StartingPoint(path, state)
+
+
+def check_resumable(start: StartingPoint, config: Config, allow_config_change: bool) -> dict:
+    """Refuse another model shape; refuse other training settings than the checkpoint's unless
+    allowed (returns those, to record); settings of how long and how often may change freely."""
+    checkpoint.check_shape(start.state, config, start.path)
+    allowed, refused = rundir.split_changes(rundir.config_changes(start.state["config"], config.to_dict()))
+    if allowed:
+        log.info("continuing with changed settings: %s", rundir.describe_changes(allowed))
+    if refused and not allow_config_change:
+        raise MtrainError(f"the config differs from the one {start.path} was trained with: {rundir.describe_changes(refused)}; "
+                          "resume with the run's settings, pass --allow-config-change to continue with the new ones "
+                          "(recorded in metrics.jsonl), or use --restart / a new out_dir")
+    if refused:
+        log.warning("continuing with changed training settings (--allow-config-change): %s", rundir.describe_changes(refused))
+    return refused
+
+
+def set_up_run_dir(config: Config, start: StartingPoint | None, restart: bool) -> None:
+    """Rank 0, under the run's lock: clear leftovers (and, with --restart, the old outputs), prepare
+    data, cut metrics back to the resumed step, then (only now) write config.yaml."""
+    out_dir = Path(config.out_dir)
+    removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(config.data_dir.parent, prefix=config.data_dir.name)
+    if removed:
+        log.info("removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(p.name for p in removed))
+    if restart:
+        rundir.clear_outputs(out_dir, checkpoint.numbered(out_dir))
+    prepare(config, expected_spm=start.state["spm"] if start else None)
+    # records past the resumed step (all of them when a run died before its first checkpoint) go aside
+    rundir.repair_metrics(out_dir, int(start.state["progress"]["step"]) if start else 0)
+    if start:
+        restore_scheduled(config, start)
+    with disk_errors(f"writing {out_dir / 'config.yaml'}"):
+        save_config(config, out_dir / "config.yaml")
+
+
+def restore_scheduled(config: Config, start: StartingPoint) -> None:
+    """A run killed while saving (by an earlier mtrain, which wrote checkpoint_last.pt first) may
+    miss the numbered checkpoint of the step it resumes from: write it from checkpoint_last.pt."""
+    step, save_every = int(start.state["progress"]["step"]), config.train.save_every
+    numbered = Path(config.out_dir) / f"checkpoint_{step}.pt"
+    if start.path.name == "checkpoint_last.pt" and save_every and step and step % save_every == 0 and not numbered.exists():
+        atomic_copy(start.path, numbered)
+        log.info("restored the missing scheduled %s from checkpoint_last.pt", numbered.name)
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer):
+    """SIGINT/SIGTERM ask the trainer to save and stop at the end of the current step."""
+    previous = {sig: signal.signal(sig, lambda signum, frame: setattr(trainer, "stop_signal", signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        distributed.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def wait_for_prepared(config: Config, poll_seconds: float = 2.0) -> None:
     """Block until rank 0 has written prepared data matching this config and its inputs."""
     wanted = fingerprint(config)
-    manifest = config.data_dir / "manifest.json"
-    while True:
-        try:
-            if json.loads(manifest.read_text()).get("fingerprint") == wanted:
-                return
-        except (OSError, json.JSONDecodeError):
-            pass
+    while (read_manifest(config.data_dir) or {}).get("fingerprint") != wanted:
         time.sleep(poll_seconds)

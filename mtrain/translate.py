@@ -13,11 +13,11 @@ import select
 import sys
 from pathlib import Path
 
-from mtrain.checkpoint import atomic_write_text
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.decode import Hypothesis, check_nbest, open_translator
 from mtrain.device import default_threads, set_threads
 from mtrain.errors import MtrainError
+from mtrain.files import atomic_write_text
 
 ENGINES = ("torch", "ctranslate2")
 
@@ -53,20 +53,43 @@ def open_engine(checkpoint: Path | None = None, model_dir: Path | None = None, e
     return open_translator(checkpoint, device, precision, **overrides)
 
 
-def format_hypotheses(index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int) -> str:
+def format_hypotheses(index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int, links: list[str] | None = None) -> str:
     """One line, or with n-best exactly `nbest` lines `index ||| text ||| score` (an empty input
-    line, which has one empty hypothesis, gets `nbest` empty records)."""
-    if nbest == 1:
-        return tokenizer.decode_tgt(hyps[0].tokens)
+    line, which has one empty hypothesis, gets `nbest` empty records); with `links` (Pharaoh word
+    alignments, one per hypothesis) each record ends with ` ||| i-j ...`."""
     hyps = hyps + hyps[-1:] * (nbest - len(hyps))
-    return "\n".join(f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}" for h in hyps)
+    tails = [f" ||| {a}" for a in links] if links is not None else []
+    tails += (tails[-1:] or [""]) * (nbest - len(tails))
+    if nbest == 1:
+        return tokenizer.decode_tgt(hyps[0].tokens) + tails[0]
+    return "\n".join(f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}{tail}" for h, tail in zip(hyps, tails))
 
 
-def translate_command(translator, input_path: Path | None, output_path: Path | None, nbest: int = 1) -> None:
+class Aligner:
+    """Word alignments for `translate --alignment` (torch engine: it needs the model's attention)."""
+
+    def __init__(self, translator, layer: int):
+        from mtrain.attention import default_alignment_layer
+        from mtrain.decode import Translator
+
+        if not isinstance(translator, Translator):
+            raise MtrainError("--alignment needs the torch engine (it reads mtrain's own cross-attention); drop --engine ctranslate2 / --model")
+        self.translator = translator
+        self.layer = layer or default_alignment_layer(len(translator.model.decoder))
+
+    def __call__(self, lines: list[str], results: list[list[Hypothesis]]) -> list[list[str]]:
+        from mtrain.attention import alignments, pharaoh
+
+        flat = [(line, h.tokens) for line, hyps in zip(lines, results) for h in hyps]
+        found = iter(alignments(self.translator, [f[0] for f in flat], [f[1] for f in flat], self.layer))
+        return [[pharaoh(next(found)) for _ in hyps] for hyps in results]
+
+
+def translate_command(translator, input_path: Path | None, output_path: Path | None, nbest: int = 1, aligner: Aligner | None = None) -> None:
     """A file in, a file out (atomically, with a progress bar), or stdin to stdout line by line."""
     check_nbest(nbest, translator.config.beam)
     if input_path is None:
-        _translate_stream(translator, output_path, nbest)
+        _translate_stream(translator, output_path, nbest, aligner)
         return
     from tqdm import tqdm
 
@@ -79,21 +102,27 @@ def translate_command(translator, input_path: Path | None, output_path: Path | N
     lines = read_lines(Path(input_path))
     with tqdm(total=len(lines), unit="sent", desc="translating", disable=None, file=sys.stderr) as bar:
         results = translator.translate_nbest(lines, nbest=nbest, progress=bar)
-    text = "".join(format_hypotheses(i, hyps, translator.tokenizer, nbest) + "\n" for i, hyps in enumerate(results))
+    text = _format_all(0, lines, results, translator, nbest, aligner)
     if output_path:
         atomic_write_text(Path(output_path), text)
     else:
         sys.stdout.write(text)
 
 
-def _translate_stream(translator, output_path: Path | None, nbest: int) -> None:
+def _format_all(first: int, lines: list[str], results: list[list[Hypothesis]], translator, nbest: int, aligner: Aligner | None) -> str:
+    links = aligner(lines, results) if aligner else [None] * len(results)
+    return "".join(format_hypotheses(first + i, hyps, translator.tokenizer, nbest, link) + "\n"
+                   for i, (hyps, link) in enumerate(zip(results, links)))
+
+
+def _translate_stream(translator, output_path: Path | None, nbest: int, aligner: Aligner | None = None) -> None:
     """stdin mode: the lines already waiting are translated together (a pipe goes in batches), and a
     line typed by a person is answered at once; every answer is flushed."""
     out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
     index = 0
     for lines in waiting_lines(sys.stdin):
         results = translator.translate_nbest(lines, nbest=nbest)
-        out.write("".join(format_hypotheses(index + i, hyps, translator.tokenizer, nbest) + "\n" for i, hyps in enumerate(results)))
+        out.write(_format_all(index, lines, results, translator, nbest, aligner))
         out.flush()
         index += len(lines)
 

@@ -11,7 +11,7 @@ import yaml
 from mtrain.config import Config, CorpusConfig, load_config
 from mtrain.errors import MtrainError
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -14,7 +14,7 @@ from mtrain.demo import generate
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 EN, DE = generate(1500, seed=5)
 

@@ -16,7 +16,7 @@ from mtrain.decode import beam_search, greedy_search, load_model, open_translato
 from mtrain.special import BOS, EOS, PAD
 from mtrain.train import train
 
-from conftest import run_cli, tiny_config
+from helpers import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import yaml
 
 from mtrain import checkpoint
 
-from conftest import ENV, ROOT, run_cli, wait_for_lines
+from helpers import ENV, ROOT, run_cli, wait_for_lines
 
 MODEL = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "d_ff": 64, "dropout": 0.0, "max_positions": 128}
 

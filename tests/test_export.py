@@ -25,7 +25,7 @@ from mtrain.model import Transformer
 from mtrain.special import BOS, EOS
 from mtrain.translate import open_engine
 
-from conftest import ENV, TINY_MODEL, run_cli, tiny_config
+from helpers import ENV, TINY_MODEL, run_cli, tiny_config
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 transformers = pytest.importorskip("transformers")

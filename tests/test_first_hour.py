@@ -15,7 +15,7 @@ import yaml
 from mtrain import checkpoint
 from mtrain.data import PreparedData
 
-from conftest import ENV, ROOT, run_cli, tiny_config
+from helpers import ENV, ROOT, run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_a_non_terminal_log_shows_progress_after_the_first_step(finished_run):
     _, _, log = finished_run
     assert "step 1/6 (16.7%)" in log and "ETA" in log  # not only after log_every = 100 steps
     assert "step 6/6 (100.0%)" in log
-    assert "saved checkpoint_last.pt, checkpoint_3.pt at step 3 in" in log
+    assert "saved checkpoint_3.pt, checkpoint_last.pt at step 3 in" in log
     assert "TensorBoard logging" in log
 
 

@@ -19,7 +19,7 @@ from mtrain.decode import Hypothesis
 from mtrain.serve import BatchingWorker, QueueFull, ServeLimits, create_app
 from mtrain.translate import open_engine
 
-from conftest import ENV, ROOT, run_cli
+from helpers import ENV, ROOT, run_cli
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")

@@ -25,14 +25,12 @@ class Batch:
     tgt_in: torch.Tensor  # (batch, tgt_len) bos + target ids, padded: the decoder's input
     tgt_out: torch.Tensor  # (batch, tgt_len) target ids + eos, padded: what it must predict
     ids: np.ndarray  # sentence indices in the split
-
-    @property
-    def tgt_tokens(self) -> int:
-        return int((self.tgt_out != PAD).sum())
+    tgt_tokens: int  # target tokens to predict (eos included), counted on the host
 
     def to(self, device) -> "Batch":
-        return Batch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
-                     self.tgt_out.to(device, non_blocking=True), self.ids)
+        """The batch on `device`; from pinned memory on CUDA, so the copy does not block the host."""
+        move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if torch.device(device).type == "cuda" else (lambda t: t.to(device))
+        return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.ids, self.tgt_tokens)
 
 
 def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, order: np.ndarray) -> list[np.ndarray]:
@@ -65,7 +63,7 @@ def collate(split: Split, ids: np.ndarray, max_len: int) -> Batch:
         tgt_in[row, 1: len(t) + 1] = t
         tgt_out[row, : len(t)] = t
         tgt_out[row, len(t)] = EOS
-    return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), ids)
+    return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), ids, sum(len(t) + 1 for t in tgts))
 
 
 class TrainBatches:

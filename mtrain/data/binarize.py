@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,10 +33,11 @@ from mtrain.data.clean import clean_pairs
 from mtrain.data.sources import file_digest, input_files, read_corpus
 from mtrain.data.tokenizer import Tokenizer, load_model_file, train_model
 from mtrain.errors import MtrainError
+from mtrain.files import disk_errors
 from mtrain.special import BOS, EOS, PAD, UNK
 
 log = logging.getLogger("mtrain")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest records each file's size and checksum
 SPLITS = ("train", "valid", "test")
 ENCODE_CHUNK = 200_000  # sentences encoded and written at a time (bounds memory)
 
@@ -73,10 +75,12 @@ class PreparedData:
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
-        manifest = self.dir / "manifest.json"
-        if not manifest.is_file():
-            raise MtrainError(f"no prepared data in {self.dir}; run mtrain prepare --config ... first")
-        self.manifest = json.loads(manifest.read_text())
+        self.manifest = read_manifest(self.dir)
+        if self.manifest is None:
+            raise MtrainError(f"no prepared data in {self.dir} (or its manifest.json is damaged); run mtrain prepare --config ... (or mtrain train) to build it")
+        damaged = damaged_files(self.dir, self.manifest, checksums=False)
+        if damaged:
+            raise MtrainError(f"prepared data in {self.dir} is damaged ({damaged}); run mtrain prepare --config ... (or mtrain train) to rebuild it")
         self.src_lang, self.tgt_lang = self.manifest["src_lang"], self.manifest["tgt_lang"]
 
     def tokenizer(self) -> Tokenizer:
@@ -95,6 +99,41 @@ class PreparedData:
 
     def raw_text(self, split: str, lang: str) -> list[str]:
         return (self.dir / f"{split}.{lang}.txt").read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def read_manifest(directory: Path) -> dict | None:
+    """The manifest of a prepared data directory; None when absent or not a manifest (damaged)."""
+    try:
+        manifest = json.loads((Path(directory) / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("splits"), dict) else None
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def file_records(directory: Path) -> dict:
+    """{file name: {size, crc32}} of every file of a prepared data directory but the manifest."""
+    return {p.name: {"size": p.stat().st_size, "crc32": _crc32(p)} for p in sorted(Path(directory).iterdir()) if p.name != "manifest.json"}
+
+
+def damaged_files(directory: Path, manifest: dict, checksums: bool = True) -> str:
+    """A description of the first file that is missing or differs from the manifest ('' when all hold)."""
+    for name, expected in manifest.get("files", {}).items():  # format 1 manifests list no files
+        path = Path(directory) / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {expected['size']}"
+        if checksums and _crc32(path) != expected["crc32"]:
+            return f"{name} has another checksum than the manifest's"
+    return ""
 
 
 def _write_ids(ids_chunks, prefix: Path, vocab_size: int) -> int:
@@ -145,76 +184,101 @@ def _tokenizer_models(config: Config, src: list[str], tgt: list[str]) -> dict[st
     return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
 
 
-def prepare(config: Config) -> PreparedData:
-    """Build the prepared data directory unless an identical one already exists."""
+def prepare(config: Config, expected_spm: dict | None = None) -> PreparedData:
+    """Build the prepared data directory unless an identical, intact one already exists.
+
+    `expected_spm` ({"src": bytes, "tgt": bytes | None}, a resumed checkpoint's) makes a rebuild
+    that would give another vocabulary fail before anything in the run directory changes."""
     target = config.data_dir
-    d = config.data
     wanted = fingerprint(config)
-    manifest_path = target / "manifest.json"
-    if manifest_path.is_file():
-        try:
-            existing = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            existing = {}
-        if existing.get("fingerprint") == wanted:
+    existing = read_manifest(target)
+    if existing is not None and existing.get("fingerprint") == wanted:
+        damaged = damaged_files(target, existing)
+        if not damaged:
             log.info("prepared data in %s is up to date (same config and inputs); nothing to do", target)
-            return PreparedData(target)
-        log.info("config or inputs changed since %s was prepared; rebuilding", target)
+            data = PreparedData(target)
+            _check_vocabulary(data.tokenizer(), expected_spm, target)
+            return data
+        log.warning("prepared data in %s is damaged (%s); rebuilding", target, damaged)
+    elif (target / "manifest.json").exists():
+        log.info("config or inputs changed since %s was prepared (or its manifest is damaged); rebuilding", target)
 
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        log.info("reading training data")
-        raw_src, raw_tgt = read_corpus(d.train, "train", d.src_lang, d.tgt_lang)
-        src, tgt, counts = clean_pairs(raw_src, raw_tgt, d)
-        del raw_src, raw_tgt
-        dropped = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("input", "kept") and v)
-        log.info("cleaning: %d pairs in, %d kept (dropped: %s)", counts["input"], counts["kept"], dropped or "none")
-        if not src:
-            raise MtrainError(f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the cleaning limits data.min_len/max_len/max_len_ratio")
-        log.info("sentencepiece: %s", "loading the given model" if config.tokenizer.model else f"training a {config.tokenizer.type} model, vocabulary {config.tokenizer.vocab_size}")
-        models = _tokenizer_models(config, src, tgt)
-        for name, data in models.items():
-            (tmp / name).write_bytes(data)
-        names = list(models)
-        tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
-
-        splits = {}
-        for section in SPLITS:
-            spec = getattr(d, section)
-            if not spec.is_set():
-                continue
-            if section != "train":
-                src, tgt = read_corpus(spec, section, d.src_lang, d.tgt_lang)
-                src, tgt = [" ".join(s.split()) for s in src], [" ".join(t.split()) for t in tgt]
-                if not src:
-                    raise MtrainError(f"the {section} corpus is empty; check data.{section}")
-                for lang, lines in ((d.src_lang, src), (d.tgt_lang, tgt)):
-                    (tmp / f"{section}.{lang}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-            log.info("encoding %s: %d pairs", section, len(src))
-            splits[section] = {
-                "pairs": len(src),
-                "src_tokens": _encode_side(src, tokenizer.encode_src, tmp / f"{section}.{d.src_lang}", tokenizer.src_vocab_size),
-                "tgt_tokens": _encode_side(tgt, tokenizer.encode_tgt, tmp / f"{section}.{d.tgt_lang}", tokenizer.tgt_vocab_size),
-            }
-        manifest = {
-            "fingerprint": wanted,
-            "src_lang": d.src_lang,
-            "tgt_lang": d.tgt_lang,
-            "spm_models": {"src": names[0], "tgt": names[-1]},
-            "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
-            "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
-            "clean": counts,
-            "splits": splits,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        _swap_in(tmp, target)
+        with disk_errors(f"preparing data in {target}", "the data prepared before is intact; free space and run again"):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _build(config, tmp, wanted, expected_spm)
+            _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("prepared data written to %s", target)
     return PreparedData(target)
+
+
+def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: Path) -> None:
+    if expected_spm is not None and (tokenizer.src_model, tokenizer.tgt_model) != (expected_spm["src"], expected_spm["tgt"]):
+        raise MtrainError(f"the data and tokenizer settings give another sentencepiece vocabulary than the checkpoint being resumed; "
+                          f"{target} and the run directory are left as they were: keep the run's data/tokenizer settings, "
+                          "or use --restart / a new out_dir")
+
+
+def _read_training_pairs(config: Config) -> tuple[list[str], list[str], dict]:
+    d = config.data
+    log.info("reading training data")
+    raw_src, raw_tgt = read_corpus(d.train, "train", d.src_lang, d.tgt_lang)
+    src, tgt, counts = clean_pairs(raw_src, raw_tgt, d)
+    dropped = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("input", "kept") and v)
+    log.info("cleaning: %d pairs in, %d kept (dropped: %s)", counts["input"], counts["kept"], dropped or "none")
+    if not src:
+        raise MtrainError(f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the cleaning limits data.min_len/max_len/max_len_ratio")
+    return src, tgt, counts
+
+
+def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -> None:
+    """Everything of a prepared data directory, written into `tmp`."""
+    d = config.data
+    src, tgt, counts = _read_training_pairs(config)
+    log.info("sentencepiece: %s", "loading the given model" if config.tokenizer.model else f"training a {config.tokenizer.type} model, vocabulary {config.tokenizer.vocab_size}")
+    models = _tokenizer_models(config, src, tgt)
+    names = list(models)
+    tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
+    _check_vocabulary(tokenizer, expected_spm, config.data_dir)
+    for name, data in models.items():
+        (tmp / name).write_bytes(data)
+    splits = {}
+    for section in SPLITS:
+        spec = getattr(d, section)
+        if not spec.is_set():
+            continue
+        if section != "train":
+            src, tgt = _read_reference_split(spec, section, d, tmp)
+        log.info("encoding %s: %d pairs", section, len(src))
+        splits[section] = {
+            "pairs": len(src),
+            "src_tokens": _encode_side(src, tokenizer.encode_src, tmp / f"{section}.{d.src_lang}", tokenizer.src_vocab_size),
+            "tgt_tokens": _encode_side(tgt, tokenizer.encode_tgt, tmp / f"{section}.{d.tgt_lang}", tokenizer.tgt_vocab_size),
+        }
+    manifest = {
+        "fingerprint": wanted, "src_lang": d.src_lang, "tgt_lang": d.tgt_lang,
+        "spm_models": {"src": names[0], "tgt": names[-1]},
+        "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
+        "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
+        "clean": counts, "splits": splits, "files": file_records(tmp),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _read_reference_split(spec, section: str, d, tmp: Path) -> tuple[list[str], list[str]]:
+    """A valid/test split: whitespace-normalized, and kept as text (the references for BLEU)."""
+    src, tgt = read_corpus(spec, section, d.src_lang, d.tgt_lang)
+    src, tgt = [" ".join(s.split()) for s in src], [" ".join(t.split()) for t in tgt]
+    if not src:
+        raise MtrainError(f"the {section} corpus is empty; check data.{section}")
+    for lang, lines in ((d.src_lang, src), (d.tgt_lang, tgt)):
+        (tmp / f"{section}.{lang}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return src, tgt
 
 
 def _swap_in(new: Path, target: Path) -> None:

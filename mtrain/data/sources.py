@@ -76,22 +76,28 @@ def read_corpus(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str) 
 
 
 def _read_demo(count: int, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
-    """Demo pairs; a sentence is held out (valid/test) or trainable by a hash of its English side,
-    so the held-out sets never contain a training sentence."""
+    src, tgt, _ = demo_split(count, section, src_lang, tgt_lang)
+    return src, tgt
+
+
+def demo_split(count: int, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str], list[set[tuple[int, int]]]]:
+    """Demo pairs of one split with their gold word alignments ((source word, target word) pairs).
+    A sentence is held out (valid/test) or trainable by a hash of its English side, so the
+    held-out sets never contain a training sentence."""
     for lang in (src_lang, tgt_lang):
         if lang not in ("en", "de"):
             raise MtrainError(f"the demo corpus is English-German; data.src_lang/tgt_lang must be en or de, got '{lang}'")
     held_out = section != "train"
-    en, de, seed = [], [], DEMO_SEEDS[section]
+    en, de, alignments, seed = [], [], [], DEMO_SEEDS[section]
     while len(en) < count:
-        batch_en, batch_de = demo.generate(count, seed)
-        for e, d in zip(batch_en, batch_de):
+        for e, d, a in zip(*demo.generate_aligned(count, seed)):
             if (zlib.crc32(e.encode()) % 10 == 0) == held_out and len(en) < count:
                 en.append(e)
                 de.append(d)
+                alignments.append(set(a) if src_lang == "en" else {(j, i) for i, j in a})
         seed += 1000
     side = {"en": en, "de": de}
-    return side[src_lang], side[tgt_lang]
+    return side[src_lang], side[tgt_lang], alignments
 
 
 def _read_dataset(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
@@ -123,11 +129,20 @@ def _read_dataset(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str
         missing = [lang for lang in (src_lang, tgt_lang) if lang not in first]
         if missing:
             raise MtrainError(f"dataset '{spec.dataset}' split '{split}' has no language '{missing[0]}' in its translation column; it has: {', '.join(first)} (check data.src_lang/tgt_lang)")
-        src = [p[src_lang] or "" for p in pairs]
-        tgt = [p[tgt_lang] or "" for p in pairs]
+        src = ["" if p[src_lang] is None else p[src_lang] for p in pairs]
+        tgt = ["" if p[tgt_lang] is None else p[tgt_lang] for p in pairs]
     elif src_lang in columns and tgt_lang in columns:
-        src = [s or "" for s in table[src_lang]]
-        tgt = [t or "" for t in table[tgt_lang]]
+        src = ["" if s is None else s for s in table[src_lang]]
+        tgt = ["" if t is None else t for t in table[tgt_lang]]
     else:
         raise MtrainError(f"dataset '{spec.dataset}' split '{split}' has neither a 'translation' column nor columns '{src_lang}' and '{tgt_lang}'; its columns: {', '.join(columns)}")
+    for lang, lines in ((src_lang, src), (tgt_lang, tgt)):
+        _require_text(lines, f"dataset '{spec.dataset}' split '{split}' language '{lang}'")
     return src, tgt
+
+
+def _require_text(values: list, where: str) -> None:
+    """Refuse a column of numbers (or lists, ...) where sentences are expected."""
+    for row, value in enumerate(values):
+        if not isinstance(value, str):
+            raise MtrainError(f"{where}: row {row} holds {type(value).__name__} {value!r:.40}, not text; point the config at a column of sentences")

@@ -1,0 +1,153 @@
+"""The run directory: one run at a time, a config that does not drift, logs that match the checkpoints.
+
+A run directory holds what `mtrain train` wrote (config.yaml, metrics.jsonl, checkpoints,
+tensorboard/, the prepared data) and nothing here ever deletes a file mtrain did not write.
+
+- A lock (`.mtrain.lock`, an flock held for the life of the process, with the holder's pid,
+  host and start time inside) keeps a second run out. The kernel releases it when its holder
+  dies, however it dies, so a lock left by a killed run is taken over, not obeyed.
+- On resume the config is compared with the one saved in the checkpoint: settings that only
+  say how long or how often (RESUMABLE) may change; anything that changes what is learned is
+  refused unless the user says --allow-config-change, and then recorded in metrics.jsonl.
+- metrics.jsonl is cut back to the resumed checkpoint's step, so replayed steps are logged
+  once and a line half-written on a full disk is not glued to the next record.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mtrain.errors import MtrainError
+from mtrain.files import atomic_write_bytes, disk_errors
+
+log = logging.getLogger("mtrain")
+LOCK_FILE = ".mtrain.lock"
+METRICS_FILE = "metrics.jsonl"
+DROPPED_METRICS_FILE = "metrics.dropped.jsonl"
+
+# Settings a resumed run may change: how long, how often, where, with how many threads. They do
+# not change the model that a given number of steps produces.
+RESUMABLE = ("train.max_steps", "train.max_epochs", "train.log_every", "train.valid_every", "train.valid_bleu",
+             "train.patience", "train.save_every", "train.save_every_minutes", "train.keep_last", "train.average_last",
+             "train.device", "train.threads", "train.compile", "train.dist_timeout_minutes", "decode.")
+
+
+class RunLock:
+    """An advisory lock on a run directory (see the module docstring)."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        with disk_errors(f"creating the run directory {self.path.parent}"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise MtrainError(f"{self.path.parent} is in use by another mtrain run ({holder}); wait for it to end, "
+                              "stop it, or choose another out_dir") from None
+        previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
+        if previous:
+            log.warning("%s was left locked by a run that did not end normally (%s); taking it over", self.path.parent, previous)
+        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # an empty lock file says: released normally
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """{"train": {"seed": 1}} -> {"train.seed": 1}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: dict, current: dict) -> dict[str, tuple]:
+    """{key: (saved value, current value)} for every setting that differs. Keys the saved config
+    does not have (added by a later mtrain, with defaults that keep the old behaviour) are skipped,
+    and so is out_dir (a run directory may be moved or copied)."""
+    old, new = flatten(saved), flatten(current)
+    return {key: (old[key], new[key]) for key in new if key in old and old[key] != new[key] and key != "out_dir"}
+
+
+def split_changes(changes: dict[str, tuple]) -> tuple[dict, dict]:
+    """(changes a resume may make, changes that alter what is learned)."""
+    allowed = {k: v for k, v in changes.items() if k in RESUMABLE or any(k.startswith(p) for p in RESUMABLE if p.endswith("."))}
+    return allowed, {k: v for k, v in changes.items() if k not in allowed}
+
+
+def describe_changes(changes: dict[str, tuple]) -> str:
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+def repair_metrics(run_dir: Path, step: int) -> int:
+    """Keep the records of metrics.jsonl up to `step` (the resumed checkpoint's); move records of
+    later (replayed) steps, damaged lines and a partial last line to metrics.dropped.jsonl.
+    Returns how many lines were moved."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    *complete, tail = path.read_bytes().split(b"\n")
+    keep, dropped = [], []
+    for line in filter(bytes.strip, complete):
+        try:
+            record = json.loads(line)
+            kept = isinstance(record, dict) and int(record.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            kept = False
+        (keep if kept else dropped).append(line)
+    dropped += [tail] if tail.strip() else []
+    if dropped:
+        with disk_errors(f"repairing {path}"):
+            with open(Path(run_dir) / DROPPED_METRICS_FILE, "ab") as f:
+                f.write(b"".join(line + b"\n" for line in dropped))
+            atomic_write_bytes(path, b"".join(line + b"\n" for line in keep))
+        log.info("metrics.jsonl: kept the %d record(s) up to step %d; moved %d replayed or damaged line(s) to %s",
+                 len(keep), step, len(dropped), DROPPED_METRICS_FILE)
+    return len(dropped)
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One JSON line, appended; a full disk is a one-line error (the next resume repairs the file)."""
+    with disk_errors(f"appending to {path}", "the checkpoints are intact; free space and run the same command again to resume"):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def clear_outputs(run_dir: Path, numbered: list[Path]) -> None:
+    """What --restart deletes: the checkpoints, metrics and TensorBoard logs mtrain wrote; nothing else."""
+    run_dir = Path(run_dir)
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "checkpoint_avg.pt", METRICS_FILE, DROPPED_METRICS_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    for path in numbered:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)

@@ -1,0 +1,151 @@
+"""Fault injection: kill training at random moments and fill the disk at random writes, resume each
+time, and check that nothing was lost or mixed. Prints one JSON line of figures.
+
+    python scripts/bench_faults.py --kills 20 --disk-faults 10
+
+Kills: `mtrain train` is started as a user would, killed (SIGKILL, SIGTERM or SIGINT, in turn)
+after a random delay, and started again until it finishes. After every kill all checkpoints
+must load; at the end the weights must equal an uninterrupted run's, metrics.jsonl must hold each
+step once, every scheduled numbered checkpoint must exist, and no temporary file may remain.
+Disk faults: in one process, the k-th file write of a run raises ENOSPC; training must stop with a
+one-line error and the checkpoints before must load; the run is then resumed to the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mtrain import checkpoint, rundir  # noqa: E402
+from mtrain.config import from_dict  # noqa: E402
+from mtrain.errors import MtrainError  # noqa: E402
+from mtrain.train import train  # noqa: E402
+
+STEPS, SAVE_EVERY = 400, 20
+
+
+def config_values(out_dir: Path) -> dict:
+    return {"out_dir": str(out_dir), "data": {"train": {"demo": 2000}, "valid": {"demo": 50}}, "tokenizer": {"vocab_size": 200},
+            "model": {"d_model": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 128, "dropout": 0.1, "max_positions": 128},
+            "train": {"max_tokens": 600, "max_steps": STEPS, "warmup_steps": 10, "log_every": 1, "valid_every": 100,
+                      "save_every": SAVE_EVERY, "keep_last": 100, "average_last": 3, "threads": 1}}
+
+
+def all_checkpoints_load(run: Path) -> bool:
+    try:
+        for path in run.glob("checkpoint_*.pt"):
+            checkpoint.load(path)
+        return True
+    except MtrainError:
+        return False
+
+
+def run_is_whole(run: Path, reference: Path) -> dict:
+    """What must hold once an interrupted run has finished."""
+    a, b = checkpoint.load(reference / "checkpoint_last.pt"), checkpoint.load(run / "checkpoint_last.pt")
+    same = all(torch.allclose(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6) for k in a["model"])
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "train"' in line]
+    numbered = [int(p.stem.split("_")[1]) for p in checkpoint.numbered(run)]
+    return {"weights_equal_uninterrupted": same, "metrics_each_step_once": steps == list(range(1, STEPS + 1)),
+            "scheduled_checkpoints_complete": numbered == list(range(SAVE_EVERY, STEPS + 1, SAVE_EVERY)),
+            "temporaries_left": sum(1 for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name)}
+
+
+def combined(checks: list[dict]) -> dict:
+    """Every check over every finished run: booleans must all hold, counts add up."""
+    return {key: all(c[key] for c in checks) if isinstance(checks[0][key], bool) else sum(c[key] for c in checks) for key in checks[0]}
+
+
+def kill_faults(work: Path, reference: Path, kills: int, rng: random.Random) -> dict:
+    """Start, kill after a random delay, check; a run that finishes is checked and a new one begun."""
+    signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT]
+    tried = held = 0
+    checks = []
+    while True:
+        run, path = work / f"killed-{len(checks)}", work / f"killed-{len(checks)}.yaml"
+        path.write_text(yaml.safe_dump(config_values(run)))
+        job = subprocess.Popen([sys.executable, "-m", "mtrain", "train", "-c", str(path)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if tried < kills:
+            time.sleep(rng.uniform(1.0, 5.0))  # start-up takes 2-3 s: some kills land in preparation, most in training
+            if job.poll() is None:
+                job.send_signal(signals[tried % len(signals)])
+                job.wait()
+                tried += 1
+                held += all_checkpoints_load(run)
+                continue
+        if job.wait() == 0:
+            checks.append(run_is_whole(run, reference))
+            if tried >= kills:
+                break
+    return {"kills": tried, "kills_held": held, "killed_runs": len(checks), **combined(checks)}
+
+
+def disk_faults(work: Path, reference: Path, faults: int, rng: random.Random) -> dict:
+    """ENOSPC at a random write (checkpoint, checkpoint copy or metrics line) of a run, resumed after each;
+    a run that finishes is checked and a new one begun."""
+    tried = held = 0
+    checks = []
+    while tried < faults:
+        run = work / f"full-disk-{len(checks)}"
+        countdown = [rng.randint(1, 500)]
+
+        def failing(real_write):
+            def write(*args, **kwargs):
+                countdown[0] -= 1
+                if countdown[0] == 0:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real_write(*args, **kwargs)
+            return write
+
+        real_fsync, os.fsync, rundir.open = os.fsync, failing(os.fsync), failing(open)  # atomic writes and appended lines
+        try:
+            train(from_dict(config_values(run)))
+            checks.append(run_is_whole(run, reference))
+        except MtrainError:
+            tried += 1
+            held += all_checkpoints_load(run)
+        finally:
+            os.fsync = real_fsync
+            del rundir.open
+    train(from_dict(config_values(run)))
+    checks.append(run_is_whole(run, reference))
+    return {"disk_faults": tried, "disk_faults_held": held, **{f"disk_{k}": v for k, v in combined(checks).items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--disk-faults", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    torch.set_num_threads(1)
+    start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        reference = work / "reference"
+        (work / "reference.yaml").write_text(yaml.safe_dump(config_values(reference)))
+        subprocess.run([sys.executable, "-m", "mtrain", "train", "-c", str(work / "reference.yaml")], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        figures = {**kill_faults(work, reference, args.kills, rng), **disk_faults(work, reference, args.disk_faults, rng)}
+    print(json.dumps({"bench": "faults", "steps": STEPS, **figures, "wall_s": round(time.time() - start, 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Helpers the tests share: small configs, running the CLI as a user would, waiting for a run.
+
+Fixtures live in conftest.py; everything importable lives here (tests import `helpers`, never
+`conftest`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mtrain.config import Config, from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_MODEL = {"d_model": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 128, "dropout": 0.0, "max_positions": 128}
+
+
+def tiny_config(out_dir: Path, **sections) -> Config:
+    """A fast demo config: small corpus, small vocabulary, tiny model; sections override parts."""
+    values = {
+        "out_dir": str(out_dir),
+        "data": {"train": {"demo": 2000}, "valid": {"demo": 100}, "test": {"demo": 100}},
+        "tokenizer": {"vocab_size": 200},
+        "model": dict(TINY_MODEL),
+        "train": {"max_tokens": 600, "max_steps": 6, "warmup_steps": 4, "log_every": 2, "valid_every": 0, "save_every": 3},
+    }
+    for section, overrides in sections.items():
+        if isinstance(values.get(section), dict):
+            values[section] = {**values[section], **overrides}
+        else:
+            values[section] = overrides
+    return from_dict(values)
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import this checkout's mtrain
+
+
+def run_cli(*args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m mtrain ...` as a user would, capturing its output."""
+    return subprocess.run([sys.executable, "-m", "mtrain", *args], input=input, capture_output=True, text=True,
+                          timeout=timeout, env=ENV, cwd=ROOT)
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 180) -> None:
+    """Wait until a file (a run's metrics.jsonl) has at least `count` lines."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (path.exists() and len(path.read_text().splitlines()) >= count):
+        time.sleep(0.02)
