@@ -13,6 +13,7 @@ setup:
 
 test:
 	$(PYTHON) -m ruff check mtrain scripts tests
+	$(PYTHON) -m ruff format --check mtrain scripts tests
 	$(PYTHON) -m pytest -q
 
 # the slow tests too (none are needed for CI)

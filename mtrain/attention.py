@@ -41,8 +41,11 @@ def default_alignment_layer(decoder_layers: int) -> int:
 @contextmanager
 def recording(model):
     """Attention weights of every layer while active: {kind: [per-layer lists of weights]}."""
-    modules = {"encoder": [layer.self_attn for layer in model.encoder], "decoder": [layer.self_attn for layer in model.decoder],
-               "cross": [layer.cross_attn for layer in model.decoder]}
+    modules = {
+        "encoder": [layer.self_attn for layer in model.encoder],
+        "decoder": [layer.self_attn for layer in model.decoder],
+        "cross": [layer.cross_attn for layer in model.decoder],
+    }
     for group in modules.values():
         for module in group:
             module.record = []
@@ -55,7 +58,9 @@ def recording(model):
 
 
 @torch.no_grad()
-def teacher_forced_attention(translator: Translator, sources: list[list[int]], targets: list[list[int]]) -> dict[str, torch.Tensor]:
+def teacher_forced_attention(
+    translator: Translator, sources: list[list[int]], targets: list[list[int]]
+) -> dict[str, torch.Tensor]:
     """{kind: (batch, layers, heads, queries, keys)} for source ids (without </s>) and target ids
     (without <s> and </s>); decoder queries are <s> y_1 ... y_n, so n + 1 rows."""
     device = translator.device
@@ -84,14 +89,22 @@ class AttentionMaps:
 
     def of(self, kind: str) -> tuple[torch.Tensor, list[str], list[str]]:
         """Weights (layers, heads, rows, columns) and the row and column labels of one kind."""
-        return {"encoder": (self.encoder, self.source, self.source), "decoder": (self.decoder, self.decoder_inputs, self.decoder_inputs),
-                "cross": (self.cross, self.produced, self.source)}[kind]
+        return {
+            "encoder": (self.encoder, self.source, self.source),
+            "decoder": (self.decoder, self.decoder_inputs, self.decoder_inputs),
+            "cross": (self.cross, self.produced, self.source),
+        }[kind]
 
     def to_json(self, kind: str) -> dict:
         weights, rows, columns = self.of(kind)
-        return {"translation": self.translation, "kind": kind, "rows": rows, "columns": columns,
-                "weights": [[[[round(x, 6) for x in r] for r in head] for head in layer] for layer in weights.tolist()],
-                "shape": "layers x heads x rows x columns"}
+        return {
+            "translation": self.translation,
+            "kind": kind,
+            "rows": rows,
+            "columns": columns,
+            "weights": [[[[round(x, 6) for x in r] for r in head] for head in layer] for layer in weights.tolist()],
+            "shape": "layers x heads x rows x columns",
+        }
 
 
 def attention_maps(translator: Translator, text: str, beam: int | None = None) -> AttentionMaps:
@@ -104,8 +117,15 @@ def attention_maps(translator: Translator, text: str, beam: int | None = None) -
     s, t = len(source_ids) + 1, len(hypothesis.tokens) + 1
     src_pieces = [translator.tokenizer.src.id_to_piece(i) for i in source_ids] + ["</s>"]
     tgt_pieces = [translator.tokenizer.tgt.id_to_piece(i) for i in hypothesis.tokens]
-    return AttentionMaps(src_pieces, ["<s>"] + tgt_pieces, tgt_pieces + ["</s>"], translator.tokenizer.decode_tgt(hypothesis.tokens),
-                         weights["encoder"][0, :, :, :s, :s], weights["decoder"][0, :, :, :t, :t], weights["cross"][0, :, :, :t, :s])
+    return AttentionMaps(
+        src_pieces,
+        ["<s>"] + tgt_pieces,
+        tgt_pieces + ["</s>"],
+        translator.tokenizer.decode_tgt(hypothesis.tokens),
+        weights["encoder"][0, :, :, :s, :s],
+        weights["decoder"][0, :, :, :t, :t],
+        weights["cross"][0, :, :, :t, :s],
+    )
 
 
 # ----------------------------------------------------------------------------- word alignment
@@ -120,13 +140,15 @@ def word_numbers(pieces: list[str]) -> list[int]:
     return numbers
 
 
-def align_words(cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str], shift: bool = ALIGNMENT_SHIFT) -> set[tuple[int, int]]:
+def align_words(
+    cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str], shift: bool = ALIGNMENT_SHIFT
+) -> set[tuple[int, int]]:
     """(source word, target word) links from one layer's head-averaged cross-attention (rows:
     <s> y_1 ... y_n queries, columns: source pieces + </s>)."""
     if not source_pieces or not target_pieces:
         return set()
     n = len(target_pieces)
-    rows = cross[1: n + 1] if shift else cross[:n]
+    rows = cross[1 : n + 1] if shift else cross[:n]
     rows = rows[:, : len(source_pieces)]  # </s> is no word
     src_words, tgt_words = torch.tensor(word_numbers(source_pieces)), torch.tensor(word_numbers(target_pieces))
     by_source = torch.zeros(n, int(src_words.max()) + 1).index_add_(1, src_words, rows)
@@ -134,16 +156,25 @@ def align_words(cross: torch.Tensor, source_pieces: list[str], target_pieces: li
     return {(int(i), j) for j, i in enumerate(by_word.argmax(1))}
 
 
-def alignments(translator: Translator, lines: list[str], targets: list[list[int]], layer: int, shift: bool = ALIGNMENT_SHIFT,
-               batch_size: int = 64) -> list[set[tuple[int, int]]]:
+def alignments(
+    translator: Translator,
+    lines: list[str],
+    targets: list[list[int]],
+    layer: int,
+    shift: bool = ALIGNMENT_SHIFT,
+    batch_size: int = 64,
+) -> list[set[tuple[int, int]]]:
     """Word alignments of translations (target ids) of `lines`, from 1-based decoder `layer`."""
     if not 1 <= layer <= len(translator.model.decoder):
-        raise MtrainError(f"--alignment-layer must be between 1 and the model's {len(translator.model.decoder)} decoder layers, got {layer}")
+        raise MtrainError(
+            f"--alignment-layer must be between 1 and the model's {len(translator.model.decoder)} decoder layers, got "
+            f"{layer}"
+        )
     sources = encode_sources(translator.tokenizer, lines, translator.max_src)
     found: list[set[tuple[int, int]]] = [set() for _ in lines]
     todo = [i for i in range(len(lines)) if sources[i] and targets[i]]
     for start in range(0, len(todo), batch_size):
-        rows = todo[start: start + batch_size]
+        rows = todo[start : start + batch_size]
         cross = teacher_forced_attention(translator, [sources[r] for r in rows], [targets[r] for r in rows])["cross"]
         for b, r in enumerate(rows):
             src_pieces = [translator.tokenizer.src.id_to_piece(i) for i in sources[r]]

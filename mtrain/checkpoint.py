@@ -33,15 +33,22 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception:  # a truncated file, another format, or a pickle with code in it
-        raise MtrainError(f"{path} is not an mtrain checkpoint (not a PyTorch file, or a damaged one); "
-                          "give a checkpoint_*.pt written by mtrain train or mtrain average") from None
+        raise MtrainError(
+            f"{path} is not an mtrain checkpoint (not a PyTorch file, or a damaged one); "
+            "give a checkpoint_*.pt written by mtrain train or mtrain average"
+        ) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise MtrainError(f"{path} is not an mtrain checkpoint (no model weights and config in it)")
     if not isinstance(state.get("spm"), dict) or not isinstance(state["spm"].get("src"), bytes):
-        raise MtrainError(f"{path} has no sentencepiece model in it (damaged, or not written by mtrain); use a checkpoint written by mtrain train or mtrain average")
+        raise MtrainError(
+            f"{path} has no sentencepiece model in it (damaged, or not written by mtrain); use a checkpoint written "
+            "by mtrain train or mtrain average"
+        )
     if state.get("format", FORMAT) != FORMAT:
-        raise MtrainError(f"{path} has checkpoint format {state.get('format')!r}; this mtrain ({__version__}) reads format {FORMAT}; "
-                          "use the mtrain version that wrote it")
+        raise MtrainError(
+            f"{path} has checkpoint format {state.get('format')!r}; this mtrain ({__version__}) reads format {FORMAT}; "
+            "use the mtrain version that wrote it"
+        )
     return state
 
 
@@ -60,10 +67,16 @@ def tokenizer_of(state: dict, path: Path) -> Tokenizer:
     except MtrainError as e:
         raise MtrainError(f"{path}: its sentencepiece model is damaged ({e})") from None
     weights = state["model"]
-    for side, size, key in (("source", tokenizer.src_vocab_size, "src_embed.weight"), ("target", tokenizer.tgt_vocab_size, "output.weight")):
+    for side, size, key in (
+        ("source", tokenizer.src_vocab_size, "src_embed.weight"),
+        ("target", tokenizer.tgt_vocab_size, "output.weight"),
+    ):
         if key in weights and weights[key].shape[0] != size:
-            raise MtrainError(f"{path}: the {side} sentencepiece model has {size} pieces but the weights have {weights[key].shape[0]} rows; "
-                              "the checkpoint was assembled from different runs: use one written by mtrain train or mtrain average")
+            raise MtrainError(
+                f"{path}: the {side} sentencepiece model has {size} pieces but the weights have "
+                f"{weights[key].shape[0]} rows; "
+                "the checkpoint was assembled from different runs: use one written by mtrain train or mtrain average"
+            )
     return tokenizer
 
 
@@ -72,7 +85,10 @@ def check_shape(state: dict, config: Config, path: Path) -> None:
     saved = state["config"]["model"]
     for key, value in vars(config.model).items():
         if key != "dropout" and saved.get(key) != value:
-            raise MtrainError(f"checkpoint {path} has model.{key}={saved.get(key)} but the config says {value}; use the same model shape, or --restart / a new out_dir")
+            raise MtrainError(
+                f"checkpoint {path} has model.{key}={saved.get(key)} but the config says {value}; use the same model "
+                "shape, or --restart / a new out_dir"
+            )
 
 
 def is_weights_only(state: dict) -> bool:
@@ -83,9 +99,16 @@ def is_weights_only(state: dict) -> bool:
 def describe(state: dict, path: Path, engine: str) -> dict:
     """What a served or exported model reports about itself (languages, shape, decode settings, step)."""
     config = state["config"]
-    return {"engine": engine, "src_lang": config["data"]["src_lang"], "tgt_lang": config["data"]["tgt_lang"],
-            "model": config["model"], "decode": config["decode"], "step": int(state.get("progress", {}).get("step", 0)),
-            "checkpoint": str(path), "joint_vocabulary": state["spm"]["tgt"] is None}
+    return {
+        "engine": engine,
+        "src_lang": config["data"]["src_lang"],
+        "tgt_lang": config["data"]["tgt_lang"],
+        "model": config["model"],
+        "decode": config["decode"],
+        "step": int(state.get("progress", {}).get("step", 0)),
+        "checkpoint": str(path),
+        "joint_vocabulary": state["spm"]["tgt"] is None,
+    }
 
 
 def numbered(run_dir: Path) -> list[Path]:
@@ -118,8 +141,12 @@ def average(paths: list[Path]) -> dict:
     model = {k: (total[k] / len(paths)).to(v.dtype) if k in total else v for k, v in first["model"].items()}
     _share_tied(model, first["model"])
     newest = max((first, state), key=lambda s: s.get("progress", {}).get("step", 0))
-    return {**{k: v for k, v in first.items() if k not in ("optimizer", "scaler", "rng")}, "model": model,
-            "progress": newest.get("progress", {}), "averaged": [str(p) for p in paths]}
+    return {
+        **{k: v for k, v in first.items() if k not in ("optimizer", "scaler", "rng")},
+        "model": model,
+        "progress": newest.get("progress", {}),
+        "averaged": [str(p) for p in paths],
+    }
 
 
 def _share_tied(averaged: dict, original: dict) -> None:
@@ -159,7 +186,9 @@ def average_command(inputs: list[Path], output: Path, last: int, allow_gaps: boo
     if last < 1:
         raise MtrainError(f"--last must be >= 1, got {last}")
     if Path(output).is_dir():
-        raise MtrainError(f"--output {output} is a directory; give a file name, e.g. {Path(output) / 'checkpoint_avg.pt'}")
+        raise MtrainError(
+            f"--output {output} is a directory; give a file name, e.g. {Path(output) / 'checkpoint_avg.pt'}"
+        )
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         paths = numbered(inputs[0])[-last:]
         if not paths:
@@ -177,5 +206,9 @@ def check_no_gaps(paths: list[Path], allow_gaps: bool) -> None:
     save_every = int(load(paths[-1])["config"]["train"]["save_every"])
     missing = missing_steps(paths, save_every)
     if missing and not allow_gaps:
-        raise MtrainError(f"scheduled checkpoints are missing between steps {paths[0].stem.split('_')[1]} and {paths[-1].stem.split('_')[1]} "
-                          f"(steps {', '.join(map(str, missing))}); pass --allow-gaps to average {', '.join(p.name for p in paths)} anyway")
+        raise MtrainError(
+            f"scheduled checkpoints are missing between steps {paths[0].stem.split('_')[1]} and "
+            f"{paths[-1].stem.split('_')[1]} "
+            f"(steps {', '.join(map(str, missing))}); pass --allow-gaps to average {', '.join(p.name for p in paths)} "
+            "anyway"
+        )

@@ -21,19 +21,34 @@ from mtrain.errors import Interrupted, MtrainError
 
 app = typer.Typer(
     help="Train, decode and score Transformer translation models from one YAML config.\n\n"
-         "Quick start: mtrain train --config configs/demo.yaml, then mtrain translate --checkpoint runs/demo/checkpoint_avg.pt",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    "Quick start: mtrain train --config configs/demo.yaml, then mtrain translate --checkpoint "
+    "runs/demo/checkpoint_avg.pt",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
 
-ConfigOption = typer.Option(..., "--config", "-c", metavar="FILE", help="The experiment's YAML file, e.g. configs/demo.yaml.")
-SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
-                         help="Override one config value, e.g. --set train.max_steps=200 (repeatable).")
+ConfigOption = typer.Option(
+    ..., "--config", "-c", metavar="FILE", help="The experiment's YAML file, e.g. configs/demo.yaml."
+)
+SetOption = typer.Option(
+    None,
+    "--set",
+    "-s",
+    metavar="KEY=VALUE",
+    help="Override one config value, e.g. --set train.max_steps=200 (repeatable).",
+)
 
 
 def _setup_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s | %(message)s" if rank == 0 else f"%(asctime)s | rank {rank} | %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s | %(message)s" if rank == 0 else f"%(asctime)s | rank {rank} | %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def user_errors(command):
@@ -70,7 +85,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     pass
 
 
@@ -89,7 +108,9 @@ def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) 
     with RunLock(Path(config.out_dir)):  # not under a training run's feet
         data = prepare_data(config)
     for split, counts in data.manifest["splits"].items():
-        typer.echo(f"{split}: {counts['pairs']} pairs, {counts['src_tokens']} source and {counts['tgt_tokens']} target tokens")
+        typer.echo(
+            f"{split}: {counts['pairs']} pairs, {counts['src_tokens']} source and {counts['tgt_tokens']} target tokens"
+        )
 
 
 @app.command()
@@ -97,13 +118,35 @@ def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) 
 def train(
     config: Path = ConfigOption,
     set_: Optional[list[str]] = SetOption,
-    resume: Optional[Path] = typer.Option(None, metavar="FILE", help="Continue from this checkpoint instead of {out_dir}/checkpoint_last.pt."),
-    restart: bool = typer.Option(False, "--restart", help="Delete the run's checkpoints, metrics and TensorBoard logs and start over (other files stay)."),
-    recover: bool = typer.Option(False, "--recover", help="When checkpoint_last.pt is damaged, continue from the newest readable checkpoint_<step>.pt."),
-    allow_config_change: bool = typer.Option(False, "--allow-config-change", help="Resume although training settings differ from the checkpoint's (recorded in metrics.jsonl)."),
-    device: Optional[str] = typer.Option(None, metavar="auto|cpu|cuda", help="Where to train (default: train.device of the config)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads per process (default: train.threads; 0: the CPUs this process may use)."),
-    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Start this many processes through torchrun (DDP: one per GPU, or CPU processes with gloo)."),
+    resume: Optional[Path] = typer.Option(
+        None, metavar="FILE", help="Continue from this checkpoint instead of {out_dir}/checkpoint_last.pt."
+    ),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Delete the run's checkpoints, metrics and TensorBoard logs and start over (other files stay).",
+    ),
+    recover: bool = typer.Option(
+        False,
+        "--recover",
+        help="When checkpoint_last.pt is damaged, continue from the newest readable checkpoint_<step>.pt.",
+    ),
+    allow_config_change: bool = typer.Option(
+        False,
+        "--allow-config-change",
+        help="Resume although training settings differ from the checkpoint's (recorded in metrics.jsonl).",
+    ),
+    device: Optional[str] = typer.Option(
+        None, metavar="auto|cpu|cuda", help="Where to train (default: train.device of the config)."
+    ),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads per process (default: train.threads; 0: the CPUs this process may use)."
+    ),
+    nproc_per_node: int = typer.Option(
+        1,
+        "--nproc-per-node",
+        help="Start this many processes through torchrun (DDP: one per GPU, or CPU processes with gloo).",
+    ),
 ) -> None:
     """Train a model (preparing the data first if needed); re-running resumes.
 
@@ -116,11 +159,20 @@ def train(
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
         argv = _without_option(sys.argv[1:], "--nproc-per-node")
         raise typer.Exit(distributed.launch(nproc_per_node, argv))
-    overrides = list(set_ or []) + ([f"train.device={device}"] if device else []) + ([f"train.threads={threads}"] if threads is not None else [])
+    overrides = (
+        list(set_ or [])
+        + ([f"train.device={device}"] if device else [])
+        + ([f"train.threads={threads}"] if threads is not None else [])
+    )
     from mtrain.train import train as run_training
 
-    result = run_training(_config(config, overrides), resume=str(resume) if resume else None, restart=restart, recover=recover,
-                          allow_config_change=allow_config_change)
+    result = run_training(
+        _config(config, overrides),
+        resume=str(resume) if resume else None,
+        restart=restart,
+        recover=recover,
+        allow_config_change=allow_config_change,
+    )
     if int(os.environ.get("RANK", "0")) == 0 and result["valid"]:
         typer.echo("final validation: " + " ".join(f"{k} {v:.3f}" for k, v in result["valid"].items()))
 
@@ -137,22 +189,43 @@ def _without_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
-EngineOption = typer.Option("torch", metavar="torch|ctranslate2", help="torch (mtrain's own search, the reference) or ctranslate2 (converted once and cached; "
-                                      "needs mtrain[deploy]).")
-ModelDirOption = typer.Option(None, "--model", metavar="DIR", help="An exported CTranslate2 directory (mtrain export) instead of --checkpoint.")
+EngineOption = typer.Option(
+    "torch",
+    metavar="torch|ctranslate2",
+    help="torch (mtrain's own search, the reference) or ctranslate2 (converted once and cached; needs mtrain[deploy]).",
+)
+ModelDirOption = typer.Option(
+    None, "--model", metavar="DIR", help="An exported CTranslate2 directory (mtrain export) instead of --checkpoint."
+)
 ThreadsOption = typer.Option(0, help="CPU threads for decoding; 0: the CPUs this process may use (or OMP_NUM_THREADS).")
-QuantizationOption = typer.Option(None, metavar="TYPE", help="With --engine ctranslate2 and a checkpoint: the weights' type "
-                                  "(int8, int8_float32, float32, ...; default int8).")
+QuantizationOption = typer.Option(
+    None,
+    metavar="TYPE",
+    help="With --engine ctranslate2 and a checkpoint: the weights' type "
+    "(int8, int8_float32, float32, ...; default int8).",
+)
 
 
 @app.command()
 @user_errors
 def translate(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."
+    ),
     model: Optional[Path] = ModelDirOption,
-    input: Optional[Path] = typer.Option(None, "--input", "-i", metavar="FILE", help="Source text, one sentence a line (default: stdin; lines already waiting are translated together)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Where translations go (default: stdout); written atomically."),
-    beam: Optional[int] = typer.Option(None, help="Beam size; 1 is greedy (default: decode.beam of the checkpoint's config)."),
+    input: Optional[Path] = typer.Option(
+        None,
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="Source text, one sentence a line (default: stdin; lines already waiting are translated together).",
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Where translations go (default: stdout); written atomically."
+    ),
+    beam: Optional[int] = typer.Option(
+        None, help="Beam size; 1 is greedy (default: decode.beam of the checkpoint's config)."
+    ),
     lenpen: Optional[float] = typer.Option(None, help="Length penalty alpha (default: decode.lenpen)."),
     max_tokens: Optional[int] = typer.Option(None, help="Source tokens per batch (default: decode.max_tokens)."),
     nbest: int = typer.Option(1, help="Print this many hypotheses per line as 'index ||| translation ||| score'."),
@@ -160,50 +233,102 @@ def translate(
     quantization: Optional[str] = QuantizationOption,
     threads: int = ThreadsOption,
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
-    precision: str = typer.Option("auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
-    alignment: bool = typer.Option(False, "--alignment", help="Append word alignments from the cross-attention: 'text ||| 0-0 1-2 ...' (Pharaoh i-j, source-target, from 0)."),
-    alignment_layer: int = typer.Option(0, metavar="L", help="Decoder layer (from 1) whose cross-attention aligns; 0: the last (best by AER, see README)."),
+    precision: str = typer.Option(
+        "auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."
+    ),
+    alignment: bool = typer.Option(
+        False,
+        "--alignment",
+        help="Append word alignments from the cross-attention: 'text ||| 0-0 1-2 ...' "
+        "(Pharaoh i-j, source-target, from 0).",
+    ),
+    alignment_layer: int = typer.Option(
+        0,
+        metavar="L",
+        help="Decoder layer (from 1) whose cross-attention aligns; 0: the last (best by AER, see README).",
+    ),
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
     from mtrain.translate import Aligner, open_engine, translate_command
 
-    translator = open_engine(checkpoint, model, engine, device, precision, threads, quantization,
-                             beam=beam, lenpen=lenpen, max_tokens=max_tokens)
+    translator = open_engine(
+        checkpoint,
+        model,
+        engine,
+        device,
+        precision,
+        threads,
+        quantization,
+        beam=beam,
+        lenpen=lenpen,
+        max_tokens=max_tokens,
+    )
     translate_command(translator, input, output, nbest, Aligner(translator, alignment_layer) if alignment else None)
 
 
 @app.command("eval-bleu")
 @user_errors
 def eval_bleu(
-    ref: list[Path] = typer.Option(..., "--ref", "-r", metavar="FILE", help="Reference file (repeat for several references)."),
+    ref: list[Path] = typer.Option(
+        ..., "--ref", "-r", metavar="FILE", help="Reference file (repeat for several references)."
+    ),
     hyp: Optional[Path] = typer.Option(None, "--hyp", metavar="FILE", help="Translations to score."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="Translate --src with this checkpoint, then score."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", metavar="FILE", help="Translate --src with this checkpoint, then score."
+    ),
     model: Optional[Path] = ModelDirOption,
-    src: Optional[Path] = typer.Option(None, "--src", metavar="FILE", help="Source file to translate (with --checkpoint or --model)."),
+    src: Optional[Path] = typer.Option(
+        None, "--src", metavar="FILE", help="Source file to translate (with --checkpoint or --model)."
+    ),
     beam: Optional[int] = typer.Option(None, help="Beam size when translating."),
     engine: str = EngineOption,
     quantization: Optional[str] = QuantizationOption,
     threads: int = ThreadsOption,
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model, when translating."),
-    paper_bleu: bool = typer.Option(False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."),
+    paper_bleu: bool = typer.Option(
+        False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
     from mtrain.evaluate import eval_command
 
     translating = checkpoint is not None or model is not None
-    options = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, threads=threads,
-                   quantization=quantization, beam=beam) if translating else None
+    options = (
+        dict(
+            checkpoint=checkpoint,
+            model_dir=model,
+            engine=engine,
+            device=device,
+            threads=threads,
+            quantization=quantization,
+            beam=beam,
+        )
+        if translating
+        else None
+    )
     eval_command(ref, hyp=hyp, src=src, translator_options=options, paper_bleu=paper_bleu, as_json=json_output)
 
 
 @app.command()
 @user_errors
 def export(
-    checkpoint: Path = typer.Option(..., "--checkpoint", metavar="FILE", help="The checkpoint to export, e.g. runs/demo/checkpoint_avg.pt."),
-    format: str = typer.Option(..., "--format", "-f", metavar="FORMAT", help="ctranslate2 (fast CPU/GPU inference, int8) or huggingface (a transformers MarianMTModel)."),
-    output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="The directory to write (replaced only with --force)."),
-    quantization: Optional[str] = typer.Option(None, metavar="TYPE", help="ctranslate2: int8 (default), int8_float32, float32, int16, bfloat16, float16, ..."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", metavar="FILE", help="The checkpoint to export, e.g. runs/demo/checkpoint_avg.pt."
+    ),
+    format: str = typer.Option(
+        ...,
+        "--format",
+        "-f",
+        metavar="FORMAT",
+        help="ctranslate2 (fast CPU/GPU inference, int8) or huggingface (a transformers MarianMTModel).",
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", metavar="DIR", help="The directory to write (replaced only with --force)."
+    ),
+    quantization: Optional[str] = typer.Option(
+        None, metavar="TYPE", help="ctranslate2: int8 (default), int8_float32, float32, int16, bfloat16, float16, ..."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output directory."),
 ) -> None:
     """Export a checkpoint for deployment: a CTranslate2 model or a Hugging Face model directory.
@@ -220,19 +345,29 @@ def export(
 @app.command()
 @user_errors
 def serve(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."
+    ),
     model: Optional[Path] = ModelDirOption,
     engine: str = EngineOption,
     quantization: Optional[str] = QuantizationOption,
-    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to listen on; 127.0.0.1 keeps it on this machine (0.0.0.0: every interface)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        metavar="ADDRESS",
+        help="Address to listen on; 127.0.0.1 keeps it on this machine (0.0.0.0: every interface).",
+    ),
     port: int = typer.Option(8000, help="TCP port."),
     threads: int = ThreadsOption,
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
-    precision: str = typer.Option("auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+    precision: str = typer.Option(
+        "auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."
+    ),
     max_sentences: int = typer.Option(64, help="Most sentences in one request."),
     max_chars: int = typer.Option(2000, help="Most characters in one sentence."),
     max_body_bytes: int = typer.Option(1_000_000, help="Largest request body in bytes."),
-    max_queue: int = typer.Option(2048, help="Most sentences waiting for the model; beyond, requests get 503 + Retry-After."),
+    max_queue: int = typer.Option(
+        2048, help="Most sentences waiting for the model; beyond, requests get 503 + Retry-After."
+    ),
     max_wait_ms: float = typer.Option(10.0, help="How long a request may wait for others to share its batch."),
 ) -> None:
     """Serve translations over HTTP: POST /translate, GET /health, /info, /docs.
@@ -245,18 +380,33 @@ def serve(
 
     check_model_source(checkpoint, model)  # before the server starts
     limits = ServeLimits(max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms)
-    open_engine_args = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, precision=precision,
-                            threads=threads, quantization=quantization)
+    open_engine_args = dict(
+        checkpoint=checkpoint,
+        model_dir=model,
+        engine=engine,
+        device=device,
+        precision=precision,
+        threads=threads,
+        quantization=quantization,
+    )
     serve_command(lambda: open_engine(**open_engine_args), host, port, limits)
 
 
 @app.command()
 @user_errors
 def average(
-    inputs: list[Path] = typer.Argument(..., metavar="RUN_DIR | CHECKPOINT...", help="A run directory (its last N numbered checkpoints) or checkpoint files."),
+    inputs: list[Path] = typer.Argument(
+        ...,
+        metavar="RUN_DIR | CHECKPOINT...",
+        help="A run directory (its last N numbered checkpoints) or checkpoint files.",
+    ),
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The averaged checkpoint to write."),
     last: int = typer.Option(5, help="With a run directory: how many of its last checkpoints to average (>= 1)."),
-    allow_gaps: bool = typer.Option(False, "--allow-gaps", help="With a run directory: average even when scheduled checkpoints are missing among the last N."),
+    allow_gaps: bool = typer.Option(
+        False,
+        "--allow-gaps",
+        help="With a run directory: average even when scheduled checkpoints are missing among the last N.",
+    ),
 ) -> None:
     """Average the weights of checkpoints (the paper: last 5 for base, 20 for big)."""
     from mtrain import checkpoint
@@ -268,20 +418,38 @@ def average(
 @app.command()
 @user_errors
 def attention(
-    checkpoint: Path = typer.Option(..., "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."),
-    text: str = typer.Option(..., "--text", "-t", help="The sentence to translate, e.g. \"A man rides a bike.\""),
-    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The PNG to write (or JSON with --format json)."),
-    kind: str = typer.Option("cross", metavar="cross|encoder|decoder", help="Which attention: cross (decoder to source), encoder or decoder self-attention."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."
+    ),
+    text: str = typer.Option(..., "--text", "-t", help='The sentence to translate, e.g. "A man rides a bike."'),
+    output: Path = typer.Option(
+        ..., "--output", "-o", metavar="FILE", help="The PNG to write (or JSON with --format json)."
+    ),
+    kind: str = typer.Option(
+        "cross",
+        metavar="cross|encoder|decoder",
+        help="Which attention: cross (decoder to source), encoder or decoder self-attention.",
+    ),
     layer: Optional[int] = typer.Option(None, metavar="L", help="Only this layer (from 1): its heads and their mean."),
-    head: Optional[int] = typer.Option(None, metavar="H", help="Only this head (from 1) of --layer (default: the last layer)."),
-    beam: Optional[int] = typer.Option(None, help="Beam size for the translation (default: decode.beam of the checkpoint)."),
-    format: str = typer.Option("png", "--format", metavar="png|json", help="png (heatmaps, needs mtrain[plot]) or json (the raw weights, for notebooks)."),
+    head: Optional[int] = typer.Option(
+        None, metavar="H", help="Only this head (from 1) of --layer (default: the last layer)."
+    ),
+    beam: Optional[int] = typer.Option(
+        None, help="Beam size for the translation (default: decode.beam of the checkpoint)."
+    ),
+    format: str = typer.Option(
+        "png",
+        "--format",
+        metavar="png|json",
+        help="png (heatmaps, needs mtrain[plot]) or json (the raw weights, for notebooks).",
+    ),
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
 ) -> None:
     """Translate one sentence and draw the attention that produced it, labelled with subword pieces.
 
     By default: the cross-attention of every layer averaged over heads, and every head of the
-    last layer. Example: mtrain attention --checkpoint runs/demo/checkpoint_avg.pt --text "The dog sees a cat." -o attn.png
+    last layer. Example:
+    mtrain attention --checkpoint runs/demo/checkpoint_avg.pt --text "The dog sees a cat." -o attn.png
     """
     from mtrain.attention import KINDS, attention_maps
     from mtrain.decode import open_translator
@@ -305,7 +473,9 @@ def attention(
     typer.echo(f"{maps.translation}\nwrote {output}")
 
 
-plot_app = typer.Typer(help="Draw learning curves or the positional encodings (needs mtrain[plot]).", no_args_is_help=True)
+plot_app = typer.Typer(
+    help="Draw learning curves or the positional encodings (needs mtrain[plot]).", no_args_is_help=True
+)
 app.add_typer(plot_app, name="plot")
 
 
@@ -341,7 +511,9 @@ def plot_positions(
 def report(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory written by mtrain train."),
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The HTML page to write (self-contained)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE", help="Decode with this checkpoint (default: avg, else best, else last)."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", metavar="FILE", help="Decode with this checkpoint (default: avg, else best, else last)."
+    ),
     examples: int = typer.Option(3, help="Example translations with their attention maps."),
     max_sentences: int = typer.Option(1000, help="Test sentences to decode for the scores and speed."),
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),

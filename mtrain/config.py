@@ -282,7 +282,9 @@ def validate(config: Config) -> None:
         kinds = [k for k in ("path", "dataset", "demo") if getattr(c, k)]
         _require(len(kinds) <= 1, f"data.{split} sets {' and '.join(kinds)}; set exactly one of path, dataset, demo")
         _require(c.demo >= 0, f"data.{split}.demo must be >= 0")
-        _require(not c.data_files or c.dataset, f"data.{split}.data_files needs data.{split}.dataset (parquet, json, csv)")
+        _require(
+            not c.data_files or c.dataset, f"data.{split}.data_files needs data.{split}.dataset (parquet, json, csv)"
+        )
     _require(d.train.is_set(), "data.train is empty; set data.train.path, data.train.dataset or data.train.demo")
     _require(1 <= d.min_len <= d.max_len, "need 1 <= data.min_len <= data.max_len")
     _require(d.max_len_ratio >= 1, "data.max_len_ratio must be >= 1")
@@ -298,7 +300,10 @@ def validate(config: Config) -> None:
     _require(m.d_ff > 0, "model.d_ff must be > 0")
     _require(0 <= m.dropout < 1, "model.dropout must be in [0, 1)")
     _require(m.tie_embeddings in ("all", "decoder", "none"), "model.tie_embeddings must be all, decoder or none")
-    _require(m.tie_embeddings != "all" or t.joint, "model.tie_embeddings: all needs tokenizer.joint: true (one shared vocabulary); use decoder or none")
+    _require(
+        m.tie_embeddings != "all" or t.joint,
+        "model.tie_embeddings: all needs tokenizer.joint: true (one shared vocabulary); use decoder or none",
+    )
     _require(m.max_positions >= 8, "model.max_positions must be >= 8")
     _require(tr.max_tokens >= 8, "train.max_tokens must be >= 8")
     _require(tr.update_freq >= 1, "train.update_freq must be >= 1")
@@ -309,12 +314,23 @@ def validate(config: Config) -> None:
     _require(tr.adam_eps > 0, "train.adam_eps must be > 0")
     _require(0 <= tr.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
     _require(tr.clip_norm >= 0, "train.clip_norm must be >= 0")
-    _require(tr.device in DEVICES or tr.device.startswith("cuda:"), f"train.device must be one of {', '.join(DEVICES)} (or cuda:N), got '{tr.device}'")
-    _require(tr.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got '{tr.precision}'")
+    _require(
+        tr.device in DEVICES or tr.device.startswith("cuda:"),
+        f"train.device must be one of {', '.join(DEVICES)} (or cuda:N), got '{tr.device}'",
+    )
+    _require(
+        tr.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got '{tr.precision}'"
+    )
     _require(tr.log_every >= 1, "train.log_every must be >= 1")
-    _require(min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs) >= 0, "train.valid_every, save_every, patience, threads and max_epochs must be >= 0")
+    _require(
+        min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs) >= 0,
+        "train.valid_every, save_every, patience, threads and max_epochs must be >= 0",
+    )
     _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")
-    _require(math.isfinite(tr.dist_timeout_minutes) and tr.dist_timeout_minutes > 0, "train.dist_timeout_minutes must be a finite number > 0")
+    _require(
+        math.isfinite(tr.dist_timeout_minutes) and tr.dist_timeout_minutes > 0,
+        "train.dist_timeout_minutes must be a finite number > 0",
+    )
     validate_decode(dec)
 
 
@@ -322,8 +338,10 @@ def validate_decode(dec: DecodeConfig) -> None:
     """Decoding settings, from a config file or from `--beam` / `--lenpen` / ... on the command line."""
     _require(dec.beam >= 1, "decode.beam (--beam) must be >= 1")
     _require(math.isfinite(dec.lenpen) and dec.lenpen >= 0, "decode.lenpen (--lenpen) must be a finite number >= 0")
-    _require(math.isfinite(dec.max_len_a) and dec.max_len_a >= 0 and dec.max_len_b >= 1,
-             "decode.max_len_a must be a finite number >= 0 and decode.max_len_b >= 1")
+    _require(
+        math.isfinite(dec.max_len_a) and dec.max_len_a >= 0 and dec.max_len_b >= 1,
+        "decode.max_len_a must be a finite number >= 0 and decode.max_len_b >= 1",
+    )
     _require(dec.max_tokens >= 1, "decode.max_tokens (--max-tokens) must be >= 1")
 
 

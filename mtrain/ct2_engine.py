@@ -31,12 +31,16 @@ def read_model_info(model_dir: Path) -> dict:
     """mtrain.json of an exported directory: languages, model shape, decode settings."""
     info_path = Path(model_dir) / "mtrain.json"
     if not info_path.is_file():
-        raise MtrainError(f"{model_dir} is not a model directory exported by mtrain (no mtrain.json); "
-                          "make one with: mtrain export --checkpoint K --format ctranslate2 --output DIR")
+        raise MtrainError(
+            f"{model_dir} is not a model directory exported by mtrain (no mtrain.json); "
+            "make one with: mtrain export --checkpoint K --format ctranslate2 --output DIR"
+        )
     info = json.loads(info_path.read_text(encoding="utf-8"))
     if info.get("engine") != "ctranslate2":
-        raise MtrainError(f"{model_dir} holds a '{info.get('engine')}' export; --model takes a CTranslate2 export "
-                          "(mtrain export --format ctranslate2)")
+        raise MtrainError(
+            f"{model_dir} holds a '{info.get('engine')}' export; --model takes a CTranslate2 export "
+            "(mtrain export --format ctranslate2)"
+        )
     return info
 
 
@@ -53,14 +57,18 @@ class CTranslate2Translator:
         self.info = info
         self.max_src = info["model"]["max_positions"] - 1
         self.device = select_device(device)
-        self.engine = ctranslate2.Translator(str(model_dir), device=self.device.type, intra_threads=threads, inter_threads=1)
+        self.engine = ctranslate2.Translator(
+            str(model_dir), device=self.device.type, intra_threads=threads, inter_threads=1
+        )
 
     def _max_length(self, source_length: int) -> int:
         """mtrain's limit a * |source| + b counts </s>; CTranslate2's counts the tokens before it."""
         limit = min(int(self.config.max_len_a * source_length) + self.config.max_len_b, self.max_src)
         return max(1, limit - 1)
 
-    def translate_nbest(self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None) -> list[list[Hypothesis]]:
+    def translate_nbest(
+        self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None
+    ) -> list[list[Hypothesis]]:
         """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis.
         The score is CTranslate2's normalised log-probability (it reports no plain sum)."""
         c = self.config
@@ -69,18 +77,26 @@ class CTranslate2Translator:
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
         todo = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
         for start in range(0, len(todo), CHUNK):
-            rows = todo[start:start + CHUNK]
+            rows = todo[start : start + CHUNK]
             limits = [self._max_length(len(ids[r])) for r in rows]
             found = self.engine.translate_batch(
-                [[self.tokenizer.src.id_to_piece(t) for t in ids[r]] for r in rows], beam_size=beam, length_penalty=c.lenpen,
-                num_hypotheses=nbest, return_scores=True, max_batch_size=c.max_tokens // beam, batch_type="tokens",
-                max_decoding_length=max(limits))
+                [[self.tokenizer.src.id_to_piece(t) for t in ids[r]] for r in rows],
+                beam_size=beam,
+                length_penalty=c.lenpen,
+                num_hypotheses=nbest,
+                return_scores=True,
+                max_batch_size=c.max_tokens // beam,
+                batch_type="tokens",
+                max_decoding_length=max(limits),
+            )
             for r, limit, result in zip(rows, limits, found):
                 # One limit per call: a sentence that ran past its own limit is cut there, which is
                 # exactly mtrain's output for greedy search (a greedy output's prefix does not
                 # depend on how long the search may go on).
-                results[r] = [Hypothesis([self.tokenizer.tgt.piece_to_id(p) for p in hyp[:limit]], score, score)
-                              for hyp, score in zip(result.hypotheses, result.scores)]
+                results[r] = [
+                    Hypothesis([self.tokenizer.tgt.piece_to_id(p) for p in hyp[:limit]], score, score)
+                    for hyp, score in zip(result.hypotheses, result.scores)
+                ]
             if progress is not None:
                 progress.update(len(rows))
         return results

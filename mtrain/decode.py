@@ -57,7 +57,9 @@ def _select(state: list, rows: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def greedy_search(model: Transformer, src: torch.Tensor, max_len_a: float = 1.0, max_len_b: int = 50) -> list[Hypothesis]:
+def greedy_search(
+    model: Transformer, src: torch.Tensor, max_len_a: float = 1.0, max_len_b: int = 50
+) -> list[Hypothesis]:
     """The most probable token at every step, until </s> or the maximum length."""
     memory, src_mask = model.encode(src)
     memory_kv = [list(kv) for kv in model.cross_attention_memory(memory)]
@@ -71,7 +73,7 @@ def greedy_search(model: Transformer, src: torch.Tensor, max_len_a: float = 1.0,
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
         logp[:, PAD] = logp[:, BOS] = -torch.inf
         must_end = step + 1 >= max_lens[alive]
-        logp[must_end, :EOS] = logp[must_end, EOS + 1:] = -torch.inf
+        logp[must_end, :EOS] = logp[must_end, EOS + 1 :] = -torch.inf
         best, token = logp.max(-1)
         logprob = logprob + best
         tokens = torch.cat([tokens, token[:, None]], 1)
@@ -90,8 +92,15 @@ def greedy_search(model: Transformer, src: torch.Tensor, max_len_a: float = 1.0,
 
 
 @torch.no_grad()
-def beam_search(model: Transformer, src: torch.Tensor, beam: int = 4, lenpen: float = 0.6,
-                max_len_a: float = 1.0, max_len_b: int = 50, nbest: int = 1) -> list[list[Hypothesis]]:
+def beam_search(
+    model: Transformer,
+    src: torch.Tensor,
+    beam: int = 4,
+    lenpen: float = 0.6,
+    max_len_a: float = 1.0,
+    max_len_b: int = 50,
+    nbest: int = 1,
+) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each source sentence, best first."""
     batch, k, device = src.size(0), beam, src.device
     memory, src_mask = model.encode(src)
@@ -104,44 +113,32 @@ def beam_search(model: Transformer, src: torch.Tensor, beam: int = 4, lenpen: fl
     tokens = torch.full((batch * k, 1), BOS, dtype=torch.long, device=device)
     scores = torch.full((batch, k), -torch.inf, device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first one
+    best_finished = torch.full((batch, k), -torch.inf, device=device)  # each live sentence's k best finished scores
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for step in range(int(max_lens.max())):
         n = alive.numel()
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
-        vocab = logp.size(-1)
-        logp[:, PAD] = logp[:, BOS] = -torch.inf
-        logp = logp.view(n, k, vocab)
         must_end = step + 1 >= max_lens[alive]
-        logp[must_end, :, :EOS] = -torch.inf
-        logp[must_end, :, EOS + 1:] = -torch.inf
-        candidates = (scores.unsqueeze(-1) + logp).view(n, k * vocab)
-        top_scores, top_index = candidates.topk(2 * k, dim=1)  # k of them are surely not </s>
-        top_beam, top_token = top_index // vocab, top_index % vocab
+        top_scores, top_beam, top_token = _expand(logp.view(n, k, -1), scores, must_end)
 
         # Hypotheses ending in </s> among the k best candidates are finished.
-        is_eos = top_token == EOS
-        eos_rows, eos_cols = (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero(as_tuple=True)
         penalty = length_penalty(step + 1, lenpen)
-        if eos_rows.numel():
-            history = tokens.view(n, k, -1)
-            for r, c, s, b in zip(eos_rows.tolist(), eos_cols.tolist(), top_scores[eos_rows, eos_cols].tolist(),
-                                  top_beam[eos_rows, eos_cols].tolist()):
-                finished[alive[r]].append(Hypothesis(history[r, b, 1:].tolist(), s / penalty, s))
+        ended = (top_token[:, :k] == EOS) & torch.isfinite(top_scores[:, :k])
+        best_finished = (
+            torch.cat([best_finished, (top_scores[:, :k] / penalty).masked_fill(~ended, -torch.inf)], 1)
+            .topk(k, dim=1)
+            .values
+        )
+        if ended.any():
+            _collect_finished(finished, alive, ended, top_scores, top_beam, tokens.view(n, k, -1), penalty)
 
         # The k best candidates not ending in </s> continue.
-        live_scores = top_scores.masked_fill(is_eos, -torch.inf)
-        scores, order = live_scores.topk(k, dim=1)
-        beams = top_beam.gather(1, order)
-        next_tokens = top_token.gather(1, order)
+        scores, order = top_scores.masked_fill(top_token == EOS, -torch.inf).topk(k, dim=1)
+        beams, next_tokens = top_beam.gather(1, order), top_token.gather(1, order)
 
-        # Which sentences are done: none of their live hypotheses can beat their k best finished ones.
+        # A sentence is done when no live hypothesis can beat its k-th best finished one.
         best_possible = scores[:, 0] / length_penalty(max_lens[alive].float(), lenpen)
-        done = must_end | ~torch.isfinite(scores[:, 0])
-        for r in range(n):
-            hyps = finished[alive[r]]
-            if not done[r] and len(hyps) >= k:
-                kth = sorted((h.score for h in hyps), reverse=True)[k - 1]
-                done[r] = best_possible[r].item() <= kth
+        done = must_end | ~torch.isfinite(scores[:, 0]) | (best_possible <= best_finished[:, -1])
         flat = (torch.arange(n, device=device)[:, None] * k + beams).view(-1)
         tokens = torch.cat([tokens.index_select(0, flat), next_tokens.view(-1, 1)], 1)
         _select(caches, flat)
@@ -150,11 +147,40 @@ def beam_search(model: Transformer, src: torch.Tensor, beam: int = 4, lenpen: fl
         if done.any():
             keep = (~done).nonzero().flatten()
             keep_rows = (keep[:, None] * k + torch.arange(k, device=device)).view(-1)
-            alive, scores = alive[keep], scores[keep]
+            alive, scores, best_finished = alive[keep], scores[keep], best_finished[keep]
             tokens, src_mask = tokens.index_select(0, keep_rows), src_mask.index_select(0, keep_rows)
             _select(caches, keep_rows)
             _select(memory_kv, keep_rows)
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
+
+
+def _expand(
+    logp: torch.Tensor, scores: torch.Tensor, must_end: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 2k best one-token extensions of each sentence's k beams (k of them surely not </s>):
+    their scores, the beam each extends and the token each adds. `logp` is (n, k, vocab)."""
+    n, k, vocab = logp.shape
+    logp[:, :, PAD] = logp[:, :, BOS] = -torch.inf
+    logp[must_end, :, :EOS] = -torch.inf  # at the maximum length only </s> may follow
+    logp[must_end, :, EOS + 1 :] = -torch.inf
+    top_scores, top_index = (scores.unsqueeze(-1) + logp).view(n, k * vocab).topk(2 * k, dim=1)
+    return top_scores, top_index // vocab, top_index % vocab
+
+
+def _collect_finished(
+    finished: list[list[Hypothesis]],
+    alive: torch.Tensor,
+    ended: torch.Tensor,
+    top_scores: torch.Tensor,
+    top_beam: torch.Tensor,
+    history: torch.Tensor,
+    penalty: float,
+) -> None:
+    """Append the hypotheses that just ended in </s> to their sentences' lists (one host read per step with any)."""
+    rows, cols = ended.nonzero(as_tuple=True)
+    sentence = alive.tolist()
+    for r, c, s, b in zip(rows.tolist(), cols.tolist(), top_scores[rows, cols].tolist(), top_beam[rows, cols].tolist()):
+        finished[sentence[r]].append(Hypothesis(history[r, b, 1:].tolist(), s / penalty, s))
 
 
 def load_model(path: Path, device: torch.device) -> tuple[Transformer, Tokenizer, dict]:
@@ -171,7 +197,13 @@ def encode_sources(tokenizer: Tokenizer, lines: list[str], max_src: int) -> list
     ids = tokenizer.encode_src([" ".join(line.split()) for line in lines])
     for i, seq in enumerate(ids):
         if len(seq) > max_src:
-            log.warning("line %d has %d tokens, more than the model's %d: translating its first %d", i + 1, len(seq), max_src, max_src)
+            log.warning(
+                "line %d has %d tokens, more than the model's %d: translating its first %d",
+                i + 1,
+                len(seq),
+                max_src,
+                max_src,
+            )
             ids[i] = seq[:max_src]
     return ids
 
@@ -186,14 +218,23 @@ def check_nbest(nbest: int, beam: int) -> int:
 class Translator:
     """Text in, text out: encode with sentencepiece, batch by length, search, restore order, detokenize."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: DecodeConfig, device: torch.device, precision: str = "fp32",
-                 info: dict | None = None):
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        config: DecodeConfig,
+        device: torch.device,
+        precision: str = "fp32",
+        info: dict | None = None,
+    ):
         self.model, self.tokenizer, self.config, self.device = model, tokenizer, config, device
         self.precision = precision
         self.info = info or {}  # checkpoint.describe(): languages, shape, step
         self.max_src = model.config.max_positions - 1
 
-    def translate_nbest(self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None) -> list[list[Hypothesis]]:
+    def translate_nbest(
+        self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None
+    ) -> list[list[Hypothesis]]:
         """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis."""
         c = self.config
         beam = check_nbest(nbest, beam or c.beam)

@@ -30,28 +30,69 @@ NOUNS = {
 }
 ENGLISH_PLURAL = {"man": "men", "woman": "women", "child": "children"}
 ADJECTIVES = {
-    "red": "rot", "small": "klein", "big": "groß", "old": "alt", "young": "jung",
-    "new": "neu", "green": "grün", "tired": "müde", "happy": "glücklich", "fast": "schnell",
+    "red": "rot",
+    "small": "klein",
+    "big": "groß",
+    "old": "alt",
+    "young": "jung",
+    "new": "neu",
+    "green": "grün",
+    "tired": "müde",
+    "happy": "glücklich",
+    "fast": "schnell",
 }
 # English third person singular -> (German singular, German plural)
 VERBS = {
-    "sees": ("sieht", "sehen"), "likes": ("mag", "mögen"), "finds": ("findet", "finden"),
-    "buys": ("kauft", "kaufen"), "carries": ("trägt", "tragen"), "hears": ("hört", "hören"),
-    "visits": ("besucht", "besuchen"), "paints": ("malt", "malen"),
+    "sees": ("sieht", "sehen"),
+    "likes": ("mag", "mögen"),
+    "finds": ("findet", "finden"),
+    "buys": ("kauft", "kaufen"),
+    "carries": ("trägt", "tragen"),
+    "hears": ("hört", "hören"),
+    "visits": ("besucht", "besuchen"),
+    "paints": ("malt", "malen"),
 }
 NUMBERS = {"two": "zwei", "three": "drei", "four": "vier", "five": "fünf", "six": "sechs", "seven": "sieben"}
 CONJUNCTIONS = {"because": "weil", "when": "wenn", "although": "obwohl"}
 ADVERBS = {"today": "heute", "often": "oft", "now": "jetzt", "sometimes": "manchmal"}
 
-DEFINITE = {("nom", "m"): "der", ("nom", "f"): "die", ("nom", "n"): "das", ("nom", "pl"): "die",
-            ("acc", "m"): "den", ("acc", "f"): "die", ("acc", "n"): "das", ("acc", "pl"): "die"}
-INDEFINITE = {("nom", "m"): "ein", ("nom", "f"): "eine", ("nom", "n"): "ein",
-              ("acc", "m"): "einen", ("acc", "f"): "eine", ("acc", "n"): "ein"}
+DEFINITE = {
+    ("nom", "m"): "der",
+    ("nom", "f"): "die",
+    ("nom", "n"): "das",
+    ("nom", "pl"): "die",
+    ("acc", "m"): "den",
+    ("acc", "f"): "die",
+    ("acc", "n"): "das",
+    ("acc", "pl"): "die",
+}
+INDEFINITE = {
+    ("nom", "m"): "ein",
+    ("nom", "f"): "eine",
+    ("nom", "n"): "ein",
+    ("acc", "m"): "einen",
+    ("acc", "f"): "eine",
+    ("acc", "n"): "ein",
+}
 # Adjective endings after the definite article (weak), indefinite article (mixed), or none (strong plural).
-WEAK = {("nom", "m"): "e", ("nom", "f"): "e", ("nom", "n"): "e", ("nom", "pl"): "en",
-        ("acc", "m"): "en", ("acc", "f"): "e", ("acc", "n"): "e", ("acc", "pl"): "en"}
-MIXED = {("nom", "m"): "er", ("nom", "f"): "e", ("nom", "n"): "es",
-         ("acc", "m"): "en", ("acc", "f"): "e", ("acc", "n"): "es"}
+WEAK = {
+    ("nom", "m"): "e",
+    ("nom", "f"): "e",
+    ("nom", "n"): "e",
+    ("nom", "pl"): "en",
+    ("acc", "m"): "en",
+    ("acc", "f"): "e",
+    ("acc", "n"): "e",
+    ("acc", "pl"): "en",
+}
+MIXED = {
+    ("nom", "m"): "er",
+    ("nom", "f"): "e",
+    ("nom", "n"): "es",
+    ("acc", "m"): "en",
+    ("acc", "f"): "e",
+    ("acc", "n"): "es",
+}
 
 
 def _inflect(stem: str, ending: str) -> str:

@@ -27,8 +27,10 @@ def select_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise MtrainError(f"device '{requested}' was asked for but CUDA is not available here (torch {torch.__version__}); "
-                          "use --device cpu or auto, or install a CUDA build of torch")
+        raise MtrainError(
+            f"device '{requested}' was asked for but CUDA is not available here (torch {torch.__version__}); "
+            "use --device cpu or auto, or install a CUDA build of torch"
+        )
     if requested.startswith("cuda:"):
         return torch.device(requested)
     return torch.device("cuda", local_rank % torch.cuda.device_count())

@@ -36,7 +36,9 @@ class DistInfo:
 
 def from_env() -> DistInfo:
     """This process' place in the job, from torchrun's environment variables."""
-    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+    return DistInfo(
+        int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    )
 
 
 def init(info: DistInfo, device: torch.device, timeout_minutes: float) -> None:
@@ -44,8 +46,11 @@ def init(info: DistInfo, device: torch.device, timeout_minutes: float) -> None:
     if info.enabled and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=timeout_minutes),
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            timeout=timedelta(minutes=timeout_minutes),
+            device_id=device if device.type == "cuda" else None,
+        )
 
 
 def launched_by_torchrun() -> bool:
@@ -111,5 +116,13 @@ def launch(nproc_per_node: int, argv: list[str]) -> int:
 
 def torchrun_command(nproc_per_node: int, argv: list[str]) -> list[str]:
     """The `python -m torch.distributed.run ... -m mtrain <argv>` command behind --nproc-per-node."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
-            "-m", "mtrain", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc_per_node}",
+        "-m",
+        "mtrain",
+        *argv,
+    ]

@@ -24,8 +24,13 @@ def corpus_scores(hyps: list[str], refs: list[list[str]], paper_bleu: bool = Fal
     """BLEU and chrF of `hyps` against one or more reference streams."""
     bleu, chrf = BLEU(), CHRF()
     b, c = bleu.corpus_score(hyps, refs), chrf.corpus_score(hyps, refs)
-    result = {"bleu": b.score, "bleu_signature": str(bleu.get_signature()), "bleu_detail": str(b),
-              "chrf": c.score, "chrf_signature": str(chrf.get_signature())}
+    result = {
+        "bleu": b.score,
+        "bleu_signature": str(bleu.get_signature()),
+        "bleu_detail": str(b),
+        "chrf": c.score,
+        "chrf_signature": str(chrf.get_signature()),
+    }
     if paper_bleu:
         result["paper_bleu"] = paper_style_bleu(hyps, refs)
     return result
@@ -41,7 +46,11 @@ def paper_style_bleu(hyps: list[str], refs: list[list[str]]) -> float:
     def split(line: str) -> str:
         return COMPOUND.sub(r"\1 ##AT##-##AT## \2", tokenizer(line))
 
-    return BLEU(tokenize="none", force=True).corpus_score([split(h) for h in hyps], [[split(r) for r in ref] for ref in refs]).score
+    return (
+        BLEU(tokenize="none", force=True)
+        .corpus_score([split(h) for h in hyps], [[split(r) for r in ref] for ref in refs])
+        .score
+    )
 
 
 def read_references(paths: list[Path], count: int | None) -> list[list[str]]:
@@ -51,13 +60,22 @@ def read_references(paths: list[Path], count: int | None) -> list[list[str]]:
             raise MtrainError(f"reference file not found: {path}")
         lines = read_lines(Path(path))
         if count is not None and len(lines) != count:
-            raise MtrainError(f"line counts differ: {path} has {len(lines)} lines but the translations have {count}; every file must have one line per sentence")
+            raise MtrainError(
+                f"line counts differ: {path} has {len(lines)} lines but the translations have {count}; every file "
+                "must have one line per sentence"
+            )
         refs.append(lines)
     return refs
 
 
-def eval_command(ref_paths: list[Path], hyp: Path | None = None, src: Path | None = None, translator_options: dict | None = None,
-                 paper_bleu: bool = False, as_json: bool = False) -> dict:
+def eval_command(
+    ref_paths: list[Path],
+    hyp: Path | None = None,
+    src: Path | None = None,
+    translator_options: dict | None = None,
+    paper_bleu: bool = False,
+    as_json: bool = False,
+) -> dict:
     """`mtrain eval-bleu`: score --hyp, or translate --src with a model (`translator_options` for
     `translate.open_engine`: checkpoint or model_dir, engine, beam, ...) and score that."""
     if (hyp is None) == (translator_options is None):

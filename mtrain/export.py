@@ -71,7 +71,9 @@ class ExportedCheckpoint:
         """The sentencepiece models and mtrain.json next to the engine's files."""
         (out / "source.spm").write_bytes(self.src_spm)
         (out / "target.spm").write_bytes(self.tgt_spm)
-        (out / "mtrain.json").write_text(json.dumps({**self.description, "engine": engine}, indent=2) + "\n", encoding="utf-8")
+        (out / "mtrain.json").write_text(
+            json.dumps({**self.description, "engine": engine}, indent=2) + "\n", encoding="utf-8"
+        )
 
 
 @contextlib.contextmanager
@@ -92,7 +94,9 @@ def _staging_dir(output: Path, force: bool) -> Path:
     if output.exists() and not output.is_dir():
         raise MtrainError(f"--output {output} exists and is not a directory; choose another path")
     if output.is_dir() and any(output.iterdir()) and not force:
-        raise MtrainError(f"--output {output} exists and is not empty; add --force to replace it, or choose another directory")
+        raise MtrainError(
+            f"--output {output} exists and is not empty; add --force to replace it, or choose another directory"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -125,7 +129,8 @@ def ctranslate2_spec(ck: ExportedCheckpoint):
 
     m, w = ck.model, {k: v.numpy() for k, v in ck.weights.items()}
     spec = transformer_spec.TransformerSpec.from_config(
-        (m.encoder_layers, m.decoder_layers), m.heads, pre_norm=m.pre_norm, activation=common_spec.Activation.RELU)
+        (m.encoder_layers, m.decoder_layers), m.heads, pre_norm=m.pre_norm, activation=common_spec.Activation.RELU
+    )
     positions = sinusoidal_positions(m.max_positions, m.d_model).numpy()
     _ct2_stack(spec.encoder, w, "encoder", m, positions)
     _ct2_stack(spec.decoder, w, "decoder", m, positions)
@@ -180,11 +185,15 @@ def check_quantization(quantization: str) -> None:
         raise MtrainError(f"--quantization '{quantization}' is not one of {', '.join(CT2_QUANTIZATIONS)}")
     supported = ct2.get_supported_compute_types("cpu")
     if quantization not in supported:
-        raise MtrainError(f"--quantization {quantization} is not supported on this CPU (supported: {', '.join(sorted(supported))}); "
-                          "pick one of those")
+        raise MtrainError(
+            f"--quantization {quantization} is not supported on this CPU (supported: {', '.join(sorted(supported))}); "
+            "pick one of those"
+        )
 
 
-def export_ctranslate2(ck: ExportedCheckpoint, output: Path, quantization: str = DEFAULT_QUANTIZATION, force: bool = False) -> Path:
+def export_ctranslate2(
+    ck: ExportedCheckpoint, output: Path, quantization: str = DEFAULT_QUANTIZATION, force: bool = False
+) -> Path:
     """Write a CTranslate2 model directory (weights quantized as asked) plus the sidecar files."""
     ct2 = require("ctranslate2")
     check_quantization(quantization)
@@ -235,10 +244,12 @@ def marian_state_dict(ck: ExportedCheckpoint) -> dict[str, torch.Tensor]:
     """mtrain's weights under MarianMTModel's names, with the residual stream permuted."""
     w, m = ck.weights, ck.model
     perm = marian_permutation(m.d_model)
-    out = {"model.encoder.embed_tokens.weight": w["src_embed.weight"][:, perm],
-           "model.decoder.embed_tokens.weight": w["tgt_embed.weight"][:, perm],
-           "lm_head.weight": w["output.weight"][:, perm],
-           "final_logits_bias": torch.zeros(1, w["output.weight"].size(0))}
+    out = {
+        "model.encoder.embed_tokens.weight": w["src_embed.weight"][:, perm],
+        "model.decoder.embed_tokens.weight": w["tgt_embed.weight"][:, perm],
+        "lm_head.weight": w["output.weight"][:, perm],
+        "final_logits_bias": torch.zeros(1, w["output.weight"].size(0)),
+    }
     if m.tie_embeddings == "all":
         out["model.shared.weight"] = out["model.encoder.embed_tokens.weight"]
     for stack, count in (("encoder", m.encoder_layers), ("decoder", m.decoder_layers)):
@@ -262,8 +273,8 @@ def _marian_layer(w: dict, perm: torch.Tensor, stack: str, i: int, d: int) -> di
     def attention(name, hf_name):
         weight, bias = w[f"{name}.in_proj.weight"], w[f"{name}.in_proj.bias"]
         for j, proj in enumerate(("q_proj", "k_proj", "v_proj")):
-            out[f"{hf_name}.{proj}.weight"] = weight[j * d:(j + 1) * d][:, perm]
-            out[f"{hf_name}.{proj}.bias"] = bias[j * d:(j + 1) * d]
+            out[f"{hf_name}.{proj}.weight"] = weight[j * d : (j + 1) * d][:, perm]
+            out[f"{hf_name}.{proj}.bias"] = bias[j * d : (j + 1) * d]
         writes(f"{name}.out_proj", f"{hf_name}.out_proj")
 
     attention(f"{ours}.self_attn", f"{hf}.self_attn")
@@ -282,13 +293,29 @@ def marian_config(ck: ExportedCheckpoint):
     transformers = require("transformers")
     m = ck.model
     return transformers.MarianConfig(
-        vocab_size=len(ck.src_pieces), decoder_vocab_size=len(ck.tgt_pieces), d_model=m.d_model,
-        encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers,
-        encoder_attention_heads=m.heads, decoder_attention_heads=m.heads, encoder_ffn_dim=m.d_ff, decoder_ffn_dim=m.d_ff,
-        activation_function="relu", max_position_embeddings=m.max_positions, scale_embedding=True,
-        dropout=m.dropout, attention_dropout=0.0, activation_dropout=0.0,
-        pad_token_id=PAD, eos_token_id=EOS, bos_token_id=BOS, decoder_start_token_id=BOS, forced_eos_token_id=None,
-        share_encoder_decoder_embeddings=m.tie_embeddings == "all", tie_word_embeddings=m.tie_embeddings != "none")
+        vocab_size=len(ck.src_pieces),
+        decoder_vocab_size=len(ck.tgt_pieces),
+        d_model=m.d_model,
+        encoder_layers=m.encoder_layers,
+        decoder_layers=m.decoder_layers,
+        encoder_attention_heads=m.heads,
+        decoder_attention_heads=m.heads,
+        encoder_ffn_dim=m.d_ff,
+        decoder_ffn_dim=m.d_ff,
+        activation_function="relu",
+        max_position_embeddings=m.max_positions,
+        scale_embedding=True,
+        dropout=m.dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=BOS,
+        decoder_start_token_id=BOS,
+        forced_eos_token_id=None,
+        share_encoder_decoder_embeddings=m.tie_embeddings == "all",
+        tie_word_embeddings=m.tie_embeddings != "none",
+    )
 
 
 def marian_generation_config(ck: ExportedCheckpoint):
@@ -296,16 +323,26 @@ def marian_generation_config(ck: ExportedCheckpoint):
     transformers = require("transformers")
     dec = ck.decode
     return transformers.GenerationConfig(
-        num_beams=dec.beam, length_penalty=dec.lenpen, early_stopping=True, max_length=ck.model.max_positions,
-        decoder_start_token_id=BOS, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, bad_words_ids=[[PAD], [BOS]])
+        num_beams=dec.beam,
+        length_penalty=dec.lenpen,
+        early_stopping=True,
+        max_length=ck.model.max_positions,
+        decoder_start_token_id=BOS,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        bad_words_ids=[[PAD], [BOS]],
+    )
 
 
 def export_huggingface(ck: ExportedCheckpoint, output: Path, force: bool = False) -> Path:
     """Write a transformers MarianMTModel directory (safetensors) and its MarianTokenizer."""
     transformers = require("transformers")
     if ck.model.pre_norm:
-        raise MtrainError("the Hugging Face export writes a MarianMTModel, which is post-norm only, and this model is "
-                          "pre-norm (model.pre_norm: true); export it with --format ctranslate2 instead")
+        raise MtrainError(
+            "the Hugging Face export writes a MarianMTModel, which is post-norm only, and this model is "
+            "pre-norm (model.pre_norm: true); export it with --format ctranslate2 instead"
+        )
     model = transformers.MarianMTModel(marian_config(ck)).eval()
     missing, unexpected = model.load_state_dict(marian_state_dict(ck), strict=False)
     missing = [k for k in missing if "embed_positions" not in k and k != "model.shared.weight"]
@@ -329,20 +366,31 @@ def _save_marian_tokenizer(ck: ExportedCheckpoint, output: Path) -> None:
         (files / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(ck.src_pieces)}), encoding="utf-8")
         separate = {}
         if not ck.joint:
-            (files / "target_vocab.json").write_text(json.dumps({p: i for i, p in enumerate(ck.tgt_pieces)}), encoding="utf-8")
+            (files / "target_vocab.json").write_text(
+                json.dumps({p: i for i, p in enumerate(ck.tgt_pieces)}), encoding="utf-8"
+            )
             separate = {"target_vocab_file": str(files / "target_vocab.json"), "separate_vocabs": True}
         tokenizer = transformers.MarianTokenizer(
-            source_spm=str(files / "source.spm"), target_spm=str(files / "target.spm"), vocab=str(files / "vocab.json"),
-            source_lang=ck.config["data"]["src_lang"], target_lang=ck.config["data"]["tgt_lang"],
-            unk_token=ck.tgt_pieces[UNK], eos_token="</s>", pad_token=ck.tgt_pieces[PAD],
-            model_max_length=ck.model.max_positions, **separate)
+            source_spm=str(files / "source.spm"),
+            target_spm=str(files / "target.spm"),
+            vocab=str(files / "vocab.json"),
+            source_lang=ck.config["data"]["src_lang"],
+            target_lang=ck.config["data"]["tgt_lang"],
+            unk_token=ck.tgt_pieces[UNK],
+            eos_token="</s>",
+            pad_token=ck.tgt_pieces[PAD],
+            model_max_length=ck.model.max_positions,
+            **separate,
+        )
         tokenizer.save_pretrained(str(output))
 
 
 # ----------------------------------------------------------------------------- the command
 
 
-def export_command(checkpoint_path: Path, fmt: str, output: Path, quantization: str | None = None, force: bool = False) -> Path:
+def export_command(
+    checkpoint_path: Path, fmt: str, output: Path, quantization: str | None = None, force: bool = False
+) -> Path:
     """`mtrain export`: check the request, then write the directory."""
     quantization = quantization or DEFAULT_QUANTIZATION
     if fmt not in FORMATS:

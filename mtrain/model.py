@@ -69,7 +69,9 @@ class MultiHeadAttention(nn.Module):
         k, v = F.linear(memory, self.in_proj.weight[d:], self.in_proj.bias[d:]).chunk(2, dim=-1)
         return self._split_heads(k), self._split_heads(v)
 
-    def forward(self, x: torch.Tensor, memory_kv=None, mask=None, is_causal=False, cache: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, memory_kv=None, mask=None, is_causal=False, cache: dict | None = None
+    ) -> torch.Tensor:
         """Self-attention over x when memory_kv is None, else cross-attention to memory_kv.
         With a `cache`, this step's keys/values are appended to the earlier steps' ones."""
         if memory_kv is None:
@@ -87,7 +89,9 @@ class MultiHeadAttention(nn.Module):
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
             # torch's CPU flash-attention kernel is ~3x slower in bf16 than in fp32 (measured); attention
             # is a small share of the FLOPs, so on CPU it runs in fp32 while the projections stay bf16.
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal).to(q.dtype)
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal).to(
+                q.dtype
+            )
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         batch, _, length, _ = y.shape
@@ -157,7 +161,9 @@ class Transformer(nn.Module):
         d = config.d_model
         self.embed_scale = math.sqrt(d)
         self.src_embed = nn.Embedding(src_vocab_size, d, padding_idx=PAD)
-        self.tgt_embed = self.src_embed if config.tie_embeddings == "all" else nn.Embedding(tgt_vocab_size, d, padding_idx=PAD)
+        self.tgt_embed = (
+            self.src_embed if config.tie_embeddings == "all" else nn.Embedding(tgt_vocab_size, d, padding_idx=PAD)
+        )
         self.output = nn.Linear(d, tgt_vocab_size, bias=False)
         self.register_buffer("positions", sinusoidal_positions(config.max_positions, d), persistent=False)
         self.dropout = nn.Dropout(config.dropout)
@@ -177,11 +183,11 @@ class Transformer(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=self.config.d_model ** -0.5)
+                nn.init.normal_(module.weight, std=self.config.d_model**-0.5)
                 nn.init.zeros_(module.weight[PAD])
 
     def _embed(self, embedding: nn.Embedding, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        positions = self.positions[offset: offset + tokens.size(1)]
+        positions = self.positions[offset : offset + tokens.size(1)]
         return self.dropout(embedding(tokens) * self.embed_scale + positions)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +202,9 @@ class Transformer(nn.Module):
         """Every decoder layer's cross-attention keys/values of the encoder output."""
         return [layer.cross_attn.memory_kv(memory) for layer in self.decoder]
 
-    def decode(self, tgt_in: torch.Tensor, memory_kv, src_mask, caches: list[dict] | None = None, offset: int = 0) -> torch.Tensor:
+    def decode(
+        self, tgt_in: torch.Tensor, memory_kv, src_mask, caches: list[dict] | None = None, offset: int = 0
+    ) -> torch.Tensor:
         """Decoder states for `tgt_in`; with `caches`, tgt_in is the next step(s) after `offset` earlier ones."""
         x = self._embed(self.tgt_embed, tgt_in, offset)
         for i, layer in enumerate(self.decoder):

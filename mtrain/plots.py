@@ -86,11 +86,15 @@ def attention_figure(maps: AttentionMaps, kind: str = "cross", layer: int | None
     if head is not None:
         panels = [[(weights[chosen, head - 1], f"layer {chosen + 1}, head {head}")]]
     elif layer is not None:
-        panels = [[(weights[chosen].mean(0), f"layer {layer}, mean of heads")],
-                  [(weights[chosen, h], f"layer {layer}, head {h + 1}") for h in range(heads)]]
+        panels = [
+            [(weights[chosen].mean(0), f"layer {layer}, mean of heads")],
+            [(weights[chosen, h], f"layer {layer}, head {h + 1}") for h in range(heads)],
+        ]
     else:
-        panels = [[(weights[i].mean(0), f"layer {i + 1}, mean of heads") for i in range(layers)],
-                  [(weights[chosen, h], f"layer {chosen + 1}, head {h + 1}") for h in range(heads)]]
+        panels = [
+            [(weights[i].mean(0), f"layer {i + 1}, mean of heads") for i in range(layers)],
+            [(weights[chosen, h], f"layer {chosen + 1}, head {h + 1}") for h in range(heads)],
+        ]
     columns_n = max(len(row) for row in panels)
     cell = max(2.6, 0.22 * max(len(rows), len(columns)) + 1.2)
     plt = pyplot()
@@ -101,8 +105,11 @@ def attention_figure(maps: AttentionMaps, kind: str = "cross", layer: int | None
                 _heatmap(axes[r][c], row[c][0], rows, columns, row[c][1])
             else:
                 axes[r][c].axis("off")
-    names = {"cross": "cross-attention (rows: produced pieces, columns: source)", "encoder": "encoder self-attention",
-             "decoder": "decoder self-attention (rows: inputs, causal)"}
+    names = {
+        "cross": "cross-attention (rows: produced pieces, columns: source)",
+        "encoder": "encoder self-attention",
+        "decoder": "decoder self-attention (rows: inputs, causal)",
+    }
     figure.suptitle(f"{names[kind]}\n{maps.translation}", fontsize=10)
     figure.tight_layout()
     return figure
@@ -130,9 +137,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 CURVES = [  # (panel title, record kind, value key, x key)
-    ("loss (train: solid, valid: dashed)", "train", "loss", "step"), ("validation BLEU (greedy)", "valid", "bleu", "step"),
-    ("learning rate", "train", "lr", "step"), ("target tokens / s", "train", "tgt_tokens_per_s", "step"),
-    ("validation loss against time", "valid", "loss", "elapsed_s"), ("validation perplexity", "valid", "ppl", "step"),
+    ("loss (train: solid, valid: dashed)", "train", "loss", "step"),
+    ("validation BLEU (greedy)", "valid", "bleu", "step"),
+    ("learning rate", "train", "lr", "step"),
+    ("target tokens / s", "train", "tgt_tokens_per_s", "step"),
+    ("validation loss against time", "valid", "loss", "elapsed_s"),
+    ("validation perplexity", "valid", "ppl", "step"),
 ]
 
 
@@ -155,8 +165,15 @@ def metrics_figure(run_dirs: list[Path]):
         ax.set_xlabel("training time (s)" if x_key == "elapsed_s" else "step")
         ax.grid(alpha=0.3)
         if not ax.lines:
-            ax.text(0.5, 0.5, "not recorded" + (" (set train.valid_bleu: true)" if key == "bleu" else ""), ha="center",
-                    va="center", transform=ax.transAxes, color="gray")
+            ax.text(
+                0.5,
+                0.5,
+                "not recorded" + (" (set train.valid_bleu: true)" if key == "bleu" else ""),
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="gray",
+            )
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     return figure

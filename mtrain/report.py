@@ -27,7 +27,8 @@ from mtrain.files import atomic_write_text
 CHECKPOINT_PREFERENCE = ("checkpoint_avg.pt", "checkpoint_best.pt", "checkpoint_last.pt")
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.92em}
+table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.92em}
 th{background:#f4f4f4}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em;max-height:28em}
 img{max-width:100%}.example{margin:1em 0 2em}.muted{color:#777;font-size:.9em}code{font-size:.9em}"""
 
@@ -38,8 +39,10 @@ def choose_checkpoint(run_dir: Path, given: Path | None) -> Path:
     for name in CHECKPOINT_PREFERENCE:
         if (run_dir / name).is_file():
             return run_dir / name
-    raise MtrainError(f"{run_dir} has no checkpoint (checkpoint_avg.pt, checkpoint_best.pt or checkpoint_last.pt); "
-                      "train it first, or give --checkpoint")
+    raise MtrainError(
+        f"{run_dir} has no checkpoint (checkpoint_avg.pt, checkpoint_best.pt or checkpoint_last.pt); "
+        "train it first, or give --checkpoint"
+    )
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -58,8 +61,10 @@ def data_section(manifest: dict | None) -> str:
     rows = [(split, c["pairs"], c["src_tokens"], c["tgt_tokens"]) for split, c in manifest["splits"].items()]
     clean = ", ".join(f"{k}: {v}" for k, v in manifest.get("clean", {}).items())
     vocab = manifest["vocab_size"]
-    return (_table(rows, ("split", "pairs", "source tokens", "target tokens"))
-            + f"<p>vocabulary: {vocab['src']} source / {vocab['tgt']} target pieces; cleaning: {html.escape(clean)}</p>")
+    return (
+        _table(rows, ("split", "pairs", "source tokens", "target tokens"))
+        + f"<p>vocabulary: {vocab['src']} source / {vocab['tgt']} target pieces; cleaning: {html.escape(clean)}</p>"
+    )
 
 
 def validation_section(records: list[dict]) -> str:
@@ -84,11 +89,18 @@ def test_section(translator, data: PreparedData | None, max_sentences: int) -> t
     seconds = time.perf_counter() - start
     scores = corpus_scores(hypotheses, [references])
     words = sum(len(h.split()) for h in hypotheses)
-    rows = [("BLEU", f"{scores['bleu']:.2f}", scores["bleu_signature"]), ("chrF2", f"{scores['chrf']:.2f}", scores["chrf_signature"])]
-    speed = (f"<p>{len(sources)} {split} sentences, beam {translator.config.beam}, lenpen {translator.config.lenpen}, "
-             f"{translator.device} {translator.precision}: {seconds:.1f} s ({len(sources) / seconds:.1f} sentences/s, "
-             f"{words / seconds:.0f} words/s); {html.escape(scores['bleu_detail'])}</p>")
-    return _table(rows, (f"{split} set", "score", "sacreBLEU signature")) + speed, list(zip(sources, references, hypotheses))
+    rows = [
+        ("BLEU", f"{scores['bleu']:.2f}", scores["bleu_signature"]),
+        ("chrF2", f"{scores['chrf']:.2f}", scores["chrf_signature"]),
+    ]
+    speed = (
+        f"<p>{len(sources)} {split} sentences, beam {translator.config.beam}, lenpen {translator.config.lenpen}, "
+        f"{translator.device} {translator.precision}: {seconds:.1f} s ({len(sources) / seconds:.1f} sentences/s, "
+        f"{words / seconds:.0f} words/s); {html.escape(scores['bleu_detail'])}</p>"
+    )
+    return _table(rows, (f"{split} set", "score", "sacreBLEU signature")) + speed, list(
+        zip(sources, references, hypotheses)
+    )
 
 
 def examples_section(translator, examples: list[tuple[str, str, str]]) -> str:
@@ -97,14 +109,24 @@ def examples_section(translator, examples: list[tuple[str, str, str]]) -> str:
     for source, reference, hypothesis in examples:
         maps = attention_maps(translator, source)
         weights, rows, columns = maps.of("cross")
-        figure = plots.single_heatmap(weights[layer - 1].mean(0), rows, columns, f"cross-attention, layer {layer}, mean of heads")
-        parts.append(f'<div class="example">{_table([("source", source), ("reference", reference), ("mtrain", hypothesis)])}'
-                     f"{_image(plots.png_bytes(figure), 'cross-attention of the example')}</div>")
+        figure = plots.single_heatmap(
+            weights[layer - 1].mean(0), rows, columns, f"cross-attention, layer {layer}, mean of heads"
+        )
+        parts.append(
+            f'<div class="example">{_table([("source", source), ("reference", reference), ("mtrain", hypothesis)])}'
+            f"{_image(plots.png_bytes(figure), 'cross-attention of the example')}</div>"
+        )
     return "".join(parts) or '<p class="muted">no examples</p>'
 
 
-def report_command(run_dir: Path, output: Path, checkpoint: Path | None = None, examples: int = 3, max_sentences: int = 1000,
-                   device: str = "auto") -> Path:
+def report_command(
+    run_dir: Path,
+    output: Path,
+    checkpoint: Path | None = None,
+    examples: int = 3,
+    max_sentences: int = 1000,
+    device: str = "auto",
+) -> Path:
     """Write the report page of `run_dir` to `output`; returns the checkpoint it decoded with."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -119,12 +141,17 @@ def report_command(run_dir: Path, output: Path, checkpoint: Path | None = None, 
     manifest = read_manifest(data_dir)
     data = PreparedData(data_dir) if manifest is not None else None
     scores, decoded = test_section(translator, data, max_sentences)
-    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else json.dumps(translator.info, indent=2)
+    config_text = (
+        (run_dir / "config.yaml").read_text(encoding="utf-8")
+        if (run_dir / "config.yaml").is_file()
+        else json.dumps(translator.info, indent=2)
+    )
     info = translator.info
     title = f"mtrain run {run_dir.name}: {info['src_lang']} → {info['tgt_lang']}"
-    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
+    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="muted">{html.escape(str(run_dir))} · checkpoint {html.escape(chosen.name)} (step {info['step']}) ·
+<p class="muted">{html.escape(str(run_dir))} · checkpoint {html.escape(chosen.name)} (step {info["step"]}) ·
 written {datetime.now(timezone.utc).isoformat(timespec="seconds")} by mtrain {__version__}</p>
 <h2>Learning curves</h2>{_image(plots.png_bytes(plots.metrics_figure([run_dir])), "learning curves")}
 <h2>Scores</h2>{validation_section(records)}{scores}

@@ -34,9 +34,23 @@ DROPPED_METRICS_FILE = "metrics.dropped.jsonl"
 
 # Settings a resumed run may change: how long, how often, where, with how many threads. They do
 # not change the model that a given number of steps produces.
-RESUMABLE = ("train.max_steps", "train.max_epochs", "train.log_every", "train.valid_every", "train.valid_bleu",
-             "train.patience", "train.save_every", "train.save_every_minutes", "train.keep_last", "train.average_last",
-             "train.device", "train.threads", "train.compile", "train.dist_timeout_minutes", "decode.")
+RESUMABLE = (
+    "train.max_steps",
+    "train.max_epochs",
+    "train.log_every",
+    "train.valid_every",
+    "train.valid_bleu",
+    "train.patience",
+    "train.save_every",
+    "train.save_every_minutes",
+    "train.keep_last",
+    "train.average_last",
+    "train.device",
+    "train.threads",
+    "train.compile",
+    "train.dist_timeout_minutes",
+    "decode.",
+)
 
 
 class RunLock:
@@ -55,11 +69,15 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise MtrainError(f"{self.path.parent} is in use by another mtrain run ({holder}); wait for it to end, "
-                              "stop it, or choose another out_dir") from None
+            raise MtrainError(
+                f"{self.path.parent} is in use by another mtrain run ({holder}); wait for it to end, "
+                "stop it, or choose another out_dir"
+            ) from None
         previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
         if previous:
-            log.warning("%s was left locked by a run that did not end normally (%s); taking it over", self.path.parent, previous)
+            log.warning(
+                "%s was left locked by a run that did not end normally (%s); taking it over", self.path.parent, previous
+            )
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0)
@@ -101,7 +119,9 @@ def config_changes(saved: dict, current: dict) -> dict[str, tuple]:
 
 def split_changes(changes: dict[str, tuple]) -> tuple[dict, dict]:
     """(changes a resume may make, changes that alter what is learned)."""
-    allowed = {k: v for k, v in changes.items() if k in RESUMABLE or any(k.startswith(p) for p in RESUMABLE if p.endswith("."))}
+    allowed = {
+        k: v for k, v in changes.items() if k in RESUMABLE or any(k.startswith(p) for p in RESUMABLE if p.endswith("."))
+    }
     return allowed, {k: v for k, v in changes.items() if k not in allowed}
 
 
@@ -131,14 +151,21 @@ def repair_metrics(run_dir: Path, step: int) -> int:
             with open(Path(run_dir) / DROPPED_METRICS_FILE, "ab") as f:
                 f.write(b"".join(line + b"\n" for line in dropped))
             atomic_write_bytes(path, b"".join(line + b"\n" for line in keep))
-        log.info("metrics.jsonl: kept the %d record(s) up to step %d; moved %d replayed or damaged line(s) to %s",
-                 len(keep), step, len(dropped), DROPPED_METRICS_FILE)
+        log.info(
+            "metrics.jsonl: kept the %d record(s) up to step %d; moved %d replayed or damaged line(s) to %s",
+            len(keep),
+            step,
+            len(dropped),
+            DROPPED_METRICS_FILE,
+        )
     return len(dropped)
 
 
 def append_record(path: Path, record: dict) -> None:
     """One JSON line, appended; a full disk is a one-line error (the next resume repairs the file)."""
-    with disk_errors(f"appending to {path}", "the checkpoints are intact; free space and run the same command again to resume"):
+    with disk_errors(
+        f"appending to {path}", "the checkpoints are intact; free space and run the same command again to resume"
+    ):
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 

@@ -132,7 +132,7 @@ class BatchingWorker:
                 continue
             start = 0
             for job in batch:
-                job.future.set_result(results[start:start + len(job.lines)])
+                job.future.set_result(results[start : start + len(job.lines)])
                 start += len(job.lines)
 
 
@@ -174,7 +174,9 @@ def create_app(load_translator, limits: ServeLimits, on_load_error=None):
         if state["worker"] is not None:
             state["worker"].stop()
 
-    app = FastAPI(title="mtrain", description="Machine translation with a Transformer trained by mtrain.", lifespan=lifespan)
+    app = FastAPI(
+        title="mtrain", description="Machine translation with a Transformer trained by mtrain.", lifespan=lifespan
+    )
     _add_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     _add_routes(app, state, limits)
@@ -192,7 +194,7 @@ def _add_error_handlers(app) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    not_json = "the request body is not valid JSON (UTF-8); send e.g. {\"text\": [\"Hello.\"]}"
+    not_json = 'the request body is not valid JSON (UTF-8); send e.g. {"text": ["Hello."]}'
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
@@ -219,9 +221,13 @@ def _add_routes(app, state: dict, limits: ServeLimits) -> None:
 
     class TranslateRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        text: list[StrictStr] = Field(description="Sentences to translate, one per item.", examples=[["A man rides a bike."]])
+        text: list[StrictStr] = Field(
+            description="Sentences to translate, one per item.", examples=[["A man rides a bike."]]
+        )
         beam: StrictInt | None = Field(None, ge=1, le=limits.max_beam, description="Beam size (default: the model's).")
-        nbest: StrictInt = Field(1, ge=1, le=limits.max_beam, description="Hypotheses per sentence, with scores when > 1.")
+        nbest: StrictInt = Field(
+            1, ge=1, le=limits.max_beam, description="Hypotheses per sentence, with scores when > 1."
+        )
 
     request_ids = itertools.count(1)
 
@@ -242,8 +248,13 @@ def _add_routes(app, state: dict, limits: ServeLimits) -> None:
         if worker is None:
             return _error(503, "loading the model", {"Retry-After": "1"})
         t = worker.translator
-        return {**t.info, "src_vocab_size": t.tokenizer.src_vocab_size, "tgt_vocab_size": t.tokenizer.tgt_vocab_size,
-                "decode": vars(t.config), "limits": vars(limits)}
+        return {
+            **t.info,
+            "src_vocab_size": t.tokenizer.src_vocab_size,
+            "tgt_vocab_size": t.tokenizer.tgt_vocab_size,
+            "decode": vars(t.config),
+            "limits": vars(limits),
+        }
 
     @app.post("/translate")
     async def translate(body: TranslateRequest):
@@ -278,11 +289,18 @@ def _over_limit(text: list[str], limits: ServeLimits) -> str | None:
 
 def _respond(tokenizer, results, nbest: int, request_id: int, start: float) -> dict:
     tokens = sum(len(hyps[0].tokens) + 1 for hyps in results)
-    log.info("request %d | %d sentences | %d target tokens | %.1f ms", request_id, len(results), tokens,
-             1000 * (time.perf_counter() - start))
+    log.info(
+        "request %d | %d sentences | %d target tokens | %.1f ms",
+        request_id,
+        len(results),
+        tokens,
+        1000 * (time.perf_counter() - start),
+    )
     if nbest == 1:
         return {"translations": [tokenizer.decode_tgt(hyps[0].tokens) for hyps in results]}
-    return {"translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in results]}
+    return {
+        "translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in results]
+    }
 
 
 class BodySizeLimit:
@@ -351,8 +369,11 @@ def serve_command(load_translator, host: str, port: int, limits: ServeLimits) ->
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: reachable from other machines; mtrain serve has no authentication, "
-                    "put it behind a reverse proxy for public use", host)
+        log.warning(
+            "serving on %s: reachable from other machines; mtrain serve has no authentication, "
+            "put it behind a reverse proxy for public use",
+            host,
+        )
     failure: list[str] = []
     server = _draining_server_class()(uvicorn.Config(None, host=host, port=port, log_level="warning", access_log=False))
 

@@ -42,10 +42,12 @@ MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
 def learning_rate(step: int, d_model: int, warmup: int, scale: float = 1.0) -> float:
     """lrate = scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), step counted from 1."""
     step = max(step, 1)
-    return scale * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+    return scale * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
 
 
-def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+def label_smoothed_loss(
+    logits: torch.Tensor, target: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed label-smoothed cross entropy and summed NLL over non-padding targets.
 
     Smoothing puts epsilon uniformly over the vocabulary (Szegedy et al., 2016), the same
@@ -57,7 +59,6 @@ def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: flo
     nll = -(lprobs.gather(1, target[:, None]).squeeze(1) * keep).sum()
     smooth = -(lprobs.mean(-1) * keep).sum() if epsilon else nll.new_zeros(())
     return (1 - epsilon) * nll + epsilon * smooth, nll.detach()
-
 
 
 @dataclass
@@ -107,7 +108,7 @@ class LogWindow:
 class Trainer:
     """One training run on one rank: the model, Adam, the batch schedule and the run's progress.
 
-    Set-up is `Trainer(...)` then either `resume(state, path)` or `wrap()` (torch.compile and DDP
+    Set-up is `Trainer(...)` then `start(starting_point)` (resume or begin; torch.compile and DDP
     come after the weights are loaded); `run()` trains to train.max_steps and saves; everything a
     resumed run needs to continue bit-exactly is in `state_dict()`."""
 
@@ -118,13 +119,25 @@ class Trainer:
         t = config.train
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.model = Transformer(config.model, self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
-                                          fused=device.type == "cuda")
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=0.0,
+            betas=(t.adam_beta1, t.adam_beta2),
+            eps=t.adam_eps,
+            fused=device.type == "cuda",
+        )
         self.precision = resolve_precision(device, t.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.progress = Progress()
-        self.batches = TrainBatches(data.split("train"), t.max_tokens, t.seed, config.model.max_positions,
-                                    t.update_freq, dist.world_size, dist.rank)
+        self.batches = TrainBatches(
+            data.split("train"),
+            t.max_tokens,
+            t.seed,
+            config.model.max_positions,
+            t.update_freq,
+            dist.world_size,
+            dist.rank,
+        )
         if self.batches.skipped:
             log.warning("%d training pairs are longer than model.max_positions and are skipped", self.batches.skipped)
         self.valid = data.split("valid") if data.has("valid") else None
@@ -137,13 +150,22 @@ class Trainer:
 
     # ---------------------------------------------------------------- set-up
 
+    def start(self, start: StartingPoint | None) -> None:
+        """Continue from a checkpoint, or begin with the initial weights."""
+        if start is not None:
+            self.resume(start.state, start.path)
+        else:
+            self.wrap()
+
     def wrap(self) -> None:
         """torch.compile and DDP come after loading a checkpoint into the plain model."""
         torch.manual_seed(self.config.train.seed + 7919 * self.dist.rank + self.progress.step)
         if self.config.train.compile:
             self.module = torch.compile(self.module)
         if self.dist.enabled:
-            self.module = DistributedDataParallel(self.module, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.module = DistributedDataParallel(
+                self.module, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
 
     def resume(self, state: dict, path: Path) -> None:
         """Continue from a loaded checkpoint: weights, Adam, progress and random streams."""
@@ -152,8 +174,12 @@ class Trainer:
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         if checkpoint.is_weights_only(state):
             self.wrap()
-            log.info("%s holds weights only (an averaged checkpoint): training continues from its weights at step %d "
-                     "with a fresh Adam state", path, self.progress.step)
+            log.info(
+                "%s holds weights only (an averaged checkpoint): training continues from its weights at step %d "
+                "with a fresh Adam state",
+                path,
+                self.progress.step,
+            )
             return
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -166,10 +192,16 @@ class Trainer:
         log.info("resumed from %s at step %d (epoch %d)", path, self.progress.step, self.progress.epoch)
         if len(rng) != self.dist.world_size:
             t = self.config.train
-            log.info("the run was trained on %d process(es) and continues on %d: a step now takes %d micro-batches of "
-                     "<= %d tokens instead of %d (the same batches in the same order, dealt to more or fewer ranks; "
-                     "dropout's random streams start afresh)", len(rng), self.dist.world_size,
-                     self.dist.world_size * t.update_freq, t.max_tokens, len(rng) * t.update_freq)
+            log.info(
+                "the run was trained on %d process(es) and continues on %d: a step now takes %d micro-batches of "
+                "<= %d tokens instead of %d (the same batches in the same order, dealt to more or fewer ranks; "
+                "dropout's random streams start afresh)",
+                len(rng),
+                self.dist.world_size,
+                self.dist.world_size * t.update_freq,
+                t.max_tokens,
+                len(rng) * t.update_freq,
+            )
 
     # ---------------------------------------------------------------- one step
 
@@ -189,7 +221,7 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             batch = batch.to(self.device)
             sync = i == len(micro_batches) - 1 or not self.dist.enabled
-            with (nullcontext() if sync else self.module.no_sync()), autocast_context(self.device, self.precision):
+            with nullcontext() if sync else self.module.no_sync(), autocast_context(self.device, self.precision):
                 logits = self.module(batch.src, batch.tgt_in)
                 loss, nll = label_smoothed_loss(logits, batch.tgt_out, t.label_smoothing)
             self.scaler.scale(loss * scale).backward()
@@ -198,7 +230,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = result.lr
         self.scaler.unscale_(self.optimizer)
-        result.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm if t.clip_norm > 0 else math.inf)
+        result.grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), t.clip_norm if t.clip_norm > 0 else math.inf
+        )
         result.finite = self.precision == "fp16" or bool(torch.isfinite(result.grad_norm))  # the one host sync
         if result.finite:  # the fp16 scaler skips non-finite steps itself
             self.scaler.step(self.optimizer)
@@ -216,7 +250,7 @@ class Trainer:
         batches = eval_batches(self.valid, t.max_tokens, self.config.model.max_positions)
         loss_sum = nll_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         tokens = 0
-        for batch in batches[self.dist.rank::self.dist.world_size]:
+        for batch in batches[self.dist.rank :: self.dist.world_size]:
             batch = batch.to(self.device)
             with autocast_context(self.device, self.precision):
                 logits = self.model(batch.src, batch.tgt_in)
@@ -243,7 +277,10 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints and logs
 
     def state_dict(self) -> dict:
-        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        rng = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
         return {
             "format": checkpoint.FORMAT,
             "model": self.model.state_dict(),
@@ -270,9 +307,14 @@ class Trainer:
         state = self.state_dict()  # a collective: every rank takes part
         if not self.dist.is_main:
             return
-        names = [f"checkpoint_{self.progress.step}.pt"] * numbered + ["checkpoint_best.pt"] * best + ["checkpoint_last.pt"]
+        names = (
+            [f"checkpoint_{self.progress.step}.pt"] * numbered + ["checkpoint_best.pt"] * best + ["checkpoint_last.pt"]
+        )
         first = self.out_dir / names[0]
-        with disk_errors(f"saving {first}", "the checkpoints saved before are intact; free space and run the same command again to resume"):
+        with disk_errors(
+            f"saving {first}",
+            "the checkpoints saved before are intact; free space and run the same command again to resume",
+        ):
             checkpoint.save(state, first)
             for name in names[1:]:
                 atomic_copy(first, self.out_dir / name)
@@ -297,14 +339,26 @@ class Trainer:
         if self.dist.is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self.tensorboard = SummaryWriter(self.out_dir / "tensorboard")
                 log.info("TensorBoard logging on: tensorboard --logdir %s", self.out_dir / "tensorboard")
             except ImportError:
-                log.info("TensorBoard logging off (pip install tensorboard to turn it on); metrics go to %s", self.metrics_file)
+                log.info(
+                    "TensorBoard logging off (pip install tensorboard to turn it on); metrics go to %s",
+                    self.metrics_file,
+                )
         n_params = sum(x.numel() for x in self.model.parameters())
-        log.info("model: %.1fM parameters; device %s, %s, %d CPU thread(s) per process, world size %d, "
-                 "%d micro-batch(es) of <=%d tokens per rank and step", n_params / 1e6, self.device, self.precision,
-                 torch.get_num_threads(), self.dist.world_size, t.update_freq, t.max_tokens)
+        log.info(
+            "model: %.1fM parameters; device %s, %s, %d CPU thread(s) per process, world size %d, "
+            "%d micro-batch(es) of <=%d tokens per rank and step",
+            n_params / 1e6,
+            self.device,
+            self.precision,
+            torch.get_num_threads(),
+            self.dist.world_size,
+            t.update_freq,
+            t.max_tokens,
+        )
 
     # ---------------------------------------------------------------- the loop
 
@@ -312,14 +366,23 @@ class Trainer:
         """Train to train.max_steps (or max_epochs, or early stopping): step, log, validate, save."""
         t, p = self.config.train, self.progress
         if p.step >= t.max_steps:
-            log.info("already finished at step %d (max_steps %d); raise train.max_steps to continue", p.step, t.max_steps)
+            log.info(
+                "already finished at step %d (max_steps %d); raise train.max_steps to continue", p.step, t.max_steps
+            )
             return {"step": p.step, "epoch": p.epoch, "valid": {}}
         self.open_logs()
         self.window = LogWindow(started=time.time())
         self.started = self.last_save = time.time()
         self.first_step, self.saved_step, self.bad_steps, self.final_valid = p.step + 1, p.step, 0, {}
-        self.bar = tqdm(total=t.max_steps, initial=p.step, unit="step", desc="training", file=sys.stderr, dynamic_ncols=True,
-                        disable=not (self.dist.is_main and sys.stderr.isatty()))
+        self.bar = tqdm(
+            total=t.max_steps,
+            initial=p.step,
+            unit="step",
+            desc="training",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not (self.dist.is_main and sys.stderr.isatty()),
+        )
         while p.step < t.max_steps:
             micro_batches = self.next_micro_batches()
             if micro_batches is None:
@@ -347,7 +410,11 @@ class Trainer:
         t, p = self.config.train, self.progress
         while p.epoch_step >= self.batches.steps_in_epoch(p.epoch):
             if self.batches.steps_in_epoch(p.epoch) == 0:
-                raise MtrainError(f"the training data gives no complete step: fewer than world_size x update_freq = {self.dist.world_size * t.update_freq} batches per epoch; lower train.max_tokens or train.update_freq")
+                raise MtrainError(
+                    "the training data gives no complete step: fewer than world_size x update_freq = "
+                    f"{self.dist.world_size * t.update_freq} batches per epoch; lower train.max_tokens or "
+                    "train.update_freq"
+                )
             if t.max_epochs and p.epoch >= t.max_epochs:
                 return None
             p.epoch, p.epoch_step = p.epoch + 1, 0
@@ -362,7 +429,10 @@ class Trainer:
         step = self.progress.step + 1
         log.warning("step %d: loss or gradient is not finite; update skipped (%d in a row)", step, self.bad_steps)
         if self.bad_steps >= MAX_BAD_STEPS:
-            raise MtrainError(f"{self.bad_steps} non-finite steps in a row at step {step}: training diverged; lower train.lr_scale, set train.clip_norm, or use fp32/bf16")
+            raise MtrainError(
+                f"{self.bad_steps} non-finite steps in a row at step {step}: training diverged; lower train.lr_scale, "
+                "set train.clip_norm, or use fp32/bf16"
+            )
         return False
 
     def log_if_due(self, lr: float) -> None:
@@ -370,18 +440,43 @@ class Trainer:
         t, p, w = self.config.train, self.progress, self.window
         if not (p.step % t.log_every == 0 or p.step == t.max_steps or p.step == self.first_step):
             return
-        sums = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=self.device) for x in (w.loss_sum, w.nll_sum, w.grad_norm)])
+        sums = torch.stack(
+            [torch.as_tensor(x, dtype=torch.float64, device=self.device) for x in (w.loss_sum, w.nll_sum, w.grad_norm)]
+        )
         loss_sum, nll_sum, grad_norm = sums.tolist()
         loss_sum, nll_sum, tokens = distributed.all_reduce_sum([loss_sum, nll_sum, w.tokens], self.device)
-        record = {"kind": "train", "step": p.step, "epoch": p.epoch, "lr": lr, "loss": loss_sum / tokens, "nll": nll_sum / tokens,
-                  "ppl": math.exp(min(nll_sum / tokens, 50)), "tgt_tokens_per_s": tokens / (time.time() - w.started),
-                  "grad_norm": grad_norm / w.steps, "elapsed_s": self.elapsed()}
+        record = {
+            "kind": "train",
+            "step": p.step,
+            "epoch": p.epoch,
+            "lr": lr,
+            "loss": loss_sum / tokens,
+            "nll": nll_sum / tokens,
+            "ppl": math.exp(min(nll_sum / tokens, 50)),
+            "tgt_tokens_per_s": tokens / (time.time() - w.started),
+            "grad_norm": grad_norm / w.steps,
+            "elapsed_s": self.elapsed(),
+        }
         self.write_metrics(record)
         if self.dist.is_main:
             eta = (time.time() - self.started) / (p.step - self.first_step + 1) * (t.max_steps - p.step)
-            log.info("step %d/%d (%.1f%%) | epoch %d | lr %.2e | loss %.3f | nll %.3f | ppl %.2f | %.0f tgt tok/s | gnorm %.2f | "
-                     "%s elapsed | ETA %s", p.step, t.max_steps, 100 * p.step / t.max_steps, p.epoch, lr, record["loss"],
-                     record["nll"], record["ppl"], record["tgt_tokens_per_s"], record["grad_norm"], _clock(record["elapsed_s"]), _clock(eta))
+            log.info(
+                "step %d/%d (%.1f%%) | epoch %d | lr %.2e | loss %.3f | nll %.3f | ppl %.2f | %.0f tgt tok/s | gnorm "
+                "%.2f | "
+                "%s elapsed | ETA %s",
+                p.step,
+                t.max_steps,
+                100 * p.step / t.max_steps,
+                p.epoch,
+                lr,
+                record["loss"],
+                record["nll"],
+                record["ppl"],
+                record["tgt_tokens_per_s"],
+                record["grad_norm"],
+                _clock(record["elapsed_s"]),
+                _clock(eta),
+            )
             self.bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tgt_tokens_per_s']:.0f}", refresh=False)
         self.window = LogWindow(started=time.time())
 
@@ -399,12 +494,20 @@ class Trainer:
         self.write_metrics({"kind": "valid", "step": p.step, "epoch": p.epoch, **valid, "elapsed_s": self.elapsed()})
         if self.dist.is_main:
             bleu = f" | bleu {valid['bleu']:.2f}" if "bleu" in valid else ""
-            log.info("valid step %d | loss %.3f | nll %.3f | ppl %.2f%s%s", p.step, valid["loss"], valid["nll"], valid["ppl"], bleu,
-                     " | best" if best else "")
+            log.info(
+                "valid step %d | loss %.3f | nll %.3f | ppl %.2f%s%s",
+                p.step,
+                valid["loss"],
+                valid["nll"],
+                valid["ppl"],
+                bleu,
+                " | best" if best else "",
+            )
         return best, bool(t.patience) and p.bad_validations >= t.patience
 
     def save_if_due(self, best: bool, stop_early: bool) -> None:
-        """Numbered checkpoints every save_every steps and at the end; checkpoint_last.pt also every save_every_minutes."""
+        """Numbered checkpoints every save_every steps and at the end; checkpoint_last.pt also
+        every save_every_minutes."""
         t, p = self.config.train, self.progress
         numbered = bool(t.save_every and p.step % t.save_every == 0) or p.step >= t.max_steps or stop_early
         timed = bool(t.save_every_minutes) and time.time() - self.last_save >= 60 * t.save_every_minutes
@@ -418,8 +521,10 @@ class Trainer:
         self.bar.close()
         self.save()
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal to another rank"
-        raise Interrupted(f"interrupted by {name} at step {self.progress.step}; saved {self.out_dir / 'checkpoint_last.pt'}; "
-                          "run the same command again to resume")
+        raise Interrupted(
+            f"interrupted by {name} at step {self.progress.step}; saved {self.out_dir / 'checkpoint_last.pt'}; "
+            "run the same command again to resume"
+        )
 
     def finish(self) -> dict:
         """The last numbered checkpoint (when max_epochs stopped between two saves) and checkpoint_avg.pt."""
@@ -437,17 +542,26 @@ class Trainer:
         return {"step": p.step, "epoch": p.epoch, "valid": self.final_valid}
 
     def write_average(self) -> None:
-        """checkpoint_avg.pt: the mean of the last average_last numbered checkpoints, unless scheduled ones are missing."""
-        done = checkpoint.numbered(self.out_dir)[-self.config.train.average_last:]
+        """checkpoint_avg.pt: the mean of the last average_last numbered checkpoints, unless
+        scheduled ones are missing."""
+        done = checkpoint.numbered(self.out_dir)[-self.config.train.average_last :]
         if not done:
             return
         missing = checkpoint.missing_steps(done, self.config.train.save_every)
         if missing:
-            log.warning("checkpoint_avg.pt not written: the numbered checkpoints lack steps %s; average what is there with "
-                        "mtrain average %s --last %d --allow-gaps -o %s", ", ".join(map(str, missing)), self.out_dir, len(done),
-                        self.out_dir / "checkpoint_avg.pt")
+            log.warning(
+                "checkpoint_avg.pt not written: the numbered checkpoints lack steps %s; average what is there with "
+                "mtrain average %s --last %d --allow-gaps -o %s",
+                ", ".join(map(str, missing)),
+                self.out_dir,
+                len(done),
+                self.out_dir / "checkpoint_avg.pt",
+            )
             return
-        with disk_errors(f"saving {self.out_dir / 'checkpoint_avg.pt'}", "the other checkpoints are intact; free space and run mtrain average"):
+        with disk_errors(
+            f"saving {self.out_dir / 'checkpoint_avg.pt'}",
+            "the other checkpoints are intact; free space and run mtrain average",
+        ):
             checkpoint.save(checkpoint.average(done), self.out_dir / "checkpoint_avg.pt")
         log.info("checkpoint_avg.pt averages %d checkpoint(s): %s", len(done), ", ".join(x.name for x in done))
 
@@ -465,8 +579,13 @@ class StartingPoint:
     state: dict
 
 
-def train(config: Config, resume: str | None = None, restart: bool = False, recover: bool = False,
-          allow_config_change: bool = False) -> dict:
+def train(
+    config: Config,
+    resume: str | None = None,
+    restart: bool = False,
+    recover: bool = False,
+    allow_config_change: bool = False,
+) -> dict:
     """Lock the run directory, check what is resumed against the config, prepare data (once),
     train; returns the final step and validation."""
     dist = distributed.from_env()
@@ -484,12 +603,15 @@ def train(config: Config, resume: str | None = None, restart: bool = False, reco
         distributed.init(dist, device, config.train.dist_timeout_minutes)
         try:
             trainer = Trainer(config, PreparedData(config.data_dir), device, dist)
-            if start:
-                trainer.resume(start.state, start.path)
-            else:
-                trainer.wrap()
+            trainer.start(start)
             if changes:
-                trainer.write_metrics({"kind": "config_change", "step": trainer.progress.step, "changes": {k: list(v) for k, v in changes.items()}})
+                trainer.write_metrics(
+                    {
+                        "kind": "config_change",
+                        "step": trainer.progress.step,
+                        "changes": {k: list(v) for k, v in changes.items()},
+                    }
+                )
             with stop_on_signals(trainer):
                 return trainer.run()
         finally:
@@ -510,13 +632,20 @@ def starting_point(config: Config, resume: str | None, recover: bool) -> Startin
     except MtrainError:
         fallback = checkpoint.newest_readable(checkpoint.numbered(out_dir))
         if fallback is None:
-            raise MtrainError(f"{last} is unreadable (damaged or truncated) and no numbered checkpoint in {out_dir} is readable; "
-                              "start over with --restart") from None
+            raise MtrainError(
+                f"{last} is unreadable (damaged or truncated) and no numbered checkpoint in {out_dir} is readable; "
+                "start over with --restart"
+            ) from None
         path, state = fallback
         if not recover:
-            raise MtrainError(f"{last} is unreadable (damaged or truncated); the newest readable checkpoint is {path.name} "
-                              f"(step {state['progress']['step']}): run again with --recover to continue from it, or --restart to start over") from None
-    log.warning("%s is unreadable; continuing from %s (step %d) as --recover asks", last, path, state["progress"]["step"])
+            raise MtrainError(
+                f"{last} is unreadable (damaged or truncated); the newest readable checkpoint is {path.name} "
+                f"(step {state['progress']['step']}): run again with --recover to continue from it, or --restart to "
+                "start over"
+            ) from None
+    log.warning(
+        "%s is unreadable; continuing from %s (step %d) as --recover asks", last, path, state["progress"]["step"]
+    )
     return StartingPoint(path, state)
 
 
@@ -528,11 +657,15 @@ def check_resumable(start: StartingPoint, config: Config, allow_config_change: b
     if allowed:
         log.info("continuing with changed settings: %s", rundir.describe_changes(allowed))
     if refused and not allow_config_change:
-        raise MtrainError(f"the config differs from the one {start.path} was trained with: {rundir.describe_changes(refused)}; "
-                          "resume with the run's settings, pass --allow-config-change to continue with the new ones "
-                          "(recorded in metrics.jsonl), or use --restart / a new out_dir")
+        raise MtrainError(
+            f"the config differs from the one {start.path} was trained with: {rundir.describe_changes(refused)}; "
+            "resume with the run's settings, pass --allow-config-change to continue with the new ones "
+            "(recorded in metrics.jsonl), or use --restart / a new out_dir"
+        )
     if refused:
-        log.warning("continuing with changed training settings (--allow-config-change): %s", rundir.describe_changes(refused))
+        log.warning(
+            "continuing with changed training settings (--allow-config-change): %s", rundir.describe_changes(refused)
+        )
     return refused
 
 
@@ -540,9 +673,13 @@ def set_up_run_dir(config: Config, start: StartingPoint | None, restart: bool) -
     """Rank 0, under the run's lock: clear leftovers (and, with --restart, the old outputs), prepare
     data, cut metrics back to the resumed step, then (only now) write config.yaml."""
     out_dir = Path(config.out_dir)
-    removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(config.data_dir.parent, prefix=config.data_dir.name)
+    removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(
+        config.data_dir.parent, prefix=config.data_dir.name
+    )
     if removed:
-        log.info("removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(p.name for p in removed))
+        log.info(
+            "removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(p.name for p in removed)
+        )
     if restart:
         rundir.clear_outputs(out_dir, checkpoint.numbered(out_dir))
     prepare(config, expected_spm=start.state["spm"] if start else None)
@@ -559,7 +696,13 @@ def restore_scheduled(config: Config, start: StartingPoint) -> None:
     miss the numbered checkpoint of the step it resumes from: write it from checkpoint_last.pt."""
     step, save_every = int(start.state["progress"]["step"]), config.train.save_every
     numbered = Path(config.out_dir) / f"checkpoint_{step}.pt"
-    if start.path.name == "checkpoint_last.pt" and save_every and step and step % save_every == 0 and not numbered.exists():
+    if (
+        start.path.name == "checkpoint_last.pt"
+        and save_every
+        and step
+        and step % save_every == 0
+        and not numbered.exists()
+    ):
         atomic_copy(start.path, numbered)
         log.info("restored the missing scheduled %s from checkpoint_last.pt", numbered.name)
 
@@ -567,7 +710,10 @@ def restore_scheduled(config: Config, start: StartingPoint) -> None:
 @contextmanager
 def stop_on_signals(trainer: Trainer):
     """SIGINT/SIGTERM ask the trainer to save and stop at the end of the current step."""
-    previous = {sig: signal.signal(sig, lambda signum, frame: setattr(trainer, "stop_signal", signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: setattr(trainer, "stop_signal", signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:

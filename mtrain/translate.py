@@ -28,8 +28,16 @@ def check_model_source(checkpoint: Path | None, model_dir: Path | None) -> None:
         raise MtrainError("give either --checkpoint FILE or --model DIR (an exported CTranslate2 directory)")
 
 
-def open_engine(checkpoint: Path | None = None, model_dir: Path | None = None, engine: str = "torch", device: str = "auto",
-                precision: str = "auto", threads: int = 0, quantization: str | None = None, **overrides):
+def open_engine(
+    checkpoint: Path | None = None,
+    model_dir: Path | None = None,
+    engine: str = "torch",
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int = 0,
+    quantization: str | None = None,
+    **overrides,
+):
     """A translator for a checkpoint (either engine) or an exported CTranslate2 directory.
     `overrides` (beam, lenpen, max_tokens, ...) replace the model's decode settings; `quantization`
     (None: export.DEFAULT_QUANTIZATION) applies to a checkpoint converted for CTranslate2."""
@@ -53,7 +61,9 @@ def open_engine(checkpoint: Path | None = None, model_dir: Path | None = None, e
     return open_translator(checkpoint, device, precision, **overrides)
 
 
-def format_hypotheses(index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int, links: list[str] | None = None) -> str:
+def format_hypotheses(
+    index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int, links: list[str] | None = None
+) -> str:
     """One line, or with n-best exactly `nbest` lines `index ||| text ||| score` (an empty input
     line, which has one empty hypothesis, gets `nbest` empty records); with `links` (Pharaoh word
     alignments, one per hypothesis) each record ends with ` ||| i-j ...`."""
@@ -62,7 +72,9 @@ def format_hypotheses(index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, 
     tails += (tails[-1:] or [""]) * (nbest - len(tails))
     if nbest == 1:
         return tokenizer.decode_tgt(hyps[0].tokens) + tails[0]
-    return "\n".join(f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}{tail}" for h, tail in zip(hyps, tails))
+    return "\n".join(
+        f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}{tail}" for h, tail in zip(hyps, tails)
+    )
 
 
 class Aligner:
@@ -73,7 +85,10 @@ class Aligner:
         from mtrain.decode import Translator
 
         if not isinstance(translator, Translator):
-            raise MtrainError("--alignment needs the torch engine (it reads mtrain's own cross-attention); drop --engine ctranslate2 / --model")
+            raise MtrainError(
+                "--alignment needs the torch engine (it reads mtrain's own cross-attention); drop --engine "
+                "ctranslate2 / --model"
+            )
         self.translator = translator
         self.layer = layer or default_alignment_layer(len(translator.model.decoder))
 
@@ -85,7 +100,9 @@ class Aligner:
         return [[pharaoh(next(found)) for _ in hyps] for hyps in results]
 
 
-def translate_command(translator, input_path: Path | None, output_path: Path | None, nbest: int = 1, aligner: Aligner | None = None) -> None:
+def translate_command(
+    translator, input_path: Path | None, output_path: Path | None, nbest: int = 1, aligner: Aligner | None = None
+) -> None:
     """A file in, a file out (atomically, with a progress bar), or stdin to stdout line by line."""
     check_nbest(nbest, translator.config.beam)
     if input_path is None:
@@ -109,10 +126,14 @@ def translate_command(translator, input_path: Path | None, output_path: Path | N
         sys.stdout.write(text)
 
 
-def _format_all(first: int, lines: list[str], results: list[list[Hypothesis]], translator, nbest: int, aligner: Aligner | None) -> str:
+def _format_all(
+    first: int, lines: list[str], results: list[list[Hypothesis]], translator, nbest: int, aligner: Aligner | None
+) -> str:
     links = aligner(lines, results) if aligner else [None] * len(results)
-    return "".join(format_hypotheses(first + i, hyps, translator.tokenizer, nbest, link) + "\n"
-                   for i, (hyps, link) in enumerate(zip(results, links)))
+    return "".join(
+        format_hypotheses(first + i, hyps, translator.tokenizer, nbest, link) + "\n"
+        for i, (hyps, link) in enumerate(zip(results, links))
+    )
 
 
 def _translate_stream(translator, output_path: Path | None, nbest: int, aligner: Aligner | None = None) -> None:
@@ -152,4 +173,6 @@ def _decode_line(raw: bytes, number: int) -> str:
     try:
         return raw.decode("utf-8").rstrip("\r")
     except UnicodeDecodeError:
-        raise MtrainError(f"line {number} of the standard input is not UTF-8 text; convert the input, e.g. with iconv -t UTF-8") from None
+        raise MtrainError(
+            f"line {number} of the standard input is not UTF-8 text; convert the input, e.g. with iconv -t UTF-8"
+        ) from None

@@ -29,10 +29,19 @@ def measure(checkpoint: Path, pairs: int) -> dict:
     sources, references, gold = demo_split(pairs, "test", src_lang, tgt_lang)
     hypotheses = [h[0] for h in translator.translate_nbest(sources)]
     exact = [i for i, h in enumerate(hypotheses) if translator.tokenizer.decode_tgt(h.tokens) == references[i]]
-    sources, targets, gold = [sources[i] for i in exact], [hypotheses[i].tokens for i in exact], [gold[i] for i in exact]
-    figures = {"checkpoint": str(checkpoint), "pairs": pairs, "scored": len(exact),
-               "diagonal": attention.alignment_error_rate([attention.diagonal(len(s.split()), len(references[i].split()))
-                                                           for s, i in zip(sources, exact)], gold)}
+    sources, targets, gold = (
+        [sources[i] for i in exact],
+        [hypotheses[i].tokens for i in exact],
+        [gold[i] for i in exact],
+    )
+    figures = {
+        "checkpoint": str(checkpoint),
+        "pairs": pairs,
+        "scored": len(exact),
+        "diagonal": attention.alignment_error_rate(
+            [attention.diagonal(len(s.split()), len(references[i].split())) for s, i in zip(sources, exact)], gold
+        ),
+    }
     for shift in (False, True):
         for layer in range(1, len(translator.model.decoder) + 1):
             found = attention.alignments(translator, sources, targets, layer, shift)

@@ -53,8 +53,13 @@ def main() -> None:
             with open(f"{tmp}/train.{lang}", "w", encoding="utf-8") as f:
                 f.writelines(line + "\n" for line in lines)
         del en, de
-        config = from_dict({"out_dir": f"{tmp}/run", "data": {"train": {"path": f"{tmp}/train"}},
-                            "tokenizer": {"vocab_size": args.vocab_size, "input_sentence_size": 2_000_000}})
+        config = from_dict(
+            {
+                "out_dir": f"{tmp}/run",
+                "data": {"train": {"path": f"{tmp}/train"}},
+                "tokenizer": {"vocab_size": args.vocab_size, "input_sentence_size": 2_000_000},
+            }
+        )
         import logging
 
         timings = {}
@@ -81,15 +86,23 @@ def main() -> None:
                 tgt_tokens += batch.tgt_tokens
                 src_tokens += int((batch.src != 0).sum())
         iterate_seconds = time.perf_counter() - t0
-    print(json.dumps({
-        "bench": "data", "corpus": name, "pairs": args.pairs, "vocab_size": args.vocab_size, "cpus": os.cpu_count(),
-        "total_prepare_s": round(end - start, 2),
-        "spm_train_s": round(spm_seconds, 2),
-        "encode_write_pairs_per_s": round(args.pairs / encode_seconds),
-        "iterator_batches": steps,
-        "iterator_tgt_tokens_per_s": round(tgt_tokens / iterate_seconds),
-        "iterator_src_tgt_tokens_per_s": round((src_tokens + tgt_tokens) / iterate_seconds),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "data",
+                "corpus": name,
+                "pairs": args.pairs,
+                "vocab_size": args.vocab_size,
+                "cpus": os.cpu_count(),
+                "total_prepare_s": round(end - start, 2),
+                "spm_train_s": round(spm_seconds, 2),
+                "encode_write_pairs_per_s": round(args.pairs / encode_seconds),
+                "iterator_batches": steps,
+                "iterator_tgt_tokens_per_s": round(tgt_tokens / iterate_seconds),
+                "iterator_src_tgt_tokens_per_s": round((src_tokens + tgt_tokens) / iterate_seconds),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(config: str, steps: int, out: Path, nproc: int, threads: int, extra: list[str]) -> float:
-    overrides = [f"out_dir={out}", f"train.max_steps={steps}", "train.log_every=5", "train.valid_every=0",
-                 f"train.save_every={steps}", f"train.update_freq={2 // nproc}", *extra]
+    overrides = [
+        f"out_dir={out}",
+        f"train.max_steps={steps}",
+        "train.log_every=5",
+        "train.valid_every=0",
+        f"train.save_every={steps}",
+        f"train.update_freq={2 // nproc}",
+        *extra,
+    ]
     command = [sys.executable, "-m", "mtrain", "train", "--config", config, "--restart", "--nproc-per-node", str(nproc)]
     for o in overrides:
         command += ["--set", o]
@@ -46,9 +53,19 @@ def main() -> None:
         extra = [f"data.dir={data_dir}", *args.overrides]
         one = run(args.config, args.steps, Path(tmp) / "one", 1, 2, extra)
         two = run(args.config, args.steps, Path(tmp) / "two", 2, 1, extra)
-    print(json.dumps({"bench": "ddp_cpu", "config": args.config, "steps": args.steps, "cpus": os.cpu_count(),
-                      "one_process_two_threads_tgt_tokens_per_s": round(one),
-                      "two_processes_one_thread_tgt_tokens_per_s": round(two), "ratio": round(two / one, 2)}))
+    print(
+        json.dumps(
+            {
+                "bench": "ddp_cpu",
+                "config": args.config,
+                "steps": args.steps,
+                "cpus": os.cpu_count(),
+                "one_process_two_threads_tgt_tokens_per_s": round(one),
+                "two_processes_one_thread_tgt_tokens_per_s": round(two),
+                "ratio": round(two / one, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,16 @@ def timed_translate(engine, lines: list[str], beam: int) -> tuple[float, list[st
 
 
 def row(name: str, setting: str, beam: int, seconds: float, outputs: list[str], tokens: int, refs, **extra) -> dict:
-    result = {"engine": name, "setting": setting, "beam": beam, "sentences": len(outputs), "seconds": round(seconds, 2),
-              "sentences_per_s": round(len(outputs) / seconds, 1), "tgt_tokens_per_s": round(tokens / seconds), **extra}
+    result = {
+        "engine": name,
+        "setting": setting,
+        "beam": beam,
+        "sentences": len(outputs),
+        "seconds": round(seconds, 2),
+        "sentences_per_s": round(len(outputs) / seconds, 1),
+        "tgt_tokens_per_s": round(tokens / seconds),
+        **extra,
+    }
     if refs is not None:
         result["bleu"] = round(corpus_scores(outputs, [refs])["bleu"], 2)
     return result
@@ -65,15 +73,29 @@ def bench_ctranslate2(args, lines, refs, workdir: Path) -> list[dict]:
     rows = []
     for quantization in ("float32", "int8"):
         start = time.perf_counter()
-        out = export_ctranslate2(ExportedCheckpoint(Path(args.checkpoint)), workdir / f"ct2-{quantization}", quantization)
+        out = export_ctranslate2(
+            ExportedCheckpoint(Path(args.checkpoint)), workdir / f"ct2-{quantization}", quantization
+        )
         convert = time.perf_counter() - start
         for beam in args.beams:
             start = time.perf_counter()
             engine = open_engine(model_dir=out, device="cpu", threads=args.threads)
             load = time.perf_counter() - start
             seconds, outputs, tokens = timed_translate(engine, lines, beam)
-            rows.append(row("ctranslate2", quantization, beam, seconds, outputs, tokens, refs, load_s=round(load, 2),
-                            end_to_end_s=round(load + seconds, 2), convert_s=round(convert, 2)))
+            rows.append(
+                row(
+                    "ctranslate2",
+                    quantization,
+                    beam,
+                    seconds,
+                    outputs,
+                    tokens,
+                    refs,
+                    load_s=round(load, 2),
+                    end_to_end_s=round(load + seconds, 2),
+                    convert_s=round(convert, 2),
+                )
+            )
     return rows
 
 
@@ -99,8 +121,13 @@ def bench_huggingface(args, lines, refs, workdir: Path) -> list[dict]:
             for j, r in enumerate(batch):
                 src[j, : len(ids[r])], src[j, len(ids[r])] = torch.tensor(ids[r], dtype=torch.long), EOS
             with torch.no_grad():
-                generated = model.generate(input_ids=src, attention_mask=src != PAD, num_beams=beam, do_sample=False,
-                                           max_new_tokens=width - 1 + 50)
+                generated = model.generate(
+                    input_ids=src,
+                    attention_mask=src != PAD,
+                    num_beams=beam,
+                    do_sample=False,
+                    max_new_tokens=width - 1 + 50,
+                )
             tokens += int((generated > 2).sum())
             for r, text in zip(batch, tokenizer.batch_decode(generated, skip_special_tokens=True)):
                 outputs[r] = text
@@ -140,8 +167,19 @@ def main() -> None:
             results += bench_ctranslate2(args, lines, refs, Path(workdir))
         if not args.no_peer:
             results += bench_huggingface(args, lines, refs, Path(workdir))
-    print(json.dumps({"bench": "decode", "checkpoint": args.checkpoint, "src": args.src, "threads": args.threads,
-                      "cpus": os.cpu_count(), "torch": torch.__version__, "results": results}))
+    print(
+        json.dumps(
+            {
+                "bench": "decode",
+                "checkpoint": args.checkpoint,
+                "src": args.src,
+                "threads": args.threads,
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,31 @@ STEPS, SAVE_EVERY = 400, 20
 
 
 def config_values(out_dir: Path) -> dict:
-    return {"out_dir": str(out_dir), "data": {"train": {"demo": 2000}, "valid": {"demo": 50}}, "tokenizer": {"vocab_size": 200},
-            "model": {"d_model": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 128, "dropout": 0.1, "max_positions": 128},
-            "train": {"max_tokens": 600, "max_steps": STEPS, "warmup_steps": 10, "log_every": 1, "valid_every": 100,
-                      "save_every": SAVE_EVERY, "keep_last": 100, "average_last": 3, "threads": 1}}
+    return {
+        "out_dir": str(out_dir),
+        "data": {"train": {"demo": 2000}, "valid": {"demo": 50}},
+        "tokenizer": {"vocab_size": 200},
+        "model": {
+            "d_model": 64,
+            "heads": 4,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "d_ff": 128,
+            "dropout": 0.1,
+            "max_positions": 128,
+        },
+        "train": {
+            "max_tokens": 600,
+            "max_steps": STEPS,
+            "warmup_steps": 10,
+            "log_every": 1,
+            "valid_every": 100,
+            "save_every": SAVE_EVERY,
+            "keep_last": 100,
+            "average_last": 3,
+            "threads": 1,
+        },
+    }
 
 
 def all_checkpoints_load(run: Path) -> bool:
@@ -59,16 +80,26 @@ def run_is_whole(run: Path, reference: Path) -> dict:
     """What must hold once an interrupted run has finished."""
     a, b = checkpoint.load(reference / "checkpoint_last.pt"), checkpoint.load(run / "checkpoint_last.pt")
     same = all(torch.allclose(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6) for k in a["model"])
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "train"' in line]
+    steps = [
+        json.loads(line)["step"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"kind": "train"' in line
+    ]
     numbered = [int(p.stem.split("_")[1]) for p in checkpoint.numbered(run)]
-    return {"weights_equal_uninterrupted": same, "metrics_each_step_once": steps == list(range(1, STEPS + 1)),
-            "scheduled_checkpoints_complete": numbered == list(range(SAVE_EVERY, STEPS + 1, SAVE_EVERY)),
-            "temporaries_left": sum(1 for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name)}
+    return {
+        "weights_equal_uninterrupted": same,
+        "metrics_each_step_once": steps == list(range(1, STEPS + 1)),
+        "scheduled_checkpoints_complete": numbered == list(range(SAVE_EVERY, STEPS + 1, SAVE_EVERY)),
+        "temporaries_left": sum(1 for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name),
+    }
 
 
 def combined(checks: list[dict]) -> dict:
     """Every check over every finished run: booleans must all hold, counts add up."""
-    return {key: all(c[key] for c in checks) if isinstance(checks[0][key], bool) else sum(c[key] for c in checks) for key in checks[0]}
+    return {
+        key: all(c[key] for c in checks) if isinstance(checks[0][key], bool) else sum(c[key] for c in checks)
+        for key in checks[0]
+    }
 
 
 def kill_faults(work: Path, reference: Path, kills: int, rng: random.Random) -> dict:
@@ -79,8 +110,12 @@ def kill_faults(work: Path, reference: Path, kills: int, rng: random.Random) -> 
     while True:
         run, path = work / f"killed-{len(checks)}", work / f"killed-{len(checks)}.yaml"
         path.write_text(yaml.safe_dump(config_values(run)))
-        job = subprocess.Popen([sys.executable, "-m", "mtrain", "train", "-c", str(path)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        job = subprocess.Popen(
+            [sys.executable, "-m", "mtrain", "train", "-c", str(path)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if tried < kills:
             time.sleep(rng.uniform(1.0, 5.0))  # start-up takes 2-3 s: some kills land in preparation, most in training
             if job.poll() is None:
@@ -111,9 +146,14 @@ def disk_faults(work: Path, reference: Path, faults: int, rng: random.Random) ->
                 if countdown[0] == 0:
                     raise OSError(errno.ENOSPC, "No space left on device")
                 return real_write(*args, **kwargs)
+
             return write
 
-        real_fsync, os.fsync, rundir.open = os.fsync, failing(os.fsync), failing(open)  # atomic writes and appended lines
+        real_fsync, os.fsync, rundir.open = (
+            os.fsync,
+            failing(os.fsync),
+            failing(open),
+        )  # atomic writes and appended lines
         try:
             train(from_dict(config_values(run)))
             checks.append(run_is_whole(run, reference))
@@ -141,9 +181,17 @@ def main() -> None:
         work = Path(tmp)
         reference = work / "reference"
         (work / "reference.yaml").write_text(yaml.safe_dump(config_values(reference)))
-        subprocess.run([sys.executable, "-m", "mtrain", "train", "-c", str(work / "reference.yaml")], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        figures = {**kill_faults(work, reference, args.kills, rng), **disk_faults(work, reference, args.disk_faults, rng)}
+        subprocess.run(
+            [sys.executable, "-m", "mtrain", "train", "-c", str(work / "reference.yaml")],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        figures = {
+            **kill_faults(work, reference, args.kills, rng),
+            **disk_faults(work, reference, args.disk_faults, rng),
+        }
     print(json.dumps({"bench": "faults", "steps": STEPS, **figures, "wall_s": round(time.time() - start, 1)}))
 
 

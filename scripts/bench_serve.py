@@ -37,10 +37,29 @@ def free_port() -> int:
 
 def start_server(args, engine: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-m", "mtrain", "serve", "--checkpoint", args.checkpoint, "--engine", engine,
-               "--port", str(port), "--threads", str(args.threads), "--quantization", args.quantization]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    command = [
+        sys.executable,
+        "-m",
+        "mtrain",
+        "serve",
+        "--checkpoint",
+        args.checkpoint,
+        "--engine",
+        engine,
+        "--port",
+        str(port),
+        "--threads",
+        str(args.threads),
+        "--quantization",
+        args.quantization,
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -90,8 +109,15 @@ def load_level(url: str, lines: list[str], clients: int, requests: int, seconds:
     def pct(q):
         return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) if latencies else None
 
-    return {"clients": clients, "answered": len(latencies), "failed": failures[0], "seconds": round(wall, 2),
-            "sentences_per_s": round(len(latencies) / wall, 1), "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+    return {
+        "clients": clients,
+        "answered": len(latencies),
+        "failed": failures[0],
+        "seconds": round(wall, 2),
+        "sentences_per_s": round(len(latencies) / wall, 1),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+    }
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -133,8 +159,18 @@ def main() -> None:
     for r in results:
         by_engine.setdefault(r["engine"], {})[r["clients"]] = r["sentences_per_s"]
     speedup = {e: round(v[max(v)] / v[min(v)], 2) for e, v in by_engine.items() if len(v) > 1}
-    print(json.dumps({"bench": "serve", "checkpoint": args.checkpoint, "threads": args.threads, "cpus": os.cpu_count(),
-                      "results": results, "max_over_one_client": speedup}))
+    print(
+        json.dumps(
+            {
+                "bench": "serve",
+                "checkpoint": args.checkpoint,
+                "threads": args.threads,
+                "cpus": os.cpu_count(),
+                "results": results,
+                "max_over_one_client": speedup,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

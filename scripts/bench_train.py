@@ -54,17 +54,35 @@ def train_flops(model, batch) -> float:
 def marian_peer(model_config, vocab_size: int):
     from transformers import MarianConfig, MarianMTModel
 
-    cfg = MarianConfig(vocab_size=vocab_size, d_model=model_config.d_model, encoder_layers=model_config.encoder_layers,
-                       decoder_layers=model_config.decoder_layers, encoder_attention_heads=model_config.heads,
-                       decoder_attention_heads=model_config.heads, encoder_ffn_dim=model_config.d_ff, decoder_ffn_dim=model_config.d_ff,
-                       dropout=model_config.dropout, attention_dropout=0.0, activation_dropout=0.0, activation_function="relu",
-                       max_position_embeddings=model_config.max_positions, scale_embedding=True, pad_token_id=0,
-                       eos_token_id=3, decoder_start_token_id=2, share_encoder_decoder_embeddings=True, tie_word_embeddings=True)
+    cfg = MarianConfig(
+        vocab_size=vocab_size,
+        d_model=model_config.d_model,
+        encoder_layers=model_config.encoder_layers,
+        decoder_layers=model_config.decoder_layers,
+        encoder_attention_heads=model_config.heads,
+        decoder_attention_heads=model_config.heads,
+        encoder_ffn_dim=model_config.d_ff,
+        decoder_ffn_dim=model_config.d_ff,
+        dropout=model_config.dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        activation_function="relu",
+        max_position_embeddings=model_config.max_positions,
+        scale_embedding=True,
+        pad_token_id=0,
+        eos_token_id=3,
+        decoder_start_token_id=2,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+    )
     return MarianMTModel(cfg)
 
 
 def measure(config_path: str, shape: str, precision: str, device: str, steps: int, peer: bool) -> dict:
-    overrides = [f"model.{k}={v}" for k, v in SHAPES[shape].items()] + [f"train.precision={precision}", f"train.device={device}"]
+    overrides = [f"model.{k}={v}" for k, v in SHAPES[shape].items()] + [
+        f"train.precision={precision}",
+        f"train.device={device}",
+    ]
     config = load_config(config_path, overrides)
     data = prepare(config)
     dev = torch.device("cuda" if device == "cuda" else "cpu")
@@ -98,10 +116,22 @@ def measure(config_path: str, shape: str, precision: str, device: str, steps: in
         if i >= 2:
             rates.append(sum(b.tgt_tokens for b in micro) / seconds)
             flops_rates.append(sum(train_flops(trainer.model, b) for b in micro) / seconds)
-    result = {"shape": shape, "precision": precision, "device": device, "impl": "marian-hf" if peer else "mtrain",
-              "params_m": round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 1),
-              "median_tgt_tokens_per_s": round(statistics.median(rates)),
-              "peak_memory_mb": round((torch.cuda.max_memory_allocated() if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20)}
+    result = {
+        "shape": shape,
+        "precision": precision,
+        "device": device,
+        "impl": "marian-hf" if peer else "mtrain",
+        "params_m": round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 1),
+        "median_tgt_tokens_per_s": round(statistics.median(rates)),
+        "peak_memory_mb": round(
+            (
+                torch.cuda.max_memory_allocated()
+                if dev.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            )
+            / 2**20
+        ),
+    }
     if dev.type == "cuda":
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
@@ -130,20 +160,46 @@ def main() -> None:
     if args.peer:
         try:
             import transformers  # noqa: F401
+
             impls.append("peer")
         except ImportError:
             print("transformers is not installed: no peer run", file=sys.stderr)
     results = []
     for shape, precision, device in runs:
         for impl in impls:
-            out = subprocess.run([sys.executable, __file__, "--config", args.config, "--steps", str(args.steps),
-                                  "--one", shape, precision, device, impl], capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--config",
+                    args.config,
+                    "--steps",
+                    str(args.steps),
+                    "--one",
+                    shape,
+                    precision,
+                    device,
+                    impl,
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode:
                 print(out.stderr[-2000:], file=sys.stderr)
                 continue
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(json.dumps({"bench": "train", "config": args.config, "steps": args.steps, "threads": torch.get_num_threads(),
-                      "cpu": os.cpu_count(), "results": results}))
+    print(
+        json.dumps(
+            {
+                "bench": "train",
+                "config": args.config,
+                "steps": args.steps,
+                "threads": torch.get_num_threads(),
+                "cpu": os.cpu_count(),
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,25 @@ import pytest
 from helpers import tiny_config
 
 # The tiny demo model most decoding tests use; trained once per session (about a minute).
-DEMO_TRAIN = {"max_tokens": 3000, "max_steps": 700, "warmup_steps": 300, "lr_scale": 2.0, "log_every": 100,
-              "valid_every": 350, "save_every": 100, "average_last": 3}
-DEMO_MODEL = {"d_model": 128, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 512, "dropout": 0.1, "max_positions": 128}
+DEMO_TRAIN = {
+    "max_tokens": 3000,
+    "max_steps": 700,
+    "warmup_steps": 300,
+    "lr_scale": 2.0,
+    "log_every": 100,
+    "valid_every": 350,
+    "save_every": 100,
+    "average_last": 3,
+}
+DEMO_MODEL = {
+    "d_model": 128,
+    "heads": 4,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "d_ff": 512,
+    "dropout": 0.1,
+    "max_positions": 128,
+}
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +41,17 @@ def demo_run(tmp_path_factory, request) -> Path:
 
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line("\n[tests] training the shared demo model once (700 steps; about 2.5 minutes on 2 idle cores)")
+        reporter.write_line(
+            "\n[tests] training the shared demo model once (700 steps; about 2.5 minutes on 2 idle cores)"
+        )
 
     out = tmp_path_factory.mktemp("demo_run")
-    config = tiny_config(out, data={"train": {"demo": 50000}, "valid": {"demo": 300}, "test": {"demo": 300}},
-                         tokenizer={"vocab_size": 400}, model=DEMO_MODEL, train=DEMO_TRAIN)
+    config = tiny_config(
+        out,
+        data={"train": {"demo": 50000}, "valid": {"demo": 300}, "test": {"demo": 300}},
+        tokenizer={"vocab_size": 400},
+        model=DEMO_MODEL,
+        train=DEMO_TRAIN,
+    )
     train(config)
     return out

@@ -19,7 +19,15 @@ from mtrain.config import Config, from_dict
 ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-TINY_MODEL = {"d_model": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 128, "dropout": 0.0, "max_positions": 128}
+TINY_MODEL = {
+    "d_model": 64,
+    "heads": 4,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "d_ff": 128,
+    "dropout": 0.0,
+    "max_positions": 128,
+}
 
 
 def tiny_config(out_dir: Path, **sections) -> Config:
@@ -29,7 +37,14 @@ def tiny_config(out_dir: Path, **sections) -> Config:
         "data": {"train": {"demo": 2000}, "valid": {"demo": 100}, "test": {"demo": 100}},
         "tokenizer": {"vocab_size": 200},
         "model": dict(TINY_MODEL),
-        "train": {"max_tokens": 600, "max_steps": 6, "warmup_steps": 4, "log_every": 2, "valid_every": 0, "save_every": 3},
+        "train": {
+            "max_tokens": 600,
+            "max_steps": 6,
+            "warmup_steps": 4,
+            "log_every": 2,
+            "valid_every": 0,
+            "save_every": 3,
+        },
     }
     for section, overrides in sections.items():
         if isinstance(values.get(section), dict):
@@ -44,8 +59,15 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import this checko
 
 def run_cli(*args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m mtrain ...` as a user would, capturing its output."""
-    return subprocess.run([sys.executable, "-m", "mtrain", *args], input=input, capture_output=True, text=True,
-                          timeout=timeout, env=ENV, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "mtrain", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+        cwd=ROOT,
+    )
 
 
 def wait_for_lines(path: Path, count: int, timeout: float = 180) -> None:

@@ -24,7 +24,13 @@ def test_base_yaml_is_the_paper_and_the_dataclass_defaults():
     base = load_config(ROOT / "configs/base.yaml")
     m, t, tok, dec = base.model, base.train, base.tokenizer, base.decode
     assert (m.d_model, m.heads, m.encoder_layers, m.decoder_layers, m.d_ff, m.dropout) == (512, 8, 6, 6, 2048, 0.1)
-    assert (tok.vocab_size, tok.joint, t.label_smoothing, t.warmup_steps, t.max_steps) == (37000, True, 0.1, 4000, 100000)
+    assert (tok.vocab_size, tok.joint, t.label_smoothing, t.warmup_steps, t.max_steps) == (
+        37000,
+        True,
+        0.1,
+        4000,
+        100000,
+    )
     assert (t.adam_beta1, t.adam_beta2, t.adam_eps) == (0.9, 0.98, 1e-9)
     assert t.max_tokens * t.update_freq >= 25000
     assert (dec.beam, dec.lenpen, dec.max_len_a, dec.max_len_b, t.average_last) == (4, 0.6, 1.0, 50, 5)
@@ -34,7 +40,9 @@ def test_base_yaml_is_the_paper_and_the_dataclass_defaults():
     stated = yaml.safe_load((ROOT / "configs/base.yaml").read_text())
     for section in ("model", "tokenizer", "decode"):
         for key, value in stated.get(section, {}).items():
-            assert defaults[section][key] == value, f"{section}.{key}: base.yaml says {value}, the dataclass {defaults[section][key]}"
+            assert defaults[section][key] == value, (
+                f"{section}.{key}: base.yaml says {value}, the dataclass {defaults[section][key]}"
+            )
 
 
 def test_big_yaml_is_the_paper_big_model():
@@ -51,28 +59,50 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_overrides_are_typed(tmp_path):
     path = write(tmp_path, "data: {train: {demo: 10}}\n")
-    config = load_config(path, ["train.max_steps=200", "model.d_model=256", "train.adam_eps=1e-8", "model.pre_norm=true"])
-    assert (config.train.max_steps, config.model.d_model, config.train.adam_eps, config.model.pre_norm) == (200, 256, 1e-8, True)
+    config = load_config(
+        path, ["train.max_steps=200", "model.d_model=256", "train.adam_eps=1e-8", "model.pre_norm=true"]
+    )
+    assert (config.train.max_steps, config.model.d_model, config.train.adam_eps, config.model.pre_norm) == (
+        200,
+        256,
+        1e-8,
+        True,
+    )
     with pytest.raises(MtrainError, match="'train.max_steps' must be int"):
         load_config(path, ["train.max_steps=many"])
     with pytest.raises(MtrainError, match="expected KEY=VALUE"):
         load_config(path, ["train.max_steps"])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("data: {train: {demo: 10}}\nmodel: {d_modle: 256}\n", "unknown key 'model.d_modle'; did you mean 'model.d_model'"),
-    ("data: {train: {demo: 10}}\ntrian: {}\n", "unknown key 'trian'; did you mean 'train'"),
-    ("data: {train: {demo: 10}}\nmodel: {dropout: high}\n", "'model.dropout' must be float"),
-    ("data: {train: {demo: 10}}\nmodel: {d_model: 100, heads: 8}\n", "d_model \\(100\\) must be divisible by model.heads \\(8\\)"),
-    ("data: {train: {demo: 10}}\ntrain: {warmup_steps: 0}\n", "warmup_steps must be > 0"),
-    ("data: {train: {demo: 10, path: x}}\n", "sets path and demo"),
-    ("model: {d_model: 512}\n", "data.train is empty"),
-    ("data: {train: {demo: 10}}\nmodel:\n\td_model: 256\n", "invalid YAML .* at line 3, column 1: found character '\\\\t'"),
-    ("- a\n- b\n", "top level must be a mapping"),
-    ("out_dir: ''\ndata: {train: {demo: 10}}\n", "out_dir is empty; name a run directory"),
-    ("data: {train: {demo: 10}}\ntrain: {dist_timeout_minutes: .inf}\n", "dist_timeout_minutes must be a finite number > 0"),
-    ("data: {train: {demo: 10}}\ndecode: {max_len_a: .inf}\n", "max_len_a must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "data: {train: {demo: 10}}\nmodel: {d_modle: 256}\n",
+            "unknown key 'model.d_modle'; did you mean 'model.d_model'",
+        ),
+        ("data: {train: {demo: 10}}\ntrian: {}\n", "unknown key 'trian'; did you mean 'train'"),
+        ("data: {train: {demo: 10}}\nmodel: {dropout: high}\n", "'model.dropout' must be float"),
+        (
+            "data: {train: {demo: 10}}\nmodel: {d_model: 100, heads: 8}\n",
+            "d_model \\(100\\) must be divisible by model.heads \\(8\\)",
+        ),
+        ("data: {train: {demo: 10}}\ntrain: {warmup_steps: 0}\n", "warmup_steps must be > 0"),
+        ("data: {train: {demo: 10, path: x}}\n", "sets path and demo"),
+        ("model: {d_model: 512}\n", "data.train is empty"),
+        (
+            "data: {train: {demo: 10}}\nmodel:\n\td_model: 256\n",
+            "invalid YAML .* at line 3, column 1: found character '\\\\t'",
+        ),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("out_dir: ''\ndata: {train: {demo: 10}}\n", "out_dir is empty; name a run directory"),
+        (
+            "data: {train: {demo: 10}}\ntrain: {dist_timeout_minutes: .inf}\n",
+            "dist_timeout_minutes must be a finite number > 0",
+        ),
+        ("data: {train: {demo: 10}}\ndecode: {max_len_a: .inf}\n", "max_len_a must be a finite number >= 0"),
+    ],
+)
 def test_config_mistakes(tmp_path, text, message):
     with pytest.raises(MtrainError, match=message):
         load_config(write(tmp_path, text))
@@ -87,7 +117,11 @@ def test_cli_reports_a_mistake_on_one_line_without_traceback(tmp_path):
     path = write(tmp_path, "data: {train: {demo: 10}}\nmodel: {haeds: 4}\n")
     result = run_cli("prepare", "--config", str(path))
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: config: unknown key 'model.haeds'; did you mean 'model.heads'? (valid keys here: d_model, heads, encoder_layers, decoder_layers, d_ff, dropout, pre_norm, tie_embeddings, max_positions)"
+    assert (
+        result.stderr.strip()
+        == "error: config: unknown key 'model.haeds'; did you mean 'model.heads'? (valid keys here: d_model, heads, "
+        "encoder_layers, decoder_layers, d_ff, dropout, pre_norm, tie_embeddings, max_positions)"
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -96,7 +130,9 @@ def test_cli_cuda_asked_for_but_absent(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    path = write(tmp_path, f"out_dir: {tmp_path / 'run'}\ndata: {{train: {{demo: 200}}}}\ntokenizer: {{vocab_size: 100}}\n")
+    path = write(
+        tmp_path, f"out_dir: {tmp_path / 'run'}\ndata: {{train: {{demo: 200}}}}\ntokenizer: {{vocab_size: 100}}\n"
+    )
     result = run_cli("train", "--config", str(path), "--device", "cuda")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "CUDA is not available" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -64,7 +64,10 @@ def test_prepare_text_files_and_skip_when_unchanged(tmp_path, caplog):
 
 def test_reverse_direction_and_gzip(tmp_path):
     write_text(tmp_path / "train", gz=True)
-    config = tiny_config(tmp_path / "run", data={"src_lang": "de", "tgt_lang": "en", "train": {"path": str(tmp_path / "train")}, "valid": {}, "test": {}})
+    config = tiny_config(
+        tmp_path / "run",
+        data={"src_lang": "de", "tgt_lang": "en", "train": {"path": str(tmp_path / "train")}, "valid": {}, "test": {}},
+    )
     data = prepare(config)
     assert data.tokenizer().src.decode(data.split("train").src[3].tolist()) == DE[3]
 
@@ -73,11 +76,28 @@ def test_cleaning_counts_each_reason(tmp_path):
     en = ["a b c", "", "x " * 40, "one two three four five six seven eight", "a b c", "  spaced   out  "]
     de = ["d e f", "nonempty", "y", "eins", "d e f", "ganz   weit"]
     write_text(tmp_path / "train", en * 20, de * 20)
-    config = tiny_config(tmp_path / "run", data={"train": {"path": str(tmp_path / "train")}, "valid": {}, "test": {},
-                                                  "max_len": 30, "max_len_ratio": 3.0, "dedup": True},
-                         tokenizer={"vocab_size": 40})
+    config = tiny_config(
+        tmp_path / "run",
+        data={
+            "train": {"path": str(tmp_path / "train")},
+            "valid": {},
+            "test": {},
+            "max_len": 30,
+            "max_len_ratio": 3.0,
+            "dedup": True,
+        },
+        tokenizer={"vocab_size": 40},
+    )
     counts = prepare(config).manifest["clean"]
-    assert counts == {"input": 120, "empty": 20, "too_short": 0, "too_long": 20, "ratio": 20, "duplicate": 58, "kept": 2}
+    assert counts == {
+        "input": 120,
+        "empty": 20,
+        "too_short": 0,
+        "too_long": 20,
+        "ratio": 20,
+        "duplicate": 58,
+        "kept": 2,
+    }
 
 
 def test_datasets_parquet_and_json_give_identical_data(tmp_path):
@@ -92,15 +112,22 @@ def test_datasets_parquet_and_json_give_identical_data(tmp_path):
     with open(tmp_path / "valid.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in valid_rows)
     for loader, ext in (("parquet", "parquet"), ("json", "jsonl")):
-        config = tiny_config(tmp_path / f"run-{loader}", data={
-            "train": {"dataset": loader, "data_files": [str(tmp_path / f"train.{ext}")]},
-            "valid": {"dataset": loader, "data_files": [str(tmp_path / f"valid.{ext}")]}, "test": {}})
+        config = tiny_config(
+            tmp_path / f"run-{loader}",
+            data={
+                "train": {"dataset": loader, "data_files": [str(tmp_path / f"train.{ext}")]},
+                "valid": {"dataset": loader, "data_files": [str(tmp_path / f"valid.{ext}")]},
+                "test": {},
+            },
+        )
         assert data_files(prepare(config).dir) == data_files(reference.dir), loader
 
 
 def test_dataset_unknown_split_and_language(tmp_path):
     datasets = pytest.importorskip("datasets")
-    datasets.Dataset.from_list([{"translation": {"de": d, "en": e}} for e, d in zip(EN, DE)]).to_parquet(str(tmp_path / "t.parquet"))
+    datasets.Dataset.from_list([{"translation": {"de": d, "en": e}} for e, d in zip(EN, DE)]).to_parquet(
+        str(tmp_path / "t.parquet")
+    )
     spec = {"dataset": "parquet", "data_files": [str(tmp_path / "t.parquet")]}
     with pytest.raises(MtrainError, match="has no split 'validation'; it has: train"):
         prepare(tiny_config(tmp_path / "a", data={"train": {**spec, "split": "validation"}, "valid": {}, "test": {}}))
@@ -153,6 +180,7 @@ def test_interrupted_prepare_leaves_old_data_trusted_and_no_temp(tmp_path, monke
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(prep, "_swap_in", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare(config)
@@ -179,7 +207,7 @@ def test_batches_respect_budget_and_cover_the_epoch(prepared):
     assert (b.src[:, -1] != PAD).any() and (b.tgt_in[:, 0] == BOS).all()
     row = int(np.argmax(b.ids == b.ids[0]))
     n = int(split.tgt.lengths[b.ids[row]])
-    assert b.tgt_out[row, n] == EOS and b.tgt_in[row, 1:n + 1].tolist() == b.tgt_out[row, :n].tolist()
+    assert b.tgt_out[row, n] == EOS and b.tgt_in[row, 1 : n + 1].tolist() == b.tgt_out[row, :n].tolist()
 
 
 def test_batches_are_deterministic_per_epoch_and_differ_across_epochs(prepared):
@@ -212,5 +240,7 @@ def test_eval_batches_keep_every_sentence(prepared):
 
 def test_demo_held_out_sets_never_contain_training_sentences(tmp_path):
     data = prepare(tiny_config(tmp_path))
-    train = set(data.tokenizer().src.decode(data.split("train").src[i].tolist()) for i in range(len(data.split("train"))))
+    train = set(
+        data.tokenizer().src.decode(data.split("train").src[i].tolist()) for i in range(len(data.split("train")))
+    )
     assert not train & set(data.raw_text("test", "en"))

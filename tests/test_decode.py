@@ -54,7 +54,9 @@ def test_incremental_decoding_scores_equal_full_recomputation(demo):
     for row, hyps in enumerate(results):
         assert len(hyps) == 4
         for h in hyps:
-            assert h.logprob == pytest.approx(teacher_forced_logprob(model, src[row][src[row] != PAD], h.tokens), abs=1e-3)
+            assert h.logprob == pytest.approx(
+                teacher_forced_logprob(model, src[row][src[row] != PAD], h.tokens), abs=1e-3
+            )
 
 
 def test_a_batch_translates_like_each_sentence_alone(demo):
@@ -128,7 +130,9 @@ def test_translate_streams_stdin_keeping_empty_lines(demo_run):
     assert result.returncode == 0, result.stderr
     out = result.stdout.split("\n")
     assert out[:3] == ["Der Hund sieht eine Katze.", "", "Heute kauft der kleine Mann zwei rote Äpfel."]
-    nbest = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--nbest", "2", input="The dog sees a cat.\n")
+    nbest = run_cli(
+        "translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--nbest", "2", input="The dog sees a cat.\n"
+    )
     first, second = nbest.stdout.splitlines()
     assert first.startswith("0 ||| Der Hund sieht eine Katze. ||| ") and second.startswith("0 ||| ")
 
@@ -150,7 +154,9 @@ def test_average_of_two_checkpoints_is_their_mean(tmp_path):
         torch.testing.assert_close(avg["model"][key], (a["model"][key] + b["model"][key]) / 2)
     other = tmp_path / "other"
     train(tiny_config(other, model={"d_ff": 96}, train={"max_steps": 3, "save_every": 3}))
-    refused = run_cli("average", str(tmp_path / "checkpoint_3.pt"), str(other / "checkpoint_3.pt"), "--output", str(tmp_path / "x.pt"))
+    refused = run_cli(
+        "average", str(tmp_path / "checkpoint_3.pt"), str(other / "checkpoint_3.pt"), "--output", str(tmp_path / "x.pt")
+    )
     assert refused.returncode == 2 and "another model shape" in refused.stderr and not (tmp_path / "x.pt").exists()
 
 
@@ -163,9 +169,14 @@ def test_eval_bleu_equals_the_sacrebleu_command(tmp_path):
     hyp.write_text("\n".join(HYPS) + "\n")
     ref.write_text("\n".join(REFS) + "\n")
     ours = json.loads(run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref), "--json").stdout)
+
     def sacrebleu_cli(metric):
-        out = subprocess.run([sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", metric, "-b", "-w", "4"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", metric, "-b", "-w", "4"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return float(out.strip())
 
     assert ours["bleu"] == pytest.approx(sacrebleu_cli("bleu"), abs=1e-4)
@@ -208,14 +219,26 @@ def test_bad_translate_options_are_refused_with_their_name(demo_run, options, me
 
 def test_bad_nbest_is_a_one_line_cli_error(demo_run):
     for nbest in ("5", "0"):
-        result = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--nbest", nbest, input="The dog sees a cat.\n")
-        assert result.returncode == 2 and result.stderr == f"error: --nbest must be between 1 and the beam (4), got {nbest}\n"
+        result = run_cli(
+            "translate",
+            "--checkpoint",
+            str(demo_run / "checkpoint_avg.pt"),
+            "--nbest",
+            nbest,
+            input="The dog sees a cat.\n",
+        )
+        assert (
+            result.returncode == 2
+            and result.stderr == f"error: --nbest must be between 1 and the beam (4), got {nbest}\n"
+        )
 
 
 def test_translate_refuses_a_directory_as_output(demo_run, tmp_path):
     src = tmp_path / "in.en"
     src.write_text("The dog sees a cat.\n")
-    result = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--input", str(src), "--output", str(tmp_path))
+    result = run_cli(
+        "translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--input", str(src), "--output", str(tmp_path)
+    )
     assert result.returncode == 2 and "is a directory; give a file name" in result.stderr
 
 
@@ -232,4 +255,7 @@ def test_eval_bleu_of_empty_files_is_a_one_line_error(tmp_path):
     (tmp_path / "hyp").write_text("")
     (tmp_path / "ref").write_text("")
     result = run_cli("eval-bleu", "--hyp", str(tmp_path / "hyp"), "--ref", str(tmp_path / "ref"))
-    assert result.returncode == 2 and result.stderr == "error: there is nothing to score: the translations are empty (0 lines)\n"
+    assert (
+        result.returncode == 2
+        and result.stderr == "error: there is nothing to score: the translations are empty (0 lines)\n"
+    )

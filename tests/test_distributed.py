@@ -16,16 +16,37 @@ from mtrain import checkpoint
 
 from helpers import ENV, ROOT, run_cli, wait_for_lines
 
-MODEL = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "d_ff": 64, "dropout": 0.0, "max_positions": 128}
+MODEL = {
+    "d_model": 32,
+    "heads": 2,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "d_ff": 64,
+    "dropout": 0.0,
+    "max_positions": 128,
+}
 
 
 def config_file(tmp_path, name, **train):
     # adam_eps 1e-6: Adam's 1e-9 turns the rounding noise of (near) zero gradients into visible steps,
     # and the order of DDP's all-reduce differs from the single process' sum in the last bits.
-    values = {"out_dir": str(tmp_path / name), "data": {"dir": str(tmp_path / "data"), "train": {"demo": 1500}, "valid": {"demo": 60}},
-              "tokenizer": {"vocab_size": 150}, "model": MODEL,
-              "train": {"max_tokens": 400, "max_steps": 12, "warmup_steps": 4, "log_every": 1, "valid_every": 6, "save_every": 6,
-                        "adam_eps": 1e-6, "lr_scale": 0.1, **train}}
+    values = {
+        "out_dir": str(tmp_path / name),
+        "data": {"dir": str(tmp_path / "data"), "train": {"demo": 1500}, "valid": {"demo": 60}},
+        "tokenizer": {"vocab_size": 150},
+        "model": MODEL,
+        "train": {
+            "max_tokens": 400,
+            "max_steps": 12,
+            "warmup_steps": 4,
+            "log_every": 1,
+            "valid_every": 6,
+            "save_every": 6,
+            "adam_eps": 1e-6,
+            "lr_scale": 0.1,
+            **train,
+        },
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -44,7 +65,7 @@ def assert_same_weights(a_path, b_path):
         if key.endswith("in_proj.bias"):
             # The key bias's gradient is zero in exact arithmetic (softmax ignores a constant added to
             # every score), so Adam moves it by rounding noise alone; compare the query and value parts.
-            x, y = torch.cat([x[:d], x[2 * d:]]), torch.cat([y[:d], y[2 * d:]])
+            x, y = torch.cat([x[:d], x[2 * d :]]), torch.cat([y[:d], y[2 * d :]])
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)  # a step moves weights ~1e-3
 
 
@@ -72,9 +93,25 @@ def test_two_processes_resume_exactly_after_sigterm(single):
     path = config_file(single, "resumed", max_steps=60, valid_every=0, save_every=30)
     reference = config_file(single, "straight", max_steps=60, valid_every=0, save_every=30)
     assert run_cli("train", "-c", str(reference), "--nproc-per-node", "2").returncode == 0
-    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                            "-m", "mtrain", "train", "-c", str(path)], cwd=ROOT, env=ENV,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "mtrain",
+            "train",
+            "-c",
+            str(path),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_lines(single / "resumed" / "metrics.jsonl", 5)
     job.send_signal(signal.SIGTERM)
     _, stderr = job.communicate(timeout=120)
@@ -90,9 +127,22 @@ def test_two_processes_resume_exactly_after_sigterm(single):
 def test_a_failing_rank_ends_the_job_quickly(single):
     path = config_file(single, "failing", max_steps=1000, dist_timeout_minutes=1.0)
     start = time.time()
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                             str(ROOT / "tests" / "ddp_failing_worker.py"), str(path)], cwd=ROOT, env=ENV,
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(ROOT / "tests" / "ddp_failing_worker.py"),
+            str(path),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stderr
     assert time.time() - start < 90

@@ -59,15 +59,21 @@ def test_ctranslate2_float32_greedy_equals_mtrain_and_beam_mostly(demo, tmp_path
 def test_ctranslate2_int8_bleu_within_one_point_of_float32(demo, demo_run):
     ckpt, lines, _ = demo
     refs = [PreparedData(demo_run / "data").raw_text("test", "de")[: len(lines)]]
-    bleu = {q: corpus_scores(open_engine(ckpt, engine="ctranslate2", quantization=q, device="cpu").translate(lines), refs)["bleu"]
-            for q in ("float32", "int8")}
+    bleu = {
+        q: corpus_scores(open_engine(ckpt, engine="ctranslate2", quantization=q, device="cpu").translate(lines), refs)[
+            "bleu"
+        ]
+        for q in ("float32", "int8")
+    }
     assert bleu["float32"] > 80
     assert abs(bleu["int8"] - bleu["float32"]) <= 1.0, bleu
 
 
 def test_ctranslate2_nbest_is_sorted_and_sized(demo):
     ckpt, lines, _ = demo
-    results = open_engine(ckpt, engine="ctranslate2", quantization="float32", device="cpu").translate_nbest(lines[:10], beam=4, nbest=3)
+    results = open_engine(ckpt, engine="ctranslate2", quantization="float32", device="cpu").translate_nbest(
+        lines[:10], beam=4, nbest=3
+    )
     for hyps in results:
         assert len(hyps) == 3
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
@@ -97,7 +103,10 @@ def test_huggingface_logits_and_greedy_generate_equal_mtrain(demo, tmp_path):
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
     batch = tokenizer(lines[:16], return_tensors="pt", padding=True)
     expected_ids = [seq + [EOS] for seq in torch_engine.tokenizer.encode_src(lines[:16])]
-    assert [[t for t, m in zip(row, mask) if m] for row, mask in zip(batch.input_ids.tolist(), batch.attention_mask.tolist())] == expected_ids
+    assert [
+        [t for t, m in zip(row, mask) if m]
+        for row, mask in zip(batch.input_ids.tolist(), batch.attention_mask.tolist())
+    ] == expected_ids
     target = torch.tensor([[BOS, 20, 21, 22, 23, 24]] * 16)
     with torch.no_grad():
         theirs = model(**batch, decoder_input_ids=target).logits
@@ -117,7 +126,11 @@ def test_huggingface_export_carries_mtrain_generation_settings(demo, tmp_path):
     out = export_huggingface(ExportedCheckpoint(ckpt), tmp_path / "hf")
     generation = json.loads((out / "generation_config.json").read_text())
     assert (generation["num_beams"], generation["length_penalty"]) == (4, 0.6)
-    assert (generation["decoder_start_token_id"], generation["eos_token_id"], generation["pad_token_id"]) == (BOS, EOS, 0)
+    assert (generation["decoder_start_token_id"], generation["eos_token_id"], generation["pad_token_id"]) == (
+        BOS,
+        EOS,
+        0,
+    )
     assert (out / "model.safetensors").is_file()
     assert json.loads((out / "mtrain.json").read_text())["engine"] == "huggingface"
 
@@ -135,8 +148,16 @@ def random_checkpoint(tmp_path, spm_model: bytes, separate: bool, **model) -> tu
         for p in net.parameters():
             p.normal_(0, 0.2)
     path = tmp_path / "random.pt"
-    torch.save({"format": 1, "model": net.state_dict(), "config": config.to_dict(),
-                "spm": {"src": spm_model, "tgt": spm_model if separate else None}, "progress": {"step": 0}}, path)
+    torch.save(
+        {
+            "format": 1,
+            "model": net.state_dict(),
+            "config": config.to_dict(),
+            "spm": {"src": spm_model, "tgt": spm_model if separate else None},
+            "progress": {"step": 0},
+        },
+        path,
+    )
     return path, net
 
 
@@ -146,29 +167,37 @@ def teacher_forced(net, src: list[int], tgt: list[int]) -> list[float]:
     return logp.gather(-1, torch.tensor(tgt + [EOS])[:, None]).flatten().tolist()
 
 
-VARIANTS = [dict(pre_norm=False, separate=False, tie_embeddings="all"),
-            dict(pre_norm=True, separate=False, tie_embeddings="all"),
-            dict(pre_norm=True, separate=True, tie_embeddings="decoder"),
-            dict(pre_norm=False, separate=True, tie_embeddings="none")]
+VARIANTS = [
+    dict(pre_norm=False, separate=False, tie_embeddings="all"),
+    dict(pre_norm=True, separate=False, tie_embeddings="all"),
+    dict(pre_norm=True, separate=True, tie_embeddings="decoder"),
+    dict(pre_norm=False, separate=True, tie_embeddings="none"),
+]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
 def test_ctranslate2_scores_equal_mtrain_for_every_variant(variant, demo_run, tmp_path):
     variant = dict(variant)
-    path, net = random_checkpoint(tmp_path, (demo_run / "data" / "spm.model").read_bytes(), variant.pop("separate"), **variant)
+    path, net = random_checkpoint(
+        tmp_path, (demo_run / "data" / "spm.model").read_bytes(), variant.pop("separate"), **variant
+    )
     out = export_ctranslate2(ExportedCheckpoint(path), tmp_path / "ct2", "float32")
     engine = ctranslate2.Translator(str(out), device="cpu")
     ck = ExportedCheckpoint(path)
     src_pieces, tgt_pieces = ck.src_pieces, ck.tgt_pieces
     pairs = [([5, 9, 17, 33], [8, 12, 40]), ([60, 7], [11, 90, 13, 14, 15])]
-    scored = engine.score_batch([[src_pieces[i] for i in s] for s, _ in pairs], [[tgt_pieces[i] for i in t] for _, t in pairs])
+    scored = engine.score_batch(
+        [[src_pieces[i] for i in s] for s, _ in pairs], [[tgt_pieces[i] for i in t] for _, t in pairs]
+    )
     for (src, tgt), result in zip(pairs, scored):
         assert result.log_probs == pytest.approx(teacher_forced(net.eval(), src, tgt), abs=1e-4)
 
 
 @pytest.mark.parametrize("tie", ["all", "decoder", "none"])
 def test_huggingface_logits_equal_mtrain_for_tied_and_untied_embeddings(tie, demo_run, tmp_path):
-    path, net = random_checkpoint(tmp_path, (demo_run / "data" / "spm.model").read_bytes(), tie != "all", tie_embeddings=tie)
+    path, net = random_checkpoint(
+        tmp_path, (demo_run / "data" / "spm.model").read_bytes(), tie != "all", tie_embeddings=tie
+    )
     out = export_huggingface(ExportedCheckpoint(path), tmp_path / "hf")
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
     src, tgt = torch.tensor([[5, 9, 17, 33, EOS]]), torch.tensor([[BOS, 8, 12, 40]])
@@ -194,15 +223,35 @@ def test_export_bad_inputs_are_one_line_errors_and_leave_nothing(demo, tmp_path)
     full.mkdir()
     (full / "keep.txt").write_text("mine")
     cases = [
-        (["--checkpoint", str(garbage), "--format", "ctranslate2", "--output", str(tmp_path / "a")], "is not an mtrain checkpoint (not a PyTorch file"),
-        (["--checkpoint", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "b")], "--format 'onnx' is not one of"),
+        (
+            ["--checkpoint", str(garbage), "--format", "ctranslate2", "--output", str(tmp_path / "a")],
+            "is not an mtrain checkpoint (not a PyTorch file",
+        ),
+        (
+            ["--checkpoint", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "b")],
+            "--format 'onnx' is not one of",
+        ),
         (["--checkpoint", str(ckpt), "--format", "ctranslate2", "--output", str(full)], "not empty; add --force"),
-        (["--checkpoint", str(ckpt), "--format", "ctranslate2", "--quantization", "bfloat16", "--output", str(tmp_path / "c")],
-         "not supported on this CPU"),
+        (
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--format",
+                "ctranslate2",
+                "--quantization",
+                "bfloat16",
+                "--output",
+                str(tmp_path / "c"),
+            ],
+            "not supported on this CPU",
+        ),
     ]
     for args, message in cases:
         result = run_cli("export", *args)
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, (
+            args,
+            result.stderr,
+        )
         assert len(result.stderr.strip().splitlines()) == 1
     assert (full / "keep.txt").read_text() == "mine" and len(list(full.iterdir())) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "not-a-checkpoint.pt"]
@@ -242,14 +291,43 @@ def test_cli_export_and_translate_through_ctranslate2(demo, tmp_path):
     ckpt, lines, torch_engine = demo
     src = tmp_path / "src.en"
     src.write_text("\n".join(lines[:20] + [""]) + "\n")
-    exported = run_cli("export", "--checkpoint", str(ckpt), "--format", "ctranslate2", "--quantization", "float32",
-                       "--output", str(tmp_path / "ct2"))
+    exported = run_cli(
+        "export",
+        "--checkpoint",
+        str(ckpt),
+        "--format",
+        "ctranslate2",
+        "--quantization",
+        "float32",
+        "--output",
+        str(tmp_path / "ct2"),
+    )
     assert exported.returncode == 0, exported.stderr
-    by_dir = run_cli("translate", "--model", str(tmp_path / "ct2"), "--input", str(src), "--beam", "1", "--threads", "1")
+    by_dir = run_cli(
+        "translate", "--model", str(tmp_path / "ct2"), "--input", str(src), "--beam", "1", "--threads", "1"
+    )
     cache_env = {**ENV, "MTRAIN_CACHE": str(tmp_path / "cache")}
-    on_the_fly = subprocess.run([sys.executable, "-m", "mtrain", "translate", "--checkpoint", str(ckpt), "--engine", "ctranslate2",
-                                 "--quantization", "float32", "--beam", "1"], input=src.read_text(), capture_output=True,
-                                text=True, env=cache_env, timeout=300)
+    on_the_fly = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtrain",
+            "translate",
+            "--checkpoint",
+            str(ckpt),
+            "--engine",
+            "ctranslate2",
+            "--quantization",
+            "float32",
+            "--beam",
+            "1",
+        ],
+        input=src.read_text(),
+        capture_output=True,
+        text=True,
+        env=cache_env,
+        timeout=300,
+    )
     expected = torch_engine.translate(lines[:20], beam=1) + [""]
     assert by_dir.stdout.splitlines() == expected, by_dir.stderr
     assert on_the_fly.stdout.splitlines() == expected, on_the_fly.stderr

@@ -22,8 +22,18 @@ from helpers import ENV, ROOT, run_cli, tiny_config
 def finished_run(tmp_path_factory):
     """A tiny run trained through the CLI (not a terminal: stderr is a pipe), logging every 100 steps."""
     out = tmp_path_factory.mktemp("first_hour")
-    config = tiny_config(out / "run", train={"max_tokens": 600, "max_steps": 6, "warmup_steps": 4, "log_every": 100,
-                                             "valid_every": 0, "save_every": 3, "average_last": 2})
+    config = tiny_config(
+        out / "run",
+        train={
+            "max_tokens": 600,
+            "max_steps": 6,
+            "warmup_steps": 4,
+            "log_every": 100,
+            "valid_every": 0,
+            "save_every": 3,
+            "average_last": 2,
+        },
+    )
     path = out / "config.yaml"
     path.write_text(yaml.safe_dump(config.to_dict()))
     result = run_cli("train", "-c", str(path), "--threads", "1")
@@ -77,8 +87,14 @@ def test_tied_embeddings_are_stored_once_in_an_averaged_checkpoint(finished_run)
     _, run, _ = finished_run
     state = torch.load(run / "checkpoint_avg.pt", weights_only=True)
     model = state["model"]
-    assert model["src_embed.weight"].data_ptr() == model["tgt_embed.weight"].data_ptr() == model["output.weight"].data_ptr()
-    weights_bytes = sum(t.numel() * t.element_size() for k, t in model.items() if k not in ("tgt_embed.weight", "output.weight"))
+    assert (
+        model["src_embed.weight"].data_ptr()
+        == model["tgt_embed.weight"].data_ptr()
+        == model["output.weight"].data_ptr()
+    )
+    weights_bytes = sum(
+        t.numel() * t.element_size() for k, t in model.items() if k not in ("tgt_embed.weight", "output.weight")
+    )
     saved = io.BytesIO()
     torch.save(model, saved)
     tied_matrix_bytes = model["output.weight"].numel() * 4
@@ -87,8 +103,16 @@ def test_tied_embeddings_are_stored_once_in_an_averaged_checkpoint(finished_run)
 
 def test_nbest_gives_n_records_to_every_line_even_an_empty_one(finished_run):
     _, run, _ = finished_run
-    result = run_cli("translate", "--checkpoint", str(run / "checkpoint_avg.pt"), "--beam", "3", "--nbest", "3",
-                     input="The dog sees a cat.\n\nA man runs.\n")
+    result = run_cli(
+        "translate",
+        "--checkpoint",
+        str(run / "checkpoint_avg.pt"),
+        "--beam",
+        "3",
+        "--nbest",
+        "3",
+        input="The dog sees a cat.\n\nA man runs.\n",
+    )
     indices = [line.split(" ||| ")[0] for line in result.stdout.splitlines()]
     assert indices == ["0"] * 3 + ["1"] * 3 + ["2"] * 3
 
@@ -101,10 +125,19 @@ def test_stdin_in_batches_equals_the_file_mode_and_refuses_binary(finished_run, 
     from_file = run_cli("translate", "--checkpoint", str(run / "checkpoint_avg.pt"), "--input", str(src))
     from_stdin = run_cli("translate", "--checkpoint", str(run / "checkpoint_avg.pt"), input="\n".join(lines))
     assert from_stdin.stdout == from_file.stdout and len(from_stdin.stdout.splitlines()) == len(lines)
-    garbage = subprocess.run([sys.executable, "-m", "mtrain", "translate", "--checkpoint", str(run / "checkpoint_avg.pt")],
-                             input=b"fine\n\xff\xfe\x00garbage\n", capture_output=True, env=ENV, cwd=ROOT, timeout=120)
+    garbage = subprocess.run(
+        [sys.executable, "-m", "mtrain", "translate", "--checkpoint", str(run / "checkpoint_avg.pt")],
+        input=b"fine\n\xff\xfe\x00garbage\n",
+        capture_output=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert garbage.returncode == 2
-    assert garbage.stderr.decode() == "error: line 2 of the standard input is not UTF-8 text; convert the input, e.g. with iconv -t UTF-8\n"
+    assert (
+        garbage.stderr.decode()
+        == "error: line 2 of the standard input is not UTF-8 text; convert the input, e.g. with iconv -t UTF-8\n"
+    )
 
 
 def test_not_a_checkpoint_says_so_in_a_whole_sentence(tmp_path):
@@ -112,8 +145,10 @@ def test_not_a_checkpoint_says_so_in_a_whole_sentence(tmp_path):
     fake.write_text("just some text")
     with pytest.raises(Exception) as error:
         checkpoint.load(fake)
-    assert str(error.value) == (f"{fake} is not an mtrain checkpoint (not a PyTorch file, or a damaged one); "
-                                "give a checkpoint_*.pt written by mtrain train or mtrain average")
+    assert str(error.value) == (
+        f"{fake} is not an mtrain checkpoint (not a PyTorch file, or a damaged one); "
+        "give a checkpoint_*.pt written by mtrain train or mtrain average"
+    )
 
 
 def test_a_missing_data_file_says_where_it_was_looked_for(tmp_path, monkeypatch):
@@ -123,5 +158,7 @@ def test_a_missing_data_file_says_where_it_was_looked_for(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(MtrainError) as error:
         text_file("data/train", "en")
-    assert str(error.value) == (f"data file not found: data/train.en (nor data/train.en.gz) in {tmp_path} (relative paths are "
-                                "read from the directory mtrain runs in); check the path prefix in the config")
+    assert str(error.value) == (
+        f"data file not found: data/train.en (nor data/train.en.gz) in {tmp_path} (relative paths are "
+        "read from the directory mtrain runs in); check the path prefix in the config"
+    )

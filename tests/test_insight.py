@@ -59,7 +59,9 @@ def test_the_default_alignment_layer_beats_a_monotone_diagonal(translator):
 
 def test_translate_alignment_appends_pharaoh_links_for_every_target_word(demo_run):
     lines = ["The dog sees a cat.", "", "Now two men buy the old car."]
-    result = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--alignment", input="\n".join(lines) + "\n")
+    result = run_cli(
+        "translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--alignment", input="\n".join(lines) + "\n"
+    )
     assert result.returncode == 0, result.stderr
     outputs = result.stdout.splitlines()
     assert len(outputs) == 3 and outputs[1] == " ||| "
@@ -68,23 +70,57 @@ def test_translate_alignment_appends_pharaoh_links_for_every_target_word(demo_ru
         pairs = [tuple(map(int, link.split("-"))) for link in links.split()]
         assert sorted(j for _, j in pairs) == list(range(len(text.split())))
         assert all(0 <= i < len(source.split()) for i, _ in pairs)
-    nbest = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--alignment", "--nbest", "2", input=lines[0] + "\n")
+    nbest = run_cli(
+        "translate",
+        "--checkpoint",
+        str(demo_run / "checkpoint_avg.pt"),
+        "--alignment",
+        "--nbest",
+        "2",
+        input=lines[0] + "\n",
+    )
     assert [line.count(" ||| ") for line in nbest.stdout.splitlines()] == [3, 3]
-    refused = run_cli("translate", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--alignment", "--alignment-layer", "9", input="a\n")
-    assert refused.returncode == 2 and "--alignment-layer must be between 1 and the model's 2 decoder layers" in refused.stderr
+    refused = run_cli(
+        "translate",
+        "--checkpoint",
+        str(demo_run / "checkpoint_avg.pt"),
+        "--alignment",
+        "--alignment-layer",
+        "9",
+        input="a\n",
+    )
+    assert (
+        refused.returncode == 2
+        and "--alignment-layer must be between 1 and the model's 2 decoder layers" in refused.stderr
+    )
 
 
 def test_attention_command_writes_a_png_or_the_raw_weights(demo_run, tmp_path):
     checkpoint = str(demo_run / "checkpoint_avg.pt")
-    result = run_cli("attention", "--checkpoint", checkpoint, "--text", "The dog sees a cat.", "-o", str(tmp_path / "a.png"))
+    result = run_cli(
+        "attention", "--checkpoint", checkpoint, "--text", "The dog sees a cat.", "-o", str(tmp_path / "a.png")
+    )
     assert result.returncode == 0, result.stderr
     assert min(png_size(tmp_path / "a.png")) > 300
-    result = run_cli("attention", "--checkpoint", checkpoint, "--text", "The dog sees a cat.", "-o", str(tmp_path / "a.json"),
-                     "--format", "json", "--kind", "decoder")
+    result = run_cli(
+        "attention",
+        "--checkpoint",
+        checkpoint,
+        "--text",
+        "The dog sees a cat.",
+        "-o",
+        str(tmp_path / "a.json"),
+        "--format",
+        "json",
+        "--kind",
+        "decoder",
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "a.json").read_text())
     weights = torch.tensor(data["weights"])
-    assert weights.shape[2] == weights.shape[3] == len(data["rows"]) == len(data["columns"]) and data["rows"][0] == "<s>"
+    assert (
+        weights.shape[2] == weights.shape[3] == len(data["rows"]) == len(data["columns"]) and data["rows"][0] == "<s>"
+    )
     bad = run_cli("attention", "--checkpoint", checkpoint, "--text", "x", "-o", str(tmp_path / "b.png"), "--layer", "5")
     assert bad.returncode == 2 and "--layer must be between 1 and 2" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -122,4 +158,4 @@ def test_report_is_one_self_contained_page(demo_run, tmp_path):
     page = out.read_text()
     assert page.count("<img") == 3  # curves + two examples
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in page and "chrF2" in page and "sentences/s" in page
-    assert "src=\"http" not in page and "<script" not in page
+    assert 'src="http' not in page and "<script" not in page

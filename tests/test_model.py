@@ -26,8 +26,12 @@ def test_base_model_parameter_count_matches_hand_count():
 
 
 def test_tying_options():
-    untied = Transformer(ModelConfig(d_model=32, heads=4, d_ff=64, encoder_layers=1, decoder_layers=1, tie_embeddings="none"), 50, 60)
-    decoder = Transformer(ModelConfig(d_model=32, heads=4, d_ff=64, encoder_layers=1, decoder_layers=1, tie_embeddings="decoder"), 50, 60)
+    untied = Transformer(
+        ModelConfig(d_model=32, heads=4, d_ff=64, encoder_layers=1, decoder_layers=1, tie_embeddings="none"), 50, 60
+    )
+    decoder = Transformer(
+        ModelConfig(d_model=32, heads=4, d_ff=64, encoder_layers=1, decoder_layers=1, tie_embeddings="decoder"), 50, 60
+    )
     assert untied.output.weight is not untied.tgt_embed.weight and untied.src_embed is not untied.tgt_embed
     assert decoder.output.weight is decoder.tgt_embed.weight and decoder.src_embed.weight.shape[0] == 50
 
@@ -42,7 +46,9 @@ def test_positional_encoding_formula():
 @pytest.fixture(params=[False, True], ids=["post-norm", "pre-norm"])
 def model(request):
     torch.manual_seed(0)
-    config = ModelConfig(d_model=32, heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0, pre_norm=request.param)
+    config = ModelConfig(
+        d_model=32, heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0, pre_norm=request.param
+    )
     return Transformer(config, 40, 40).eval()
 
 

@@ -61,7 +61,10 @@ def copy_run(source, target):
 
 
 def test_every_checkpoint_is_a_file_of_its_own(finished):
-    paths = [finished / n for n in ("checkpoint_3.pt", "checkpoint_6.pt", "checkpoint_9.pt", "checkpoint_best.pt", "checkpoint_last.pt")]
+    paths = [
+        finished / n
+        for n in ("checkpoint_3.pt", "checkpoint_6.pt", "checkpoint_9.pt", "checkpoint_best.pt", "checkpoint_last.pt")
+    ]
     inodes = {p.stat().st_ino for p in paths if p.exists()}
     assert all(p.stat().st_nlink == 1 for p in paths if p.exists())
     assert len(inodes) == sum(p.exists() for p in paths)
@@ -73,7 +76,9 @@ def test_a_damaged_last_checkpoint_names_the_fallback_and_recover_takes_it(finis
     last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a bad copy
     config = tiny_config(run, train={"max_steps": 11, "save_every": 3, "log_every": 1, "average_last": 3})
     path = config_file(tmp_path, config)
-    one_line_error(run_cli("train", "-c", str(path)), "checkpoint_last.pt is unreadable", "checkpoint_9.pt (step 9)", "--recover")
+    one_line_error(
+        run_cli("train", "-c", str(path)), "checkpoint_last.pt is unreadable", "checkpoint_9.pt (step 9)", "--recover"
+    )
     result = run_cli("train", "-c", str(path), "--recover")
     assert result.returncode == 0, result.stderr
     assert "continuing from" in result.stderr and checkpoint.load(last)["progress"]["step"] == 11
@@ -105,7 +110,11 @@ def test_averaging_refuses_gaps_and_says_which_steps_it_used(finished, tmp_path)
     run = copy_run(finished, tmp_path / "run")
     (run / "checkpoint_6.pt").unlink()
     out = tmp_path / "avg.pt"
-    one_line_error(run_cli("average", str(run), "--last", "2", "-o", str(out)), "missing between steps 3 and 9 (steps 6)", "--allow-gaps")
+    one_line_error(
+        run_cli("average", str(run), "--last", "2", "-o", str(out)),
+        "missing between steps 3 and 9 (steps 6)",
+        "--allow-gaps",
+    )
     assert not out.exists()
     result = run_cli("average", str(run), "--last", "2", "-o", str(out), "--allow-gaps")
     assert result.returncode == 0 and "checkpoint_3.pt, checkpoint_9.pt" in result.stdout
@@ -123,11 +132,16 @@ def test_checkpoints_without_or_with_a_mismatched_tokenizer_are_refused(finished
     state = checkpoint.load(finished / "checkpoint_avg.pt")
     no_spm = {k: v for k, v in state.items() if k != "spm"}
     torch.save(no_spm, tmp_path / "no_spm.pt")
-    one_line_error(run_cli("translate", "--checkpoint", str(tmp_path / "no_spm.pt"), input="a\n"), "no sentencepiece model")
+    one_line_error(
+        run_cli("translate", "--checkpoint", str(tmp_path / "no_spm.pt"), input="a\n"), "no sentencepiece model"
+    )
     other = tiny_config(tmp_path / "other", tokenizer={"vocab_size": 150})
     state["spm"] = {"src": prepare(other).tokenizer().src_model, "tgt": None}
     torch.save(state, tmp_path / "mixed.pt")
-    one_line_error(run_cli("translate", "--checkpoint", str(tmp_path / "mixed.pt"), input="a\n"), "150 pieces but the weights have 200 rows")
+    one_line_error(
+        run_cli("translate", "--checkpoint", str(tmp_path / "mixed.pt"), input="a\n"),
+        "150 pieces but the weights have 200 rows",
+    )
 
 
 # ----------------------------------------------------------------------------- one run at a time, the same config
@@ -145,9 +159,13 @@ def test_a_second_run_on_a_locked_directory_is_refused(finished, tmp_path):
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(finished, tmp_path):
     run = copy_run(finished, tmp_path / "run")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     (run / rundir.LOCK_FILE).write_text(f"pid {dead} on somewhere since 2026-01-01T00:00:00+00:00\n")
-    result = run_cli("train", "-c", str(config_file(tmp_path, tiny_config(run, train={"max_steps": 9, "save_every": 3}))))
+    result = run_cli(
+        "train", "-c", str(config_file(tmp_path, tiny_config(run, train={"max_steps": 9, "save_every": 3})))
+    )
     assert result.returncode == 0, result.stderr
     assert f"left locked by a run that did not end normally (pid {dead}" in result.stderr
     assert (run / rundir.LOCK_FILE).read_text() == ""  # released
@@ -156,9 +174,13 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(finished, tmp_path):
 def test_changed_training_settings_are_refused_unless_allowed_and_then_recorded(finished, tmp_path):
     run = copy_run(finished, tmp_path / "run")
     saved_yaml = (run / "config.yaml").read_text()
-    changed = tiny_config(run, train={"max_steps": 12, "save_every": 3, "log_every": 1, "average_last": 3, "lr_scale": 2.0, "seed": 5})
+    changed = tiny_config(
+        run, train={"max_steps": 12, "save_every": 3, "log_every": 1, "average_last": 3, "lr_scale": 2.0, "seed": 5}
+    )
     path = config_file(tmp_path, changed)
-    one_line_error(run_cli("train", "-c", str(path)), "train.lr_scale 1.0 -> 2.0", "train.seed 1 -> 5", "--allow-config-change")
+    one_line_error(
+        run_cli("train", "-c", str(path)), "train.lr_scale 1.0 -> 2.0", "train.seed 1 -> 5", "--allow-config-change"
+    )
     assert (run / "config.yaml").read_text() == saved_yaml
     result = run_cli("train", "-c", str(path), "--allow-config-change")
     assert result.returncode == 0, result.stderr
@@ -168,7 +190,9 @@ def test_changed_training_settings_are_refused_unless_allowed_and_then_recorded(
 
 def test_how_long_and_how_often_may_change_with_a_note(finished, tmp_path):
     run = copy_run(finished, tmp_path / "run")
-    path = config_file(tmp_path, tiny_config(run, train={"max_steps": 12, "save_every": 4, "log_every": 2, "average_last": 3}))
+    path = config_file(
+        tmp_path, tiny_config(run, train={"max_steps": 12, "save_every": 4, "log_every": 2, "average_last": 3})
+    )
     result = run_cli("train", "-c", str(path))
     assert result.returncode == 0, result.stderr
     assert "continuing with changed settings: train.max_steps 9 -> 12" in result.stderr
@@ -190,7 +214,12 @@ def test_restart_deletes_only_what_mtrain_wrote(finished, tmp_path):
     run = copy_run(finished, tmp_path / "run")
     (run / "notes.txt").write_text("mine")
     (run / "checkpoint_mine.pt").write_text("mine too")
-    result = run_cli("train", "-c", str(config_file(tmp_path, tiny_config(run, train={"max_steps": 3, "save_every": 3}))), "--restart")
+    result = run_cli(
+        "train",
+        "-c",
+        str(config_file(tmp_path, tiny_config(run, train={"max_steps": 3, "save_every": 3}))),
+        "--restart",
+    )
     assert result.returncode == 0, result.stderr
     assert (run / "notes.txt").read_text() == "mine" and (run / "checkpoint_mine.pt").exists()
     assert [p.name for p in checkpoint.numbered(run)] == ["checkpoint_3.pt"]
@@ -205,7 +234,15 @@ def test_metrics_are_cut_back_to_the_resumed_step_and_a_partial_line_is_moved_as
     checkpoint.save(checkpoint.load(run / "checkpoint_3.pt"), run / "checkpoint_last.pt")  # as if killed after step 7
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"kind": "train", "st')  # a full disk cut this line
-    result = run_cli("train", "-c", str(config_file(tmp_path, tiny_config(run, train={"max_steps": 9, "save_every": 3, "log_every": 1, "average_last": 3}))))
+    result = run_cli(
+        "train",
+        "-c",
+        str(
+            config_file(
+                tmp_path, tiny_config(run, train={"max_steps": 9, "save_every": 3, "log_every": 1, "average_last": 3})
+            )
+        ),
+    )
     assert result.returncode == 0, result.stderr
     again = [m for m in metrics(run) if m["kind"] == "train"]
     assert [m["step"] for m in again] == list(range(1, 10))
@@ -216,7 +253,9 @@ def test_metrics_are_cut_back_to_the_resumed_step_and_a_partial_line_is_moved_as
 
 def test_a_run_that_died_before_its_first_checkpoint_starts_over_with_its_metrics_moved_aside(tmp_path):
     tmp_path.mkdir(exist_ok=True)
-    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 9.0}\n{"kind": "train", "step": 2, "lo')
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"kind": "train", "step": 1, "loss": 9.0}\n{"kind": "train", "step": 2, "lo'
+    )
     train(tiny_config(tmp_path, train={"max_steps": 3, "save_every": 3, "log_every": 1}))
     assert [m["step"] for m in metrics(tmp_path) if m["kind"] == "train"] == [1, 2, 3]
     assert len((tmp_path / rundir.DROPPED_METRICS_FILE).read_text().splitlines()) == 2
@@ -228,7 +267,9 @@ def test_damaged_prepared_data_is_rebuilt_by_prepare_and_refused_when_opened(fin
     bin_file = run / "data" / "train.en.bin"
     good = bin_file.read_bytes()
     bin_file.write_bytes(good[: len(good) // 2])
-    with pytest.raises(MtrainError, match="prepared data in .* is damaged \\(train.en.bin has .* bytes, the manifest says"):
+    with pytest.raises(
+        MtrainError, match="prepared data in .* is damaged \\(train.en.bin has .* bytes, the manifest says"
+    ):
         PreparedData(run / "data")
     prepare(config)
     assert bin_file.read_bytes() == good
@@ -247,13 +288,17 @@ def test_a_manifest_of_random_bytes_is_rebuilt_or_refused_in_one_line(finished, 
 
 def test_temporaries_of_killed_processes_are_removed_and_a_live_writers_kept(finished, tmp_path):
     run = copy_run(finished, tmp_path / "run")
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (run / f".checkpoint_last.pt.{dead}.tmp").write_bytes(b"half")
         (run / f"data.tmp-{dead}").mkdir()
         (run / f".checkpoint_last.pt.{live.pid}.tmp").write_bytes(b"being written")
-        result = run_cli("train", "-c", str(config_file(tmp_path, tiny_config(run, train={"max_steps": 9, "save_every": 3}))))
+        result = run_cli(
+            "train", "-c", str(config_file(tmp_path, tiny_config(run, train={"max_steps": 9, "save_every": 3})))
+        )
         assert result.returncode == 0, result.stderr
         assert not (run / f".checkpoint_last.pt.{dead}.tmp").exists() and not (run / f"data.tmp-{dead}").exists()
         assert (run / f".checkpoint_last.pt.{live.pid}.tmp").exists()
@@ -278,7 +323,11 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
         real_save(state, path)
 
     monkeypatch.setattr(checkpoint, "save", save_until_step_6)
-    with pytest.raises(MtrainError, match="saving .*checkpoint_6.pt failed: no space left on the device; free some space; the checkpoints saved before are intact"):
+    with pytest.raises(
+        MtrainError,
+        match="saving .*checkpoint_6.pt failed: no space left on the device; free some space; "
+        "the checkpoints saved before are intact",
+    ):
         train(config)
     assert checkpoint.load(tmp_path / "checkpoint_last.pt")["progress"]["step"] == 3
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -290,7 +339,11 @@ def test_a_full_disk_while_appending_metrics_or_preparing_is_one_line(tmp_path, 
         train(tiny_config(tmp_path / "a", train={"max_steps": 3, "save_every": 3}))
     monkeypatch.undo()
     monkeypatch.setattr("mtrain.data.binarize.np.save", enospc)
-    with pytest.raises(MtrainError, match="preparing data in .* failed: no space left on the device; free some space; the data prepared before is intact"):
+    with pytest.raises(
+        MtrainError,
+        match="preparing data in .* failed: no space left on the device; free some space; "
+        "the data prepared before is intact",
+    ):
         prepare(tiny_config(tmp_path / "b"))
     assert not list((tmp_path / "b").glob("data*"))
 
@@ -300,7 +353,10 @@ def test_a_read_only_out_dir_is_one_line(tmp_path, monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(rundir.os, "open", read_only)
-    with pytest.raises(MtrainError, match="creating the run directory .* failed: the file system is read-only; choose a writable directory"):
+    with pytest.raises(
+        MtrainError,
+        match="creating the run directory .* failed: the file system is read-only; choose a writable directory",
+    ):
         train(tiny_config(tmp_path / "run"))
 
 
@@ -311,8 +367,14 @@ def test_a_dataset_column_of_numbers_is_refused(tmp_path):
     datasets = pytest.importorskip("datasets")
     rows = [{"en": i, "de": f"satz {i}"} for i in range(50)]
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "numbers.parquet"))
-    config = tiny_config(tmp_path / "run", data={"train": {"dataset": "parquet", "data_files": [str(tmp_path / "numbers.parquet")]},
-                                                 "valid": {}, "test": {}})
+    config = tiny_config(
+        tmp_path / "run",
+        data={
+            "train": {"dataset": "parquet", "data_files": [str(tmp_path / "numbers.parquet")]},
+            "valid": {},
+            "test": {},
+        },
+    )
     with pytest.raises(MtrainError, match="language 'en': row 0 holds int 0, not text"):
         prepare(config)
 
@@ -320,14 +382,24 @@ def test_a_dataset_column_of_numbers_is_refused(tmp_path):
 def test_the_launcher_forwards_sigterm_to_every_rank(tmp_path):
     """SIGTERM to `mtrain train --nproc-per-node 2` reaches both ranks: they save once and exit,
     the launcher exits 130, and no rank is left running."""
-    config = tiny_config(tmp_path / "run", data={"train": {"demo": 3000}, "valid": {}, "test": {}},
-                         train={"max_steps": 100000, "log_every": 1, "save_every": 0, "max_tokens": 300})
-    launcher = subprocess.Popen([sys.executable, "-m", "mtrain", "train", "-c", str(config_file(tmp_path, config)), "--nproc-per-node", "2"],
-                                cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+    config = tiny_config(
+        tmp_path / "run",
+        data={"train": {"demo": 3000}, "valid": {}, "test": {}},
+        train={"max_steps": 100000, "log_every": 1, "save_every": 0, "max_tokens": 300},
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "mtrain", "train", "-c", str(config_file(tmp_path, config)), "--nproc-per-node", "2"],
+        cwd=ROOT,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_lines(tmp_path / "run" / "metrics.jsonl", 3)
     launcher.send_signal(signal.SIGTERM)
     _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 130, stderr[-3000:]
     assert checkpoint.load(tmp_path / "run" / "checkpoint_last.pt")["progress"]["step"] >= 3
-    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "run.yaml")], capture_output=True, text=True).stdout.split()
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(tmp_path / "run.yaml")], capture_output=True, text=True
+    ).stdout.split()
     assert not leftover

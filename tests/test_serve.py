@@ -34,7 +34,9 @@ def demo(demo_run):
 
 @pytest.fixture(scope="module")
 def client(demo):
-    app = create_app(lambda: open_engine(demo[0], device="cpu"), ServeLimits(max_sentences=8, max_chars=300, max_body_bytes=4000))
+    app = create_app(
+        lambda: open_engine(demo[0], device="cpu"), ServeLimits(max_sentences=8, max_chars=300, max_body_bytes=4000)
+    )
     with TestClient(app) as c:
         deadline = time.time() + 60
         while c.get("/health").status_code != 200 and time.time() < deadline:
@@ -52,9 +54,27 @@ def free_port() -> int:
 def server(demo):
     """A real `mtrain serve` process on a free loopback port."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mtrain", "serve", "--checkpoint", str(demo[0]), "--port", str(port),
-                                "--threads", "1", "--max-wait-ms", "20"], cwd=ROOT, env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mtrain",
+            "serve",
+            "--checkpoint",
+            str(demo[0]),
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+            "--max-wait-ms",
+            "20",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -77,7 +97,7 @@ def test_responses_equal_mtrain_translate(demo, server, tmp_path):
     url, _ = server
     got = []
     for start in range(0, len(lines), 30):
-        response = httpx.post(f"{url}/translate", json={"text": lines[start:start + 30]}, timeout=120)
+        response = httpx.post(f"{url}/translate", json={"text": lines[start : start + 30]}, timeout=120)
         assert response.status_code == 200
         got += response.json()["translations"]
     assert got == expected
@@ -136,7 +156,9 @@ def test_bad_input_is_a_one_line_json_error_and_the_server_keeps_serving(client,
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert message in error and "\n" not in error and "Traceback" not in response.text
-    assert client.post("/translate", json={"text": ["The dog sees a cat."]}).json()["translations"] == ["Der Hund sieht eine Katze."]
+    assert client.post("/translate", json={"text": ["The dog sees a cat."]}).json()["translations"] == [
+        "Der Hund sieht eine Katze."
+    ]
 
 
 def test_a_full_queue_is_refused_not_grown():
@@ -237,7 +259,7 @@ def test_sigterm_lets_the_requests_in_flight_finish_then_exits_zero(demo, server
     finished = []
 
     def request(i: int) -> int:
-        response = httpx.post(f"{url}/translate", json={"text": lines[8 * i: 8 * i + 8], "beam": 16}, timeout=120)
+        response = httpx.post(f"{url}/translate", json={"text": lines[8 * i : 8 * i + 8], "beam": 16}, timeout=120)
         finished.append(time.time())
         return response.status_code
 
@@ -255,4 +277,7 @@ def test_sigterm_lets_the_requests_in_flight_finish_then_exits_zero(demo, server
 def test_an_unloadable_model_ends_the_server_with_a_one_line_error(tmp_path):
     result = run_cli("serve", "--checkpoint", str(tmp_path / "missing.pt"), "--port", str(free_port()), timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"error: could not load the model: checkpoint not found: {tmp_path / 'missing.pt'}"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"error: could not load the model: checkpoint not found: {tmp_path / 'missing.pt'}"
+    )

@@ -29,7 +29,9 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
 def test_no_import_cycles_among_mtrain_modules():
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {name: imported_modules(path, set(paths)) - {name} for name, path in paths.items()}
-    graph = {name: {d for d in deps if not name.startswith(d + ".")} for name, deps in graph.items()}  # a package's own __init__
+    graph = {
+        name: {d for d in deps if not name.startswith(d + ".")} for name, deps in graph.items()
+    }  # a package's own __init__
 
     def cycle_from(start: str) -> list[str] | None:
         stack = [(start, [start])]
@@ -47,9 +49,23 @@ def test_no_import_cycles_among_mtrain_modules():
 
 
 def test_low_level_modules_import_nothing_above_them():
-    low = {"mtrain.errors": set(), "mtrain.special": set(), "mtrain.device": {"mtrain.errors", "mtrain.config"},
-           "mtrain.config": {"mtrain.errors", "mtrain.files"},
-           "mtrain.files": {"mtrain.errors"}}
+    low = {
+        "mtrain.errors": set(),
+        "mtrain.special": set(),
+        "mtrain.device": {"mtrain.errors", "mtrain.config"},
+        "mtrain.config": {"mtrain.errors", "mtrain.files"},
+        "mtrain.files": {"mtrain.errors"},
+    }
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     for name, allowed in low.items():
         assert imported_modules(paths[name], set(paths)) <= allowed, name
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """Functions short enough to read at a glance (docstrings included)."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{module_name(path)}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, long

@@ -26,9 +26,9 @@ from helpers import ENV, ROOT, run_cli, tiny_config, wait_for_lines
 def test_learning_rate_follows_the_paper_formula():
     d, warmup = 512, 4000
     for step in (1, 100, 3999, 4000, 4001, 10000, 100000):
-        expected = d ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+        expected = d**-0.5 * min(step**-0.5, step * warmup**-1.5)
         assert learning_rate(step, d, warmup) == pytest.approx(expected)
-    assert learning_rate(4000, d, warmup) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)  # the peak
+    assert learning_rate(4000, d, warmup) == pytest.approx(512**-0.5 * 4000**-0.5)  # the peak
     assert learning_rate(100, d, warmup, scale=2.0) == pytest.approx(2 * learning_rate(100, d, warmup))
 
 
@@ -58,7 +58,8 @@ def test_update_freq_two_with_half_batches_equals_one_full_batch(tmp_path):
     for name, trainer in (("full", full), ("accumulated", accumulated)):
         trainer.wrap()
         trainer.optimizer.step = lambda name=name, trainer=trainer: seen.setdefault(name, []).append(
-            [p.grad.clone() for p in trainer.model.parameters()])
+            [p.grad.clone() for p in trainer.model.parameters()]
+        )
     split = full.data.split("train")
     for step in range(3):
         ids = full.batches.batches(1)[step]
@@ -77,11 +78,13 @@ def test_a_training_step_waits_for_the_device_once(tmp_path, monkeypatch):
     trainer.wrap()
     reads = []
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+
         def counting(self, *args, _original=getattr(torch.Tensor, name), _name=name, **kwargs):
             caller = sys._getframe(1).f_globals.get("__name__", "")
             if caller.startswith("mtrain"):
                 reads.append(f"{_name} in {caller}")
             return _original(self, *args, **kwargs)
+
         monkeypatch.setattr(torch.Tensor, name, counting)
     micro_batches = trainer.batches.step(1, 0)
     assert len(micro_batches) == 3
@@ -101,16 +104,39 @@ def _write_config(path, config_values):
 
 
 def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
-    values = {"out_dir": str(tmp_path / "a"), "data": {"train": {"demo": 1500}, "valid": {"demo": 50}},
-              "tokenizer": {"vocab_size": 150},
-              "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "d_ff": 64, "dropout": 0.1, "max_positions": 128},
-              "train": {"max_tokens": 400, "max_steps": 150, "warmup_steps": 10, "log_every": 1, "valid_every": 50, "save_every": 50}}
+    values = {
+        "out_dir": str(tmp_path / "a"),
+        "data": {"train": {"demo": 1500}, "valid": {"demo": 50}},
+        "tokenizer": {"vocab_size": 150},
+        "model": {
+            "d_model": 32,
+            "heads": 2,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "d_ff": 64,
+            "dropout": 0.1,
+            "max_positions": 128,
+        },
+        "train": {
+            "max_tokens": 400,
+            "max_steps": 150,
+            "warmup_steps": 10,
+            "log_every": 1,
+            "valid_every": 50,
+            "save_every": 50,
+        },
+    }
     uninterrupted = _write_config(tmp_path / "a.yaml", values)
     interrupted = _write_config(tmp_path / "b.yaml", {**values, "out_dir": str(tmp_path / "b")})
     assert run_cli("train", "-c", str(uninterrupted)).returncode == 0
 
-    process = subprocess.Popen([sys.executable, "-m", "mtrain", "train", "-c", str(interrupted)], cwd=ROOT, env=ENV,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtrain", "train", "-c", str(interrupted)],
+        cwd=ROOT,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_lines(tmp_path / "b" / "metrics.jsonl", 5)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
@@ -123,7 +149,10 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {tmp_path / 'b' / 'checkpoint_last.pt'} at step {stopped_at}" in resumed.stderr
 
-    a, b = checkpoint.load(tmp_path / "a" / "checkpoint_last.pt"), checkpoint.load(tmp_path / "b" / "checkpoint_last.pt")
+    a, b = (
+        checkpoint.load(tmp_path / "a" / "checkpoint_last.pt"),
+        checkpoint.load(tmp_path / "b" / "checkpoint_last.pt"),
+    )
     assert a["progress"] == b["progress"]
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
@@ -136,16 +165,30 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
 def test_non_finite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
     import mtrain.train as train_module
 
-    monkeypatch.setattr(train_module, "label_smoothed_loss", lambda logits, target, eps: (logits.sum() * math.nan, logits.sum().detach()))
+    monkeypatch.setattr(
+        train_module,
+        "label_smoothed_loss",
+        lambda logits, target, eps: (logits.sum() * math.nan, logits.sum().detach()),
+    )
     with pytest.raises(MtrainError, match="5 non-finite steps in a row"):
         train(tiny_config(tmp_path, train={"max_steps": 20}))
 
 
 def test_checkpoints_are_complete_and_rotated(tmp_path):
-    result = train(tiny_config(tmp_path, train={"max_steps": 12, "save_every": 3, "keep_last": 2, "average_last": 2, "valid_every": 6}))
+    result = train(
+        tiny_config(
+            tmp_path, train={"max_steps": 12, "save_every": 3, "keep_last": 2, "average_last": 2, "valid_every": 6}
+        )
+    )
     assert result["step"] == 12 and set(result["valid"]) == {"loss", "nll", "ppl"}
     names = sorted(p.name for p in tmp_path.glob("checkpoint_*.pt"))
-    assert names == ["checkpoint_12.pt", "checkpoint_9.pt", "checkpoint_avg.pt", "checkpoint_best.pt", "checkpoint_last.pt"]
+    assert names == [
+        "checkpoint_12.pt",
+        "checkpoint_9.pt",
+        "checkpoint_avg.pt",
+        "checkpoint_best.pt",
+        "checkpoint_last.pt",
+    ]
     state = checkpoint.load(tmp_path / "checkpoint_last.pt")
     assert {"model", "optimizer", "progress", "rng", "config", "spm"} <= set(state)
     assert state["spm"]["src"] == (tmp_path / "data" / "spm.model").read_bytes()

@@ -29,7 +29,11 @@ class Batch:
 
     def to(self, device) -> "Batch":
         """The batch on `device`; from pinned memory on CUDA, so the copy does not block the host."""
-        move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if torch.device(device).type == "cuda" else (lambda t: t.to(device))
+        move = (
+            (lambda t: t.pin_memory().to(device, non_blocking=True))
+            if torch.device(device).type == "cuda"
+            else (lambda t: t.to(device))
+        )
         return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.ids, self.tgt_tokens)
 
 
@@ -60,17 +64,27 @@ def collate(split: Split, ids: np.ndarray, max_len: int) -> Batch:
         src[row, : len(s)] = s
         src[row, len(s)] = EOS
         tgt_in[row, 0] = BOS
-        tgt_in[row, 1: len(t) + 1] = t
+        tgt_in[row, 1 : len(t) + 1] = t
         tgt_out[row, : len(t)] = t
         tgt_out[row, len(t)] = EOS
-    return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), ids, sum(len(t) + 1 for t in tgts))
+    return Batch(
+        torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), ids, sum(len(t) + 1 for t in tgts)
+    )
 
 
 class TrainBatches:
     """The training batch schedule: which batches a rank sees at (epoch, step)."""
 
-    def __init__(self, split: Split, max_tokens: int, seed: int, max_len: int,
-                 update_freq: int = 1, world_size: int = 1, rank: int = 0):
+    def __init__(
+        self,
+        split: Split,
+        max_tokens: int,
+        seed: int,
+        max_len: int,
+        update_freq: int = 1,
+        world_size: int = 1,
+        rank: int = 0,
+    ):
         self.split, self.max_tokens, self.seed, self.max_len = split, max_tokens, seed, max_len
         self.update_freq, self.world_size, self.rank = update_freq, world_size, rank
         src_lens, tgt_lens = split.src.lengths, split.tgt.lengths
@@ -99,12 +113,15 @@ class TrainBatches:
     def step(self, epoch: int, step: int) -> list[Batch]:
         """This rank's micro-batches for optimizer step `step` (0-based) of `epoch`."""
         per_step = self.world_size * self.update_freq
-        group = self.batches(epoch)[step * per_step:(step + 1) * per_step]
-        return [collate(self.split, ids, self.max_len) for ids in group[self.rank::self.world_size]]
+        group = self.batches(epoch)[step * per_step : (step + 1) * per_step]
+        return [collate(self.split, ids, self.max_len) for ids in group[self.rank :: self.world_size]]
 
 
 def eval_batches(split: Split, max_tokens: int, max_len: int) -> list[Batch]:
     """Every sentence once, in length order (no shuffling, nothing dropped)."""
     src_lens, tgt_lens = split.src.lengths, split.tgt.lengths
     order = np.lexsort((src_lens, tgt_lens))
-    return [collate(split, ids, max_len) for ids in token_batches(np.minimum(src_lens, max_len), np.minimum(tgt_lens, max_len), max_tokens, order)]
+    return [
+        collate(split, ids, max_len)
+        for ids in token_batches(np.minimum(src_lens, max_len), np.minimum(tgt_lens, max_len), max_tokens, order)
+    ]

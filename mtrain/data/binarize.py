@@ -48,13 +48,15 @@ class IndexedArray:
     def __init__(self, prefix: Path):
         self.offsets = np.load(f"{prefix}.idx.npy", mmap_mode="r")
         meta = json.loads(Path(f"{prefix}.bin.json").read_text())
-        self.data = np.memmap(f"{prefix}.bin", dtype=meta["dtype"], mode="r") if meta["tokens"] else np.zeros(0, meta["dtype"])
+        self.data = (
+            np.memmap(f"{prefix}.bin", dtype=meta["dtype"], mode="r") if meta["tokens"] else np.zeros(0, meta["dtype"])
+        )
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.data[self.offsets[i]:self.offsets[i + 1]]
+        return self.data[self.offsets[i] : self.offsets[i + 1]]
 
     @cached_property
     def lengths(self) -> np.ndarray:
@@ -77,10 +79,16 @@ class PreparedData:
         self.dir = Path(directory)
         self.manifest = read_manifest(self.dir)
         if self.manifest is None:
-            raise MtrainError(f"no prepared data in {self.dir} (or its manifest.json is damaged); run mtrain prepare --config ... (or mtrain train) to build it")
+            raise MtrainError(
+                f"no prepared data in {self.dir} (or its manifest.json is damaged); run mtrain prepare --config ... "
+                "(or mtrain train) to build it"
+            )
         damaged = damaged_files(self.dir, self.manifest, checksums=False)
         if damaged:
-            raise MtrainError(f"prepared data in {self.dir} is damaged ({damaged}); run mtrain prepare --config ... (or mtrain train) to rebuild it")
+            raise MtrainError(
+                f"prepared data in {self.dir} is damaged ({damaged}); run mtrain prepare --config ... (or mtrain "
+                "train) to rebuild it"
+            )
         self.src_lang, self.tgt_lang = self.manifest["src_lang"], self.manifest["tgt_lang"]
 
     def tokenizer(self) -> Tokenizer:
@@ -95,7 +103,9 @@ class PreparedData:
     def split(self, name: str) -> Split:
         if not self.has(name):
             raise MtrainError(f"the prepared data has no '{name}' split; set data.{name} in the config")
-        return Split(IndexedArray(self.dir / f"{name}.{self.src_lang}"), IndexedArray(self.dir / f"{name}.{self.tgt_lang}"))
+        return Split(
+            IndexedArray(self.dir / f"{name}.{self.src_lang}"), IndexedArray(self.dir / f"{name}.{self.tgt_lang}")
+        )
 
     def raw_text(self, split: str, lang: str) -> list[str]:
         return (self.dir / f"{split}.{lang}.txt").read_text(encoding="utf-8").split("\n")[:-1]
@@ -120,7 +130,11 @@ def _crc32(path: Path) -> int:
 
 def file_records(directory: Path) -> dict:
     """{file name: {size, crc32}} of every file of a prepared data directory but the manifest."""
-    return {p.name: {"size": p.stat().st_size, "crc32": _crc32(p)} for p in sorted(Path(directory).iterdir()) if p.name != "manifest.json"}
+    return {
+        p.name: {"size": p.stat().st_size, "crc32": _crc32(p)}
+        for p in sorted(Path(directory).iterdir())
+        if p.name != "manifest.json"
+    }
 
 
 def damaged_files(directory: Path, manifest: dict, checksums: bool = True) -> str:
@@ -154,7 +168,7 @@ def _write_ids(ids_chunks, prefix: Path, vocab_size: int) -> int:
 
 
 def _encode_side(lines: list[str], encode, prefix: Path, vocab_size: int) -> int:
-    chunks = (encode(lines[i:i + ENCODE_CHUNK]) for i in range(0, len(lines), ENCODE_CHUNK))
+    chunks = (encode(lines[i : i + ENCODE_CHUNK]) for i in range(0, len(lines), ENCODE_CHUNK))
     return _write_ids(chunks, prefix, vocab_size)
 
 
@@ -218,10 +232,15 @@ def prepare(config: Config, expected_spm: dict | None = None) -> PreparedData:
 
 
 def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: Path) -> None:
-    if expected_spm is not None and (tokenizer.src_model, tokenizer.tgt_model) != (expected_spm["src"], expected_spm["tgt"]):
-        raise MtrainError(f"the data and tokenizer settings give another sentencepiece vocabulary than the checkpoint being resumed; "
-                          f"{target} and the run directory are left as they were: keep the run's data/tokenizer settings, "
-                          "or use --restart / a new out_dir")
+    if expected_spm is not None and (tokenizer.src_model, tokenizer.tgt_model) != (
+        expected_spm["src"],
+        expected_spm["tgt"],
+    ):
+        raise MtrainError(
+            f"the data and tokenizer settings give another sentencepiece vocabulary than the checkpoint being resumed; "
+            f"{target} and the run directory are left as they were: keep the run's data/tokenizer settings, "
+            "or use --restart / a new out_dir"
+        )
 
 
 def _read_training_pairs(config: Config) -> tuple[list[str], list[str], dict]:
@@ -232,7 +251,10 @@ def _read_training_pairs(config: Config) -> tuple[list[str], list[str], dict]:
     dropped = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("input", "kept") and v)
     log.info("cleaning: %d pairs in, %d kept (dropped: %s)", counts["input"], counts["kept"], dropped or "none")
     if not src:
-        raise MtrainError(f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the cleaning limits data.min_len/max_len/max_len_ratio")
+        raise MtrainError(
+            f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the "
+            "cleaning limits data.min_len/max_len/max_len_ratio"
+        )
     return src, tgt, counts
 
 
@@ -240,7 +262,12 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -
     """Everything of a prepared data directory, written into `tmp`."""
     d = config.data
     src, tgt, counts = _read_training_pairs(config)
-    log.info("sentencepiece: %s", "loading the given model" if config.tokenizer.model else f"training a {config.tokenizer.type} model, vocabulary {config.tokenizer.vocab_size}")
+    log.info(
+        "sentencepiece: %s",
+        "loading the given model"
+        if config.tokenizer.model
+        else f"training a {config.tokenizer.type} model, vocabulary {config.tokenizer.vocab_size}",
+    )
     models = _tokenizer_models(config, src, tgt)
     names = list(models)
     tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
@@ -257,15 +284,23 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -
         log.info("encoding %s: %d pairs", section, len(src))
         splits[section] = {
             "pairs": len(src),
-            "src_tokens": _encode_side(src, tokenizer.encode_src, tmp / f"{section}.{d.src_lang}", tokenizer.src_vocab_size),
-            "tgt_tokens": _encode_side(tgt, tokenizer.encode_tgt, tmp / f"{section}.{d.tgt_lang}", tokenizer.tgt_vocab_size),
+            "src_tokens": _encode_side(
+                src, tokenizer.encode_src, tmp / f"{section}.{d.src_lang}", tokenizer.src_vocab_size
+            ),
+            "tgt_tokens": _encode_side(
+                tgt, tokenizer.encode_tgt, tmp / f"{section}.{d.tgt_lang}", tokenizer.tgt_vocab_size
+            ),
         }
     manifest = {
-        "fingerprint": wanted, "src_lang": d.src_lang, "tgt_lang": d.tgt_lang,
+        "fingerprint": wanted,
+        "src_lang": d.src_lang,
+        "tgt_lang": d.tgt_lang,
         "spm_models": {"src": names[0], "tgt": names[-1]},
         "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
         "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
-        "clean": counts, "splits": splits, "files": file_records(tmp),
+        "clean": counts,
+        "splits": splits,
+        "files": file_records(tmp),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
 

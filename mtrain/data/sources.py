@@ -27,7 +27,9 @@ def text_file(prefix: str, lang: str) -> Path:
     for candidate in (plain, Path(f"{plain}.gz")):
         if candidate.is_file():
             return candidate
-    where = "" if plain.is_absolute() else f" in {Path.cwd()} (relative paths are read from the directory mtrain runs in)"
+    where = (
+        "" if plain.is_absolute() else f" in {Path.cwd()} (relative paths are read from the directory mtrain runs in)"
+    )
     raise MtrainError(f"data file not found: {plain} (nor {plain}.gz){where}; check the path prefix in the config")
 
 
@@ -41,7 +43,10 @@ def read_lines(path: Path) -> list[str]:
                 try:
                     lines.append(raw.decode("utf-8").rstrip("\r\n"))
                 except UnicodeDecodeError as e:
-                    raise MtrainError(f"{path}: line {number} is not valid UTF-8 ({e.reason} at byte {e.start}); re-encode the file as UTF-8") from None
+                    raise MtrainError(
+                        f"{path}: line {number} is not valid UTF-8 ({e.reason} at byte {e.start}); re-encode the file "
+                        "as UTF-8"
+                    ) from None
     except (OSError, EOFError) as e:
         raise MtrainError(f"cannot read {path}: {e}") from None
     return lines
@@ -68,7 +73,10 @@ def read_corpus(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str) 
         src_path, tgt_path = input_files(spec, src_lang, tgt_lang)
         src, tgt = read_lines(src_path), read_lines(tgt_path)
         if len(src) != len(tgt):
-            raise MtrainError(f"parallel files differ in length: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be line-aligned")
+            raise MtrainError(
+                f"parallel files differ in length: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+                "they must be line-aligned"
+            )
         return src, tgt
     if spec.dataset:
         return _read_dataset(spec, section, src_lang, tgt_lang)
@@ -80,13 +88,17 @@ def _read_demo(count: int, section: str, src_lang: str, tgt_lang: str) -> tuple[
     return src, tgt
 
 
-def demo_split(count: int, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str], list[set[tuple[int, int]]]]:
+def demo_split(
+    count: int, section: str, src_lang: str, tgt_lang: str
+) -> tuple[list[str], list[str], list[set[tuple[int, int]]]]:
     """Demo pairs of one split with their gold word alignments ((source word, target word) pairs).
     A sentence is held out (valid/test) or trainable by a hash of its English side, so the
     held-out sets never contain a training sentence."""
     for lang in (src_lang, tgt_lang):
         if lang not in ("en", "de"):
-            raise MtrainError(f"the demo corpus is English-German; data.src_lang/tgt_lang must be en or de, got '{lang}'")
+            raise MtrainError(
+                f"the demo corpus is English-German; data.src_lang/tgt_lang must be en or de, got '{lang}'"
+            )
     held_out = section != "train"
     en, de, alignments, seed = [], [], [], DEMO_SEEDS[section]
     while len(en) < count:
@@ -108,7 +120,9 @@ def _read_dataset(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str
     local = spec.dataset in LOCAL_LOADERS
     if local:
         if not spec.data_files:
-            raise MtrainError(f"data.{section}.dataset: {spec.dataset} needs data.{section}.data_files (the local files to load)")
+            raise MtrainError(
+                f"data.{section}.dataset: {spec.dataset} needs data.{section}.data_files (the local files to load)"
+            )
         for f in spec.data_files:
             if not Path(f).is_file():
                 raise MtrainError(f"data file not found: {f} (data.{section}.data_files)")
@@ -120,7 +134,9 @@ def _read_dataset(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MtrainError(f"cannot load dataset '{spec.dataset}' ({spec.name or 'no config'}): {first}") from None
     if split not in splits:
-        raise MtrainError(f"dataset '{spec.dataset}' has no split '{split}'; it has: {', '.join(splits)} (set data.{section}.split)")
+        raise MtrainError(
+            f"dataset '{spec.dataset}' has no split '{split}'; it has: {', '.join(splits)} (set data.{section}.split)"
+        )
     table = splits[split]
     columns = table.column_names
     if "translation" in columns:
@@ -128,14 +144,20 @@ def _read_dataset(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str
         first = pairs[0] if len(pairs) else {}
         missing = [lang for lang in (src_lang, tgt_lang) if lang not in first]
         if missing:
-            raise MtrainError(f"dataset '{spec.dataset}' split '{split}' has no language '{missing[0]}' in its translation column; it has: {', '.join(first)} (check data.src_lang/tgt_lang)")
+            raise MtrainError(
+                f"dataset '{spec.dataset}' split '{split}' has no language '{missing[0]}' in its translation column; "
+                f"it has: {', '.join(first)} (check data.src_lang/tgt_lang)"
+            )
         src = ["" if p[src_lang] is None else p[src_lang] for p in pairs]
         tgt = ["" if p[tgt_lang] is None else p[tgt_lang] for p in pairs]
     elif src_lang in columns and tgt_lang in columns:
         src = ["" if s is None else s for s in table[src_lang]]
         tgt = ["" if t is None else t for t in table[tgt_lang]]
     else:
-        raise MtrainError(f"dataset '{spec.dataset}' split '{split}' has neither a 'translation' column nor columns '{src_lang}' and '{tgt_lang}'; its columns: {', '.join(columns)}")
+        raise MtrainError(
+            f"dataset '{spec.dataset}' split '{split}' has neither a 'translation' column nor columns '{src_lang}' "
+            f"and '{tgt_lang}'; its columns: {', '.join(columns)}"
+        )
     for lang, lines in ((src_lang, src), (tgt_lang, tgt)):
         _require_text(lines, f"dataset '{spec.dataset}' split '{split}' language '{lang}'")
     return src, tgt
@@ -145,4 +167,7 @@ def _require_text(values: list, where: str) -> None:
     """Refuse a column of numbers (or lists, ...) where sentences are expected."""
     for row, value in enumerate(values):
         if not isinstance(value, str):
-            raise MtrainError(f"{where}: row {row} holds {type(value).__name__} {value!r:.40}, not text; point the config at a column of sentences")
+            raise MtrainError(
+                f"{where}: row {row} holds {type(value).__name__} {value!r:.40}, not text; point the config at a "
+                "column of sentences"
+            )

@@ -32,14 +32,20 @@ def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int) -> byt
             character_coverage=config.character_coverage,
             input_sentence_size=config.input_sentence_size,
             shuffle_input_sentence=True,
-            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+            pad_id=PAD,
+            unk_id=UNK,
+            bos_id=BOS,
+            eos_id=EOS,
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
         )
     except RuntimeError as e:
         message = str(e).strip().splitlines()[-1]
         if "Vocabulary size" in message:
-            raise MtrainError(f"tokenizer.vocab_size {config.vocab_size} is too large for this training corpus ({message}); lower tokenizer.vocab_size") from None
+            raise MtrainError(
+                f"tokenizer.vocab_size {config.vocab_size} is too large for this training corpus ({message}); lower "
+                "tokenizer.vocab_size"
+            ) from None
         raise MtrainError(f"sentencepiece training failed: {message}") from None
     return buffer.getvalue()
 
@@ -52,7 +58,10 @@ def load_model_file(path: str) -> bytes:
     processor = _processor(data, path)
     ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
     if ids != (PAD, UNK, BOS, EOS):
-        raise MtrainError(f"{path}: special ids are pad/unk/bos/eos={ids}, mtrain needs (0, 1, 2, 3); retrain it with --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3")
+        raise MtrainError(
+            f"{path}: special ids are pad/unk/bos/eos={ids}, mtrain needs (0, 1, 2, 3); retrain it with --pad_id=0 "
+            "--unk_id=1 --bos_id=2 --eos_id=3"
+        )
     return data
 
 
