@@ -21,7 +21,8 @@ PRODUCIBLE = (1, 4, 5)
 
 class Scripted:
     """Stands in for the Transformer: next-token probabilities are a function of the prefix.
-    The prefix is kept in the decoder cache, which the search reorders with its beams."""
+    The prefix is kept in the decoder's key/value cache (as one-dimensional "keys"), which the
+    search reorders with its beams, so these tests check the cache's reordering too."""
 
     def __init__(self, probabilities):
         self.probabilities = probabilities  # prefix (tuple of ids, <s> excluded) -> VOCAB probabilities
@@ -35,9 +36,9 @@ class Scripted:
         return [(memory, memory)]
 
     def decode_step(self, tokens, memory_kv, src_mask, caches, step):
-        cache = caches[0]
-        cache["prefix"] = torch.cat([cache["prefix"], tokens], 1) if "prefix" in cache else tokens
-        return torch.tensor([self.probabilities(tuple(row[1:])) for row in cache["prefix"].tolist()]).log()
+        as_keys = tokens[:, None, :, None].float()  # (batch, heads 1, steps, d_k 1)
+        prefixes, _ = caches[0].append(as_keys, as_keys)
+        return torch.tensor([self.probabilities(tuple(row[1:])) for row in prefixes[:, 0, :, 0].long().tolist()]).log()
 
 
 def random_probabilities(prefix: tuple) -> list[float]:
@@ -90,6 +91,19 @@ def test_the_maximum_length_forces_the_end():
     assert found[0].tokens == [4, 4, 4, 4]  # 4 words + the forced </s> = 5 tokens
     assert all(len(h.tokens) <= 4 for h in found) and found[0].score >= found[1].score
     assert greedy_search(Scripted(never_ends), source(), max_len_a=0.0, max_len_b=5)[0].tokens == [4, 4, 4, 4]
+
+
+def test_a_sentence_stops_once_its_best_live_hypothesis_cannot_win_at_the_next_step():
+    table = {(): [0, 0, 0, 0.5, 0.3, 0.2], (4,): [0, 0, 0, 0.9, 0.05, 0.05], (5,): [0, 0, 0, 0.5, 0.25, 0.25]}
+    probabilities = lambda prefix: table.get(prefix, [0, 0, 0, 0.1, 0.45, 0.45])
+    model, steps = Scripted(probabilities), []
+    decode_step = model.decode_step
+    model.decode_step = lambda tokens, *rest: steps.append(tokens.size(0)) or decode_step(tokens, *rest)
+    # After step 2 the finished [] (0.5) and [4] (0.27) outscore every live hypothesis (0.05 at best),
+    # and a longer one only loses probability (lenpen 0): the search stops long before 10 tokens.
+    found = beam_search(model, source(), beam=2, lenpen=0.0, max_len_a=0.0, max_len_b=10, nbest=2)[0]
+    assert [h.tokens for h in found] == [[], [4]]
+    assert len(steps) == 2
 
 
 def test_ties_keep_both_hypotheses_with_equal_scores():

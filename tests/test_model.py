@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mtrain.config import ModelConfig
-from mtrain.model import Transformer, sinusoidal_positions
+from mtrain.model import KVCache, Transformer, sinusoidal_positions
 from mtrain.special import PAD
 
 
@@ -73,3 +73,28 @@ def test_future_target_tokens_change_nothing_before_them(model):
 def test_source_tokens_do_matter(model):
     tgt = torch.tensor([[2, 8, 9]])
     assert not torch.allclose(model(torch.tensor([[5, 6, 3]]), tgt), model(torch.tensor([[5, 7, 3]]), tgt))
+
+
+def test_cached_one_step_decoding_equals_teacher_forcing(model):
+    # The cache starts too small (capacity 2) so that it must grow mid-sentence.
+    src, tgt = torch.tensor([[5, 6, 7, 3], [8, 9, 3, PAD]]), torch.tensor([[2, 8, 9, 10, 11], [2, 12, 13, 14, 15]])
+    expected = torch.log_softmax(model(src, tgt), -1)
+    memory, src_mask = model.encode(src)
+    memory_kv, caches = model.cross_attention_memory(memory), [KVCache(2) for _ in model.decoder]
+    for step in range(tgt.size(1)):
+        logp = model.decode_step(tgt[:, step : step + 1], memory_kv, src_mask, caches, step)
+        torch.testing.assert_close(logp, expected[:, step], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_reorders_rows_and_the_next_step_writes_in_place():
+    cache = KVCache(capacity=4)
+    steps = [torch.arange(6.0).view(3, 1, 1, 2) + 10 * t for t in range(2)]
+    for keys in steps:
+        cache.append(keys, -keys)
+    cache.select(torch.tensor([2, 2, 0]))
+    cache.select(torch.tensor([1, 0]))  # rows of the reordered batch: old rows 2 and 2
+    pointer = cache.buffers.data_ptr()
+    keys, values = cache.append(steps[0][:2] + 100, -steps[0][:2] - 100)
+    assert cache.buffers.data_ptr() == pointer and keys.is_contiguous()
+    assert keys[:, 0, :, 0].tolist() == [[4, 14, 100], [4, 14, 102]]
+    torch.testing.assert_close(values, -keys)
