@@ -53,6 +53,13 @@ def _select_memory(memory_kv: list[list[torch.Tensor]], rows: torch.Tensor) -> N
         kv[:] = [t.index_select(0, rows) for t in kv]
 
 
+def _forbid(logp: torch.Tensor, must_end: torch.Tensor) -> None:
+    """No <pad> or <s> ever, and only </s> in the rows (sentences) at their maximum length, in place."""
+    logp[..., PAD] = logp[..., BOS] = -torch.inf
+    if must_end.any():
+        logp[must_end, ..., :EOS] = logp[must_end, ..., EOS + 1 :] = -torch.inf
+
+
 @torch.no_grad()
 def greedy_search(
     model: Transformer, src: torch.Tensor, max_len_a: float = 1.0, max_len_b: int = 50
@@ -68,10 +75,7 @@ def greedy_search(
     results: list[Hypothesis | None] = [None] * src.size(0)
     for step in range(int(max_lens.max())):
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
-        logp[:, PAD] = logp[:, BOS] = -torch.inf
-        must_end = step + 1 >= max_lens[alive]
-        if must_end.any():
-            logp[must_end, :EOS] = logp[must_end, EOS + 1 :] = -torch.inf
+        _forbid(logp, must_end=step + 1 >= max_lens[alive])
         best, token = logp.max(-1)
         logprob = logprob + best
         tokens = torch.cat([tokens, token[:, None]], 1)
@@ -162,9 +166,7 @@ def _expand(
     A sentence's 2k best extensions are among the 2k best tokens of each of its beams, so the
     beam scores are added to those only, not to the whole vocabulary."""
     n, k, vocab = logp.shape
-    logp[:, :, PAD] = logp[:, :, BOS] = -torch.inf
-    if must_end.any():  # at the maximum length only </s> may follow
-        logp[must_end, :, :EOS] = logp[must_end, :, EOS + 1 :] = -torch.inf
+    _forbid(logp, must_end)
     per_beam = min(2 * k, vocab)
     token_scores, tokens = logp.topk(per_beam, dim=-1)  # (n, k, per_beam)
     top_scores, top_index = (scores.unsqueeze(-1) + token_scores).view(n, k * per_beam).topk(2 * k, dim=1)
