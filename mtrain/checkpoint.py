@@ -142,7 +142,7 @@ def average(paths: list[Path]) -> dict:
     _share_tied(model, first["model"])
     newest = max((first, state), key=lambda s: s.get("progress", {}).get("step", 0))
     return {
-        **{k: v for k, v in first.items() if k not in ("optimizer", "scaler", "rng")},
+        **{k: v for k, v in first.items() if k not in ("optimizer", "scaler", "rng", "valid")},
         "model": model,
         "progress": newest.get("progress", {}),
         "averaged": [str(p) for p in paths],
@@ -180,24 +180,49 @@ def newest_readable(paths: list[Path]) -> tuple[Path, dict] | None:
     return None
 
 
-def average_command(inputs: list[Path], output: Path, last: int, allow_gaps: bool = False) -> list[Path]:
-    """`mtrain average`: the last `last` numbered checkpoints of a run directory, or the given files,
-    averaged into `output`. Returns the checkpoints used."""
+def average_command(inputs: list[Path], output: Path, last: int, allow_gaps: bool = False, best: int = 0) -> list[Path]:
+    """`mtrain average`: the last `last` (or with `best`, the `best` best validated) numbered
+    checkpoints of a run directory, or the given files, averaged into `output`. Returns the
+    checkpoints used."""
     if last < 1:
         raise MtrainError(f"--last must be >= 1, got {last}")
+    if best < 0:
+        raise MtrainError(f"--best must be >= 1, got {best}")
     if Path(output).is_dir():
         raise MtrainError(
             f"--output {output} is a directory; give a file name, e.g. {Path(output) / 'checkpoint_avg.pt'}"
         )
-    if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        paths = numbered(inputs[0])[-last:]
+    run_dir = len(inputs) == 1 and Path(inputs[0]).is_dir()
+    if best and not run_dir:
+        raise MtrainError("--best chooses among a run's checkpoints; give one run directory")
+    if run_dir:
+        paths = numbered(inputs[0])[-last:] if not best else best_validated(numbered(inputs[0]), best)
         if not paths:
             raise MtrainError(f"no checkpoint_<step>.pt files in {inputs[0]}")
-        check_no_gaps(paths, allow_gaps)
+        if not best:
+            check_no_gaps(paths, allow_gaps)
     else:
         paths = list(inputs)
     save(average(paths), output)
     return paths
+
+
+def best_validated(paths: list[Path], count: int) -> list[Path]:
+    """The `count` checkpoints of `paths` with the best validation score they were saved with, by
+    the run's train.best_metric (lowest loss or highest BLEU), oldest first."""
+    scored = []
+    for path in paths:
+        state = load(path)
+        metric = state["config"]["train"].get("best_metric", "loss")
+        if state.get("valid") and metric in state["valid"]:
+            scored.append((-state["valid"]["bleu"] if metric == "bleu" else state["valid"]["loss"], path))
+    if len(scored) < count:
+        raise MtrainError(
+            f"--best {count}: only {len(scored)} of the {len(paths)} numbered checkpoints were saved with a validation "
+            "score; validate whenever a checkpoint is saved (train.valid_every = train.save_every), or use --last"
+        )
+    chosen = {path for _, path in sorted(scored, key=lambda item: item[0])[:count]}
+    return [path for path in paths if path in chosen]
 
 
 def check_no_gaps(paths: list[Path], allow_gaps: bool) -> None:

@@ -197,6 +197,23 @@ EngineOption = typer.Option(
 ModelDirOption = typer.Option(
     None, "--model", metavar="DIR", help="An exported CTranslate2 directory (mtrain export) instead of --checkpoint."
 )
+SamplingOption = typer.Option(
+    None,
+    metavar="topk|multinomial",
+    help="Draw each token at random instead of searching (back-translation): from the --topk most "
+    "probable tokens, or from all. Reproducible: line i's draws depend only on (--seed, i).",
+)
+AlignmentOption = typer.Option(
+    False,
+    "--alignment",
+    help="Append word alignments from the cross-attention: 'text ||| 0-0 1-2 ...' "
+    "(Pharaoh i-j, source-target, from 0).",
+)
+AlignmentLayerOption = typer.Option(
+    0,
+    metavar="L",
+    help="Decoder layer (from 1) whose cross-attention aligns; 0: the last (best by AER, see README).",
+)
 ThreadsOption = typer.Option(0, help="CPU threads for decoding; 0: the CPUs this process may use (or OMP_NUM_THREADS).")
 QuantizationOption = typer.Option(
     None,
@@ -229,6 +246,10 @@ def translate(
     lenpen: Optional[float] = typer.Option(None, help="Length penalty alpha (default: decode.lenpen)."),
     max_tokens: Optional[int] = typer.Option(None, help="Source tokens per batch (default: decode.max_tokens)."),
     nbest: int = typer.Option(1, help="Print this many hypotheses per line as 'index ||| translation ||| score'."),
+    sampling: Optional[str] = SamplingOption,
+    topk: Optional[int] = typer.Option(None, help="Tokens to draw from with --sampling topk (default: 10)."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature; < 1 sharpens (default: 1)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed of --sampling (default: 1)."),
     engine: str = EngineOption,
     quantization: Optional[str] = QuantizationOption,
     threads: int = ThreadsOption,
@@ -236,17 +257,8 @@ def translate(
     precision: str = typer.Option(
         "auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."
     ),
-    alignment: bool = typer.Option(
-        False,
-        "--alignment",
-        help="Append word alignments from the cross-attention: 'text ||| 0-0 1-2 ...' "
-        "(Pharaoh i-j, source-target, from 0).",
-    ),
-    alignment_layer: int = typer.Option(
-        0,
-        metavar="L",
-        help="Decoder layer (from 1) whose cross-attention aligns; 0: the last (best by AER, see README).",
-    ),
+    alignment: bool = AlignmentOption,
+    alignment_layer: int = AlignmentLayerOption,
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
     from mtrain.translate import Aligner, open_engine, translate_command
@@ -262,8 +274,58 @@ def translate(
         beam=beam,
         lenpen=lenpen,
         max_tokens=max_tokens,
+        sampling=sampling,
+        topk=topk,
+        temperature=temperature,
+        seed=seed,
     )
     translate_command(translator, input, output, nbest, Aligner(translator, alignment_layer) if alignment else None)
+
+
+@app.command()
+@user_errors
+def tune(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", metavar="FILE", help="The checkpoint to tune, e.g. runs/demo/checkpoint_avg.pt."
+    ),
+    beam: Optional[str] = typer.Option(
+        None, metavar="B1,B2,...", help="Beam sizes to try, e.g. 4,5,6 (default: the checkpoint's decode.beam)."
+    ),
+    lenpen: str = typer.Option(
+        "0.4:1.4:0.1", metavar="START:STOP:STEP | A1,A2,...", help="Length penalties to try (STOP included)."
+    ),
+    src: Optional[Path] = typer.Option(
+        None, metavar="FILE", help="Validation sources (default: the run's prepared data/valid.<src>.txt)."
+    ),
+    ref: Optional[Path] = typer.Option(
+        None, metavar="FILE", help="Validation references (default: the run's prepared data/valid.<tgt>.txt)."
+    ),
+    write: bool = typer.Option(
+        False, "--write", help="Store the best beam and length penalty in the checkpoint's decode settings."
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="With --write: write a tuned copy here instead of in place."
+    ),
+    threads: int = ThreadsOption,
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
+    precision: str = typer.Option("auto", metavar="auto|fp32|bf16", help="auto (bf16 on CUDA, fp32 on CPU)."),
+) -> None:
+    """Choose beam size and length penalty on the validation set: a table of BLEU, chrF, brevity
+    penalty and time per setting; --write makes the best one the checkpoint's default."""
+    from mtrain.translate import open_engine
+    from mtrain.tune import tune_command
+
+    tune_command(
+        checkpoint,
+        beam,
+        lenpen,
+        src,
+        ref,
+        write,
+        output,
+        lambda: open_engine(checkpoint, None, "torch", device, precision, threads),
+        typer.echo,
+    )
 
 
 @app.command("eval-bleu")
@@ -402,6 +464,12 @@ def average(
     ),
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The averaged checkpoint to write."),
     last: int = typer.Option(5, help="With a run directory: how many of its last checkpoints to average (>= 1)."),
+    best: int = typer.Option(
+        0,
+        metavar="N",
+        help="With a run directory: average the N checkpoints with the best validation score "
+        "(by the run's train.best_metric) instead of the last ones.",
+    ),
     allow_gaps: bool = typer.Option(
         False,
         "--allow-gaps",
@@ -411,7 +479,7 @@ def average(
     """Average the weights of checkpoints (the paper: last 5 for base, 20 for big)."""
     from mtrain import checkpoint
 
-    paths = checkpoint.average_command(inputs, output, last, allow_gaps)
+    paths = checkpoint.average_command(inputs, output, last, allow_gaps, best)
     typer.echo(f"averaged {len(paths)} checkpoint(s) into {output}: {', '.join(p.name for p in paths)}")
 
 

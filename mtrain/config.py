@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import math
 import os
@@ -26,14 +25,25 @@ from mtrain.files import atomic_write_text
 
 @dataclass
 class CorpusConfig:
-    """Where one split comes from. Set exactly one of `path`, `dataset` or `demo`."""
+    """Where one corpus comes from. Set exactly one of `path`, `dataset` or `demo`.
+
+    `weight` and `tag` are for training corpora (data.train may be a list of them): an epoch
+    draws from each corpus in proportion to its weight (a small corpus with a high weight is
+    upsampled), and a tagged corpus gets its tag token (e.g. <BT> for back-translated data,
+    Caswell et al. 2019) in front of every source sentence."""
 
     path: str = ""  # plain text: files {path}.{lang} or {path}.{lang}.gz, one sentence a line
-    dataset: str = ""  # `datasets`: a hub name (wmt14) or a local loader (parquet, json, csv, arrow)
+    dataset: str = ""  # `datasets`: a hub name (wmt/wmt14) or a local loader (parquet, json, csv, arrow)
     name: str = ""  # `datasets` config name, e.g. de-en
     split: str = ""  # `datasets` split, e.g. train, validation, test
     data_files: list[str] = field(default_factory=list)  # local files for a loader dataset
     demo: int = 0  # number of sentence pairs from the built-in synthetic demo generator
+    weight: float = 1.0  # training corpora: this corpus's share of an epoch, relative to the others' weights
+    tag: str = ""  # training corpora: a token put before each source sentence, e.g. <BT>
+
+    @property
+    def name_for_logs(self) -> str:
+        return self.path or (f"{self.dataset} {self.name}".strip() if self.dataset else f"demo {self.demo}")
 
     def is_set(self) -> bool:
         return bool(self.path or self.dataset or self.demo)
@@ -43,7 +53,7 @@ class CorpusConfig:
 class DataConfig:
     src_lang: str = "en"
     tgt_lang: str = "de"
-    train: CorpusConfig = field(default_factory=CorpusConfig)
+    train: list[CorpusConfig] = field(default_factory=list)  # one corpus (a mapping) or a list of them
     valid: CorpusConfig = field(default_factory=CorpusConfig)
     test: CorpusConfig = field(default_factory=CorpusConfig)
     dir: str = ""  # where prepared data goes; empty means {out_dir}/data
@@ -60,9 +70,13 @@ class TokenizerConfig:
     vocab_size: int = 37000
     joint: bool = True  # one model for both languages (the paper's shared vocabulary)
     character_coverage: float = 1.0
-    input_sentence_size: int = 10_000_000  # sentences sampled to train sentencepiece
+    input_sentence_size: int = 2_000_000  # training pairs sampled to train sentencepiece (Marian's default)
     model: str = ""  # an existing sentencepiece model (the joint or source one) instead of training
     tgt_model: str = ""  # an existing target model when joint is false
+    # Subword regularization (Kudo 2018; needs type unigram): every epoch, each training sentence is
+    # re-segmented by drawing among its best segmentations x with probability ~ P(x)^alpha.
+    # 0: off, always the best segmentation.
+    sampling_alpha: float = 0.0
 
 
 @dataclass
@@ -72,13 +86,16 @@ class ModelConfig:
     encoder_layers: int = 6
     decoder_layers: int = 6
     d_ff: int = 2048
-    dropout: float = 0.1
+    dropout: float = 0.1  # on sub-layer outputs and embeddings (section 5.4)
+    attention_dropout: float = 0.0  # on attention weights (fairseq's attention_dropout; not in the paper)
+    activation_dropout: float = 0.0  # on the FFN's hidden ReLU activations (fairseq's activation_dropout)
     pre_norm: bool = False  # the paper is post-norm; pre-norm trains more stably when deep
     tie_embeddings: str = "all"  # all (section 3.4, needs a joint vocabulary) | decoder | none
     max_positions: int = 1024
 
 
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
+SAMPLING = ("", "topk", "multinomial")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -103,7 +120,8 @@ class TrainConfig:
     log_every: int = 100  # steps
     valid_every: int = 1000  # steps; 0: only at the end
     valid_bleu: bool = False  # also greedy-decode the validation set and report BLEU
-    patience: int = 0  # stop after this many validations without a better loss; 0: never
+    best_metric: str = "loss"  # loss | bleu (needs valid_bleu): what checkpoint_best.pt and patience follow
+    patience: int = 0  # stop after this many validations without a better best_metric; 0: never
     save_every: int = 1000  # steps between numbered checkpoints; 0: only at the end
     save_every_minutes: float = 0.0  # also refresh checkpoint_last.pt this often; 0: off
     keep_last: int = 5  # numbered checkpoints kept
@@ -118,6 +136,12 @@ class DecodeConfig:
     max_len_a: float = 1.0  # maximum output length = a * source length + b
     max_len_b: int = 50
     max_tokens: int = 8000  # source tokens per decoding batch
+    # Sampling instead of search, for back-translation (Edunov et al. 2018): each token drawn from
+    # the model's distribution (multinomial) or from its topk most probable tokens, at a temperature.
+    sampling: str = ""  # "": beam search (greedy at beam 1) | topk | multinomial
+    topk: int = 10
+    temperature: float = 1.0
+    seed: int = 1  # with the line number, what each line's draws depend on
 
 
 @dataclass
@@ -135,11 +159,6 @@ class Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def section_hash(self, *sections: str) -> str:
-        """A stable hash of some sections, to notice when prepared data must be rebuilt."""
-        parts = {name: asdict(getattr(self, name)) for name in sections}
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- building
@@ -160,7 +179,7 @@ def _convert(value, tp, where: str):
         return _build(tp, value, where)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
-        if isinstance(value, (str, int, float)):
+        if isinstance(value, (str, int, float)) or (isinstance(value, dict) and dataclasses.is_dataclass(item_tp)):
             value = [value]
         if not isinstance(value, list):
             raise MtrainError(f"config: '{where}' must be a list, got {value!r}")
@@ -205,15 +224,26 @@ def _build(cls, values: dict, prefix: str = ""):
 
 
 def _set_path(tree: dict, dotted: str, value) -> None:
+    """Set one dotted key. In a list of corpora, `data.train.1.weight` names the second one and
+    `data.train.path` the only one."""
     node = tree
     keys = dotted.split(".")
-    for key in keys[:-1]:
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise MtrainError(f"--set {dotted}: '{key}' is not an item of the list (0..{len(node) - 1})")
+            node = node[int(key)]
+            continue
         child = node.get(key)
         if child is None:
             child = node[key] = {}
-        if not isinstance(child, dict):
+        if isinstance(child, list) and len(child) == 1 and not keys[i + 1].isdigit():
+            child = child[0]
+        if not isinstance(child, (dict, list)):
             raise MtrainError(f"--set {dotted}: '{key}' is not a section")
         node = child
+    if isinstance(node, list):
+        raise MtrainError(f"--set {dotted}: name an item of the list and its key, e.g. data.train.0.weight=2")
     node[keys[-1]] = value
 
 
@@ -237,6 +267,15 @@ def from_dict(values: dict, overrides: list[str] = ()) -> Config:
     config = _build(Config, tree)
     validate(config)
     return config
+
+
+def corpus_lists(values: dict) -> dict:
+    """A config dict whose data.train is a list of corpora (configs written before mtrain read
+    several training corpora hold one mapping there)."""
+    data = values.get("data")
+    if isinstance(data, dict) and isinstance(data.get("train"), dict):
+        return {**values, "data": {**data, "train": [data["train"]]}}
+    return values
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Config:
@@ -272,33 +311,63 @@ def _require(condition: bool, message: str) -> None:
         raise MtrainError(f"config: {message}")
 
 
+SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
+
+
+def _validate_corpus(c: CorpusConfig, where: str) -> None:
+    kinds = [k for k in ("path", "dataset", "demo") if getattr(c, k)]
+    _require(len(kinds) <= 1, f"{where} sets {' and '.join(kinds)}; set exactly one of path, dataset, demo")
+    _require(c.demo >= 0, f"{where}.demo must be >= 0")
+    _require(not c.data_files or c.dataset, f"{where}.data_files needs {where}.dataset (parquet, json, csv)")
+
+
+def _validate_corpora(d: DataConfig) -> None:
+    _require(d.train, "data.train is empty; set data.train.path, data.train.dataset or data.train.demo")
+    for i, c in enumerate(d.train):
+        where = f"data.train.{i}" if len(d.train) > 1 else "data.train"
+        _validate_corpus(c, where)
+        _require(c.is_set(), f"{where} is empty; set its path, dataset or demo")
+        _require(math.isfinite(c.weight) and c.weight > 0, f"{where}.weight must be a finite number > 0")
+        _require(
+            not c.tag or (c.tag.split() == [c.tag] and c.tag not in SPECIAL_PIECES),
+            f"{where}.tag '{c.tag}' must be one word and not one of {', '.join(SPECIAL_PIECES)}, e.g. <BT>",
+        )
+    for split in ("valid", "test"):
+        c = getattr(d, split)
+        _validate_corpus(c, f"data.{split}")
+        _require(
+            c.weight == 1.0 and not c.tag,
+            f"data.{split}: weight and tag are for training corpora; tag the {split} source text itself if needed",
+        )
+
+
+def _validate_tokenizer(t: TokenizerConfig) -> None:
+    _require(t.type in ("bpe", "unigram"), f"tokenizer.type must be bpe or unigram, got '{t.type}'")
+    _require(t.vocab_size >= 8, "tokenizer.vocab_size must be at least 8")
+    _require(t.input_sentence_size > 0, "tokenizer.input_sentence_size must be > 0")
+    _require(0 < t.character_coverage <= 1, "tokenizer.character_coverage must be in (0, 1]")
+    _require(0 <= t.sampling_alpha <= 1, "tokenizer.sampling_alpha must be in [0, 1] (0: no subword sampling)")
+    _require(not t.tgt_model or not t.joint, "tokenizer.tgt_model is only used with tokenizer.joint: false")
+
+
 def validate(config: Config) -> None:
     """Refuse impossible values before any work starts."""
     d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
     _require(config.out_dir.strip() != "", "out_dir is empty; name a run directory, e.g. out_dir: runs/my-run")
     _require(d.src_lang != d.tgt_lang, f"data.src_lang and data.tgt_lang are both '{d.src_lang}'")
-    for split in ("train", "valid", "test"):
-        c: CorpusConfig = getattr(d, split)
-        kinds = [k for k in ("path", "dataset", "demo") if getattr(c, k)]
-        _require(len(kinds) <= 1, f"data.{split} sets {' and '.join(kinds)}; set exactly one of path, dataset, demo")
-        _require(c.demo >= 0, f"data.{split}.demo must be >= 0")
-        _require(
-            not c.data_files or c.dataset, f"data.{split}.data_files needs data.{split}.dataset (parquet, json, csv)"
-        )
-    _require(d.train.is_set(), "data.train is empty; set data.train.path, data.train.dataset or data.train.demo")
+    _validate_corpora(d)
     _require(1 <= d.min_len <= d.max_len, "need 1 <= data.min_len <= data.max_len")
     _require(d.max_len_ratio >= 1, "data.max_len_ratio must be >= 1")
-    _require(t.type in ("bpe", "unigram"), f"tokenizer.type must be bpe or unigram, got '{t.type}'")
-    _require(t.vocab_size >= 8, "tokenizer.vocab_size must be at least 8")
-    _require(t.input_sentence_size > 0, "tokenizer.input_sentence_size must be > 0")
-    _require(0 < t.character_coverage <= 1, "tokenizer.character_coverage must be in (0, 1]")
-    _require(not t.tgt_model or not t.joint, "tokenizer.tgt_model is only used with tokenizer.joint: false")
+    _validate_tokenizer(t)
     _require(m.d_model > 0 and m.heads > 0, "model.d_model and model.heads must be > 0")
     _require(m.d_model % m.heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
     _require(m.d_model % 2 == 0, "model.d_model must be even (sinusoidal positions)")
     _require(m.encoder_layers >= 1 and m.decoder_layers >= 1, "model needs at least one encoder and one decoder layer")
     _require(m.d_ff > 0, "model.d_ff must be > 0")
-    _require(0 <= m.dropout < 1, "model.dropout must be in [0, 1)")
+    _require(
+        all(0 <= p < 1 for p in (m.dropout, m.attention_dropout, m.activation_dropout)),
+        "model.dropout, attention_dropout and activation_dropout must be in [0, 1)",
+    )
     _require(m.tie_embeddings in ("all", "decoder", "none"), "model.tie_embeddings must be all, decoder or none")
     _require(
         m.tie_embeddings != "all" or t.joint,
@@ -322,6 +391,11 @@ def validate(config: Config) -> None:
         tr.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got '{tr.precision}'"
     )
     _require(tr.log_every >= 1, "train.log_every must be >= 1")
+    _require(tr.best_metric in ("loss", "bleu"), f"train.best_metric must be loss or bleu, got '{tr.best_metric}'")
+    _require(
+        tr.best_metric != "bleu" or tr.valid_bleu,
+        "train.best_metric: bleu needs train.valid_bleu: true (validation BLEU is only computed then)",
+    )
     _require(
         min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs) >= 0,
         "train.valid_every, save_every, patience, threads and max_epochs must be >= 0",
@@ -343,6 +417,14 @@ def validate_decode(dec: DecodeConfig) -> None:
         "decode.max_len_a must be a finite number >= 0 and decode.max_len_b >= 1",
     )
     _require(dec.max_tokens >= 1, "decode.max_tokens (--max-tokens) must be >= 1")
+    _require(
+        dec.sampling in SAMPLING, f"decode.sampling (--sampling) must be topk or multinomial, got '{dec.sampling}'"
+    )
+    _require(dec.topk >= 1, "decode.topk (--topk) must be >= 1")
+    _require(
+        math.isfinite(dec.temperature) and dec.temperature > 0,
+        "decode.temperature (--temperature) must be a finite number > 0",
+    )
 
 
 def decode_config(saved: dict, **overrides) -> DecodeConfig:

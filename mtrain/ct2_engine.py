@@ -54,6 +54,8 @@ class CTranslate2Translator:
         src_spm, tgt_spm = (Path(model_dir) / "source.spm").read_bytes(), (Path(model_dir) / "target.spm").read_bytes()
         self.tokenizer = Tokenizer(src_spm, None if tgt_spm == src_spm else tgt_spm)
         self.config = decode_config(info["decode"], **overrides)
+        if self.config.sampling:
+            raise MtrainError("--sampling runs on mtrain's own engine; translate a checkpoint with --engine torch")
         self.info = info
         self.max_src = info["model"]["max_positions"] - 1
         self.device = select_device(device)
@@ -67,7 +69,7 @@ class CTranslate2Translator:
         return max(1, limit - 1)
 
     def translate_nbest(
-        self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None
+        self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None, first_line: int = 0
     ) -> list[list[Hypothesis]]:
         """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis.
         The score is CTranslate2's normalised log-probability (it reports no plain sum)."""

@@ -1,4 +1,4 @@
-"""Batched beam search and greedy decoding with a key/value cache, and the Translator.
+"""Batched beam search, greedy decoding and sampling with a key/value cache, and the Translator.
 
 Beam search as in the paper (section 6.1): beam 4, GNMT length penalty
 lp(Y) = ((5 + |Y|) / 6) ** alpha with |Y| counting the generated tokens including </s>,
@@ -60,11 +60,35 @@ def _forbid(logp: torch.Tensor, must_end: torch.Tensor) -> None:
         logp[must_end, ..., :EOS] = logp[must_end, ..., EOS + 1 :] = -torch.inf
 
 
+def line_generators(seed: int, lines: list[int]) -> list[torch.Generator]:
+    """One random stream per input line, from (seed, line number): a line's sample does not depend
+    on which other lines share its batch."""
+    return [torch.Generator().manual_seed(hash((seed, line)) & (2**63 - 1)) for line in lines]  # int hashes are stable
+
+
+def draw_tokens(logp: torch.Tensor, sampling: DecodeConfig, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row, drawn from softmax(logp / temperature), restricted to the top-k tokens
+    with sampling 'topk', by the Gumbel-max trick with each row's own random stream."""
+    scores = logp.float() / sampling.temperature
+    if sampling.sampling == "topk" and sampling.topk < scores.size(-1):
+        kth = scores.topk(sampling.topk, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, -torch.inf)
+    uniform = torch.stack([torch.rand(scores.size(-1), generator=g) for g in generators]).to(scores.device)
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7)))
+    return (scores + gumbel).argmax(-1)
+
+
 @torch.no_grad()
 def greedy_search(
-    model: Transformer, src: torch.Tensor, max_len_a: float = 1.0, max_len_b: int = 50
+    model: Transformer,
+    src: torch.Tensor,
+    max_len_a: float = 1.0,
+    max_len_b: int = 50,
+    sampling: DecodeConfig | None = None,
+    generators: list[torch.Generator] | None = None,
 ) -> list[Hypothesis]:
-    """The most probable token at every step, until </s> or the maximum length."""
+    """The most probable token at every step (or, given `sampling` and one random stream per row,
+    a drawn one), until </s> or the maximum length."""
     memory, src_mask = model.encode(src)
     memory_kv = [list(kv) for kv in model.cross_attention_memory(memory)]
     max_lens = _max_lengths(src, model, max_len_a, max_len_b)
@@ -76,7 +100,11 @@ def greedy_search(
     for step in range(int(max_lens.max())):
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
         _forbid(logp, must_end=step + 1 >= max_lens[alive])
-        best, token = logp.max(-1)
+        if generators is None:
+            best, token = logp.max(-1)
+        else:
+            token = draw_tokens(logp, sampling, [generators[row] for row in alive.tolist()])
+            best = logp.gather(-1, token[:, None]).squeeze(-1)
         logprob = logprob + best
         tokens = torch.cat([tokens, token[:, None]], 1)
         done = token == EOS
@@ -239,11 +267,12 @@ class Translator:
         self.max_src = model.config.max_positions - 1
 
     def translate_nbest(
-        self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None
+        self, lines: list[str], beam: int | None = None, nbest: int = 1, progress=None, first_line: int = 0
     ) -> list[list[Hypothesis]]:
-        """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis."""
+        """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis.
+        With sampling, line i's draws come from (decode.seed, first_line + i)."""
         c = self.config
-        beam = check_nbest(nbest, beam or c.beam)
+        beam = 1 if c.sampling else check_nbest(nbest, beam or c.beam)
         ids = encode_sources(self.tokenizer, lines, self.max_src)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
         todo = [i for i, seq in enumerate(ids) if seq]
@@ -258,7 +287,10 @@ class Translator:
                 src[i, len(ids[r])] = EOS
             src = src.to(self.device)
             with autocast_context(self.device, self.precision):
-                if beam == 1:
+                if c.sampling:
+                    generators = line_generators(c.seed, [first_line + r for r in rows])
+                    found = [[h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b, c, generators)]
+                elif beam == 1:
                     found = [[h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b)]
                 else:
                     found = beam_search(self.model, src, beam, c.lenpen, c.max_len_a, c.max_len_b, nbest)

@@ -28,6 +28,8 @@ def corpus_scores(hyps: list[str], refs: list[list[str]], paper_bleu: bool = Fal
         "bleu": b.score,
         "bleu_signature": str(bleu.get_signature()),
         "bleu_detail": str(b),
+        "brevity_penalty": b.bp,
+        "length_ratio": b.sys_len / max(b.ref_len, 1),
         "chrf": c.score,
         "chrf_signature": str(chrf.get_signature()),
     }

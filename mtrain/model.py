@@ -5,7 +5,9 @@ Encoder and decoder stacks of N layers; multi-head attention (3.2.2) through
 ReLU feed-forward networks (3.3); embeddings scaled by sqrt(d_model) and shared with the
 pre-softmax projection (3.4); sinusoidal positional encodings (3.5); dropout on every sub-layer
 output and on embeddings + positions, residual connections and layer normalisation after each
-sub-layer (5.4; `pre_norm` moves it before, as most later toolkits do).
+sub-layer (5.4; `pre_norm` moves it before, as most later toolkits do). Two later regularizers
+are off by default (the paper has neither): dropout on the attention weights and on the FFN's
+hidden activations (fairseq's attention_dropout / activation_dropout).
 
 Training calls `forward` (teacher forcing, causal mask). Search calls `encode` once,
 `cross_attention_memory` once, then `decode_step` one token at a time with cached keys and
@@ -46,16 +48,17 @@ class MultiHeadAttention(nn.Module):
         MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
 
     `in_proj` holds [W^Q; W^K; W^V] for all heads, `out_proj` is W^O; the attention itself is
-    `F.scaled_dot_product_attention`, which applies the 1 / sqrt(d_k) scaling. Set `record` to a
+    `F.scaled_dot_product_attention`, which applies the 1 / sqrt(d_k) scaling and, in training,
+    `dropout` to the softmax weights (0 by default: the paper drops sub-layer outputs only). Set `record` to a
     list (mtrain.attention.recording does) and every call appends its weights
     softmax(Q K^T / sqrt(d_k)), (batch, heads, queries, keys), beside the fused computation.
     """
 
     record: list | None = None
 
-    def __init__(self, d_model: int, heads: int):
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0):
         super().__init__()
-        self.heads, self.d_model = heads, d_model
+        self.heads, self.d_model, self.dropout = heads, d_model, dropout
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
@@ -84,13 +87,16 @@ class MultiHeadAttention(nn.Module):
             k, v = memory_kv
         if self.record is not None:
             self.record.append(attention_weights(q, k, mask, is_causal))
-        y = scaled_dot_product_attention(q, k, v, mask, is_causal)
+        y = scaled_dot_product_attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)
         batch, _, length, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, self.d_model))
 
 
-def scaled_dot_product_attention(q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
-    """Equation (1) for (batch, heads, length, d_k) tensors; `mask` is True where a key may be attended.
+def scaled_dot_product_attention(
+    q, k, v, mask: torch.Tensor | None, is_causal: bool, dropout: float = 0.0
+) -> torch.Tensor:
+    """Equation (1) for (batch, heads, length, d_k) tensors; `mask` is True where a key may be attended,
+    `dropout` the probability of dropping an attention weight.
 
     On CPU two cases beat torch's fused kernel (measured with 600 hypotheses, 20 keys, 2 threads):
     one query per sentence (a decoding step), where two small matmuls are 2-3x faster than the
@@ -98,16 +104,19 @@ def scaled_dot_product_attention(q, k, v, mask: torch.Tensor | None, is_causal: 
     small share of the FLOPs, so there it runs in fp32 while the projections stay bf16.
     """
     if q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
     if q.size(2) == 1 and not is_causal:
         scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))
         if mask is not None:
             scores = scores.masked_fill(~mask, -math.inf)
-        return scores.softmax(-1).to(v.dtype) @ v
+        weights = F.dropout(scores.softmax(-1), dropout) if dropout else scores.softmax(-1)
+        return weights.to(v.dtype) @ v
     if q.dtype == torch.bfloat16:
-        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal)
+        y = F.scaled_dot_product_attention(
+            q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal, dropout_p=dropout
+        )
         return y.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
 
 
 class KVCache:
@@ -163,10 +172,17 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | Non
 
 
 class FeedForward(nn.Sequential):
-    """FFN(x) = max(0, x W1 + b1) W2 + b2."""
+    """FFN(x) = max(0, x W1 + b1) W2 + b2, equation (2); in training, `dropout` on max(0, x W1 + b1)."""
 
-    def __init__(self, d_model: int, d_ff: int):
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
         super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self[1](self[0](x))
+        if self.dropout and self.training:
+            hidden = F.dropout(hidden, self.dropout)
+        return self[2](hidden)
 
 
 class SubLayer(nn.Module):
@@ -186,7 +202,8 @@ class SubLayer(nn.Module):
 class EncoderLayer(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
-        self.self_attn, self.ffn = MultiHeadAttention(c.d_model, c.heads), FeedForward(c.d_model, c.d_ff)
+        self.self_attn = MultiHeadAttention(c.d_model, c.heads, c.attention_dropout)
+        self.ffn = FeedForward(c.d_model, c.d_ff, c.activation_dropout)
         self.sub1, self.sub2 = SubLayer(c.d_model, c.dropout, c.pre_norm), SubLayer(c.d_model, c.dropout, c.pre_norm)
 
     def forward(self, x, src_mask):
@@ -197,8 +214,9 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
-        self.self_attn, self.cross_attn = MultiHeadAttention(c.d_model, c.heads), MultiHeadAttention(c.d_model, c.heads)
-        self.ffn = FeedForward(c.d_model, c.d_ff)
+        self.self_attn = MultiHeadAttention(c.d_model, c.heads, c.attention_dropout)
+        self.cross_attn = MultiHeadAttention(c.d_model, c.heads, c.attention_dropout)
+        self.ffn = FeedForward(c.d_model, c.d_ff, c.activation_dropout)
         self.sub1, self.sub2, self.sub3 = (SubLayer(c.d_model, c.dropout, c.pre_norm) for _ in range(3))
 
     def forward(self, x, memory_kv, src_mask, cache=None):

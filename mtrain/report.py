@@ -61,8 +61,16 @@ def data_section(manifest: dict | None) -> str:
     rows = [(split, c["pairs"], c["src_tokens"], c["tgt_tokens"]) for split, c in manifest["splits"].items()]
     clean = ", ".join(f"{k}: {v}" for k, v in manifest.get("clean", {}).items())
     vocab = manifest["vocab_size"]
+    corpora = [
+        (c["name"], c["tag"] or "-", c["pairs"], c["src_tokens"], c["tgt_tokens"]) for c in manifest.get("corpora", [])
+    ]
     return (
         _table(rows, ("split", "pairs", "source tokens", "target tokens"))
+        + (
+            _table(corpora, ("training corpus", "tag", "pairs", "source tokens", "target tokens"))
+            if len(corpora) > 1
+            else ""
+        )
         + f"<p>vocabulary: {vocab['src']} source / {vocab['tgt']} target pieces; cleaning: {html.escape(clean)}</p>"
     )
 

@@ -24,6 +24,7 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mtrain.config import corpus_lists
 from mtrain.errors import MtrainError
 from mtrain.files import atomic_write_bytes, disk_errors
 
@@ -99,11 +100,16 @@ class RunLock:
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
-    """{"train": {"seed": 1}} -> {"train.seed": 1}."""
+    """{"train": {"seed": 1}} -> {"train.seed": 1}; a list of sections (data.train's corpora)
+    -> data.train.count, data.train.0.path, ..."""
     flat = {}
     for key, value in values.items():
         if isinstance(value, dict):
             flat.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            flat[f"{prefix}{key}.count"] = len(value)
+            for i, item in enumerate(value):
+                flat.update(flatten(item, f"{prefix}{key}.{i}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -113,7 +119,7 @@ def config_changes(saved: dict, current: dict) -> dict[str, tuple]:
     """{key: (saved value, current value)} for every setting that differs. Keys the saved config
     does not have (added by a later mtrain, with defaults that keep the old behaviour) are skipped,
     and so is out_dir (a run directory may be moved or copied)."""
-    old, new = flatten(saved), flatten(current)
+    old, new = flatten(corpus_lists(saved)), flatten(corpus_lists(current))
     return {key: (old[key], new[key]) for key in new if key in old and old[key] != new[key] and key != "out_dir"}
 
 

@@ -27,8 +27,9 @@ from tqdm import tqdm
 from mtrain import checkpoint, distributed, rundir
 from mtrain.config import Config, save_config
 from mtrain.data import PreparedData, prepare
-from mtrain.data.batching import Batch, TrainBatches, eval_batches
+from mtrain.data.batching import Batch, Prefetcher, TrainBatches, eval_batches
 from mtrain.data.binarize import fingerprint, read_manifest
+from mtrain.data.subword import SubwordSampler, require_unigram
 from mtrain.device import autocast_context, resolve_precision, select_device, set_threads
 from mtrain.errors import Interrupted, MtrainError
 from mtrain.files import atomic_copy, disk_errors, remove_stale_temporaries
@@ -69,7 +70,8 @@ class Progress:
     epoch: int = 1
     epoch_step: int = 0  # next step within the epoch
     best_valid_loss: float = math.inf
-    bad_validations: int = 0
+    best_valid_bleu: float = -math.inf
+    bad_validations: int = 0  # in a row without a better train.best_metric
 
 
 @dataclass
@@ -137,18 +139,34 @@ class Trainer:
             t.update_freq,
             dist.world_size,
             dist.rank,
+            weights=[c.weight for c in config.data.train],
+            segmentation=self.subword_sampler(data),
         )
         if self.batches.skipped:
             log.warning("%d training pairs are longer than model.max_positions and are skipped", self.batches.skipped)
+        self.loader = Prefetcher(self.batches, pin=device.type == "cuda")
         self.valid = data.split("valid") if data.has("valid") else None
         self.module = self.model  # what runs forward/backward: maybe compiled, maybe DDP-wrapped
         self.metrics_file = self.out_dir / rundir.METRICS_FILE
         self.tensorboard = None
         self.stop_signal = 0
         self.elapsed_before = 0.0  # training wall-clock of earlier processes of this run (restored on resume)
+        self.final_valid, self.validated_step = {}, -1  # the latest validation and its step
         self.started = time.time()
 
     # ---------------------------------------------------------------- set-up
+
+    def subword_sampler(self, data: PreparedData) -> SubwordSampler | None:
+        """Subword regularization (tokenizer.sampling_alpha > 0): each epoch's segmentation."""
+        alpha = self.config.tokenizer.sampling_alpha
+        if not alpha:
+            return None
+        for processor in (self.tokenizer.src, self.tokenizer.tgt):
+            require_unigram(processor)
+        tag_ids = [c["tag_id"] for c in data.corpora]
+        return SubwordSampler(
+            data.split("train"), self.tokenizer.src, self.tokenizer.tgt, tag_ids, alpha, self.config.train.seed
+        )
 
     def start(self, start: StartingPoint | None) -> None:
         """Continue from a checkpoint, or begin with the initial weights."""
@@ -291,6 +309,8 @@ class Trainer:
             "rng": distributed.all_gather_object(rng),  # every rank's stream, for exact resumption
             "config": self.config.to_dict(),
             "spm": {"src": self.tokenizer.src_model, "tgt": self.tokenizer.tgt_model},
+            # this step's validation (for mtrain average --best), when there was one
+            "valid": self.final_valid if self.validated_step == self.progress.step else None,
         }
 
     def elapsed(self) -> float:
@@ -383,25 +403,28 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (self.dist.is_main and sys.stderr.isatty()),
         )
-        while p.step < t.max_steps:
-            micro_batches = self.next_micro_batches()
-            if micro_batches is None:
-                break
-            result = self.train_step(micro_batches)
-            if result.stopped:
-                return self.stop_interrupted()
-            p.epoch_step += 1
-            if not self.count_finite(result):
-                continue
-            p.step += 1
-            self.bar.update(1)
-            self.window.add(result)
-            self.log_if_due(result.lr)
-            best, stop_early = self.validate_if_due()
-            self.save_if_due(best, stop_early)
-            if stop_early:
-                log.info("early stop: no better validation loss in %d validations", t.patience)
-                break
+        try:
+            while p.step < t.max_steps:
+                micro_batches = self.next_micro_batches()
+                if micro_batches is None:
+                    break
+                result = self.train_step(micro_batches)
+                if result.stopped:
+                    return self.stop_interrupted()
+                p.epoch_step += 1
+                if not self.count_finite(result):
+                    continue
+                p.step += 1
+                self.bar.update(1)
+                self.window.add(result)
+                self.log_if_due(result.lr)
+                best, stop_early = self.validate_if_due()
+                self.save_if_due(best, stop_early)
+                if stop_early:
+                    log.info("early stop: no better validation %s in %d validations", t.best_metric, t.patience)
+                    break
+        finally:
+            self.loader.close()
         return self.finish()
 
     def next_micro_batches(self) -> list[Batch] | None:
@@ -418,7 +441,7 @@ class Trainer:
             if t.max_epochs and p.epoch >= t.max_epochs:
                 return None
             p.epoch, p.epoch_step = p.epoch + 1, 0
-        return self.batches.step(p.epoch, p.epoch_step)
+        return self.loader.step(p.epoch, p.epoch_step)
 
     def count_finite(self, result: StepResult) -> bool:
         """Skip a step whose loss or gradient is not finite; give up after MAX_BAD_STEPS in a row."""
@@ -486,11 +509,14 @@ class Trainer:
         if self.valid is None or not ((t.valid_every and p.step % t.valid_every == 0) or p.step >= t.max_steps):
             return False, False
         self.final_valid = valid = self.validate()
-        best = valid["loss"] < p.best_valid_loss
-        if best:
-            p.best_valid_loss, p.bad_validations = valid["loss"], 0
+        self.validated_step = p.step
+        if t.best_metric == "bleu":
+            best = valid["bleu"] > p.best_valid_bleu
         else:
-            p.bad_validations += 1
+            best = valid["loss"] < p.best_valid_loss
+        p.best_valid_loss = min(p.best_valid_loss, valid["loss"])
+        p.best_valid_bleu = max(p.best_valid_bleu, valid.get("bleu", -math.inf))
+        p.bad_validations = 0 if best else p.bad_validations + 1
         self.write_metrics({"kind": "valid", "step": p.step, "epoch": p.epoch, **valid, "elapsed_s": self.elapsed()})
         if self.dist.is_main:
             bleu = f" | bleu {valid['bleu']:.2f}" if "bleu" in valid else ""
@@ -532,7 +558,7 @@ class Trainer:
         self.bar.close()
         if self.saved_step != p.step:
             if self.valid is not None:
-                self.final_valid = self.validate()
+                self.final_valid, self.validated_step = self.validate(), p.step
             self.save(numbered=True)
         if self.dist.is_main:
             self.write_average()

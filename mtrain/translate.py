@@ -104,7 +104,9 @@ def translate_command(
     translator, input_path: Path | None, output_path: Path | None, nbest: int = 1, aligner: Aligner | None = None
 ) -> None:
     """A file in, a file out (atomically, with a progress bar), or stdin to stdout line by line."""
-    check_nbest(nbest, translator.config.beam)
+    if translator.config.sampling and nbest != 1:
+        raise MtrainError("--sampling draws one translation per line; leave out --nbest")
+    check_nbest(nbest, 1 if translator.config.sampling else translator.config.beam)
     if input_path is None:
         _translate_stream(translator, output_path, nbest, aligner)
         return
@@ -142,7 +144,7 @@ def _translate_stream(translator, output_path: Path | None, nbest: int, aligner:
     out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
     index = 0
     for lines in waiting_lines(sys.stdin):
-        results = translator.translate_nbest(lines, nbest=nbest)
+        results = translator.translate_nbest(lines, nbest=nbest, first_line=index)
         out.write(_format_all(index, lines, results, translator, nbest, aligner))
         out.flush()
         index += len(lines)

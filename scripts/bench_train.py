@@ -7,7 +7,9 @@ For each model shape (the config's own, "small", and the paper's "base"), each p
 training batches after 2 warm-up steps and reports the median target tokens/second, the peak
 memory, and on CUDA the model FLOPs utilisation (achieved FLOP/s over the GPU's bf16 peak).
 With --peer and `transformers` installed, a Hugging Face MarianMTModel of the same shape is
-trained on the same batches with the same loss and optimizer, in the same process run.
+trained on the same batches with the same loss and optimizer, in the same process run. With
+--compile, mtrain with `train.compile: true` is measured too; its warm-up (compilation) time
+is reported as warmup_s and the steady rate over the same later steps.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def marian_peer(model_config, vocab_size: int):
         encoder_ffn_dim=model_config.d_ff,
         decoder_ffn_dim=model_config.d_ff,
         dropout=model_config.dropout,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
+        attention_dropout=model_config.attention_dropout,
+        activation_dropout=model_config.activation_dropout,
         activation_function="relu",
         max_position_embeddings=model_config.max_positions,
         scale_embedding=True,
@@ -78,10 +80,12 @@ def marian_peer(model_config, vocab_size: int):
     return MarianMTModel(cfg)
 
 
-def measure(config_path: str, shape: str, precision: str, device: str, steps: int, peer: bool) -> dict:
+def measure(config_path: str, shape: str, precision: str, device: str, steps: int, impl: str) -> dict:
+    peer = impl == "peer"
     overrides = [f"model.{k}={v}" for k, v in SHAPES[shape].items()] + [
         f"train.precision={precision}",
         f"train.device={device}",
+        f"train.compile={str(impl == 'compiled').lower()}",
     ]
     config = load_config(config_path, overrides)
     data = prepare(config)
@@ -103,7 +107,7 @@ def measure(config_path: str, shape: str, precision: str, device: str, steps: in
             optimizer.zero_grad(set_to_none=True)
     else:
         step = trainer.train_step
-    rates, flops_rates = [], []
+    rates, flops_rates, warmup_s = [], [], 0.0
     for i in range(steps + 2):
         micro = trainer.batches.step(1, i)
         if dev.type == "cuda":
@@ -113,16 +117,19 @@ def measure(config_path: str, shape: str, precision: str, device: str, steps: in
         if dev.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        if i >= 2:
+        if i < 2:
+            warmup_s += seconds
+        else:
             rates.append(sum(b.tgt_tokens for b in micro) / seconds)
             flops_rates.append(sum(train_flops(trainer.model, b) for b in micro) / seconds)
     result = {
         "shape": shape,
         "precision": precision,
         "device": device,
-        "impl": "marian-hf" if peer else "mtrain",
+        "impl": {"peer": "marian-hf", "compiled": "mtrain-compiled"}.get(impl, "mtrain"),
         "params_m": round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 1),
         "median_tgt_tokens_per_s": round(statistics.median(rates)),
+        "warmup_s": round(warmup_s, 1),
         "peak_memory_mb": round(
             (
                 torch.cuda.max_memory_allocated()
@@ -147,16 +154,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--shapes", default="config,base")
     parser.add_argument("--peer", action="store_true", help="also train a same-shape Hugging Face MarianMTModel")
+    parser.add_argument("--compile", action="store_true", help="also measure mtrain with train.compile: true")
     parser.add_argument("--one", nargs=4, metavar=("SHAPE", "PRECISION", "DEVICE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # one measurement in a fresh process, so peak memory is its own
         shape, precision, device, impl = args.one
-        print(json.dumps(measure(args.config, shape, precision, device, args.steps, impl == "peer")))
+        print(json.dumps(measure(args.config, shape, precision, device, args.steps, impl)))
         return
     runs = [(s, p, "cpu") for s in args.shapes.split(",") for p in ("fp32", "bf16")]
     if torch.cuda.is_available():
         runs += [(s, "bf16", "cuda") for s in args.shapes.split(",")]
-    impls = ["mtrain"]
+    impls = ["mtrain"] + (["compiled"] if args.compile else [])
     if args.peer:
         try:
             import transformers  # noqa: F401

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Multi30K recipe from nothing to the BLEU line: prepare, train, average, translate test 2016, score.
+# The Multi30K recipe from nothing to the BLEU line: prepare, train, average, tune the length penalty
+# on the validation set, translate test 2016 once, score.
 # Usage: bash scripts/run_multi30k.sh [config] [extra mtrain --set overrides...]
 #   bash scripts/run_multi30k.sh configs/multi30k.yaml                          # EN->DE
 #   bash scripts/run_multi30k.sh configs/multi30k.yaml --set data.src_lang=de --set data.tgt_lang=en --set out_dir=runs/multi30k-de-en
@@ -22,6 +23,10 @@ mtrain train --config "$config" "${overrides[@]}"
 end=$(date +%s)
 echo "training wall-clock: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s"
 ckpt="$run/checkpoint_avg.pt"   # written by train: the average of the last train.average_last checkpoints
-mtrain translate --checkpoint "$ckpt" --input "$run/data/test.$src.txt" --output "$run/test.hyp.$tgt" --beam 4
+# beam 4 as in the paper; the length penalty that scores best on the validation set becomes the checkpoint's
+mtrain tune --checkpoint "$ckpt" --beam 4 --lenpen 0.4:1.4:0.1 --write | tee "$run/tune.txt"
+end=$(date +%s)
+echo "training + tuning wall-clock: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s"
+mtrain translate --checkpoint "$ckpt" --input "$run/data/test.$src.txt" --output "$run/test.hyp.$tgt"
 mtrain eval-bleu --hyp "$run/test.hyp.$tgt" --ref "$run/data/test.$tgt.txt" | tee "$run/test.bleu.txt"
 mtrain eval-bleu --hyp "$run/test.hyp.$tgt" --ref "$run/data/test.$tgt.txt" --json > "$run/test.bleu.json"

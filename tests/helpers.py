@@ -54,6 +54,17 @@ def tiny_config(out_dir: Path, **sections) -> Config:
     return from_dict(values)
 
 
+def two_corpora(directory: Path, tag: str = "<X>") -> list[dict]:
+    """data.train for two weighted corpora: the demo generator's pairs, and 300 other demo pairs
+    written to {directory}/extra.{en,de}, tagged and sampled three times as often."""
+    from mtrain.demo import generate
+
+    en, de = generate(300, seed=77)
+    for lang, lines in (("en", en), ("de", de)):
+        (directory / f"extra.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return [{"demo": 1200, "weight": 1.0}, {"path": str(directory / "extra"), "weight": 3.0, "tag": tag}]
+
+
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import this checkout's mtrain
 
 

@@ -34,7 +34,7 @@ def test_base_yaml_is_the_paper_and_the_dataclass_defaults():
     assert (t.adam_beta1, t.adam_beta2, t.adam_eps) == (0.9, 0.98, 1e-9)
     assert t.max_tokens * t.update_freq >= 25000
     assert (dec.beam, dec.lenpen, dec.max_len_a, dec.max_len_b, t.average_last) == (4, 0.6, 1.0, 50, 5)
-    assert base.data.train.dataset == "wmt14" and base.data.train.name == "de-en"
+    assert base.data.train[0].dataset == "wmt/wmt14" and base.data.train[0].name == "de-en"
     # Every value base.yaml states equals the dataclass default but for paths, batching and logging.
     defaults = asdict(Config())
     stated = yaml.safe_load((ROOT / "configs/base.yaml").read_text())
@@ -120,7 +120,8 @@ def test_cli_reports_a_mistake_on_one_line_without_traceback(tmp_path):
     assert (
         result.stderr.strip()
         == "error: config: unknown key 'model.haeds'; did you mean 'model.heads'? (valid keys here: d_model, heads, "
-        "encoder_layers, decoder_layers, d_ff, dropout, pre_norm, tie_embeddings, max_positions)"
+        "encoder_layers, decoder_layers, d_ff, dropout, attention_dropout, activation_dropout, pre_norm, "
+        "tie_embeddings, max_positions)"
     )
     assert "Traceback" not in result.stderr
 
@@ -144,7 +145,9 @@ def test_every_config_field_is_documented_in_the_readme():
     def walk(cls, prefix):
         for f in fields(cls):
             value = getattr(cls(), f.name)
-            if isinstance(value, CorpusConfig):  # train, valid and test share one documented set of keys
+            if f.name == "train" and prefix == "data.":
+                yield "data.train"
+            elif isinstance(value, CorpusConfig):  # train, valid and test share one documented set of keys
                 yield from (f"data.<split>.{c.name}" for c in fields(CorpusConfig))
             elif is_dataclass(value):
                 yield from walk(type(value), f"{prefix}{f.name}.")

@@ -7,14 +7,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mtrain.data import prepare
-from mtrain.data.batching import TrainBatches, eval_batches
+from mtrain.data.batching import Prefetcher, TrainBatches, eval_batches
 from mtrain.demo import generate
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD
 
-from helpers import tiny_config
+from helpers import tiny_config, two_corpora
 
 EN, DE = generate(1500, seed=5)
 
@@ -232,6 +233,20 @@ def test_ranks_get_distinct_batches_whose_union_is_the_single_process_step(prepa
         assert [b.ids.tolist() for b in single.step(1, step)] == [ids0.tolist(), ids1.tolist()]
 
 
+def test_prefetcher_answers_every_request_with_the_schedules_step(prepared):
+    """In order, out of order (a resume) and across an epoch's end: what the schedule says."""
+    schedule = TrainBatches(prepared.split("train"), 500, seed=3, max_len=128)
+    loader = Prefetcher(TrainBatches(prepared.split("train"), 500, seed=3, max_len=128), pin=False)
+    last = schedule.steps_in_epoch(1) - 1
+    try:
+        for epoch, step in [(1, 0), (1, 1), (1, 2), (1, 7), (1, 8), (1, last), (2, 0), (2, 1), (1, 3)]:
+            got, want = loader.step(epoch, step), schedule.step(epoch, step)
+            assert [b.ids.tolist() for b in got] == [b.ids.tolist() for b in want]
+            assert all(torch.equal(g.src, w.src) and torch.equal(g.tgt_out, w.tgt_out) for g, w in zip(got, want))
+    finally:
+        loader.close()
+
+
 def test_eval_batches_keep_every_sentence(prepared):
     split = prepared.split("valid")
     ids = np.concatenate([b.ids for b in eval_batches(split, 300, 128)])
@@ -244,3 +259,151 @@ def test_demo_held_out_sets_never_contain_training_sentences(tmp_path):
         data.tokenizer().src.decode(data.split("train").src[i].tolist()) for i in range(len(data.split("train")))
     )
     assert not train & set(data.raw_text("test", "en"))
+
+
+# ----------------------------------------------------------------------------- several corpora
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Two training corpora: 1200 demo pairs (weight 1) and 300 other pairs tagged <X> (weight 3)."""
+    tmp = tmp_path_factory.mktemp("mixed")
+    return prepare(tiny_config(tmp / "run", data={"train": two_corpora(tmp), "valid": {"demo": 50}}))
+
+
+def test_an_epoch_draws_each_corpus_by_its_weight(mixed):
+    split = mixed.split("train")
+    sizes = np.bincount(split.corpus)
+    assert sizes.tolist() == [c["pairs"] for c in mixed.corpora] and len(sizes) == 2
+    schedule = TrainBatches(split, 2000, seed=3, max_len=128, weights=[1.0, 3.0])
+    for epoch in (1, 2):
+        pairs = np.concatenate(schedule.batches(epoch))
+        drawn = np.bincount(split.corpus[pairs], minlength=2)
+        assert drawn.sum() == sizes.sum()  # an epoch holds as many pairs as the corpora together
+        assert drawn[1] / drawn.sum() == pytest.approx(0.75, abs=1 / sizes.sum())
+        times = np.bincount(pairs, minlength=len(split))
+        # the small corpus is upsampled: every pair 3 or 4 times (3/4 of 1500 = 1125 = 3.75 x 300)
+        assert set(times[split.corpus == 1].tolist()) == {3, 4}
+        # the big one is subsampled without repeats, a different subset each epoch
+        assert set(times[split.corpus == 0].tolist()) == {0, 1}
+    first, second = (set(np.concatenate(schedule.batches(e)).tolist()) for e in (1, 2))
+    assert first != second
+    # one corpus: the epoch is every pair once, whatever its weight
+    single = TrainBatches(split, 2000, seed=3, max_len=128, weights=[5.0])
+    assert sorted(np.concatenate(single.batches(1)).tolist()) == list(range(len(split)))
+
+
+def test_only_tagged_corpora_get_the_tag_before_their_sources(mixed):
+    split, tokenizer = mixed.split("train"), mixed.tokenizer()
+    tag_id = mixed.corpora[1]["tag_id"]
+    assert tokenizer.src.id_to_piece(tag_id) == "<X>" and mixed.corpora[0]["tag_id"] is None
+    starts = np.array([split.src[i][0] for i in range(len(split))])
+    assert (starts[split.corpus == 1] == tag_id).all()
+    assert not (np.concatenate([split.src[i] for i in np.flatnonzero(split.corpus == 0)]) == tag_id).any()
+    assert not (split.tgt.data == tag_id).any()
+    valid = mixed.split("valid")
+    assert not (valid.src.data == tag_id).any()
+    assert tag_id in tokenizer.encode_src(["<X> a man"])[0]  # typed into a translation, it is one piece too
+
+
+def test_streaming_prepare_writes_what_the_whole_corpus_in_memory_writes(tmp_path, monkeypatch):
+    """Chunks of 7 pairs (and a sentencepiece sample drawn from the stream) give byte-identical files."""
+    import mtrain.data.binarize as prep
+
+    def build(name, chunk):
+        monkeypatch.setattr(prep, "CHUNK_PAIRS", chunk)
+        data = {"train": two_corpora(tmp_path), "valid": {"demo": 50}, "dedup": True}
+        config = tiny_config(tmp_path / name, data=data, tokenizer={"vocab_size": 200, "input_sentence_size": 700})
+        return prepare(config).dir
+
+    whole, streamed = build("whole", 10**9), build("streamed", 7)
+    assert data_files(whole) == data_files(streamed)
+    manifest = lambda d: json.loads((d / "manifest.json").read_text())
+    assert manifest(whole) == manifest(streamed)
+    assert manifest(whole)["corpora"][0]["clean"]["input"] == 1200
+
+
+def test_the_sentencepiece_sample_is_uniform_and_chunking_free():
+    from mtrain.data.binarize import Reservoir
+
+    def sample(chunk):
+        reservoir = Reservoir(100, seed=4)
+        for start in range(0, 10_000, chunk):
+            reservoir.add(list(range(start, min(start + chunk, 10_000))))
+        return reservoir.items
+
+    assert sample(1) == sample(333) == sample(10_000)
+    assert len(set(sample(333))) == 100 and np.mean(sample(333)) == pytest.approx(5000, rel=0.15)
+    small = Reservoir(100, seed=4)
+    small.add(list(range(40)))
+    assert small.items == list(range(40))  # fewer than the sample size: all, in order
+
+
+def test_subword_sampling_is_a_function_of_seed_and_epoch(tmp_path):
+    from mtrain.data.subword import SubwordSampler
+
+    tmp = tmp_path
+    config = tiny_config(
+        tmp / "run",
+        data={"train": two_corpora(tmp), "valid": {"demo": 50}},
+        tokenizer={"vocab_size": 200, "type": "unigram"},
+    )
+    data = prepare(config)
+    split, tokenizer = data.split("train"), data.tokenizer()
+    tags = [c["tag_id"] for c in data.corpora]
+    sampler = lambda: SubwordSampler(split, tokenizer.src, tokenizer.tgt, tags, alpha=0.2, seed=1)
+    one, again, other = sampler()(2), sampler()(2), sampler()(3)
+    for side in ("src", "tgt"):
+        a, b, c = getattr(one, side), getattr(again, side), getattr(other, side)
+        assert np.array_equal(a.data, b.data) and np.array_equal(a.offsets, b.offsets)
+        assert not np.array_equal(a.offsets, c.offsets)
+        best = getattr(split, side)
+        assert not np.array_equal(a.offsets, best.offsets) and a.data.dtype == best.data.dtype
+        # another segmentation of the same text
+        decode = tokenizer.src.decode if side == "src" else tokenizer.tgt.decode
+        skip = lambda i: 1 if side == "src" and split.corpus[i] == 1 else 0
+        for i in range(0, len(split), 97):
+            assert decode(a[i][skip(i) :].tolist()) == decode(best[i][skip(i) :].tolist())
+    tag_id = tags[1]
+    assert all(one.src[i][0] == tag_id for i in np.flatnonzero(split.corpus == 1))
+    assert one.src.lengths.sum() > split.src.lengths.sum()  # sampled segmentations are longer
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"train": [{"demo": 10, "weight": 0}]}, "data.train.weight must be a finite number > 0"),
+        ({"train": [{"demo": 10}, {"demo": 10, "weight": -1}]}, "data.train.1.weight must be"),
+        ({"train": [{"demo": 10, "tag": "<B T>"}]}, "must be one word"),
+        ({"train": [{"demo": 10, "tag": "</s>"}]}, "must be one word and not one of"),
+        ({"train": [{"demo": 10}, {}]}, "data.train.1 is empty"),
+        (
+            {"train": [{"demo": 10}], "valid": {"demo": 10, "tag": "<BT>"}},
+            "data.valid: weight and tag are for training",
+        ),
+        ({"train": []}, "data.train is empty"),
+    ],
+)
+def test_bad_corpus_lists_are_refused_in_one_line(tmp_path, data, message):
+    with pytest.raises(MtrainError, match=message):
+        tiny_config(tmp_path, data=data)
+
+
+def test_set_reaches_into_a_list_of_corpora(tmp_path):
+    from mtrain.config import from_dict
+
+    values = {"data": {"train": [{"demo": 10}, {"demo": 20}]}}
+    assert from_dict(values, ["data.train.1.weight=3"]).data.train[1].weight == 3.0
+    assert from_dict({"data": {"train": {"demo": 10}}}, ["data.train.demo=5"]).data.train[0].demo == 5
+    with pytest.raises(MtrainError, match="'train' is a list; name an item|name an item of the list"):
+        from_dict(values, ["data.train.weight=3"])
+    with pytest.raises(MtrainError, match="not an item of the list"):
+        from_dict(values, ["data.train.5.weight=3"])
+
+
+def test_subword_sampling_needs_a_unigram_model(tmp_path):
+    from mtrain.train import train
+
+    config = tiny_config(tmp_path, tokenizer={"vocab_size": 200, "sampling_alpha": 0.1})
+    with pytest.raises(MtrainError, match="not a unigram model; set tokenizer.type: unigram"):
+        train(config)

@@ -204,6 +204,10 @@ BAD_TRANSLATE_OPTIONS = [
     (dict(precision="fp16", device="cpu"), "--precision fp16 needs a CUDA device"),
     (dict(engine="onnx"), "--engine 'onnx' is not one of torch, ctranslate2"),
     (dict(threads=-1), "--threads must be >= 0"),
+    (dict(sampling="top"), "decode.sampling (--sampling) must be topk or multinomial, got 'top'"),
+    (dict(sampling="topk", topk=0), "decode.topk (--topk) must be >= 1"),
+    (dict(sampling="multinomial", temperature=0.0), "decode.temperature (--temperature) must be a finite number > 0"),
+    (dict(sampling="topk", engine="ctranslate2"), "--sampling runs on mtrain's own engine"),
 ]
 
 
@@ -258,4 +262,42 @@ def test_eval_bleu_of_empty_files_is_a_one_line_error(tmp_path):
     assert (
         result.returncode == 2
         and result.stderr == "error: there is nothing to score: the translations are empty (0 lines)\n"
+    )
+
+
+def test_sampling_is_reproducible_line_by_line_and_top_1_is_greedy(demo_run, demo):
+    from mtrain.translate import open_engine
+
+    lines = demo[3].raw_text("test", "en")[:24]
+    sample = lambda **o: open_engine(demo_run / "checkpoint_avg.pt", sampling="topk", **o)
+    first = sample(topk=10, seed=3).translate(lines)
+    assert sample(topk=10, seed=3).translate(lines) == first
+    assert sample(topk=10, seed=4).translate(lines) != first
+    # a line's draws depend on (seed, its line number) only, not on the lines batched with it
+    alone = sample(topk=10, seed=3, max_tokens=1)
+    assert [alone.translate_nbest([line], first_line=i)[0][0].tokens for i, line in enumerate(lines)] == [
+        h[0].tokens for h in sample(topk=10, seed=3).translate_nbest(lines)
+    ]
+    greedy = open_engine(demo_run / "checkpoint_avg.pt", beam=1).translate_nbest(lines)
+    top1 = sample(topk=1, seed=9).translate_nbest(lines)
+    assert [h[0].tokens for h in top1] == [h[0].tokens for h in greedy]
+    assert [h[0].logprob for h in top1] == pytest.approx([h[0].logprob for h in greedy], abs=1e-4)
+    tempered = open_engine(demo_run / "checkpoint_avg.pt", sampling="multinomial", temperature=1e-4, seed=2)
+    assert tempered.translate(lines) == open_engine(demo_run / "checkpoint_avg.pt", beam=1).translate(lines)
+
+
+def test_sampling_with_nbest_is_a_one_line_cli_error(demo_run):
+    result = run_cli(
+        "translate",
+        "--checkpoint",
+        str(demo_run / "checkpoint_avg.pt"),
+        "--sampling",
+        "topk",
+        "--nbest",
+        "2",
+        input="The dog sees a cat.\n",
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr == "error: --sampling draws one translation per line; leave out --nbest\n"
     )

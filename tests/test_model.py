@@ -98,3 +98,26 @@ def test_cache_reorders_rows_and_the_next_step_writes_in_place():
     assert cache.buffers.data_ptr() == pointer and keys.is_contiguous()
     assert keys[:, 0, :, 0].tolist() == [[4, 14, 100], [4, 14, 102]]
     torch.testing.assert_close(values, -keys)
+
+
+def test_attention_and_activation_dropout_change_training_only():
+    shape = dict(d_model=32, heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.1)
+    torch.manual_seed(0)
+    off = Transformer(ModelConfig(**shape), 40, 40)
+    on = Transformer(ModelConfig(**shape, attention_dropout=0.3, activation_dropout=0.3), 40, 40)
+    assert off.state_dict().keys() == on.state_dict().keys()  # the same checkpoints either way
+    on.load_state_dict(off.state_dict())
+    src, tgt = torch.randint(4, 40, (3, 7)), torch.randint(4, 40, (3, 5))
+
+    def forward(model, seed):
+        torch.manual_seed(seed)
+        return model(src, tgt)
+
+    assert torch.equal(forward(off.eval(), 1), forward(on.eval(), 1))  # evaluation: no dropout at all
+    assert torch.equal(forward(off.train(), 1), forward(off.train(), 1))
+    assert not torch.allclose(forward(off.train(), 1), forward(on.train(), 1))
+    # each key alone changes training, on the self-attention/cross-attention and the FFN paths
+    for key in ("attention_dropout", "activation_dropout"):
+        one = Transformer(ModelConfig(**shape, **{key: 0.3}), 40, 40)
+        one.load_state_dict(off.state_dict())
+        assert not torch.allclose(forward(off.train(), 2), forward(one.train(), 2))

@@ -403,3 +403,15 @@ def test_the_launcher_forwards_sigterm_to_every_rank(tmp_path):
         ["pgrep", "-f", str(tmp_path / "run.yaml")], capture_output=True, text=True
     ).stdout.split()
     assert not leftover
+
+
+def test_a_resume_compares_corpus_lists_item_by_item():
+    one = {"data": {"train": {"path": "a", "weight": 1.0}}}  # a config saved before corpus lists
+    same = {"data": {"train": [{"path": "a", "weight": 1.0}]}}
+    reweighted = {"data": {"train": [{"path": "a", "weight": 2.0}]}}
+    added = {"data": {"train": [{"path": "a", "weight": 1.0}, {"path": "b", "weight": 1.0}]}}
+    assert rundir.config_changes(one, same) == {}
+    assert rundir.config_changes(one, reweighted) == {"data.train.0.weight": (1.0, 2.0)}
+    assert rundir.config_changes(same, added) == {"data.train.count": (1, 2)}
+    allowed, refused = rundir.split_changes(rundir.config_changes(same, added))
+    assert not allowed and refused  # more data changes what is learned: refused without --allow-config-change

@@ -20,7 +20,7 @@ from mtrain.distributed import DistInfo
 from mtrain.errors import MtrainError
 from mtrain.train import Trainer, label_smoothed_loss, learning_rate, train
 
-from helpers import ENV, ROOT, run_cli, tiny_config, wait_for_lines
+from helpers import ENV, ROOT, run_cli, tiny_config, two_corpora, wait_for_lines
 
 
 def test_learning_rate_follows_the_paper_formula():
@@ -104,10 +104,12 @@ def _write_config(path, config_values):
 
 
 def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """Two weighted corpora, one tagged, with subword sampling: a resumed run still sees the same
+    pairs in the same segmentation."""
     values = {
         "out_dir": str(tmp_path / "a"),
-        "data": {"train": {"demo": 1500}, "valid": {"demo": 50}},
-        "tokenizer": {"vocab_size": 150},
+        "data": {"train": two_corpora(tmp_path), "valid": {"demo": 50}},
+        "tokenizer": {"vocab_size": 150, "type": "unigram", "sampling_alpha": 0.2},
         "model": {
             "d_model": 32,
             "heads": 2,
@@ -209,3 +211,52 @@ def test_the_demo_task_is_learned(demo_run):
     scores = corpus_scores(hyps, [ref])
     exact = sum(h == r for h, r in zip(hyps, ref)) / len(ref)
     assert scores["bleu"] >= 90, (scores["bleu"], exact)
+
+
+def test_best_checkpoint_and_average_follow_validation_bleu_when_asked(tmp_path):
+    """train.best_metric: bleu makes checkpoint_best.pt the best-BLEU one; average --best N takes
+    the N best validated checkpoints, whatever their order."""
+    config = tiny_config(
+        tmp_path,
+        train={
+            "max_steps": 8,
+            "save_every": 2,
+            "valid_every": 2,
+            "keep_last": 10,
+            "valid_bleu": True,
+            "best_metric": "bleu",
+        },
+    )
+    train(config)
+    valid = [m for m in _metrics(tmp_path) if m["kind"] == "valid"]
+    assert [m["step"] for m in valid] == [2, 4, 6, 8]
+    by_bleu = sorted(valid, key=lambda m: (-m["bleu"], m["step"]))
+    best = checkpoint.load(tmp_path / "checkpoint_best.pt")
+    assert best["valid"]["bleu"] == by_bleu[0]["bleu"]
+    assert checkpoint.load(tmp_path / "checkpoint_8.pt")["valid"]["bleu"] == valid[-1]["bleu"]
+    assert "valid" not in checkpoint.load(tmp_path / "checkpoint_avg.pt")
+
+    result = run_cli("average", str(tmp_path), "--best", "2", "-o", str(tmp_path / "best2.pt"))
+    assert result.returncode == 0, result.stderr
+    chosen = [m["step"] for m in sorted(valid, key=lambda m: -m["bleu"])[:2]]
+    for step in chosen:
+        assert f"checkpoint_{step}.pt" in result.stdout
+    by_loss = tiny_config(tmp_path / "loss", train={"max_steps": 4, "save_every": 2, "valid_every": 4})
+    train(by_loss)
+    refused = run_cli("average", str(tmp_path / "loss"), "--best", "2", "-o", str(tmp_path / "x.pt"))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        "error: --best 2: only 1 of the 2 numbered checkpoints were saved with a validation"
+    )
+
+
+@pytest.mark.parametrize(
+    "train_section, message",
+    [
+        ({"best_metric": "bleu"}, "train.best_metric: bleu needs train.valid_bleu: true"),
+        ({"best_metric": "chrf"}, "train.best_metric must be loss or bleu"),
+    ],
+)
+def test_bad_best_metric_is_refused(tmp_path, train_section, message):
+    with pytest.raises(MtrainError, match=message):
+        tiny_config(tmp_path, train=train_section)

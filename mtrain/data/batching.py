@@ -1,16 +1,20 @@
 """Token-budget batches: length-bucketed, seeded, resumable and sliced across ranks.
 
 A training epoch is a list of batches, each holding at most `max_tokens` tokens *including
-padding* (sentences of similar length go together, so little is wasted). The partition and
-the order of batches depend only on (seed, epoch), so a run resumed at (epoch, step) sees
-exactly the batches it would have seen. One optimizer step consumes `world_size *
+padding* (sentences of similar length go together, so little is wasted). With several
+training corpora, an epoch first draws each corpus's share of pairs by its weight
+(`epoch_pairs`); with subword sampling, the epoch's segmentation is drawn first. The pairs,
+the partition and the order of batches depend only on (seed, epoch), so a run resumed at
+(epoch, step) sees exactly the batches it would have seen. One optimizer step consumes `world_size *
 update_freq` consecutive batches; rank r takes every world_size-th of them, so each rank gets
 distinct batches and the union over ranks is independent of how the step is split.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,13 +31,16 @@ class Batch:
     ids: np.ndarray  # sentence indices in the split
     tgt_tokens: int  # target tokens to predict (eos included), counted on the host
 
-    def to(self, device) -> "Batch":
-        """The batch on `device`; from pinned memory on CUDA, so the copy does not block the host."""
-        move = (
-            (lambda t: t.pin_memory().to(device, non_blocking=True))
-            if torch.device(device).type == "cuda"
-            else (lambda t: t.to(device))
+    def pinned(self) -> "Batch":
+        """The batch in page-locked memory, from which a copy to a GPU does not block the host."""
+        return Batch(
+            self.src.pin_memory(), self.tgt_in.pin_memory(), self.tgt_out.pin_memory(), self.ids, self.tgt_tokens
         )
+
+    def to(self, device) -> "Batch":
+        """The batch on `device` (asynchronously on CUDA when the batch is pinned)."""
+        non_blocking = torch.device(device).type == "cuda"
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.ids, self.tgt_tokens)
 
 
@@ -72,8 +79,32 @@ def collate(split: Split, ids: np.ndarray, max_len: int) -> Batch:
     )
 
 
+def epoch_pairs(usable: np.ndarray, corpus: np.ndarray | None, weights: list[float], rng) -> np.ndarray:
+    """The pairs of one epoch (indices into the split; a pair may repeat).
+
+    The epoch holds as many pairs as the usable pairs of all corpora; corpus c gets
+    round(total * w_c / sum(w)) of them: all of its pairs as often as they fit, topped up by a
+    random subset drawn without replacement. One corpus gets exactly its pairs, drawing nothing."""
+    if corpus is None or len(weights) == 1:
+        return usable
+    corpus = corpus[usable]
+    share = np.asarray(weights, np.float64) / sum(weights)
+    wanted = np.round(share * len(usable)).astype(np.int64)
+    parts = []
+    for c, n in enumerate(wanted.tolist()):
+        members = usable[corpus == c]
+        if len(members) == 0:
+            continue
+        whole, rest = divmod(n, len(members))
+        parts += [members] * whole + [rng.choice(members, rest, replace=False)]
+    return np.concatenate(parts) if parts else usable[:0]
+
+
 class TrainBatches:
-    """The training batch schedule: which batches a rank sees at (epoch, step)."""
+    """The training batch schedule: which batches a rank sees at (epoch, step).
+
+    `weights` (one per corpus of split.corpus) mixes several corpora; `segmentation(epoch)`,
+    when given, returns the epoch's re-segmented split (subword sampling)."""
 
     def __init__(
         self,
@@ -84,21 +115,26 @@ class TrainBatches:
         update_freq: int = 1,
         world_size: int = 1,
         rank: int = 0,
+        weights: list[float] = (1.0,),
+        segmentation: Callable[[int], Split] | None = None,
     ):
         self.split, self.max_tokens, self.seed, self.max_len = split, max_tokens, seed, max_len
         self.update_freq, self.world_size, self.rank = update_freq, world_size, rank
-        src_lens, tgt_lens = split.src.lengths, split.tgt.lengths
-        fits = (src_lens < max_len) & (tgt_lens < max_len)
-        self.usable = np.flatnonzero(fits)
-        self.skipped = int(len(fits) - len(self.usable))  # longer than the model's positions
+        self.weights, self.segmentation = list(weights), segmentation
+        self.skipped = int(len(split) - len(self._usable(split)))  # longer than the model's positions
         self._epoch, self._batches = None, None
 
+    def _usable(self, split: Split) -> np.ndarray:
+        return np.flatnonzero((split.src.lengths < self.max_len) & (split.tgt.lengths < self.max_len))
+
     def batches(self, epoch: int) -> list[np.ndarray]:
-        """This epoch's batches (all ranks'), shuffled from (seed, epoch)."""
+        """This epoch's batches (all ranks'), drawn and shuffled from (seed, epoch)."""
         if self._epoch != epoch:
+            if self.segmentation is not None:
+                self.split = self.segmentation(epoch)
             rng = np.random.default_rng([self.seed, epoch])
             src_lens, tgt_lens = self.split.src.lengths, self.split.tgt.lengths
-            idx = self.usable
+            idx = epoch_pairs(self._usable(self.split), self.split.corpus, self.weights, rng)
             # sort by target then source length; ties broken randomly so buckets vary by epoch
             order = idx[np.lexsort((rng.random(len(idx)), src_lens[idx], tgt_lens[idx]))]
             batches = token_batches(src_lens, tgt_lens, self.max_tokens, order)
@@ -115,6 +151,38 @@ class TrainBatches:
         per_step = self.world_size * self.update_freq
         group = self.batches(epoch)[step * per_step : (step + 1) * per_step]
         return [collate(self.split, ids, self.max_len) for ids in group[self.rank :: self.world_size]]
+
+
+class Prefetcher:
+    """Collates the next step's micro-batches on a background thread while this step trains.
+
+    On CUDA they are also pinned there, so `Batch.to` copies overlap with compute. Requests are
+    answered with exactly `TrainBatches.step(epoch, step)`; a request other than the one
+    prefetched (after a resume, at an epoch's end) is simply computed on the spot."""
+
+    def __init__(self, schedule: TrainBatches, pin: bool):
+        self.schedule, self.pin = schedule, pin
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mtrain-batches")
+        self.pending: tuple[tuple[int, int], Future] | None = None
+
+    def step(self, epoch: int, step: int) -> list[Batch]:
+        ahead, self.pending = self.pending, None
+        if ahead is not None and ahead[0] == (epoch, step):
+            micro_batches = ahead[1].result()
+        else:
+            if ahead is not None:
+                ahead[1].result()  # never two threads inside the schedule at once
+            micro_batches = self._load(epoch, step)
+        if step + 1 < self.schedule.steps_in_epoch(epoch):
+            self.pending = ((epoch, step + 1), self.pool.submit(self._load, epoch, step + 1))
+        return micro_batches
+
+    def _load(self, epoch: int, step: int) -> list[Batch]:
+        micro_batches = self.schedule.step(epoch, step)
+        return [b.pinned() for b in micro_batches] if self.pin else micro_batches
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def eval_batches(split: Split, max_tokens: int, max_len: int) -> list[Batch]:

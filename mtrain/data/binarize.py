@@ -2,12 +2,17 @@
 
 The output is a directory (by default `{out_dir}/data`):
 
-    manifest.json              fingerprint of config + inputs, counts, special ids
+    manifest.json              fingerprint of config + inputs, counts, special ids, corpora
     spm.model                  (or spm.src.model + spm.tgt.model without a joint vocabulary)
     {split}.{lang}.bin         all token ids of a split and side, uint16 when the vocabulary fits
     {split}.{lang}.bin.json    the dtype and token count of that array
     {split}.{lang}.idx.npy     int64 offsets: sentence i is bin[idx[i]:idx[i+1]]
     {split}.{lang}.txt         the raw valid/test text, the references for BLEU
+    train.corpus.npy           which training corpus (index into data.train) each pair came from
+
+The training corpora stream through in chunks of CHUNK_PAIRS pairs, so memory does not grow
+with their size: pass 1 reads and cleans them into a temporary text file, drawing the sample
+sentencepiece trains on; pass 2 encodes that text and appends the ids to the .bin files.
 
 It is built in a sibling temporary directory and swapped in only when complete, so an
 interrupted run never leaves data that a later run would trust. Running again with the same
@@ -16,41 +21,53 @@ config and inputs finds the fingerprint unchanged and does nothing.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
 import os
 import shutil
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from mtrain.config import Config
-from mtrain.data.clean import clean_pairs
-from mtrain.data.sources import file_digest, input_files, read_corpus
+from mtrain.data.clean import REASONS, clean_pairs
+from mtrain.data.sources import corpus_chunks, file_digest, input_files, read_corpus
 from mtrain.data.tokenizer import Tokenizer, load_model_file, train_model
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors
 from mtrain.special import BOS, EOS, PAD, UNK
 
 log = logging.getLogger("mtrain")
-FORMAT_VERSION = 2  # 2: the manifest records each file's size and checksum
-SPLITS = ("train", "valid", "test")
-ENCODE_CHUNK = 200_000  # sentences encoded and written at a time (bounds memory)
+FORMAT_VERSION = 3  # 2: the manifest records each file's size and checksum; 3: several training corpora
+CHUNK_PAIRS = 50_000  # training pairs read, cleaned, encoded and written at a time (bounds memory)
+CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text between the two passes
 
 
 class IndexedArray:
-    """Variable-length integer sequences in one memory-mapped array plus offsets."""
+    """Variable-length integer sequences in one (memory-mapped) array plus offsets."""
 
-    def __init__(self, prefix: Path):
-        self.offsets = np.load(f"{prefix}.idx.npy", mmap_mode="r")
+    def __init__(self, offsets: np.ndarray, data: np.ndarray):
+        self.offsets, self.data = offsets, data
+
+    @classmethod
+    def open(cls, prefix: Path) -> "IndexedArray":
         meta = json.loads(Path(f"{prefix}.bin.json").read_text())
-        self.data = (
+        data = (
             np.memmap(f"{prefix}.bin", dtype=meta["dtype"], mode="r") if meta["tokens"] else np.zeros(0, meta["dtype"])
         )
+        return cls(np.load(f"{prefix}.idx.npy", mmap_mode="r"), data)
+
+    @classmethod
+    def from_sequences(cls, sequences: list[list[int]], dtype) -> "IndexedArray":
+        lengths = np.fromiter(map(len, sequences), np.int64, count=len(sequences))
+        data = np.fromiter(itertools.chain.from_iterable(sequences), dtype, count=int(lengths.sum()))
+        return cls(np.concatenate([[0], np.cumsum(lengths)]), data)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -67,6 +84,7 @@ class IndexedArray:
 class Split:
     src: IndexedArray
     tgt: IndexedArray
+    corpus: np.ndarray | None = None  # training data: the corpus of each pair
 
     def __len__(self) -> int:
         return len(self.src)
@@ -103,9 +121,17 @@ class PreparedData:
     def split(self, name: str) -> Split:
         if not self.has(name):
             raise MtrainError(f"the prepared data has no '{name}' split; set data.{name} in the config")
+        corpus = self.dir / f"{name}.corpus.npy"
         return Split(
-            IndexedArray(self.dir / f"{name}.{self.src_lang}"), IndexedArray(self.dir / f"{name}.{self.tgt_lang}")
+            IndexedArray.open(self.dir / f"{name}.{self.src_lang}"),
+            IndexedArray.open(self.dir / f"{name}.{self.tgt_lang}"),
+            np.load(corpus) if corpus.is_file() else None,
         )
+
+    @property
+    def corpora(self) -> list[dict]:
+        """The training corpora: name, pairs, tag and tag_id, in data.train's order."""
+        return self.manifest["corpora"]
 
     def raw_text(self, split: str, lang: str) -> list[str]:
         return (self.dir / f"{split}.{lang}.txt").read_text(encoding="utf-8").split("\n")[:-1]
@@ -150,52 +176,149 @@ def damaged_files(directory: Path, manifest: dict, checksums: bool = True) -> st
     return ""
 
 
-def _write_ids(ids_chunks, prefix: Path, vocab_size: int) -> int:
-    """Write sequences of ids to {prefix}.bin and their offsets to {prefix}.idx.npy."""
-    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
-    offsets = [np.zeros(1, np.int64)]
-    total = 0
-    with open(f"{prefix}.bin", "wb") as f:
-        for ids in ids_chunks:
-            lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
-            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype, count=int(lengths.sum()))
-            f.write(flat.tobytes())
-            offsets.append(total + np.cumsum(lengths))
-            total += int(lengths.sum())
-    np.save(f"{prefix}.idx.npy", np.concatenate(offsets))
-    Path(f"{prefix}.bin.json").write_text(json.dumps({"dtype": np.dtype(dtype).name, "tokens": total}))
-    return total
+class IdsWriter:
+    """Appends sequences of ids to {prefix}.bin; `close` writes their offsets to {prefix}.idx.npy."""
+
+    def __init__(self, prefix: Path, vocab_size: int):
+        self.prefix, self.total, self.offsets = prefix, 0, [np.zeros(1, np.int64)]
+        self.dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+        self.file = open(f"{prefix}.bin", "wb")
+
+    def add(self, sequences: list[list[int]]) -> None:
+        lengths = np.fromiter(map(len, sequences), np.int64, count=len(sequences))
+        flat = np.fromiter(itertools.chain.from_iterable(sequences), self.dtype, count=int(lengths.sum()))
+        self.file.write(flat.tobytes())
+        self.offsets.append(self.total + np.cumsum(lengths))
+        self.total += int(lengths.sum())
+
+    def close(self) -> int:
+        self.file.close()
+        np.save(f"{self.prefix}.idx.npy", np.concatenate(self.offsets))
+        meta = {"dtype": np.dtype(self.dtype).name, "tokens": self.total}
+        Path(f"{self.prefix}.bin.json").write_text(json.dumps(meta))
+        return self.total
 
 
-def _encode_side(lines: list[str], encode, prefix: Path, vocab_size: int) -> int:
-    chunks = (encode(lines[i : i + ENCODE_CHUNK]) for i in range(0, len(lines), ENCODE_CHUNK))
-    return _write_ids(chunks, prefix, vocab_size)
+class Reservoir:
+    """A uniform sample of at most `size` items from a stream (Vitter's algorithm R), the same
+    for any chunking of the stream: a seeded generator decides which items stay."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.rng, self.items, self.seen = size, np.random.default_rng(seed), [], 0
+
+    def add(self, items: list) -> None:
+        room = max(self.size - len(self.items), 0)
+        self.items += items[:room]
+        rest = items[room:]
+        if rest:
+            positions = self.seen + room + np.arange(len(rest))  # 0-based index of each item in the stream
+            slots = (self.rng.random(len(rest)) * (positions + 1)).astype(np.int64)
+            for k in np.flatnonzero(slots < self.size).tolist():
+                self.items[slots[k]] = rest[k]
+        self.seen += len(items)
 
 
 def fingerprint(config: Config) -> dict:
-    """What prepared data depends on: the data/tokenizer config and the input files' contents."""
+    """What prepared data depends on: the data/tokenizer config (but for the settings only training
+    reads, such as corpus weights) and the input files' contents."""
     d = config.data
     files = []
-    for section in SPLITS:
-        spec = getattr(d, section)
+    for spec in [*d.train, d.valid, d.test]:
         if spec.is_set():
             files += input_files(spec, d.src_lang, d.tgt_lang)
     for model in (config.tokenizer.model, config.tokenizer.tgt_model):
         if model and Path(model).is_file():
             files.append(Path(model))
     inputs = [{"path": str(p), "size": p.stat().st_size, "sha256": file_digest(p)} for p in files if p.is_file()]
-    return {"version": FORMAT_VERSION, "config": config.section_hash("data", "tokenizer"), "inputs": inputs}
+    settings = {"data": asdict(d), "tokenizer": asdict(config.tokenizer)}
+    for corpus in settings["data"]["train"]:
+        del corpus["weight"]
+    del settings["tokenizer"]["sampling_alpha"]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return {"version": FORMAT_VERSION, "config": digest, "inputs": inputs}
 
 
-def _tokenizer_models(config: Config, src: list[str], tgt: list[str]) -> dict[str, bytes]:
-    """The sentencepiece model bytes by file name: given in the config, or trained here."""
+def _cleaned_training_chunks(config: Config) -> Iterator[tuple[int, list[str], list[str], dict]]:
+    """(corpus index, source lines, target lines, cleaning counts) of every training chunk, in
+    data.train's order; duplicates are found across chunks and corpora."""
+    d, seen = config.data, set()
+    for index, spec in enumerate(d.train):
+        for raw_src, raw_tgt in corpus_chunks(spec, "train", d.src_lang, d.tgt_lang, CHUNK_PAIRS):
+            yield (index, *clean_pairs(raw_src, raw_tgt, d, seen))
+
+
+def _clean_training_text(config: Config, tmp: Path, sample_size: int) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Pass 1: read and clean every training corpus into tmp/clean.{src,tgt}.txt (one sentence a
+    line; cleaned text holds no line breaks) and draw up to `sample_size` pairs for
+    sentencepiece (all of them, in corpus order, when there are no more). Returns the cleaning
+    counts per corpus and the sample."""
+    counts, sample = [_no_counts() for _ in config.data.train], Reservoir(sample_size, config.train.seed)
+    log.info("reading and cleaning the training data")
+    with (
+        open(tmp / CLEAN_TEXT[0], "w", encoding="utf-8") as src_file,
+        open(tmp / CLEAN_TEXT[1], "w", encoding="utf-8") as tgt_file,
+    ):
+        for index, src, tgt, chunk_counts in _cleaned_training_chunks(config):
+            src_file.write("".join(line + "\n" for line in src))
+            tgt_file.write("".join(line + "\n" for line in tgt))
+            if sample_size:
+                sample.add(list(zip(src, tgt)))
+            _add_counts(counts[index], chunk_counts)
+    for spec, corpus_counts in zip(config.data.train, counts):
+        _log_cleaning(spec.name_for_logs, corpus_counts)
+    if not sum(c["kept"] for c in counts):
+        raise _empty_corpus({"input": sum(c["input"] for c in counts)})
+    return counts, sample.items
+
+
+def _cleaned_text_chunks(tmp: Path, counts: list[dict]) -> Iterator[tuple[int, list[str], list[str]]]:
+    """Pass 2's input: (corpus index, source lines, target lines) from the cleaned text, by chunks."""
+    with (
+        open(tmp / CLEAN_TEXT[0], encoding="utf-8", newline="\n") as src_file,
+        open(tmp / CLEAN_TEXT[1], encoding="utf-8", newline="\n") as tgt_file,
+    ):
+        for index, corpus_counts in enumerate(counts):
+            for start in range(0, corpus_counts["kept"], CHUNK_PAIRS):
+                size = min(CHUNK_PAIRS, corpus_counts["kept"] - start)
+                src = [line[:-1] for line in itertools.islice(src_file, size)]
+                tgt = [line[:-1] for line in itertools.islice(tgt_file, size)]
+                yield index, src, tgt
+
+
+def _tokenizer_models(config: Config, sample: list[tuple[str, str]]) -> dict[str, bytes]:
+    """The sentencepiece model bytes by file name: given in the config, or trained here on the
+    sample of cleaned training pairs, with the corpus tags as user-defined symbols."""
     t, seed = config.tokenizer, config.train.seed
+    tags = sorted({c.tag for c in config.data.train if c.tag})
+    src, tgt = [pair[0] for pair in sample], [pair[1] for pair in sample]
     if t.joint:
-        model = load_model_file(t.model) if t.model else train_model(itertools.chain(src, tgt), t, seed)
-        return {"spm.model": model}
-    src_model = load_model_file(t.model) if t.model else train_model(src, t, seed)
+        return {
+            "spm.model": load_model_file(t.model) if t.model else train_model(itertools.chain(src, tgt), t, seed, tags)
+        }
+    src_model = load_model_file(t.model) if t.model else train_model(src, t, seed, tags)
     tgt_model = load_model_file(t.tgt_model) if t.tgt_model else train_model(tgt, t, seed)
     return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
+
+
+def _needs_training(t) -> bool:
+    """Whether a sentencepiece model must be trained (none given for some side)."""
+    return not t.model or (not t.joint and not t.tgt_model)
+
+
+def _no_counts() -> dict[str, int]:
+    return {"input": 0, **dict.fromkeys(REASONS, 0), "kept": 0}
+
+
+def _add_counts(total: dict, counts: dict) -> None:
+    for key, value in counts.items():
+        total[key] += value
+
+
+def _empty_corpus(counts: dict) -> MtrainError:
+    return MtrainError(
+        f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the "
+        "cleaning limits data.min_len/max_len/max_len_ratio"
+    )
 
 
 def prepare(config: Config, expected_spm: dict | None = None) -> PreparedData:
@@ -243,54 +366,29 @@ def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: P
         )
 
 
-def _read_training_pairs(config: Config) -> tuple[list[str], list[str], dict]:
-    d = config.data
-    log.info("reading training data")
-    raw_src, raw_tgt = read_corpus(d.train, "train", d.src_lang, d.tgt_lang)
-    src, tgt, counts = clean_pairs(raw_src, raw_tgt, d)
-    dropped = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("input", "kept") and v)
-    log.info("cleaning: %d pairs in, %d kept (dropped: %s)", counts["input"], counts["kept"], dropped or "none")
-    if not src:
-        raise MtrainError(
-            f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the "
-            "cleaning limits data.min_len/max_len/max_len_ratio"
-        )
-    return src, tgt, counts
-
-
 def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -> None:
     """Everything of a prepared data directory, written into `tmp`."""
-    d = config.data
-    src, tgt, counts = _read_training_pairs(config)
+    d, t = config.data, config.tokenizer
+    counts, sample = _clean_training_text(config, tmp, t.input_sentence_size if _needs_training(t) else 0)
     log.info(
         "sentencepiece: %s",
-        "loading the given model"
-        if config.tokenizer.model
-        else f"training a {config.tokenizer.type} model, vocabulary {config.tokenizer.vocab_size}",
+        f"training a {t.type} model, vocabulary {t.vocab_size}, on {len(sample)} sampled pairs"
+        if _needs_training(t)
+        else "loading the given model",
     )
-    models = _tokenizer_models(config, src, tgt)
+    models = _tokenizer_models(config, sample)
+    del sample
     names = list(models)
     tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
     _check_vocabulary(tokenizer, expected_spm, config.data_dir)
     for name, data in models.items():
         (tmp / name).write_bytes(data)
-    splits = {}
-    for section in SPLITS:
+    corpora, counts = _encode_training(config, tokenizer, tmp, counts)
+    splits = {"train": {key: sum(c[key] for c in corpora) for key in ("pairs", "src_tokens", "tgt_tokens")}}
+    for section in ("valid", "test"):
         spec = getattr(d, section)
-        if not spec.is_set():
-            continue
-        if section != "train":
-            src, tgt = _read_reference_split(spec, section, d, tmp)
-        log.info("encoding %s: %d pairs", section, len(src))
-        splits[section] = {
-            "pairs": len(src),
-            "src_tokens": _encode_side(
-                src, tokenizer.encode_src, tmp / f"{section}.{d.src_lang}", tokenizer.src_vocab_size
-            ),
-            "tgt_tokens": _encode_side(
-                tgt, tokenizer.encode_tgt, tmp / f"{section}.{d.tgt_lang}", tokenizer.tgt_vocab_size
-            ),
-        }
+        if spec.is_set():
+            splits[section] = _encode_reference(spec, section, config, tokenizer, tmp)
     manifest = {
         "fingerprint": wanted,
         "src_lang": d.src_lang,
@@ -299,21 +397,75 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -
         "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
         "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
         "clean": counts,
+        "corpora": corpora,
         "splits": splits,
         "files": file_records(tmp),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-def _read_reference_split(spec, section: str, d, tmp: Path) -> tuple[list[str], list[str]]:
-    """A valid/test split: whitespace-normalized, and kept as text (the references for BLEU)."""
+def _encode_training(config: Config, tokenizer: Tokenizer, tmp: Path, counts: list[dict]) -> tuple[list[dict], dict]:
+    """Pass 2: encode and write the cleaned training text chunk by chunk, each corpus's tag before
+    its source sentences. Returns per-corpus records and the total cleaning counts."""
+    d = config.data
+    tag_ids = [tokenizer.tag_id(c.tag) if c.tag else None for c in d.train]
+    src = IdsWriter(tmp / f"train.{d.src_lang}", tokenizer.src_vocab_size)
+    tgt = IdsWriter(tmp / f"train.{d.tgt_lang}", tokenizer.tgt_vocab_size)
+    corpora = [
+        {"name": c.name_for_logs, "tag": c.tag, "tag_id": tag_ids[i], "pairs": 0, "src_tokens": 0, "tgt_tokens": 0}
+        for i, c in enumerate(d.train)
+    ]
+    log.info("encoding train")
+    for index, src_lines, tgt_lines in _cleaned_text_chunks(tmp, counts):
+        src_ids, tgt_ids = tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines)
+        if tag_ids[index] is not None:
+            src_ids = [[tag_ids[index], *ids] for ids in src_ids]
+        before = (src.total, tgt.total)
+        src.add(src_ids)
+        tgt.add(tgt_ids)
+        record = corpora[index]
+        record["pairs"] += len(src_ids)
+        record["src_tokens"] += src.total - before[0]
+        record["tgt_tokens"] += tgt.total - before[1]
+    src.close()
+    tgt.close()
+    for name in CLEAN_TEXT:
+        (tmp / name).unlink()
+    corpus_of_pair = np.repeat(np.arange(len(d.train), dtype=np.uint16), [c["kept"] for c in counts])
+    np.save(tmp / "train.corpus.npy", corpus_of_pair)
+    total = _no_counts()
+    for record, corpus_counts in zip(corpora, counts):
+        record["clean"] = corpus_counts
+        _add_counts(total, corpus_counts)
+    return corpora, total
+
+
+def _log_cleaning(name: str, counts: dict) -> None:
+    dropped = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("input", "kept") and v)
+    log.info(
+        "cleaning %s: %d pairs in, %d kept (dropped: %s)", name, counts["input"], counts["kept"], dropped or "none"
+    )
+
+
+def _encode_reference(spec, section: str, config: Config, tokenizer: Tokenizer, tmp: Path) -> dict:
+    """A valid/test split: whitespace-normalized, kept as text (the references for BLEU) and encoded."""
+    d = config.data
     src, tgt = read_corpus(spec, section, d.src_lang, d.tgt_lang)
     src, tgt = [" ".join(s.split()) for s in src], [" ".join(t.split()) for t in tgt]
     if not src:
         raise MtrainError(f"the {section} corpus is empty; check data.{section}")
-    for lang, lines in ((d.src_lang, src), (d.tgt_lang, tgt)):
+    log.info("encoding %s: %d pairs", section, len(src))
+    record = {"pairs": len(src)}
+    for lang, lines, encode, vocab_size, key in (
+        (d.src_lang, src, tokenizer.encode_src, tokenizer.src_vocab_size, "src_tokens"),
+        (d.tgt_lang, tgt, tokenizer.encode_tgt, tokenizer.tgt_vocab_size, "tgt_tokens"),
+    ):
         (tmp / f"{section}.{lang}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return src, tgt
+        writer = IdsWriter(tmp / f"{section}.{lang}", vocab_size)
+        for start in range(0, len(lines), CHUNK_PAIRS):
+            writer.add(encode(lines[start : start + CHUNK_PAIRS]))
+        record[key] = writer.close()
+    return record
 
 
 def _swap_in(new: Path, target: Path) -> None:

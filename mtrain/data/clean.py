@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from mtrain.config import DataConfig
 
+REASONS = ("empty", "too_short", "too_long", "ratio", "duplicate")
 
-def clean_pairs(src: list[str], tgt: list[str], config: DataConfig) -> tuple[list[str], list[str], dict[str, int]]:
+
+def clean_pairs(
+    src: list[str], tgt: list[str], config: DataConfig, seen: set[int] | None = None
+) -> tuple[list[str], list[str], dict[str, int]]:
     """Strip whitespace and drop empty, too short, too long, badly proportioned (and optionally
-    duplicate) pairs. Returns the kept pairs and a count per reason."""
-    counts = {"input": len(src), "empty": 0, "too_short": 0, "too_long": 0, "ratio": 0, "duplicate": 0}
-    seen: set[int] = set()
+    duplicate) pairs. Returns the kept pairs and a count per reason. `seen` holds the hashes of
+    pairs kept from earlier chunks of the corpus, so duplicates are found across chunks."""
+    counts = {"input": len(src), **dict.fromkeys(REASONS, 0)}
+    seen = set() if seen is None else seen
     kept_src, kept_tgt = [], []
     for s, t in zip(src, tgt):
         s, t = " ".join(s.split()), " ".join(t.split())

@@ -1,16 +1,20 @@
 """Read parallel text from plain files, a `datasets` dataset, or the built-in demo generator.
 
-Every reader returns two line-aligned lists of Python strings (source, target). Problems in
-the input (missing files, different line counts, invalid UTF-8, unknown splits or language
-keys) are reported as one-line `MtrainError`s that name the file, line or key.
+`corpus_chunks` yields a corpus as line-aligned (source, target) lists of at most `size`
+pairs, so a corpus larger than memory streams through `prepare`; `read_corpus` returns it
+whole (validation and test sets). Problems in the input (missing files, different line
+counts, invalid UTF-8, unknown splits or language keys) are reported as one-line
+`MtrainError`s that name the file, line or key.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 from mtrain import demo
 from mtrain.config import CorpusConfig
@@ -33,15 +37,14 @@ def text_file(prefix: str, lang: str) -> Path:
     raise MtrainError(f"data file not found: {plain} (nor {plain}.gz){where}; check the path prefix in the config")
 
 
-def read_lines(path: Path) -> list[str]:
-    """All lines of a UTF-8 text file (optionally gzip), without line endings, strictly decoded."""
+def iter_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (optionally gzip), without line endings, strictly decoded."""
     opener = gzip.open if path.suffix == ".gz" else open
-    lines = []
     try:
         with opener(path, "rb") as f:
             for number, raw in enumerate(f, start=1):
                 try:
-                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
+                    yield raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as e:
                     raise MtrainError(
                         f"{path}: line {number} is not valid UTF-8 ({e.reason} at byte {e.start}); re-encode the file "
@@ -49,7 +52,10 @@ def read_lines(path: Path) -> list[str]:
                     ) from None
     except (OSError, EOFError) as e:
         raise MtrainError(f"cannot read {path}: {e}") from None
-    return lines
+
+
+def read_lines(path: Path) -> list[str]:
+    return list(iter_lines(path))
 
 
 def file_digest(path: Path) -> str:
@@ -67,20 +73,44 @@ def input_files(spec: CorpusConfig, src_lang: str, tgt_lang: str) -> list[Path]:
     return [Path(f) for f in spec.data_files]
 
 
-def read_corpus(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
-    """The (source, target) lines of one configured split ('train', 'valid' or 'test')."""
+def corpus_chunks(
+    spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str, size: int
+) -> Iterator[tuple[list[str], list[str]]]:
+    """The (source, target) lines of one corpus, `size` pairs at a time."""
     if spec.path:
-        src_path, tgt_path = input_files(spec, src_lang, tgt_lang)
-        src, tgt = read_lines(src_path), read_lines(tgt_path)
-        if len(src) != len(tgt):
+        yield from _file_chunks(*input_files(spec, src_lang, tgt_lang), size)
+    elif spec.dataset:
+        yield from _dataset_chunks(spec, section, src_lang, tgt_lang, size)
+    else:
+        src, tgt = _read_demo(spec.demo, section, src_lang, tgt_lang)
+        for start in range(0, len(src), size):
+            yield src[start : start + size], tgt[start : start + size]
+
+
+def read_corpus(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
+    """The (source, target) lines of one corpus, whole."""
+    src, tgt = [], []
+    for s, t in corpus_chunks(spec, section, src_lang, tgt_lang, size=1 << 20):
+        src += s
+        tgt += t
+    return src, tgt
+
+
+def _file_chunks(src_path: Path, tgt_path: Path, size: int) -> Iterator[tuple[list[str], list[str]]]:
+    missing = object()
+    pairs = itertools.zip_longest(iter_lines(src_path), iter_lines(tgt_path), fillvalue=missing)
+    while chunk := list(itertools.islice(pairs, size)):
+        if missing in chunk[-1]:  # one file ended before the other
             raise MtrainError(
-                f"parallel files differ in length: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
-                "they must be line-aligned"
+                f"parallel files differ in length: {src_path} has {_count_lines(src_path)} lines but {tgt_path} has "
+                f"{_count_lines(tgt_path)}; they must be line-aligned"
             )
-        return src, tgt
-    if spec.dataset:
-        return _read_dataset(spec, section, src_lang, tgt_lang)
-    return _read_demo(spec.demo, section, src_lang, tgt_lang)
+        yield [s for s, _ in chunk], [t for _, t in chunk]
+
+
+def _count_lines(path: Path) -> int:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
 def _read_demo(count: int, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
@@ -112,7 +142,38 @@ def demo_split(
     return side[src_lang], side[tgt_lang], alignments
 
 
-def _read_dataset(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
+def _dataset_chunks(
+    spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str, size: int
+) -> Iterator[tuple[list[str], list[str]]]:
+    """A `datasets` split in slices; the table itself is memory-mapped Arrow, never all in Python."""
+    table, split = _load_split(spec, section)
+    columns = table.column_names
+    if "translation" in columns:
+        first = table[0]["translation"] if len(table) else {}
+        missing = [lang for lang in (src_lang, tgt_lang) if lang not in first]
+        if missing:
+            raise MtrainError(
+                f"dataset '{spec.dataset}' split '{split}' has no language '{missing[0]}' in its translation column; "
+                f"it has: {', '.join(first)} (check data.src_lang/tgt_lang)"
+            )
+        rows = lambda part: ([p[src_lang] for p in part["translation"]], [p[tgt_lang] for p in part["translation"]])  # noqa: E731
+    elif src_lang in columns and tgt_lang in columns:
+        rows = lambda part: (part[src_lang], part[tgt_lang])  # noqa: E731
+    else:
+        raise MtrainError(
+            f"dataset '{spec.dataset}' split '{split}' has neither a 'translation' column nor columns '{src_lang}' "
+            f"and '{tgt_lang}'; its columns: {', '.join(columns)}"
+        )
+    for start in range(0, len(table), size):
+        src, tgt = rows(table[start : start + size])
+        src, tgt = ["" if s is None else s for s in src], ["" if t is None else t for t in tgt]
+        for lang, lines in ((src_lang, src), (tgt_lang, tgt)):
+            _require_text(lines, f"dataset '{spec.dataset}' split '{split}' language '{lang}'", start)
+        yield src, tgt
+
+
+def _load_split(spec: CorpusConfig, section: str):
+    """The configured split of a `datasets` dataset (hub name or local loader) and its name."""
     try:
         import datasets  # imported lazily: only this source needs it
     except ImportError:
@@ -137,35 +198,12 @@ def _read_dataset(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str
         raise MtrainError(
             f"dataset '{spec.dataset}' has no split '{split}'; it has: {', '.join(splits)} (set data.{section}.split)"
         )
-    table = splits[split]
-    columns = table.column_names
-    if "translation" in columns:
-        pairs = table["translation"]
-        first = pairs[0] if len(pairs) else {}
-        missing = [lang for lang in (src_lang, tgt_lang) if lang not in first]
-        if missing:
-            raise MtrainError(
-                f"dataset '{spec.dataset}' split '{split}' has no language '{missing[0]}' in its translation column; "
-                f"it has: {', '.join(first)} (check data.src_lang/tgt_lang)"
-            )
-        src = ["" if p[src_lang] is None else p[src_lang] for p in pairs]
-        tgt = ["" if p[tgt_lang] is None else p[tgt_lang] for p in pairs]
-    elif src_lang in columns and tgt_lang in columns:
-        src = ["" if s is None else s for s in table[src_lang]]
-        tgt = ["" if t is None else t for t in table[tgt_lang]]
-    else:
-        raise MtrainError(
-            f"dataset '{spec.dataset}' split '{split}' has neither a 'translation' column nor columns '{src_lang}' "
-            f"and '{tgt_lang}'; its columns: {', '.join(columns)}"
-        )
-    for lang, lines in ((src_lang, src), (tgt_lang, tgt)):
-        _require_text(lines, f"dataset '{spec.dataset}' split '{split}' language '{lang}'")
-    return src, tgt
+    return splits[split], split
 
 
-def _require_text(values: list, where: str) -> None:
+def _require_text(values: list, where: str, first_row: int = 0) -> None:
     """Refuse a column of numbers (or lists, ...) where sentences are expected."""
-    for row, value in enumerate(values):
+    for row, value in enumerate(values, start=first_row):
         if not isinstance(value, str):
             raise MtrainError(
                 f"{where}: row {row} holds {type(value).__name__} {value!r:.40}, not text; point the config at a "

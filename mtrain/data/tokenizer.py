@@ -19,8 +19,9 @@ from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD, UNK
 
 
-def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int) -> bytes:
-    """Train a sentencepiece model on `lines` (sampled down to input_sentence_size)."""
+def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int, user_symbols: list[str] = ()) -> bytes:
+    """Train a sentencepiece model on `lines` (sampled down to input_sentence_size). Each of
+    `user_symbols` (corpus tags such as <BT>) becomes one piece that is never split."""
     spm.set_random_generator_seed(seed)
     buffer = io.BytesIO()
     try:
@@ -36,6 +37,7 @@ def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int) -> byt
             unk_id=UNK,
             bos_id=BOS,
             eos_id=EOS,
+            user_defined_symbols=list(user_symbols),
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
         )
@@ -99,3 +101,13 @@ class Tokenizer:
 
     def decode_tgt(self, ids: list[int]) -> str:
         return self.tgt.decode(ids)
+
+    def tag_id(self, tag: str) -> int:
+        """The id of a corpus tag, which must be a single piece of the source vocabulary."""
+        piece = self.src.piece_to_id(tag)
+        if piece == UNK or self.src.id_to_piece(piece) != tag:
+            raise MtrainError(
+                f"the corpus tag '{tag}' is not a piece of the source sentencepiece model; let mtrain train the model "
+                f"(tags become user-defined symbols) or retrain yours with --user_defined_symbols={tag}"
+            )
+        return piece

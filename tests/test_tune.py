@@ -1,0 +1,78 @@
+"""mtrain tune: the grid is decoded on validation data, the best setting is the one written."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtrain import checkpoint
+from mtrain.decode import open_translator
+from mtrain.evaluate import corpus_scores
+from mtrain.tune import parse_beams, parse_lenpens
+
+from helpers import run_cli
+
+
+def test_tune_decodes_the_grid_and_writes_the_best_setting(demo_run, tmp_path):
+    tuned = tmp_path / "tuned.pt"
+    result = run_cli(
+        "tune",
+        "--checkpoint",
+        str(demo_run / "checkpoint_avg.pt"),
+        "--beam",
+        "1,3",
+        "--lenpen",
+        "0:2:1",
+        "--write",
+        "-o",
+        str(tuned),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line[:4].strip().isdigit()]
+    assert [(int(r[0]), float(r[1])) for r in rows] == [(b, a) for b in (1, 3) for a in (0.0, 1.0, 2.0)]
+    # each row is what translating the validation set with that setting scores
+    sources = (demo_run / "data" / "valid.en.txt").read_text().splitlines()
+    references = (demo_run / "data" / "valid.de.txt").read_text().splitlines()
+    for beam, lenpen, bleu in [(int(r[0]), float(r[1]), float(r[2])) for r in rows[3:]]:
+        hyps = open_translator(demo_run / "checkpoint_avg.pt", beam=beam, lenpen=lenpen).translate(sources)
+        assert corpus_scores(hyps, [references])["bleu"] == pytest.approx(bleu, abs=0.006)
+    best = max(rows, key=lambda r: float(r[2]))
+    decode = checkpoint.load(tuned)["config"]["decode"]
+    assert (decode["beam"], decode["lenpen"]) == (int(best[0]), float(best[1]))
+    assert f"best: beam {decode['beam']}" in result.stdout
+    # the original is untouched, and translate uses the written setting without flags
+    assert checkpoint.load(demo_run / "checkpoint_avg.pt")["config"]["decode"]["lenpen"] == 0.6
+    assert open_translator(tuned).config.lenpen == decode["lenpen"]
+
+
+def test_grids_parse_and_bad_ones_are_refused():
+    assert parse_beams("4,5,6") == [4, 5, 6]
+    assert parse_lenpens("0.4:1.4:0.1") == pytest.approx([0.4 + 0.1 * i for i in range(11)])
+    assert parse_lenpens("0.6,1") == [0.6, 1.0]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--lenpen", "1.4:0.4:0.1"], "error: --lenpen '1.4:0.4:0.1': expected START:STOP:STEP"),
+        (["--lenpen", "a,b"], "error: --lenpen 'a,b': expected"),
+        (["--lenpen", "0:1:0"], "error: --lenpen '0:1:0': expected"),
+        (["--beam", "0,4"], "error: --beam '0,4': expected beam sizes >= 1"),
+        (["--src", "missing.en", "--ref", "missing.de"], "error: no validation data: missing.en not found"),
+        (["--src", "x.en"], "error: give both --src and --ref"),
+        (["--output", "x.pt"], "error: --output names where --write puts the tuned checkpoint; add --write"),
+    ],
+)
+def test_bad_tune_options_are_one_line_errors(demo_run, options, message):
+    result = run_cli("tune", "--checkpoint", str(demo_run / "checkpoint_avg.pt"), *options)
+    assert result.returncode == 2 and result.stderr.startswith(message) and result.stderr.count("\n") == 1
+
+
+def test_tune_without_prepared_validation_data_says_what_to_give(demo_run, tmp_path):
+    copy = tmp_path / "elsewhere.pt"
+    copy.write_bytes((demo_run / "checkpoint_avg.pt").read_bytes())
+    result = run_cli("tune", "--checkpoint", str(copy))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: no validation data: {tmp_path / 'data' / 'valid.en.txt'} not found; give --src FILE --ref FILE "
+        "(the validation set; never tune on the test set)\n"
+    )
