@@ -292,7 +292,7 @@ def tune(
         None, metavar="B1,B2,...", help="Beam sizes to try, e.g. 4,5,6 (default: the checkpoint's decode.beam)."
     ),
     lenpen: str = typer.Option(
-        "0.4:1.4:0.1", metavar="START:STOP:STEP | A1,A2,...", help="Length penalties to try (STOP included)."
+        "0.4:2.0:0.2", metavar="START:STOP:STEP | A1,A2,...", help="Length penalties to try (STOP included)."
     ),
     src: Optional[Path] = typer.Option(
         None, metavar="FILE", help="Validation sources (default: the run's prepared data/valid.<src>.txt)."

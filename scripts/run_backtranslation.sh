@@ -9,7 +9,8 @@
 #      model, drawing each token from its 10 most probable (mtrain translate --sampling topk);
 #   4. train EN->DE on the parallel pairs plus the synthetic pairs, tagged <BT> on the source
 #      side, each half of every epoch (weights 1 and 1: the parallel pairs are upsampled);
-#   5. score both EN->DE models once on test 2016 and print one JSON line.
+#   5. tune each EN->DE model's length penalty on the validation set (beam 4), score both once on
+#      test 2016 and print one JSON line.
 # Usage: bash scripts/run_backtranslation.sh [work dir] [extra --set overrides for all trainings]
 #   STEPS (default 800), PARALLEL (default 10000) and THREADS (default 2) from the environment.
 set -euo pipefail
@@ -33,9 +34,11 @@ train() { # out_dir, extra overrides...
   mtrain train "${common[@]}" --set out_dir="$out" "$@"
   echo "$(($(date +%s) - start))" >"$out/train_seconds"
 }
-score() { # run dir -> BLEU JSON of its averaged checkpoint on test 2016, beam 4
+score() { # run dir -> BLEU JSON of its averaged checkpoint on test 2016: beam 4, length penalty tuned on valid
+  mtrain tune --checkpoint "$1/checkpoint_avg.pt" --beam 4 --lenpen 0.4:2.0:0.2 --write --threads "$threads" \
+    | tee "$1/tune.txt"
   mtrain translate --checkpoint "$1/checkpoint_avg.pt" --input "$1/data/test.en.txt" --output "$1/test.hyp.de" \
-    --beam 4 --threads "$threads"
+    --threads "$threads"
   mtrain eval-bleu --hyp "$1/test.hyp.de" --ref "$1/data/test.de.txt" --json >"$1/test.bleu.json"
 }
 
@@ -60,8 +63,8 @@ bleu = lambda run: json.loads((work / run / "test.bleu.json").read_text())
 mono = sum(1 for _ in open(work / "text/mono.de", encoding="utf-8"))
 print(json.dumps({
     "recipe": "backtranslation", "parallel_pairs": parallel, "monolingual_sentences": mono, "steps": steps,
-    "baseline": {k: bleu("baseline")[k] for k in ("bleu", "chrf")},
-    "backtranslation": {k: bleu("bt")[k] for k in ("bleu", "chrf")},
+    "baseline": {k: bleu("baseline")[k] for k in ("bleu", "chrf", "brevity_penalty")},
+    "backtranslation": {k: bleu("bt")[k] for k in ("bleu", "chrf", "brevity_penalty")},
     "back_translate_seconds": int((work / "text/bt_seconds").read_text()),
     "train_seconds": {r: int((work / r / "train_seconds").read_text()) for r in ("baseline", "reverse", "bt")},
 }))

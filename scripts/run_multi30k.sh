@@ -24,7 +24,7 @@ end=$(date +%s)
 echo "training wall-clock: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s"
 ckpt="$run/checkpoint_avg.pt"   # written by train: the average of the last train.average_last checkpoints
 # beam 4 as in the paper; the length penalty that scores best on the validation set becomes the checkpoint's
-mtrain tune --checkpoint "$ckpt" --beam 4 --lenpen 0.4:1.4:0.1 --write | tee "$run/tune.txt"
+mtrain tune --checkpoint "$ckpt" --beam 4 --lenpen 0.4:2.0:0.2 --write | tee "$run/tune.txt"
 end=$(date +%s)
 echo "training + tuning wall-clock: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s"
 mtrain translate --checkpoint "$ckpt" --input "$run/data/test.$src.txt" --output "$run/test.hyp.$tgt"
