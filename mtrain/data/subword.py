@@ -56,6 +56,7 @@ class SubwordSampler:
     ):
         """`tag_ids`: each corpus's tag id (None: untagged), kept first in its source sentences."""
         self.split, self.src, self.tgt, self.alpha, self.seed = split, src, tgt, alpha, seed
+        self.piece_scores = {id(p): np.array([p.get_score(i) for i in range(p.get_piece_size())]) for p in (src, tgt)}
         tags = np.array([-1 if t is None else t for t in tag_ids], np.int64)
         self.tag_of_pair = tags[split.corpus] if split.corpus is not None else np.full(len(split), -1)
 
@@ -79,7 +80,7 @@ class SubwordSampler:
 
     def _resegment(self, side: IndexedArray, processor: SentencePieceProcessor, tags: np.ndarray, seed) -> IndexedArray:
         rng = np.random.default_rng(seed)
-        piece_scores = np.array([processor.get_score(i) for i in range(processor.get_piece_size())])
+        piece_scores = self.piece_scores[id(processor)]
         sequences = []
         for start in range(0, len(side), CHUNK):
             rows = range(start, min(start + CHUNK, len(side)))
