@@ -70,7 +70,7 @@ class TokenizerConfig:
     vocab_size: int = 37000
     joint: bool = True  # one model for both languages (the paper's shared vocabulary)
     character_coverage: float = 1.0
-    input_sentence_size: int = 2_000_000  # training pairs sampled to train sentencepiece (Marian's default)
+    input_sentence_size: int = 2_000_000  # sentences per sentencepiece model, sampled with the seed (Marian's)
     model: str = ""  # an existing sentencepiece model (the joint or source one) instead of training
     tgt_model: str = ""  # an existing target model when joint is false
     # Subword regularization (Kudo 2018; needs type unigram): every epoch, each training sentence is

@@ -9,7 +9,8 @@ iterator. Prints one JSON line.
 Stages: reading + cleaning + sampling (pass 1), sentencepiece training, encoding + writing
 (pass 2). The corpus (Multi30K train, repeated to --pairs, or the demo generator when it is absent) is
 written to a temporary directory first; writing it is not timed. `prepare` runs in a child
-process, so its peak resident memory (peak_rss_mb) is its own. With --sampling-alpha the
+process, so its peak resident memory (peak_rss_mb) is its own; tree_peak_rss_mb is the peak
+of its memory plus its worker processes' (one per core), sampled every 50 ms. With --sampling-alpha the
 vocabulary is a unigram model and the iterator also re-segments the corpus for its epoch
 (Kudo's l-best sampling), which is reported as subword_sampling_s.
 """
@@ -25,6 +26,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +69,7 @@ def run_prepare(tmp: str, vocab_size: int, alpha: float) -> dict:
 
     logging.getLogger("mtrain").addHandler(Stamp())
     logging.getLogger("mtrain").setLevel(logging.INFO)
+    tree = TreeMemory()
     start = time.perf_counter()
     prepare(bench_config(tmp, vocab_size, alpha))
     end = time.perf_counter()
@@ -76,7 +79,42 @@ def run_prepare(tmp: str, vocab_size: int, alpha: float) -> dict:
         "spm_s": stamps["encoding train"] - stamps["sentencepiece"],
         "encode_s": end - stamps["encoding train"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "tree_peak_rss_mb": tree.stop(),
     }
+
+
+class TreeMemory(threading.Thread):
+    """The peak of the summed resident memory of this process and its worker processes, sampled
+    every 50 ms from /proc (Linux); 0 where /proc is absent."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.done = 0.0, threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.done.wait(0.05):
+            self.peak = max(self.peak, sum(map(_rss_mb, [os.getpid(), *_children(os.getpid())])))
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join()
+        return self.peak
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return 0.0
 
 
 def iterate(tmp: str, vocab_size: int, alpha: float, max_tokens: int) -> dict:
@@ -143,6 +181,7 @@ def main() -> None:
                 "spm_train_s": round(prepared["spm_s"], 1),
                 "encode_write_pairs_per_s": round(args.pairs / prepared["encode_s"]),
                 "peak_rss_mb": round(prepared["peak_rss_mb"]),
+                "tree_peak_rss_mb": round(prepared["tree_peak_rss_mb"]),
                 **iterated,
             }
         )

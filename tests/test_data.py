@@ -15,7 +15,7 @@ from mtrain.demo import generate
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD
 
-from helpers import tiny_config, two_corpora
+from helpers import run_cli, tiny_config, two_corpora
 
 EN, DE = generate(1500, seed=5)
 
@@ -323,20 +323,26 @@ def test_streaming_prepare_writes_what_the_whole_corpus_in_memory_writes(tmp_pat
     assert manifest(whole)["corpora"][0]["clean"]["input"] == 1200
 
 
-def test_the_sentencepiece_sample_is_uniform_and_chunking_free():
-    from mtrain.data.binarize import Reservoir
+def test_the_sentencepiece_sample_is_uniform_and_drawn_from_the_seed():
+    from mtrain.data.binarize import _sample_mask
 
-    def sample(chunk):
-        reservoir = Reservoir(100, seed=4)
-        for start in range(0, 10_000, chunk):
-            reservoir.add(list(range(start, min(start + chunk, 10_000))))
-        return reservoir.items
+    chosen = _sample_mask(10_000, 100, seed=4)
+    assert chosen.sum() == 100 and np.flatnonzero(chosen).mean() == pytest.approx(5000, rel=0.15)
+    assert (chosen == _sample_mask(10_000, 100, seed=4)).all() and (chosen != _sample_mask(10_000, 100, seed=5)).any()
+    assert _sample_mask(100, 100, seed=4) is None  # no more pairs than the sample size: all of them
 
-    assert sample(1) == sample(333) == sample(10_000)
-    assert len(set(sample(333))) == 100 and np.mean(sample(333)) == pytest.approx(5000, rel=0.15)
-    small = Reservoir(100, seed=4)
-    small.add(list(range(40)))
-    assert small.items == list(range(40))  # fewer than the sample size: all, in order
+
+def test_two_processes_prepare_the_same_vocabulary_and_ids(tmp_path):
+    """The sample is mtrain's, not sentencepiece's (whose sampler differs between processes)."""
+    data = {"train": {"demo": 1500}, "valid": {"demo": 20}, "test": {}}
+    config = {"out_dir": "x", "data": data, "tokenizer": {"vocab_size": 200, "input_sentence_size": 400}}
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps({**config, "out_dir": str(tmp_path / name)}))
+        result = run_cli("prepare", "-c", str(path))
+        assert result.returncode == 0, result.stderr
+    assert "on 200 of 1500 pairs" in result.stderr  # joint: 200 pairs give 400 sentences
+    assert data_files(tmp_path / "a" / "data") == data_files(tmp_path / "b" / "data")
 
 
 def test_subword_sampling_is_a_function_of_seed_and_epoch(tmp_path):

@@ -1,4 +1,5 @@
-"""DDP with gloo on CPU: 2 processes equal 1 process with the combined batch, resume, failures."""
+"""DDP with gloo on CPU: 2 processes equal 1 process with the combined batch, resume, failures.
+The runs train on two weighted corpora, one of them tagged."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 
 from mtrain import checkpoint
 
-from helpers import ENV, ROOT, run_cli, wait_for_lines
+from helpers import ENV, ROOT, run_cli, two_corpora, wait_for_lines
 
 MODEL = {
     "d_model": 32,
@@ -32,7 +33,7 @@ def config_file(tmp_path, name, **train):
     # and the order of DDP's all-reduce differs from the single process' sum in the last bits.
     values = {
         "out_dir": str(tmp_path / name),
-        "data": {"dir": str(tmp_path / "data"), "train": {"demo": 1500}, "valid": {"demo": 60}},
+        "data": {"dir": str(tmp_path / "data"), "train": two_corpora(tmp_path), "valid": {"demo": 60}},
         "tokenizer": {"vocab_size": 150},
         "model": MODEL,
         "train": {
@@ -57,6 +58,11 @@ def metrics(run_dir):
 
 
 def assert_same_weights(a_path, b_path):
+    """Equal up to rounding noise. A different batch anywhere (another pair, another corpus draw)
+    moves every weight it touches by ~lr = 1e-3 per step. Rounding noise is far smaller, except
+    where Adam divides a (near) zero gradient by its own tiny running norm: a row seen once or
+    twice in 12 steps can then move by a few 1e-5 either way. So: all weights within 1e-4, and
+    all but 0.5% of each tensor within 1e-5."""
     a, b = checkpoint.load(a_path), checkpoint.load(b_path)
     assert a["progress"]["step"] == b["progress"]["step"]
     d = MODEL["d_model"]
@@ -66,7 +72,9 @@ def assert_same_weights(a_path, b_path):
             # The key bias's gradient is zero in exact arithmetic (softmax ignores a constant added to
             # every score), so Adam moves it by rounding noise alone; compare the query and value parts.
             x, y = torch.cat([x[:d], x[2 * d :]]), torch.cat([y[:d], y[2 * d :]])
-        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)  # a step moves weights ~1e-3
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
+        stray = ~torch.isclose(x, y, rtol=1e-3, atol=1e-5)
+        assert stray.float().mean() <= 0.005, f"{key}: {int(stray.sum())} of {stray.numel()} differ by > 1e-5"
 
 
 @pytest.fixture(scope="module")

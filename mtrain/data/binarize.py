@@ -11,8 +11,11 @@ The output is a directory (by default `{out_dir}/data`):
     train.corpus.npy           which training corpus (index into data.train) each pair came from
 
 The training corpora stream through in chunks of CHUNK_PAIRS pairs, so memory does not grow
-with their size: pass 1 reads and cleans them into a temporary text file, drawing the sample
-sentencepiece trains on; pass 2 encodes that text and appends the ids to the .bin files.
+with their size: pass 1 reads and cleans them into a temporary text file, which sentencepiece
+trains on (a seeded sample of it, streamed); pass 2 encodes that text and appends the ids to the
+.bin files. In both passes worker processes (one per core) clean or encode chunks while this
+process reads and writes (mtrain.data.parallel); the output is the same for any number of
+workers.
 
 It is built in a sibling temporary directory and swapped in only when complete, so an
 interrupted run never leaves data that a later run would trust. Running again with the same
@@ -21,10 +24,12 @@ config and inputs finds the fingerprint unchanged and does nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import zlib
@@ -35,9 +40,10 @@ from typing import Iterator
 
 import numpy as np
 
-from mtrain.config import Config
-from mtrain.data.clean import REASONS, clean_pairs
-from mtrain.data.sources import corpus_chunks, file_digest, input_files, read_corpus
+from mtrain.config import Config, DataConfig
+from mtrain.data.clean import REASONS, clean_pairs, drop_duplicates
+from mtrain.data.parallel import ordered_map
+from mtrain.data.sources import corpus_chunks, file_digest, input_files, iter_line_chunks, read_corpus
 from mtrain.data.tokenizer import Tokenizer, load_model_file, train_model
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors
@@ -176,18 +182,29 @@ def damaged_files(directory: Path, manifest: dict, checksums: bool = True) -> st
     return ""
 
 
+def ids_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
+def pack(sequences: list[list[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences of ids as (lengths, all ids concatenated): two arrays, cheap to write or to send."""
+    lengths = np.fromiter(map(len, sequences), np.int64, count=len(sequences))
+    return lengths, np.fromiter(itertools.chain.from_iterable(sequences), dtype, count=int(lengths.sum()))
+
+
 class IdsWriter:
     """Appends sequences of ids to {prefix}.bin; `close` writes their offsets to {prefix}.idx.npy."""
 
     def __init__(self, prefix: Path, vocab_size: int):
         self.prefix, self.total, self.offsets = prefix, 0, [np.zeros(1, np.int64)]
-        self.dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+        self.dtype = ids_dtype(vocab_size)
         self.file = open(f"{prefix}.bin", "wb")
 
     def add(self, sequences: list[list[int]]) -> None:
-        lengths = np.fromiter(map(len, sequences), np.int64, count=len(sequences))
-        flat = np.fromiter(itertools.chain.from_iterable(sequences), self.dtype, count=int(lengths.sum()))
-        self.file.write(flat.tobytes())
+        self.add_packed(*pack(sequences, self.dtype))
+
+    def add_packed(self, lengths: np.ndarray, flat: np.ndarray) -> None:
+        self.file.write(flat.astype(self.dtype, copy=False).tobytes())
         self.offsets.append(self.total + np.cumsum(lengths))
         self.total += int(lengths.sum())
 
@@ -197,25 +214,6 @@ class IdsWriter:
         meta = {"dtype": np.dtype(self.dtype).name, "tokens": self.total}
         Path(f"{self.prefix}.bin.json").write_text(json.dumps(meta))
         return self.total
-
-
-class Reservoir:
-    """A uniform sample of at most `size` items from a stream (Vitter's algorithm R), the same
-    for any chunking of the stream: a seeded generator decides which items stay."""
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.rng, self.items, self.seen = size, np.random.default_rng(seed), [], 0
-
-    def add(self, items: list) -> None:
-        room = max(self.size - len(self.items), 0)
-        self.items += items[:room]
-        rest = items[room:]
-        if rest:
-            positions = self.seen + room + np.arange(len(rest))  # 0-based index of each item in the stream
-            slots = (self.rng.random(len(rest)) * (positions + 1)).astype(np.int64)
-            for k in np.flatnonzero(slots < self.size).tolist():
-                self.items[slots[k]] = rest[k]
-        self.seen += len(items)
 
 
 def fingerprint(config: Config) -> dict:
@@ -240,57 +238,65 @@ def fingerprint(config: Config) -> dict:
 
 def _cleaned_training_chunks(config: Config) -> Iterator[tuple[int, list[str], list[str], dict]]:
     """(corpus index, source lines, target lines, cleaning counts) of every training chunk, in
-    data.train's order; duplicates are found across chunks and corpora."""
+    data.train's order, cleaned in worker processes; duplicates are found here, across chunks
+    and corpora."""
     d, seen = config.data, set()
-    for index, spec in enumerate(d.train):
-        for raw_src, raw_tgt in corpus_chunks(spec, "train", d.src_lang, d.tgt_lang, CHUNK_PAIRS):
-            yield (index, *clean_pairs(raw_src, raw_tgt, d, seen))
+    raw = (
+        (index, *chunk, d)
+        for index, spec in enumerate(d.train)
+        for chunk in corpus_chunks(spec, "train", d.src_lang, d.tgt_lang, CHUNK_PAIRS)
+    )
+    for index, src, tgt, counts in ordered_map(_clean_chunk, raw):
+        if d.dedup:
+            src, tgt = drop_duplicates(src, tgt, counts, seen)
+        yield index, src, tgt, counts
 
 
-def _clean_training_text(config: Config, tmp: Path, sample_size: int) -> tuple[list[dict], list[tuple[str, str]]]:
+def _clean_chunk(index: int, src: list[str], tgt: list[str], data: DataConfig) -> tuple:
+    return index, *clean_pairs(src, tgt, data)
+
+
+def _clean_training_text(config: Config, tmp: Path) -> tuple[list[dict], list[tuple]]:
     """Pass 1: read and clean every training corpus into tmp/clean.{src,tgt}.txt (one sentence a
-    line; cleaned text holds no line breaks) and draw up to `sample_size` pairs for
-    sentencepiece (all of them, in corpus order, when there are no more). Returns the cleaning
-    counts per corpus and the sample."""
-    counts, sample = [_no_counts() for _ in config.data.train], Reservoir(sample_size, config.train.seed)
+    line; cleaned text holds no line breaks). Returns the cleaning counts per corpus and where
+    each cleaned chunk lies in those files: (corpus index, source span, target span), a span
+    being (byte offset, byte length), so pass 2's workers read their chunks themselves."""
+    counts, spans = [_no_counts() for _ in config.data.train], []
     log.info("reading and cleaning the training data")
-    with (
-        open(tmp / CLEAN_TEXT[0], "w", encoding="utf-8") as src_file,
-        open(tmp / CLEAN_TEXT[1], "w", encoding="utf-8") as tgt_file,
-    ):
+    with open(tmp / CLEAN_TEXT[0], "wb") as src_file, open(tmp / CLEAN_TEXT[1], "wb") as tgt_file:
         for index, src, tgt, chunk_counts in _cleaned_training_chunks(config):
-            src_file.write("".join(line + "\n" for line in src))
-            tgt_file.write("".join(line + "\n" for line in tgt))
-            if sample_size:
-                sample.add(list(zip(src, tgt)))
+            if src:
+                spans.append((index, _append_lines(src_file, src), _append_lines(tgt_file, tgt)))
             _add_counts(counts[index], chunk_counts)
     for spec, corpus_counts in zip(config.data.train, counts):
         _log_cleaning(spec.name_for_logs, corpus_counts)
     if not sum(c["kept"] for c in counts):
         raise _empty_corpus({"input": sum(c["input"] for c in counts)})
-    return counts, sample.items
+    return counts, spans
 
 
-def _cleaned_text_chunks(tmp: Path, counts: list[dict]) -> Iterator[tuple[int, list[str], list[str]]]:
-    """Pass 2's input: (corpus index, source lines, target lines) from the cleaned text, by chunks."""
-    with (
-        open(tmp / CLEAN_TEXT[0], encoding="utf-8", newline="\n") as src_file,
-        open(tmp / CLEAN_TEXT[1], encoding="utf-8", newline="\n") as tgt_file,
-    ):
-        for index, corpus_counts in enumerate(counts):
-            for start in range(0, corpus_counts["kept"], CHUNK_PAIRS):
-                size = min(CHUNK_PAIRS, corpus_counts["kept"] - start)
-                src = [line[:-1] for line in itertools.islice(src_file, size)]
-                tgt = [line[:-1] for line in itertools.islice(tgt_file, size)]
-                yield index, src, tgt
+def _append_lines(file, lines: list[str]) -> tuple[int, int]:
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    start = file.tell()
+    file.write(data)
+    return start, len(data)
 
 
-def _tokenizer_models(config: Config, sample: list[tuple[str, str]]) -> dict[str, bytes]:
-    """The sentencepiece model bytes by file name: given in the config, or trained here on the
-    sample of cleaned training pairs, with the corpus tags as user-defined symbols."""
+def _read_span(path: Path, span: tuple[int, int]) -> list[str]:
+    with open(path, "rb") as f:
+        f.seek(span[0])
+        return f.read(span[1]).decode("utf-8").split("\n")[:-1]
+
+
+def _tokenizer_models(config: Config, tmp: Path, pairs: int) -> dict[str, bytes]:
+    """The sentencepiece model bytes by file name: given in the config, or trained here on a
+    sample of the cleaned training text (`_sampled_lines`), with the corpus tags as user-defined
+    symbols. A joint model takes both sides of half as many pairs, so every model trains on
+    tokenizer.input_sentence_size sentences (or all there are)."""
     t, seed = config.tokenizer, config.train.seed
     tags = sorted({c.tag for c in config.data.train if c.tag})
-    src, tgt = [pair[0] for pair in sample], [pair[1] for pair in sample]
+    chosen = _sample_mask(pairs, _sample_size(t), seed)
+    src, tgt = (_sampled_lines(tmp / name, chosen) for name in CLEAN_TEXT)
     if t.joint:
         return {
             "spm.model": load_model_file(t.model) if t.model else train_model(itertools.chain(src, tgt), t, seed, tags)
@@ -298,6 +304,30 @@ def _tokenizer_models(config: Config, sample: list[tuple[str, str]]) -> dict[str
     src_model = load_model_file(t.model) if t.model else train_model(src, t, seed, tags)
     tgt_model = load_model_file(t.tgt_model) if t.tgt_model else train_model(tgt, t, seed)
     return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
+
+
+def _sample_size(t) -> int:
+    """Pairs to sample so that each model trains on tokenizer.input_sentence_size sentences."""
+    return t.input_sentence_size // 2 if t.joint else t.input_sentence_size
+
+
+def _sample_mask(pairs: int, size: int, seed: int) -> np.ndarray | None:
+    """Which of `pairs` cleaned pairs sentencepiece trains on: a uniform sample of `size`, drawn
+    from the seed (sentencepiece's own sampler was measured to differ between processes with
+    the same seed), or None for all of them."""
+    if pairs <= size:
+        return None
+    chosen = np.zeros(pairs, dtype=bool)
+    chosen[np.random.default_rng(seed).choice(pairs, size, replace=False)] = True
+    return chosen
+
+
+def _sampled_lines(path: Path, chosen: np.ndarray | None) -> Iterator[str]:
+    """The lines of `path` that `chosen` marks, streamed: memory holds one chunk, not the sample."""
+    start = 0
+    for chunk in iter_line_chunks(path, CHUNK_PAIRS):
+        yield from chunk if chosen is None else itertools.compress(chunk, chosen[start : start + len(chunk)])
+        start += len(chunk)
 
 
 def _needs_training(t) -> bool:
@@ -369,21 +399,22 @@ def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: P
 def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -> None:
     """Everything of a prepared data directory, written into `tmp`."""
     d, t = config.data, config.tokenizer
-    counts, sample = _clean_training_text(config, tmp, t.input_sentence_size if _needs_training(t) else 0)
+    counts, spans = _clean_training_text(config, tmp)
+    pairs = sum(c["kept"] for c in counts)
+    sampled = min(pairs, _sample_size(t))
     log.info(
         "sentencepiece: %s",
-        f"training a {t.type} model, vocabulary {t.vocab_size}, on {len(sample)} sampled pairs"
+        f"training a {t.type} model, vocabulary {t.vocab_size}, on {sampled} of {pairs} pairs (sampled with the seed)"
         if _needs_training(t)
         else "loading the given model",
     )
-    models = _tokenizer_models(config, sample)
-    del sample
+    models = _tokenizer_models(config, tmp, pairs)
     names = list(models)
     tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
     _check_vocabulary(tokenizer, expected_spm, config.data_dir)
     for name, data in models.items():
         (tmp / name).write_bytes(data)
-    corpora, counts = _encode_training(config, tokenizer, tmp, counts)
+    corpora, counts = _encode_training(config, tokenizer, tmp, counts, spans)
     splits = {"train": {key: sum(c[key] for c in corpora) for key in ("pairs", "src_tokens", "tgt_tokens")}}
     for section in ("valid", "test"):
         spec = getattr(d, section)
@@ -404,9 +435,12 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-def _encode_training(config: Config, tokenizer: Tokenizer, tmp: Path, counts: list[dict]) -> tuple[list[dict], dict]:
-    """Pass 2: encode and write the cleaned training text chunk by chunk, each corpus's tag before
-    its source sentences. Returns per-corpus records and the total cleaning counts."""
+def _encode_training(
+    config: Config, tokenizer: Tokenizer, tmp: Path, counts: list[dict], spans: list[tuple]
+) -> tuple[list[dict], dict]:
+    """Pass 2: encode (in worker processes) and write the cleaned training text chunk by chunk,
+    each corpus's tag before its source sentences. Returns per-corpus records and the total
+    cleaning counts."""
     d = config.data
     tag_ids = [tokenizer.tag_id(c.tag) if c.tag else None for c in d.train]
     src = IdsWriter(tmp / f"train.{d.src_lang}", tokenizer.src_vocab_size)
@@ -416,17 +450,15 @@ def _encode_training(config: Config, tokenizer: Tokenizer, tmp: Path, counts: li
         for i, c in enumerate(d.train)
     ]
     log.info("encoding train")
-    for index, src_lines, tgt_lines in _cleaned_text_chunks(tmp, counts):
-        src_ids, tgt_ids = tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines)
-        if tag_ids[index] is not None:
-            src_ids = [[tag_ids[index], *ids] for ids in src_ids]
-        before = (src.total, tgt.total)
-        src.add(src_ids)
-        tgt.add(tgt_ids)
+    models = (tokenizer.src_model, tokenizer.tgt_model)
+    chunks = ((index, tmp, src_span, tgt_span, models, tag_ids[index]) for index, src_span, tgt_span in spans)
+    for index, src_packed, tgt_packed in ordered_map(_encode_chunk, chunks):
+        src.add_packed(*src_packed)
+        tgt.add_packed(*tgt_packed)
         record = corpora[index]
-        record["pairs"] += len(src_ids)
-        record["src_tokens"] += src.total - before[0]
-        record["tgt_tokens"] += tgt.total - before[1]
+        record["pairs"] += len(src_packed[0])
+        record["src_tokens"] += int(src_packed[0].sum())
+        record["tgt_tokens"] += int(tgt_packed[0].sum())
     src.close()
     tgt.close()
     for name in CLEAN_TEXT:
@@ -438,6 +470,23 @@ def _encode_training(config: Config, tokenizer: Tokenizer, tmp: Path, counts: li
         record["clean"] = corpus_counts
         _add_counts(total, corpus_counts)
     return corpora, total
+
+
+def _encode_chunk(index: int, tmp: Path, src_span: tuple, tgt_span: tuple, models: tuple, tag_id: int | None) -> tuple:
+    """(corpus index, packed source ids, packed target ids) of one chunk of the cleaned text; in a
+    worker process the encoder uses one thread (the workers are the parallelism), here all."""
+    tokenizer = _chunk_tokenizer(*models)
+    threads = 1 if multiprocessing.parent_process() else None
+    src = tokenizer.encode_src(_read_span(tmp / CLEAN_TEXT[0], src_span), threads)
+    tgt = tokenizer.encode_tgt(_read_span(tmp / CLEAN_TEXT[1], tgt_span), threads)
+    if tag_id is not None:
+        src = [[tag_id, *ids] for ids in src]
+    return index, pack(src, ids_dtype(tokenizer.src_vocab_size)), pack(tgt, ids_dtype(tokenizer.tgt_vocab_size))
+
+
+@functools.lru_cache(maxsize=1)
+def _chunk_tokenizer(src_model: bytes, tgt_model: bytes | None) -> Tokenizer:
+    return Tokenizer(src_model, tgt_model)
 
 
 def _log_cleaning(name: str, counts: dict) -> None:

@@ -12,33 +12,43 @@ from mtrain.config import DataConfig
 REASONS = ("empty", "too_short", "too_long", "ratio", "duplicate")
 
 
-def clean_pairs(
-    src: list[str], tgt: list[str], config: DataConfig, seen: set[int] | None = None
-) -> tuple[list[str], list[str], dict[str, int]]:
-    """Strip whitespace and drop empty, too short, too long, badly proportioned (and optionally
-    duplicate) pairs. Returns the kept pairs and a count per reason. `seen` holds the hashes of
-    pairs kept from earlier chunks of the corpus, so duplicates are found across chunks."""
+def clean_pairs(src: list[str], tgt: list[str], config: DataConfig) -> tuple[list[str], list[str], dict[str, int]]:
+    """Normalize whitespace and drop empty, too short, too long and badly proportioned pairs.
+    Returns the kept pairs and a count per reason ("duplicate" is left to `drop_duplicates`,
+    which needs every earlier chunk: this function sees one chunk, maybe in a worker process)."""
     counts = {"input": len(src), **dict.fromkeys(REASONS, 0)}
-    seen = set() if seen is None else seen
+    min_len, max_len, max_ratio = config.min_len, config.max_len, config.max_len_ratio
     kept_src, kept_tgt = [], []
     for s, t in zip(src, tgt):
-        s, t = " ".join(s.split()), " ".join(t.split())
-        if not s or not t:
+        s_words, t_words = s.split(), t.split()
+        ns, nt = len(s_words), len(t_words)
+        if not ns or not nt:
             counts["empty"] += 1
-            continue
-        ns, nt = s.count(" ") + 1, t.count(" ") + 1
-        if min(ns, nt) < config.min_len:
+        elif ns < min_len or nt < min_len:
             counts["too_short"] += 1
-        elif max(ns, nt) > config.max_len:
+        elif ns > max_len or nt > max_len:
             counts["too_long"] += 1
-        elif max(ns, nt) / min(ns, nt) > config.max_len_ratio:
+        elif (ns / nt if ns > nt else nt / ns) > max_ratio:
             counts["ratio"] += 1
-        elif config.dedup and hash((s, t)) in seen:
-            counts["duplicate"] += 1
         else:
-            if config.dedup:
-                seen.add(hash((s, t)))
-            kept_src.append(s)
-            kept_tgt.append(t)
+            kept_src.append(" ".join(s_words))
+            kept_tgt.append(" ".join(t_words))
     counts["kept"] = len(kept_src)
     return kept_src, kept_tgt, counts
+
+
+def drop_duplicates(
+    src: list[str], tgt: list[str], counts: dict[str, int], seen: set[int]
+) -> tuple[list[str], list[str]]:
+    """The pairs not seen before (`seen` holds the hashes of pairs kept from earlier chunks and
+    corpora, and gets these); `counts` moves the dropped ones from "kept" to "duplicate"."""
+    kept_src, kept_tgt = [], []
+    for s, t in zip(src, tgt):
+        key = hash((s, t))
+        if key not in seen:
+            seen.add(key)
+            kept_src.append(s)
+            kept_tgt.append(t)
+    counts["duplicate"] += len(src) - len(kept_src)
+    counts["kept"] = len(kept_src)
+    return kept_src, kept_tgt

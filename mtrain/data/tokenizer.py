@@ -20,7 +20,7 @@ from mtrain.special import BOS, EOS, PAD, UNK
 
 
 def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int, user_symbols: list[str] = ()) -> bytes:
-    """Train a sentencepiece model on `lines` (sampled down to input_sentence_size). Each of
+    """Train a sentencepiece model on all of `lines` (the caller samples them). Each of
     `user_symbols` (corpus tags such as <BT>) becomes one piece that is never split."""
     spm.set_random_generator_seed(seed)
     buffer = io.BytesIO()
@@ -31,8 +31,6 @@ def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int, user_s
             model_type=config.type,
             vocab_size=config.vocab_size,
             character_coverage=config.character_coverage,
-            input_sentence_size=config.input_sentence_size,
-            shuffle_input_sentence=True,
             pad_id=PAD,
             unk_id=UNK,
             bos_id=BOS,
@@ -93,11 +91,11 @@ class Tokenizer:
     def tgt_vocab_size(self) -> int:
         return self.tgt.get_piece_size()
 
-    def encode_src(self, lines: list[str]) -> list[list[int]]:
-        return self.src.encode(lines, out_type=int, num_threads=os.cpu_count() or 1)
+    def encode_src(self, lines: list[str], threads: int | None = None) -> list[list[int]]:
+        return self.src.encode(lines, out_type=int, num_threads=threads or os.cpu_count() or 1)
 
-    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
-        return self.tgt.encode(lines, out_type=int, num_threads=os.cpu_count() or 1)
+    def encode_tgt(self, lines: list[str], threads: int | None = None) -> list[list[int]]:
+        return self.tgt.encode(lines, out_type=int, num_threads=threads or os.cpu_count() or 1)
 
     def decode_tgt(self, ids: list[int]) -> str:
         return self.tgt.decode(ids)
