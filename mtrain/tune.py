@@ -109,6 +109,20 @@ def format_row(row: dict) -> str:
     )
 
 
+def edge_notes(best: dict, beams: list[int], lenpens: list[float]) -> list[str]:
+    """Hints when the best setting lies on the border of a grid: the optimum may lie beyond it.
+
+    A border value that wins only says the search stopped there; widen that axis before trusting it
+    (or keep it, knowing that the scores were flat there, as they often are)."""
+    notes = []
+    for name, grid, floor in (("beam", beams, 1), ("lenpen", lenpens, 0)):
+        value = best[name]
+        if len(grid) > 1 and value in (min(grid), max(grid)) and value != floor:
+            side = "largest" if value == max(grid) else "smallest"
+            notes.append(f"note: the best {name} {value:g} is the {side} in the grid; widen --{name} to look beyond it")
+    return notes
+
+
 HEADER = "beam  lenpen    BLEU    chrF     BP  ratio  seconds"
 
 
@@ -152,6 +166,8 @@ def tune_command(
     rows = tune(translator, sources, references, beam_grid, lenpen_grid, progress=lambda row: echo(format_row(row)))
     best = best_row(rows)
     echo(f"best: beam {best['beam']}, lenpen {best['lenpen']:g} (BLEU {best['bleu']:.2f}, chrF {best['chrf']:.2f})")
+    for note in edge_notes(best, beam_grid, lenpen_grid):
+        echo(note)
     if write:
         target = write_setting(checkpoint_path, best, output)
         echo(f"wrote decode.beam={best['beam']} decode.lenpen={best['lenpen']:g} into {target}")

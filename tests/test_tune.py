@@ -7,7 +7,7 @@ import pytest
 from mtrain import checkpoint
 from mtrain.decode import open_translator
 from mtrain.evaluate import corpus_scores
-from mtrain.tune import parse_beams, parse_lenpens
+from mtrain.tune import edge_notes, parse_beams, parse_lenpens
 
 from helpers import run_cli
 
@@ -39,6 +39,8 @@ def test_tune_decodes_the_grid_and_writes_the_best_setting(demo_run, tmp_path):
     decode = checkpoint.load(tuned)["config"]["decode"]
     assert (decode["beam"], decode["lenpen"]) == (int(best[0]), float(best[1]))
     assert f"best: beam {decode['beam']}" in result.stdout
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
+    assert notes == edge_notes(decode, [1, 3], [0.0, 1.0, 2.0])
     # the original is untouched, and translate uses the written setting without flags
     assert checkpoint.load(demo_run / "checkpoint_avg.pt")["config"]["decode"]["lenpen"] == 0.6
     assert open_translator(tuned).config.lenpen == decode["lenpen"]
@@ -48,6 +50,20 @@ def test_grids_parse_and_bad_ones_are_refused():
     assert parse_beams("4,5,6") == [4, 5, 6]
     assert parse_lenpens("0.4:1.4:0.1") == pytest.approx([0.4 + 0.1 * i for i in range(11)])
     assert parse_lenpens("0.6,1") == [0.6, 1.0]
+
+
+def test_a_best_setting_on_the_border_of_the_grid_is_pointed_out():
+    lenpens = [0.4, 1.0, 2.0]
+    assert edge_notes({"beam": 4, "lenpen": 1.0}, [4], lenpens) == []
+    assert edge_notes({"beam": 4, "lenpen": 2.0}, [4], lenpens) == [
+        "note: the best lenpen 2 is the largest in the grid; widen --lenpen to look beyond it"
+    ]
+    assert edge_notes({"beam": 6, "lenpen": 0.4}, [4, 5, 6], lenpens) == [
+        "note: the best beam 6 is the largest in the grid; widen --beam to look beyond it",
+        "note: the best lenpen 0.4 is the smallest in the grid; widen --lenpen to look beyond it",
+    ]
+    # nothing lies below beam 1 or length penalty 0
+    assert edge_notes({"beam": 1, "lenpen": 0.0}, [1, 4], [0.0, 1.0]) == []
 
 
 @pytest.mark.parametrize(
