@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.decode import Hypothesis, check_nbest, open_translator
-from mtrain.device import default_threads, set_threads
+from mtrain.device import default_threads, keep_freed_memory, set_threads
 from mtrain.errors import MtrainError
 from mtrain.files import atomic_write_text
 
@@ -110,6 +110,7 @@ def translate_command(
     if input_path is None:
         _translate_stream(translator, output_path, nbest, aligner)
         return
+    keep_freed_memory()  # a batch job: the decoder's per-step buffers are reused, not mapped afresh
     from tqdm import tqdm
 
     from mtrain.data.sources import read_lines

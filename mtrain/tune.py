@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mtrain import checkpoint
 from mtrain.data.sources import read_lines
+from mtrain.device import keep_freed_memory
 from mtrain.errors import MtrainError
 from mtrain.evaluate import corpus_scores
 
@@ -159,6 +160,7 @@ def tune_command(
         raise MtrainError(
             f"{src_path} has {len(sources)} lines and {ref_path} {len(references)}; they must be the same, non-zero"
         )
+    keep_freed_memory()  # a batch job that decodes the set once per setting
     translator = translator_factory()
     beam_grid = parse_beams(beams) if beams else [translator.config.beam]
     echo(f"tuning on {src_path} ({len(sources)} sentences): {len(beam_grid) * len(lenpen_grid)} settings")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mtrain.config import ModelConfig
-from mtrain.model import KVCache, Transformer, sinusoidal_positions
+from mtrain.model import KVCache, Transformer, dropout, sinusoidal_positions
 from mtrain.special import PAD
 
 
@@ -121,3 +121,20 @@ def test_attention_and_activation_dropout_change_training_only():
         one = Transformer(ModelConfig(**shape, **{key: 0.3}), 40, 40)
         one.load_state_dict(off.state_dict())
         assert not torch.allclose(forward(off.train(), 2), forward(one.train(), 2))
+
+
+def test_dropout_drops_at_rate_p_keeps_the_expectation_and_follows_the_seed():
+    x = torch.ones(1000, 1000, dtype=torch.bfloat16, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, 0.2, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert dropped == pytest.approx(0.2, abs=0.002)
+    assert set(y.unique().tolist()) == {0.0, 1.25}  # kept elements scaled by 1 / (1 - p)
+    assert y.float().mean().item() == pytest.approx(1.0, abs=0.01)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient flows through the kept elements only
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.2, training=True), y)
+    assert dropout(x, 0.2, training=False) is x and dropout(x, 0.0, training=True) is x
+    small = dropout(torch.ones(3, 5), 0.5, training=True)  # sizes that are not a multiple of four
+    assert small.shape == (3, 5) and set(small.unique().tolist()) <= {0.0, 2.0}
