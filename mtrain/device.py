@@ -87,9 +87,10 @@ def keep_freed_memory() -> bool:
 
     By default glibc maps blocks above a moving threshold afresh and trims the top of its heap on
     free, so a CPU training step faults in and zeroes hundreds of MB of new pages: 15-30% of the
-    step on a 2-core machine (the README's training benchmark). Blocks up to 32 MB (the largest
-    glibc allows) now come from the heap, which is trimmed only above 1 GB of free space. Returns
-    whether the settings took; other C libraries are left alone."""
+    step on a 2-core machine (the README's "Performance"). Now every block comes from the heap
+    (no mmap; the mmap threshold at glibc's largest, 32 MB, for any thread that must map), and the
+    heap is trimmed only above 1 GB of free space. Returns whether the settings took; other C
+    libraries are left alone."""
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -171,17 +171,6 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | Non
     return scores.softmax(-1)
 
 
-class FeedForward(nn.Sequential):
-    """FFN(x) = max(0, x W1 + b1) W2 + b2, equation (2); in training, `dropout` on max(0, x W1 + b1)."""
-
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
-        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self[2](dropout(self[1](self[0](x)), self.dropout, self.training))
-
-
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout (section 5.4): zero each element with probability p, scale the rest by 1/(1-p).
 
@@ -205,6 +194,17 @@ class Dropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
+
+
+class FeedForward(nn.Sequential):
+    """FFN(x) = max(0, x W1 + b1) W2 + b2, equation (2); in training, `dropout` on max(0, x W1 + b1)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[2](dropout(self[1](self[0](x)), self.dropout, self.training))
 
 
 class SubLayer(nn.Module):

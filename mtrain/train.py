@@ -1,4 +1,4 @@
-"""The training loop: label-smoothed cross entropy, Adam with the inverse-square-root warmup
+"""The training loop: label-smoothed cross entropy (loss.py), Adam with the inverse-square-root warmup
 schedule (section 5.3), token-budget batches with gradient accumulation, validation,
 checkpoints and exact resumption.
 

@@ -78,12 +78,14 @@ def test_overwrite_logits_leaves_the_gradient_in_their_memory_and_only_then():
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     if not keep_freed_memory():
         pytest.skip("not glibc: malloc is left alone")
-    block = 24 << 20  # above glibc's default mmap threshold: mapped afresh each time without the setting
+    block = 64 << 20  # like a step's logits; glibc's defaults map such a block afresh, and fault it in, every time
 
     def faults_for_one_block() -> int:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         torch.ones(block // 4).sum()
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-    faults_for_one_block()  # the first allocation grows the heap
-    assert faults_for_one_block() < (block // 4096) // 10
+    for _ in range(3):  # the first allocations grow the heap
+        faults_for_one_block()
+    # the best of three: the host may reclaim idle pages now and then
+    assert min(faults_for_one_block() for _ in range(3)) < (block // 4096) // 10
