@@ -86,11 +86,11 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
 
     By default glibc maps blocks above a moving threshold afresh and trims the top of its heap on
-    free, so a CPU training step faults in and zeroes hundreds of MB of new pages: 15-30% of the
-    step on a 2-core machine (the README's "Performance"). Now every block comes from the heap
-    (no mmap; the mmap threshold at glibc's largest, 32 MB, for any thread that must map), and the
-    heap is trimmed only above 1 GB of free space. Returns whether the settings took; other C
-    libraries are left alone."""
+    free, so a CPU training step faults in and zeroes hundreds of MB of new pages: 12% of the
+    step on a 2-core machine even with the chunked loss (the README's "Performance"). Now every
+    block comes from the heap (no mmap; the mmap threshold at glibc's largest, 32 MB, for any
+    thread that must map), and the heap is trimmed only above 1 GB of free space. Returns whether
+    the settings took; other C libraries are left alone."""
     if not sys.platform.startswith("linux"):
         return False
     try:
