@@ -105,6 +105,7 @@ class TrainConfig:
     update_freq: int = 1  # micro-batches accumulated per optimizer step on each device
     max_steps: int = 100_000
     max_epochs: int = 0  # 0: no limit
+    max_minutes: float = 0.0  # stop after this much training wall-clock, resumed processes included; 0: no limit
     lr_scale: float = 1.0  # lr = lr_scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
     warmup_steps: int = 4000
     adam_beta1: float = 0.9
@@ -397,8 +398,8 @@ def validate(config: Config) -> None:
         "train.best_metric: bleu needs train.valid_bleu: true (validation BLEU is only computed then)",
     )
     _require(
-        min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs) >= 0,
-        "train.valid_every, save_every, patience, threads and max_epochs must be >= 0",
+        min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs, tr.max_minutes) >= 0,
+        "train.valid_every, save_every, patience, threads, max_epochs and max_minutes must be >= 0",
     )
     _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")
     _require(

@@ -38,6 +38,7 @@ DROPPED_METRICS_FILE = "metrics.dropped.jsonl"
 RESUMABLE = (
     "train.max_steps",
     "train.max_epochs",
+    "train.max_minutes",
     "train.log_every",
     "train.valid_every",
     "train.valid_bleu",

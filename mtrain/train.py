@@ -68,7 +68,8 @@ class StepResult:
     lr: float = 0.0
     grad_norm: torch.Tensor | float = 0.0
     finite: bool = True
-    stopped: bool = False
+    stopped: bool = False  # a signal asked this or another rank to stop
+    out_of_time: bool = False  # train.max_minutes is spent on this or another rank
 
 
 @dataclass
@@ -212,9 +213,13 @@ class Trainer:
         The host waits for the device once: to learn whether the gradient is finite."""
         t = self.config.train
         ntokens = sum(b.tgt_tokens for b in micro_batches)
-        total_tokens, stop = distributed.all_reduce_sum([ntokens, float(self.stop_signal)], self.device)
-        if stop:
-            return StepResult(stopped=True)
+        # Stopping is decided together: every rank learns in the same collective whether any rank
+        # was signalled or ran out of time, so all of them stop before the same step.
+        total_tokens, stop, out_of_time = distributed.all_reduce_sum(
+            [ntokens, float(self.stop_signal), float(self.out_of_time())], self.device
+        )
+        if stop or out_of_time:
+            return StepResult(stopped=bool(stop), out_of_time=bool(out_of_time))
         # DDP averages gradients over ranks; scaling by world size turns that into a sum.
         scale = self.dist.world_size / max(total_tokens, 1.0)
         result = StepResult(tokens=ntokens)
@@ -296,6 +301,11 @@ class Trainer:
             "valid": self.final_valid if self.validated_step == self.progress.step else None,
         }
 
+    def out_of_time(self) -> bool:
+        """Whether train.max_minutes of training wall-clock (earlier processes of the run included) is spent."""
+        max_minutes = self.config.train.max_minutes
+        return max_minutes > 0 and self.elapsed() >= 60 * max_minutes
+
     def elapsed(self) -> float:
         """Training wall-clock of this run, earlier processes included."""
         return self.elapsed_before + time.time() - self.started
@@ -366,12 +376,10 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> dict:
-        """Train to train.max_steps (or max_epochs, or early stopping): step, log, validate, save."""
+        """Train to train.max_steps (or max_epochs, max_minutes, or early stopping): step, log,
+        validate, save."""
         t, p = self.config.train, self.progress
-        if p.step >= t.max_steps:
-            log.info(
-                "already finished at step %d (max_steps %d); raise train.max_steps to continue", p.step, t.max_steps
-            )
+        if self.already_finished():
             return {"step": p.step, "epoch": p.epoch, "valid": {}}
         self.open_logs()
         self.window = LogWindow(started=time.time())
@@ -394,6 +402,9 @@ class Trainer:
                 result = self.train_step(micro_batches)
                 if result.stopped:
                     return self.stop_interrupted()
+                if result.out_of_time:
+                    log.info("time budget spent: max_minutes %g reached at step %d", t.max_minutes, p.step)
+                    break
                 p.epoch_step += 1
                 if not self.count_finite(result):
                     continue
@@ -409,6 +420,25 @@ class Trainer:
         finally:
             self.loader.close()
         return self.finish()
+
+    def already_finished(self) -> bool:
+        """A finished run run again (max_steps reached, or max_minutes spent) says so and trains no more."""
+        t, p = self.config.train, self.progress
+        if p.step >= t.max_steps:
+            log.info(
+                "already finished at step %d (max_steps %d); raise train.max_steps to continue", p.step, t.max_steps
+            )
+            return True
+        if self.out_of_time():
+            log.info(
+                "already finished at step %d: %s of training reached max_minutes %g; raise train.max_minutes to "
+                "continue",
+                p.step,
+                _clock(self.elapsed()),
+                t.max_minutes,
+            )
+            return True
+        return False
 
     def next_micro_batches(self) -> list[Batch] | None:
         """This rank's micro-batches of the next step, moving to the next epoch when one ends;
@@ -466,6 +496,8 @@ class Trainer:
         self.write_metrics(record)
         if self.dist.is_main:
             eta = (time.time() - self.started) / (p.step - self.first_step + 1) * (t.max_steps - p.step)
+            if t.max_minutes:
+                eta = max(0.0, min(eta, 60 * t.max_minutes - record["elapsed_s"]))
             log.info(
                 "step %d/%d (%.1f%%) | epoch %d | lr %.2e | loss %.3f | nll %.3f | ppl %.2f | %.0f tgt tok/s | gnorm "
                 "%.2f | "

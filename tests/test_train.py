@@ -152,6 +152,33 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose([la[s] for s in sorted(la)], [lb[s] for s in sorted(lb)], rtol=1e-5)
 
 
+def test_max_minutes_stops_where_max_steps_would_and_a_larger_budget_resumes(tmp_path, monkeypatch, caplog):
+    """A clock of 10 s per step: a one-minute budget is spent after step 6. The run saves and
+    averages there, with the model a 6-step run gives; run again it is finished; 1.5 minutes resume it."""
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: 10.0 * self.progress.step)
+    timed = {"max_steps": 100, "max_minutes": 1.0, "save_every": 4, "average_last": 2, "valid_every": 0}
+    with caplog.at_level("INFO", logger="mtrain"):
+        assert train(tiny_config(tmp_path / "timed", train=timed))["step"] == 6
+    assert "time budget spent: max_minutes 1 reached at step 6" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "timed").glob("checkpoint_[0-9]*.pt")) == [
+        "checkpoint_4.pt",
+        "checkpoint_6.pt",
+    ]
+    train(tiny_config(tmp_path / "steps", train={**timed, "max_steps": 6, "max_minutes": 0.0}))
+    for name in ("checkpoint_6.pt", "checkpoint_avg.pt"):
+        a, b = (checkpoint.load(tmp_path / run / name)["model"] for run in ("timed", "steps"))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mtrain"):
+        assert train(tiny_config(tmp_path / "timed", train=timed))["step"] == 6
+    assert "already finished at step 6: 0:01:00 of training reached max_minutes 1; raise train.max_minutes" in (
+        caplog.text
+    )
+    assert train(tiny_config(tmp_path / "timed", train={**timed, "max_minutes": 1.5}))["step"] == 9
+
+
 def test_non_finite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
     import mtrain.train as train_module
 
