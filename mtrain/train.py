@@ -523,6 +523,12 @@ class Trainer:
         t, p = self.config.train, self.progress
         if self.valid is None or not ((t.valid_every and p.step % t.valid_every == 0) or p.step >= t.max_steps):
             return False, False
+        best = self.validate_and_record()
+        return best, bool(t.patience) and p.bad_validations >= t.patience
+
+    def validate_and_record(self) -> bool:
+        """Validate, keep the best score, write the metrics record and the log line: a new best?"""
+        t, p = self.config.train, self.progress
         self.final_valid = valid = self.validate()
         self.validated_step = p.step
         if t.best_metric == "bleu":
@@ -544,7 +550,7 @@ class Trainer:
                 bleu,
                 " | best" if best else "",
             )
-        return best, bool(t.patience) and p.bad_validations >= t.patience
+        return best
 
     def save_if_due(self, best: bool, stop_early: bool) -> None:
         """Numbered checkpoints every save_every steps and at the end; checkpoint_last.pt also
@@ -568,13 +574,13 @@ class Trainer:
         )
 
     def finish(self) -> dict:
-        """The last numbered checkpoint (when max_epochs stopped between two saves) and checkpoint_avg.pt."""
+        """The last validation and numbered checkpoint (when max_epochs or max_minutes stopped
+        between two saves), and checkpoint_avg.pt."""
         p = self.progress
         self.bar.close()
         if self.saved_step != p.step:
-            if self.valid is not None:
-                self.final_valid, self.validated_step = self.validate(), p.step
-            self.save(numbered=True)
+            best = self.valid is not None and self.validated_step != p.step and self.validate_and_record()
+            self.save(numbered=True, best=best)
         if self.dist.is_main:
             self.write_average()
             log.info("training finished at step %d (epoch %d) in %s", p.step, p.epoch, _clock(self.elapsed()))

@@ -160,6 +160,7 @@ def test_max_minutes_stops_where_max_steps_would_and_a_larger_budget_resumes(tmp
     with caplog.at_level("INFO", logger="mtrain"):
         assert train(tiny_config(tmp_path / "timed", train=timed))["step"] == 6
     assert "time budget spent: max_minutes 1 reached at step 6" in caplog.text
+    assert _metrics(tmp_path / "timed")[-1] == {**_metrics(tmp_path / "timed")[-1], "kind": "valid", "step": 6}
     assert sorted(p.name for p in (tmp_path / "timed").glob("checkpoint_[0-9]*.pt")) == [
         "checkpoint_4.pt",
         "checkpoint_6.pt",
