@@ -18,6 +18,9 @@ DEMO_TRAIN = {
     "max_steps": 700,
     "warmup_steps": 300,
     "lr_scale": 2.0,
+    # lr 2x the paper's is near instability for this model: without clipping, seeds 1-3 reach test
+    # BLEU 97.6/94.7/90.5 (the test asks 90); with clip_norm 1.0, 96.8/97.8/96.6 (measured 2026-11-24)
+    "clip_norm": 1.0,
     "log_every": 100,
     "valid_every": 350,
     "save_every": 100,

@@ -142,8 +142,9 @@ def test_a_failing_rank_ends_the_job_quickly(single):
             "torch.distributed.run",
             "--standalone",
             "--nproc-per-node=2",
-            str(ROOT / "tests" / "ddp_failing_worker.py"),
+            str(ROOT / "tests" / "ddp_fault_worker.py"),
             str(path),
+            "fail",
         ],
         cwd=ROOT,
         env=ENV,
@@ -154,3 +155,30 @@ def test_a_failing_rank_ends_the_job_quickly(single):
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stderr
     assert time.time() - start < 90
+
+
+def test_a_rank_out_of_time_stops_every_rank_at_the_same_step(single):
+    """Only rank 1's clock runs (10 s per step): with max_minutes 1 both ranks stop after step 6,
+    validate and save together, and the weights are the single process' at step 6."""
+    path = config_file(single, "timed", max_minutes=1.0)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(ROOT / "tests" / "ddp_fault_worker.py"),
+            str(path),
+            "clock",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert checkpoint.load(single / "timed" / "checkpoint_last.pt")["progress"]["step"] == 6
+    assert [(m["kind"], m["step"]) for m in metrics(single / "timed")][-2:] == [("train", 6), ("valid", 6)]
+    assert_same_weights(single / "single" / "checkpoint_6.pt", single / "timed" / "checkpoint_6.pt")

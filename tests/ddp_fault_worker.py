@@ -1,0 +1,29 @@
+"""A torchrun worker for test_distributed: real mtrain training with a fault injected on rank 1.
+
+ddp_fault_worker.py CONFIG fail    rank 1 raises at step 3
+ddp_fault_worker.py CONFIG clock   rank 1's training clock runs 10 s per step (rank 0's stays at 0)
+"""
+
+import sys
+
+import mtrain.train as train_module
+from mtrain.config import load_config
+
+original_step = train_module.Trainer.train_step
+
+
+def failing_step(self, micro_batches):
+    if self.dist.rank == 1 and self.progress.step == 3:
+        raise RuntimeError("injected failure on rank 1")
+    return original_step(self, micro_batches)
+
+
+def rank_one_clock(self):
+    return 10.0 * self.progress.step if self.dist.rank == 1 else 0.0
+
+
+if sys.argv[2] == "fail":
+    train_module.Trainer.train_step = failing_step
+else:
+    train_module.Trainer.elapsed = rank_one_clock
+train_module.train(load_config(sys.argv[1]))
