@@ -132,10 +132,9 @@ def test_two_processes_resume_exactly_after_sigterm(single):
     assert_same_weights(single / "straight" / "checkpoint_last.pt", single / "resumed" / "checkpoint_last.pt")
 
 
-def test_a_failing_rank_ends_the_job_quickly(single):
-    path = config_file(single, "failing", max_steps=1000, dist_timeout_minutes=1.0)
-    start = time.time()
-    result = subprocess.run(
+def run_fault_worker(config_path, fault: str) -> subprocess.CompletedProcess:
+    """Two ranks under torchrun, rank 1 with `fault` injected (see tests/ddp_fault_worker.py)."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -143,8 +142,8 @@ def test_a_failing_rank_ends_the_job_quickly(single):
             "--standalone",
             "--nproc-per-node=2",
             str(ROOT / "tests" / "ddp_fault_worker.py"),
-            str(path),
-            "fail",
+            str(config_path),
+            fault,
         ],
         cwd=ROOT,
         env=ENV,
@@ -152,6 +151,12 @@ def test_a_failing_rank_ends_the_job_quickly(single):
         text=True,
         timeout=180,
     )
+
+
+def test_a_failing_rank_ends_the_job_quickly(single):
+    path = config_file(single, "failing", max_steps=1000, dist_timeout_minutes=1.0)
+    start = time.time()
+    result = run_fault_worker(path, "fail")
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stderr
     assert time.time() - start < 90
@@ -161,23 +166,7 @@ def test_a_rank_out_of_time_stops_every_rank_at_the_same_step(single):
     """Only rank 1's clock runs (10 s per step): with max_minutes 1 both ranks stop after step 6,
     validate and save together, and the weights are the single process' at step 6."""
     path = config_file(single, "timed", max_minutes=1.0)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node=2",
-            str(ROOT / "tests" / "ddp_fault_worker.py"),
-            str(path),
-            "clock",
-        ],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = run_fault_worker(path, "clock")
     assert result.returncode == 0, result.stderr[-2000:]
     assert checkpoint.load(single / "timed" / "checkpoint_last.pt")["progress"]["step"] == 6
     assert [(m["kind"], m["step"]) for m in metrics(single / "timed")][-2:] == [("train", 6), ("valid", 6)]
