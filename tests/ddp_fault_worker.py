@@ -22,8 +22,11 @@ def rank_one_clock(self):
     return 10.0 * self.progress.step if self.dist.rank == 1 else 0.0
 
 
-if sys.argv[2] == "fail":
+fault = sys.argv[2]
+if fault == "fail":
     train_module.Trainer.train_step = failing_step
-else:
+elif fault == "clock":
     train_module.Trainer.elapsed = rank_one_clock
+else:
+    raise SystemExit(f"unknown fault {fault!r}: fail or clock")
 train_module.train(load_config(sys.argv[1]))
