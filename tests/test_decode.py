@@ -221,6 +221,24 @@ def test_bad_translate_options_are_refused_with_their_name(demo_run, options, me
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_bf16_on_a_cpu_without_bf16_kernels_is_warned_about(monkeypatch, caplog, fast_bf16):
+    """On a CPU without AVX-512 bf16 kernels torch multiplies bf16 in a reference GEMM (~10x slower
+    than fp32 on one AVX2 host): the user asked for speed and must hear that fp32 is faster there."""
+    from mtrain import device
+
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: fast_bf16)
+    with caplog.at_level("WARNING", logger="mtrain"):
+        assert device.resolve_precision(torch.device("cpu"), "bf16") == "bf16"
+        assert device.resolve_precision(torch.device("cpu"), "fp32") == "fp32"
+    warned = [r.getMessage() for r in caplog.records]
+    if fast_bf16:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and warned[0].startswith("train.precision bf16: this CPU has no AVX-512 bf16")
+        assert warned[0].endswith("use fp32 on this machine")
+
+
 def test_bad_nbest_is_a_one_line_cli_error(demo_run):
     for nbest in ("5", "0"):
         result = run_cli(
