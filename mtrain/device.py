@@ -61,8 +61,12 @@ def resolve_precision(device: torch.device, precision: str, option: str = "train
 
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN has bf16 matrix kernels for this CPU (AVX-512 and newer). Without them torch
-    falls back to a reference GEMM for bf16 matrix products, which is far slower than fp32."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    falls back to a reference GEMM for bf16 matrix products, which is far slower than fp32.
+    The check is a private torch op: a build without it counts as fast (no warning rather than a crash)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def autocast_context(device: torch.device, precision: str):

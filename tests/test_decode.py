@@ -223,8 +223,8 @@ def test_bad_translate_options_are_refused_with_their_name(demo_run, options, me
 
 @pytest.mark.parametrize("fast_bf16", [True, False])
 def test_bf16_on_a_cpu_without_bf16_kernels_is_warned_about(monkeypatch, caplog, fast_bf16):
-    """On a CPU without AVX-512 bf16 kernels torch multiplies bf16 in a reference GEMM (~10x slower
-    than fp32 on one AVX2 host): the user asked for speed and must hear that fp32 is faster there."""
+    """On a CPU without AVX-512 bf16 kernels torch multiplies bf16 in a reference GEMM (46x slower
+    than fp32 in training on one AVX2 host): the user asked for speed and must hear that fp32 is faster there."""
     from mtrain import device
 
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: fast_bf16)
