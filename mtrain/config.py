@@ -108,6 +108,9 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop after this much training wall-clock, resumed processes included; 0: no limit
     lr_scale: float = 1.0  # lr = lr_scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
     warmup_steps: int = 4000
+    # The last `cooldown` fraction of the budget (max_steps or max_minutes, whichever ends first) scales
+    # the lr linearly down to 0 (the warmup-stable-decay cooldown); 0: the paper's schedule to the end
+    cooldown: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
     adam_eps: float = 1e-9
@@ -380,6 +383,7 @@ def validate(config: Config) -> None:
     _require(tr.max_steps >= 1, "train.max_steps must be >= 1")
     _require(tr.warmup_steps > 0, "train.warmup_steps must be > 0")
     _require(tr.lr_scale > 0, "train.lr_scale must be > 0")
+    _require(0 <= tr.cooldown <= 1, f"train.cooldown must be a fraction of the budget in [0, 1], got {tr.cooldown}")
     _require(0 <= tr.adam_beta1 < 1 and 0 <= tr.adam_beta2 < 1, "train.adam_beta1/adam_beta2 must be in [0, 1)")
     _require(tr.adam_eps > 0, "train.adam_eps must be > 0")
     _require(0 <= tr.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")

@@ -34,7 +34,8 @@ METRICS_FILE = "metrics.jsonl"
 DROPPED_METRICS_FILE = "metrics.dropped.jsonl"
 
 # Settings a resumed run may change: how long, how often, where, with how many threads. They do
-# not change the model that a given number of steps produces.
+# not change the model that a given number of steps produces (except through train.cooldown, which
+# ends the lr schedule where the budget ends: that is what raising a budget is for).
 RESUMABLE = (
     "train.max_steps",
     "train.max_epochs",

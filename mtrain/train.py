@@ -1,6 +1,6 @@
 """The training loop: label-smoothed cross entropy (loss.py), Adam with the inverse-square-root warmup
-schedule (section 5.3), token-budget batches with gradient accumulation, validation,
-checkpoints and exact resumption.
+schedule (section 5.3) and an optional cooldown at the end of the budget, token-budget batches with
+gradient accumulation, validation, checkpoints and exact resumption.
 
 One optimizer step consumes `update_freq` micro-batches on each of `world_size` ranks. The loss
 is summed over target tokens and divided by the number of target tokens in the *whole* step
@@ -43,6 +43,19 @@ def learning_rate(step: int, d_model: int, warmup: int, scale: float = 1.0) -> f
     """lrate = scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), step counted from 1."""
     step = max(step, 1)
     return scale * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def cooldown_factor(budget_spent: float, cooldown: float) -> float:
+    """What the learning rate is multiplied by once `budget_spent` (0 to 1) of the training budget is
+    spent: 1, then falling linearly to 0 over the last `cooldown` fraction of the budget.
+
+    The inverse-square-root schedule never comes down to small steps, which checkpoint averaging
+    partly makes up for; a short linear cooldown at the end of a fixed budget ("warmup-stable-decay",
+    Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations")
+    lands the weights in the minimum instead. cooldown 0 leaves the paper's schedule untouched."""
+    if cooldown <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - budget_spent) / cooldown))
 
 
 @dataclass
@@ -215,8 +228,8 @@ class Trainer:
         ntokens = sum(b.tgt_tokens for b in micro_batches)
         # Stopping is decided together: every rank learns in the same collective whether any rank
         # was signalled or ran out of time, so all of them stop before the same step.
-        total_tokens, stop, out_of_time = distributed.all_reduce_sum(
-            [ntokens, float(self.stop_signal), float(self.out_of_time())], self.device
+        total_tokens, stop, out_of_time, elapsed_sum = distributed.all_reduce_sum(
+            [ntokens, float(self.stop_signal), float(self.out_of_time()), self.elapsed()], self.device
         )
         if stop or out_of_time:
             return StepResult(stopped=bool(stop), out_of_time=bool(out_of_time))
@@ -232,7 +245,7 @@ class Trainer:
                 loss, nll = label_smoothed_loss(logits, batch.tgt_out, t.label_smoothing, overwrite_logits=True)
             self.scaler.scale(loss * scale).backward()
             result.loss_sum, result.nll_sum = result.loss_sum + loss.detach(), result.nll_sum + nll
-        result.lr = learning_rate(self.progress.step + 1, self.config.model.d_model, t.warmup_steps, t.lr_scale)
+        result.lr = self.scheduled_lr(elapsed_sum / self.dist.world_size)
         for group in self.optimizer.param_groups:
             group["lr"] = result.lr
         self.scaler.unscale_(self.optimizer)
@@ -245,6 +258,16 @@ class Trainer:
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return result
+
+    def scheduled_lr(self, elapsed_s: float) -> float:
+        """The next step's learning rate: the paper's schedule (section 5.3, equation 3) times the
+        cooldown factor. `elapsed_s` is the ranks' mean clock, so that every rank takes the same lr."""
+        t, step = self.config.train, self.progress.step
+        lr = learning_rate(step + 1, self.config.model.d_model, t.warmup_steps, t.lr_scale)
+        budget_spent = step / t.max_steps
+        if t.max_minutes:
+            budget_spent = max(budget_spent, elapsed_s / (60 * t.max_minutes))
+        return lr * cooldown_factor(budget_spent, t.cooldown)
 
     # ---------------------------------------------------------------- validation
 

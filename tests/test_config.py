@@ -88,6 +88,10 @@ def test_overrides_are_typed(tmp_path):
             "d_model \\(100\\) must be divisible by model.heads \\(8\\)",
         ),
         ("data: {train: {demo: 10}}\ntrain: {warmup_steps: 0}\n", "warmup_steps must be > 0"),
+        (
+            "data: {train: {demo: 10}}\ntrain: {cooldown: 20}\n",
+            "train.cooldown must be a fraction of the budget in \\[0, 1\\], got 20.0",
+        ),
         ("data: {train: {demo: 10, path: x}}\n", "sets path and demo"),
         ("model: {d_model: 512}\n", "data.train is empty"),
         (

@@ -18,7 +18,7 @@ from mtrain.data import prepare
 from mtrain.data.batching import collate
 from mtrain.distributed import DistInfo
 from mtrain.errors import MtrainError
-from mtrain.train import Trainer, learning_rate, train
+from mtrain.train import Trainer, cooldown_factor, learning_rate, train
 
 from helpers import ENV, ROOT, run_cli, tiny_config, two_corpora, wait_for_lines
 
@@ -30,6 +30,35 @@ def test_learning_rate_follows_the_paper_formula():
         assert learning_rate(step, d, warmup) == pytest.approx(expected)
     assert learning_rate(4000, d, warmup) == pytest.approx(512**-0.5 * 4000**-0.5)  # the peak
     assert learning_rate(100, d, warmup, scale=2.0) == pytest.approx(2 * learning_rate(100, d, warmup))
+
+
+def test_cooldown_factor_is_one_then_falls_linearly_to_zero():
+    assert [cooldown_factor(spent, 0.0) for spent in (0.0, 0.9, 1.0)] == [1.0, 1.0, 1.0]
+    assert [cooldown_factor(spent, 0.2) for spent in (0.0, 0.8, 0.9, 1.0, 1.5)] == pytest.approx(
+        [1.0, 1.0, 0.5, 0.0, 0.0]
+    )
+
+
+def test_cooldown_ends_the_step_budget_and_the_time_budget_alike(tmp_path, monkeypatch):
+    """cooldown 0.5 of a 6-step budget: steps 1-4 take the paper's lr, steps 5 and 6 2/3 and 1/3 of
+    it. A one-minute budget at 10 s per step (and max_steps far away) cools down on the same steps,
+    to the same weights; cooldown 0 is the paper's schedule on every step."""
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: 10.0 * self.progress.step)
+    lrs = lambda run: [m["lr"] for m in _metrics(tmp_path / run) if m["kind"] == "train"]
+    paper = [learning_rate(step, 64, 4) for step in range(1, 7)]
+    runs = {
+        "paper": {"max_steps": 6},
+        "steps": {"max_steps": 6, "cooldown": 0.5},
+        "minutes": {"max_steps": 100, "max_minutes": 1.0, "cooldown": 0.5},
+    }
+    for run, overrides in runs.items():
+        train(tiny_config(tmp_path / run, train={"log_every": 1, "valid_every": 0, **overrides}))
+    assert lrs("paper") == pytest.approx(paper)
+    assert lrs("steps") == pytest.approx([*paper[:4], paper[4] * 2 / 3, paper[5] / 3])
+    assert lrs("minutes") == pytest.approx(lrs("steps"))
+    a, b = (checkpoint.load(tmp_path / run / "checkpoint_6.pt")["model"] for run in ("steps", "minutes"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
 def make_trainer(config):
