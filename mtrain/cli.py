@@ -350,6 +350,13 @@ def eval_bleu(
     paper_bleu: bool = typer.Option(
         False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."
     ),
+    baseline: Optional[Path] = typer.Option(
+        None,
+        "--baseline",
+        metavar="FILE",
+        help="Another system's translations of the same source: also test whether the two differ significantly "
+        "(sacreBLEU's paired bootstrap, 1000 resamples).",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
@@ -369,7 +376,15 @@ def eval_bleu(
         if translating
         else None
     )
-    eval_command(ref, hyp=hyp, src=src, translator_options=options, paper_bleu=paper_bleu, as_json=json_output)
+    eval_command(
+        ref,
+        hyp=hyp,
+        src=src,
+        translator_options=options,
+        paper_bleu=paper_bleu,
+        as_json=json_output,
+        baseline=baseline,
+    )
 
 
 @app.command()

@@ -184,6 +184,45 @@ def test_eval_bleu_equals_the_sacrebleu_command(tmp_path):
     assert ours["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
 
 
+def test_eval_bleu_tests_the_difference_to_a_baseline_with_sacrebleus_paired_bootstrap(tmp_path):
+    """A system that fixes half of the baseline's mistakes on 200 sentences is significantly better;
+    the baseline against itself differs by nothing (whatever sacreBLEU's p-value). The figures are sacreBLEU's own."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    refs = [f"{REFS[i % 4]} number {i}" for i in range(200)]
+    baseline = [f"{HYPS[i % 4]} number {i}" for i in range(200)]
+    better = [ref if i % 2 else hyp for i, (ref, hyp) in enumerate(zip(refs, baseline))]
+    for name, lines in (("ref", refs), ("base", baseline), ("better", better)):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    score = lambda hyp, base: run_cli(
+        "eval-bleu", "--hyp", str(tmp_path / hyp), "--baseline", str(tmp_path / base), "--ref", str(tmp_path / "ref")
+    )
+    result = score("better", "base")
+    assert result.returncode == 0, result.stderr
+    bleu = lambda lines: BLEU().corpus_score(lines, [refs]).score
+    delta = bleu(better) - bleu(baseline)
+    assert delta > 10
+    assert f"  BLEU {bleu(better):.2f} vs {bleu(baseline):.2f}: {delta:+.2f} (p = 0.0010: significant at p < 0.05" in (
+        result.stdout
+    )
+    _, expected = PairedTest(
+        [("baseline", baseline), ("system", better)], {"bleu": BLEU()}, [refs], test_type="bs", n_samples=1000
+    )()
+    as_json = lambda hyp, base: json.loads(
+        run_cli(
+            "eval-bleu", "--hyp", str(tmp_path / hyp), "--baseline", str(tmp_path / base), "--ref",
+            str(tmp_path / "ref"), "--json",
+        ).stdout
+    )  # fmt: skip
+    report = as_json("better", "base")
+    assert report["bleu_p_value"] == expected["BLEU"][1].p_value
+    assert report["bleu_ci95"] == pytest.approx(expected["BLEU"][1].ci)
+    same = as_json("base", "base")
+    assert same["bleu_delta"] == same["chrf_delta"] == 0
+    assert score("base", "base").stdout.count(": no difference at p < 0.05") == 2
+
+
 def test_eval_bleu_mistakes(tmp_path):
     hyp, ref = tmp_path / "hyp", tmp_path / "ref"
     hyp.write_text("\n".join(HYPS) + "\n")
@@ -191,6 +230,16 @@ def test_eval_bleu_mistakes(tmp_path):
     result = run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref))
     assert result.returncode == 2 and "has 3 lines but the translations have 4" in result.stderr
     assert "Traceback" not in result.stderr
+    ref.write_text("\n".join(REFS) + "\n")
+    missing = run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref), "--baseline", str(tmp_path / "none"))
+    assert missing.returncode == 2 and missing.stderr == f"error: baseline file not found: {tmp_path / 'none'}\n"
+    ref.with_name("short").write_text("one line\n")
+    short = run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref), "--baseline", str(ref.with_name("short")))
+    assert (
+        short.returncode == 2
+        and "the baseline " in short.stderr
+        and "has 1 lines but the translations have 4" in (short.stderr)
+    )
     missing = run_cli("translate", "--checkpoint", str(tmp_path / "none.pt"), input="x\n")
     assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
 
