@@ -85,7 +85,8 @@ def paired_bootstrap(hyps: list[str], baseline: list[str], refs: list[list[str]]
 
 
 def describe_bootstrap(report: dict) -> str:
-    """One line per metric: the difference, its p-value, and whether it is significant at 0.05."""
+    """One line per metric of `report` (the system's scores with `paired_bootstrap`'s): the
+    difference, its p-value, and whether it is significant at 0.05."""
     lines = [f"paired bootstrap against --baseline ({report['bootstrap_samples']} resamples):"]
     for name, label in (("bleu", "BLEU"), ("chrf", "chrF2")):
         delta, p = report[f"{name}_delta"], report[f"{name}_p_value"]
@@ -93,7 +94,7 @@ def describe_bootstrap(report: dict) -> str:
         # smallest p-value (1/1001) too: a zero difference is no difference whatever p says.
         verdict = "no difference" if delta == 0 else "significant" if p < 0.05 else "not significant"
         lines.append(
-            f"  {label} {report[f'baseline_{name}'] + delta:.2f} vs {report[f'baseline_{name}']:.2f}: {delta:+.2f} "
+            f"  {label} {report[name]:.2f} vs {report[f'baseline_{name}']:.2f}: {delta:+.2f} "
             f"(p = {p:.4f}: {verdict} at p < 0.05; 95% interval of this system +-{report[f'{name}_ci95']:.2f})"
         )
     return "\n".join(lines)

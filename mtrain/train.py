@@ -228,8 +228,9 @@ class Trainer:
         ntokens = sum(b.tgt_tokens for b in micro_batches)
         # Stopping is decided together: every rank learns in the same collective whether any rank
         # was signalled or ran out of time, so all of them stop before the same step.
+        elapsed = self.elapsed()
         total_tokens, stop, out_of_time, elapsed_sum = distributed.all_reduce_sum(
-            [ntokens, float(self.stop_signal), float(self.out_of_time()), self.elapsed()], self.device
+            [ntokens, float(self.stop_signal), float(self.out_of_time(elapsed)), elapsed], self.device
         )
         if stop or out_of_time:
             return StepResult(stopped=bool(stop), out_of_time=bool(out_of_time))
@@ -324,10 +325,11 @@ class Trainer:
             "valid": self.final_valid if self.validated_step == self.progress.step else None,
         }
 
-    def out_of_time(self) -> bool:
-        """Whether train.max_minutes of training wall-clock (earlier processes of the run included) is spent."""
+    def out_of_time(self, elapsed: float) -> bool:
+        """Whether train.max_minutes of training wall-clock (`elapsed`, earlier processes of the run
+        included) is spent."""
         max_minutes = self.config.train.max_minutes
-        return max_minutes > 0 and self.elapsed() >= 60 * max_minutes
+        return max_minutes > 0 and elapsed >= 60 * max_minutes
 
     def elapsed(self) -> float:
         """Training wall-clock of this run, earlier processes included."""
@@ -452,7 +454,7 @@ class Trainer:
                 "already finished at step %d (max_steps %d); raise train.max_steps to continue", p.step, t.max_steps
             )
             return True
-        if self.out_of_time():
+        if self.out_of_time(self.elapsed()):
             log.info(
                 "already finished at step %d: %s of training reached max_minutes %g; raise train.max_minutes to "
                 "continue",
