@@ -105,22 +105,17 @@ def read_references(paths: list[Path], count: int | None) -> list[list[str]]:
     for path in paths:
         if not Path(path).is_file():
             raise MtrainError(f"reference file not found: {path}")
-        lines = read_lines(Path(path))
-        if count is not None and len(lines) != count:
-            raise MtrainError(
-                f"line counts differ: {path} has {len(lines)} lines but the translations have {count}; every file "
-                "must have one line per sentence"
-            )
-        refs.append(lines)
+        refs.append(read_aligned(Path(path), count, "", "every file must have one line per sentence"))
     return refs
 
 
-def read_baseline(path: Path, count: int) -> list[str]:
+def read_aligned(path: Path, count: int | None, role: str, advice: str) -> list[str]:
+    """The lines of `path`, which must be one per translated sentence (`count`, None: any number);
+    `role` names the file in the error ("the baseline "), `advice` says how to fix it."""
     lines = read_lines(path)
-    if len(lines) != count:
+    if count is not None and len(lines) != count:
         raise MtrainError(
-            f"line counts differ: the baseline {path} has {len(lines)} lines but the translations have {count}; "
-            "compare two systems' translations of the same source file"
+            f"line counts differ: {role}{path} has {len(lines)} lines but the translations have {count}; {advice}"
         )
     return lines
 
@@ -139,7 +134,7 @@ def eval_command(
     `baseline` (another system's translations), also test whether the two differ significantly."""
     if (hyp is None) == (translator_options is None):
         raise MtrainError("give either --hyp FILE, or a model (--checkpoint CKPT or --model DIR) with --src FILE")
-    if baseline is not None and not Path(baseline).is_file():
+    if baseline is not None and not baseline.is_file():
         raise MtrainError(f"baseline file not found: {baseline}")
     if hyp is not None:
         if not Path(hyp).is_file():
@@ -158,7 +153,10 @@ def eval_command(
     refs = read_references(ref_paths, len(hyps))
     result = corpus_scores(hyps, refs, paper_bleu)
     if baseline is not None:
-        result.update(paired_bootstrap(hyps, read_baseline(Path(baseline), len(hyps)), refs))
+        baseline_lines = read_aligned(
+            baseline, len(hyps), "the baseline ", "compare two systems' translations of the same source file"
+        )
+        result.update(paired_bootstrap(hyps, baseline_lines, refs))
     if as_json:
         print(json.dumps(result))
     else:
