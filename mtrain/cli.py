@@ -226,8 +226,12 @@ QuantizationOption = typer.Option(
 @app.command()
 @user_errors
 def translate(
-    checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", metavar="FILE", help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt."
+    checkpoint: Optional[list[Path]] = typer.Option(
+        None,
+        "--checkpoint",
+        metavar="FILE",
+        help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt. Repeat it to translate with an ensemble: "
+        "the checkpoints' next-token probabilities are averaged (they must share one vocabulary).",
     ),
     model: Optional[Path] = ModelDirOption,
     input: Optional[Path] = typer.Option(
@@ -285,8 +289,11 @@ def translate(
 @app.command()
 @user_errors
 def tune(
-    checkpoint: Path = typer.Option(
-        ..., "--checkpoint", metavar="FILE", help="The checkpoint to tune, e.g. runs/demo/checkpoint_avg.pt."
+    checkpoint: list[Path] = typer.Option(
+        ...,
+        "--checkpoint",
+        metavar="FILE",
+        help="The checkpoint to tune, e.g. runs/demo/checkpoint_avg.pt (repeat it to tune an ensemble).",
     ),
     beam: Optional[str] = typer.Option(
         None, metavar="B1,B2,...", help="Beam sizes to try, e.g. 4,5,6 (default: the checkpoint's decode.beam)."
@@ -335,8 +342,11 @@ def eval_bleu(
         ..., "--ref", "-r", metavar="FILE", help="Reference file (repeat for several references)."
     ),
     hyp: Optional[Path] = typer.Option(None, "--hyp", metavar="FILE", help="Translations to score."),
-    checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", metavar="FILE", help="Translate --src with this checkpoint, then score."
+    checkpoint: Optional[list[Path]] = typer.Option(
+        None,
+        "--checkpoint",
+        metavar="FILE",
+        help="Translate --src with this checkpoint, then score (repeat it for an ensemble).",
     ),
     model: Optional[Path] = ModelDirOption,
     src: Optional[Path] = typer.Option(
@@ -362,7 +372,7 @@ def eval_bleu(
     """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
     from mtrain.evaluate import eval_command
 
-    translating = checkpoint is not None or model is not None
+    translating = bool(checkpoint) or model is not None
     options = (
         dict(
             checkpoint=checkpoint,

@@ -9,6 +9,7 @@ ended at the next step, would score no better than the worst of them: Hugging Fa
 default rule. (The exact bound divides by the largest possible length penalty instead; on the
 1000 Multi30K test sentences it gave the same output for every sentence, fp32 and bf16, and took
 25-35% longer.) Finished sentences leave the batch, so one long sentence costs only its own compute.
+Every search here runs unchanged on an `Ensemble` of checkpoints (ensemble.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mtrain.config import DecodeConfig, decode_config
 from mtrain.data.batching import token_batches
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, select_device
+from mtrain.ensemble import Ensemble
 from mtrain.errors import MtrainError
 from mtrain.model import KVCache, Transformer
 from mtrain.special import BOS, EOS, PAD
@@ -42,7 +44,7 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _max_lengths(src: torch.Tensor, model: Transformer, a: float, b: int) -> torch.Tensor:
+def _max_lengths(src: torch.Tensor, model: Transformer | Ensemble, a: float, b: int) -> torch.Tensor:
     src_len = (src != PAD).sum(1) - 1  # without </s>
     return torch.clamp((a * src_len).long() + b, max=model.config.max_positions - 1).clamp(min=1)
 
@@ -80,7 +82,7 @@ def draw_tokens(logp: torch.Tensor, sampling: DecodeConfig, generators: list[tor
 
 @torch.no_grad()
 def greedy_search(
-    model: Transformer,
+    model: Transformer | Ensemble,
     src: torch.Tensor,
     max_len_a: float = 1.0,
     max_len_b: int = 50,
@@ -124,7 +126,7 @@ def greedy_search(
 
 @torch.no_grad()
 def beam_search(
-    model: Transformer,
+    model: Transformer | Ensemble,
     src: torch.Tensor,
     beam: int = 4,
     lenpen: float = 0.6,
@@ -219,11 +221,42 @@ def _collect_finished(
 
 def load_model(path: Path, device: torch.device) -> tuple[Transformer, Tokenizer, dict]:
     """A model ready to translate, its tokenizer, and what it is (`checkpoint.describe`)."""
-    state = checkpoint.load(path, map_location="cpu")
+    return _model_of(checkpoint.load(path, map_location="cpu"), path, device)
+
+
+def _model_of(state: dict, path: Path, device: torch.device) -> tuple[Transformer, Tokenizer, dict]:
     tokenizer = checkpoint.tokenizer_of(state, path)
     model = Transformer(checkpoint.config_of(state, path).model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), tokenizer, checkpoint.describe(state, path, "torch")
+
+
+def load_models(paths: list[Path], device: torch.device) -> tuple[Transformer | Ensemble, Tokenizer, dict]:
+    """One checkpoint's model, or several checkpoints as one `Ensemble`. Its members must translate
+    the same direction with the same sentencepiece models; the first gives the decode settings."""
+    if len(paths) == 1:
+        return load_model(paths[0], device)
+    states = [checkpoint.load(path, map_location="cpu") for path in paths]
+    first, direction = paths[0], _direction(states[0])
+    for path, state in zip(paths[1:], states[1:]):
+        if _direction(state) != direction:
+            raise MtrainError(
+                f"{path} translates {_direction(state)} but {first} translates {direction}; "
+                "an ensemble's checkpoints must translate the same direction"
+            )
+        if state["spm"] != states[0]["spm"]:
+            raise MtrainError(
+                f"{path} has other sentencepiece models than {first}; an ensemble's checkpoints must share "
+                "one vocabulary: train the others with the first run's data/spm.model as tokenizer.model"
+            )
+    loaded = [_model_of(state, path, device) for state, path in zip(states, paths)]
+    info = {**loaded[0][2], "checkpoint": " + ".join(str(p) for p in paths), "ensemble": len(paths)}
+    return Ensemble([model for model, _, _ in loaded]), loaded[0][1], info
+
+
+def _direction(state: dict) -> str:
+    data = state["config"]["data"]
+    return f"{data['src_lang']}->{data['tgt_lang']}"
 
 
 def encode_sources(tokenizer: Tokenizer, lines: list[str], max_src: int) -> list[list[int]]:
@@ -254,7 +287,7 @@ class Translator:
 
     def __init__(
         self,
-        model: Transformer,
+        model: Transformer | Ensemble,
         tokenizer: Tokenizer,
         config: DecodeConfig,
         device: torch.device,
@@ -304,9 +337,10 @@ class Translator:
         return [self.tokenizer.decode_tgt(hyps[0].tokens) for hyps in self.translate_nbest(lines, beam, 1, progress)]
 
 
-def open_translator(path: Path, device: str = "auto", precision: str = "auto", **overrides) -> Translator:
-    """A Translator for a checkpoint; `overrides` (beam, lenpen, max_tokens, ...) replace decode.* values."""
+def open_translator(path: Path | list[Path], device: str = "auto", precision: str = "auto", **overrides) -> Translator:
+    """A Translator for a checkpoint, or for several as an ensemble; `overrides` (beam, lenpen,
+    max_tokens, ...) replace decode.* values."""
     dev = select_device(device)
-    model, tokenizer, info = load_model(path, dev)
+    model, tokenizer, info = load_models(path if isinstance(path, list) else [path], dev)
     decode = decode_config(info["decode"], **overrides)
     return Translator(model, tokenizer, decode, dev, resolve_precision(dev, precision, "--precision"), info)

@@ -22,14 +22,14 @@ from mtrain.files import atomic_write_text
 ENGINES = ("torch", "ctranslate2")
 
 
-def check_model_source(checkpoint: Path | None, model_dir: Path | None) -> None:
-    """Exactly one of a checkpoint and an exported directory."""
-    if (checkpoint is None) == (model_dir is None):
+def check_model_source(checkpoint: Path | list[Path] | None, model_dir: Path | None) -> None:
+    """Exactly one of a checkpoint (or several: an ensemble) and an exported directory."""
+    if (checkpoint is None or checkpoint == []) == (model_dir is None):
         raise MtrainError("give either --checkpoint FILE or --model DIR (an exported CTranslate2 directory)")
 
 
 def open_engine(
-    checkpoint: Path | None = None,
+    checkpoint: Path | list[Path] | None = None,
     model_dir: Path | None = None,
     engine: str = "torch",
     device: str = "auto",
@@ -38,12 +38,19 @@ def open_engine(
     quantization: str | None = None,
     **overrides,
 ):
-    """A translator for a checkpoint (either engine) or an exported CTranslate2 directory.
-    `overrides` (beam, lenpen, max_tokens, ...) replace the model's decode settings; `quantization`
-    (None: export.DEFAULT_QUANTIZATION) applies to a checkpoint converted for CTranslate2."""
+    """A translator for a checkpoint (either engine), several checkpoints as an ensemble (torch
+    engine), or an exported CTranslate2 directory. `overrides` (beam, lenpen, max_tokens, ...)
+    replace the model's decode settings; `quantization` (None: export.DEFAULT_QUANTIZATION) applies
+    to a checkpoint converted for CTranslate2."""
     if engine not in ENGINES:
         raise MtrainError(f"--engine '{engine}' is not one of {', '.join(ENGINES)}")
     check_model_source(checkpoint, model_dir)
+    if isinstance(checkpoint, list):
+        if len(checkpoint) > 1 and engine != "torch":
+            raise MtrainError(
+                "several --checkpoint (an ensemble) decode with the torch engine only; drop --engine ctranslate2"
+            )
+        checkpoint = checkpoint if len(checkpoint) > 1 else checkpoint[0]
     if threads < 0:
         raise MtrainError(f"--threads must be >= 0 (0: the engine's default), got {threads}")
     if model_dir is not None or engine == "ctranslate2":
@@ -83,12 +90,15 @@ class Aligner:
     def __init__(self, translator, layer: int):
         from mtrain.attention import default_alignment_layer
         from mtrain.decode import Translator
+        from mtrain.ensemble import Ensemble
 
         if not isinstance(translator, Translator):
             raise MtrainError(
                 "--alignment needs the torch engine (it reads mtrain's own cross-attention); drop --engine "
                 "ctranslate2 / --model"
             )
+        if isinstance(translator.model, Ensemble):
+            raise MtrainError("--alignment reads one model's cross-attention; give a single --checkpoint")
         self.translator = translator
         self.layer = layer or default_alignment_layer(len(translator.model.decoder))
 

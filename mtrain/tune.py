@@ -140,7 +140,7 @@ def write_setting(checkpoint_path: Path, row: dict, output: Path | None) -> Path
 
 
 def tune_command(
-    checkpoint_path: Path,
+    checkpoint_paths: list[Path],
     beams: str | None,
     lenpens: str,
     src: Path | None,
@@ -150,11 +150,17 @@ def tune_command(
     translator_factory,
     echo=print,
 ) -> dict:
-    """`mtrain tune`: the grid on the validation set, a table, and maybe the best setting written."""
+    """`mtrain tune`: the grid on the validation set, a table, and maybe the best setting written.
+    Several checkpoints are tuned as one ensemble, on the first one's validation data."""
     if output is not None and not write:
         raise MtrainError("--output names where --write puts the tuned checkpoint; add --write")
+    if write and len(checkpoint_paths) > 1:
+        raise MtrainError(
+            "--write stores the setting in one checkpoint, but an ensemble has several; leave out --write "
+            "and pass the best --beam and --lenpen to mtrain translate"
+        )
     lenpen_grid = parse_lenpens(lenpens)
-    src_path, ref_path = validation_files(checkpoint_path, src, ref)
+    src_path, ref_path = validation_files(checkpoint_paths[0], src, ref)
     sources, references = read_lines(src_path), read_lines(ref_path)
     if len(sources) != len(references) or not sources:
         raise MtrainError(
@@ -171,6 +177,6 @@ def tune_command(
     for note in edge_notes(best, beam_grid, lenpen_grid):
         echo(note)
     if write:
-        target = write_setting(checkpoint_path, best, output)
+        target = write_setting(checkpoint_paths[0], best, output)
         echo(f"wrote decode.beam={best['beam']} decode.lenpen={best['lenpen']:g} into {target}")
     return {"rows": rows, "best": best}
