@@ -45,27 +45,26 @@ def open_engine(
     if engine not in ENGINES:
         raise MtrainError(f"--engine '{engine}' is not one of {', '.join(ENGINES)}")
     check_model_source(checkpoint, model_dir)
-    if isinstance(checkpoint, list):
-        if len(checkpoint) > 1 and engine != "torch":
-            raise MtrainError(
-                "several --checkpoint (an ensemble) decode with the torch engine only; drop --engine ctranslate2"
-            )
-        checkpoint = checkpoint if len(checkpoint) > 1 else checkpoint[0]
+    paths = checkpoint if isinstance(checkpoint, list) else [checkpoint]
     if threads < 0:
         raise MtrainError(f"--threads must be >= 0 (0: the engine's default), got {threads}")
     if model_dir is not None or engine == "ctranslate2":
+        if len(paths) > 1:
+            raise MtrainError(
+                "several --checkpoint (an ensemble) decode with the torch engine only; drop --engine ctranslate2"
+            )
         from mtrain.export import DEFAULT_QUANTIZATION, cached_ctranslate2, require
 
         require("ctranslate2")
         from mtrain.ct2_engine import CTranslate2Translator
 
         if model_dir is None:
-            model_dir = cached_ctranslate2(checkpoint, quantization or DEFAULT_QUANTIZATION)
+            model_dir = cached_ctranslate2(paths[0], quantization or DEFAULT_QUANTIZATION)
         elif not Path(model_dir).is_dir():
             raise MtrainError(f"--model {model_dir} is not a directory; give a directory made by mtrain export")
         return CTranslate2Translator(Path(model_dir), device, threads or default_threads(), **overrides)
     set_threads(threads)
-    return open_translator(checkpoint, device, precision, **overrides)
+    return open_translator(paths, device, precision, **overrides)
 
 
 def format_hypotheses(
