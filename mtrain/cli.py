@@ -1,7 +1,7 @@
 """The `mtrain` command line: parse, call one function, turn user errors into one line.
 
 A user error (`MtrainError`) is printed as `error: ...` on stderr with exit status 2 and no
-traceback; an interrupted training run exits with 128 + the signal number after saving.
+traceback; an interrupted training run exits with status 130 after saving.
 Anything else is a bug and keeps its traceback.
 """
 
@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -42,20 +43,25 @@ SetOption = typer.Option(
 
 
 def _setup_logging() -> None:
+    """mtrain's log lines on stderr: INFO on rank 0, warnings only on the other ranks. The handler is
+    bound to the stderr of the moment, so a command run in-process (tests) logs where its output goes."""
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s | %(message)s" if rank == 0 else f"%(asctime)s | rank {rank} | %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    logger = logging.getLogger("mtrain")
+    for handler in [h for h in logger.handlers if getattr(h, "mtrain_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.mtrain_cli = True
+    prefix = "%(asctime)s | " if rank == 0 else f"%(asctime)s | rank {rank} | "
+    handler.setFormatter(logging.Formatter(prefix + "%(message)s", datefmt="%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-def user_errors(command):
+def user_errors(command: Callable) -> Callable:
     """Print user errors on one line and exit non-zero, without a traceback."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: object, **kwargs: object) -> object:
         _setup_logging()
         try:
             return command(*args, **kwargs)
@@ -73,7 +79,7 @@ def user_errors(command):
 
 
 def _config(path: Path, overrides: Optional[list[str]]):
-    from mtrain.config import load_config
+    from mtrain.config_io import load_config
 
     return load_config(path, overrides or [])
 
@@ -101,8 +107,8 @@ def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) 
     Writes {out_dir}/data (or data.dir). Does nothing when the config and inputs are unchanged;
     `mtrain train` runs this step itself.
     """
-    from mtrain.data import prepare as prepare_data
-    from mtrain.rundir import RunLock
+    from mtrain.data.prepare import prepare as prepare_data
+    from mtrain.run.directory import RunLock
 
     config = _config(config, set_)
     with RunLock(Path(config.out_dir)):  # not under a training run's feet
@@ -164,7 +170,7 @@ def train(
         + ([f"train.device={device}"] if device else [])
         + ([f"train.threads={threads}"] if threads is not None else [])
     )
-    from mtrain.train import train as run_training
+    from mtrain.training.session import train as run_training
 
     result = run_training(
         _config(config, overrides),
@@ -215,6 +221,10 @@ AlignmentLayerOption = typer.Option(
     help="Decoder layer (from 1) whose cross-attention aligns; 0: the last (best by AER, see README).",
 )
 ThreadsOption = typer.Option(0, help="CPU threads for decoding; 0: the CPUs this process may use (or OMP_NUM_THREADS).")
+DeviceOption = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model.")
+PrecisionOption = typer.Option(
+    "auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."
+)
 QuantizationOption = typer.Option(
     None,
     metavar="TYPE",
@@ -257,15 +267,13 @@ def translate(
     engine: str = EngineOption,
     quantization: Optional[str] = QuantizationOption,
     threads: int = ThreadsOption,
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
-    precision: str = typer.Option(
-        "auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."
-    ),
+    device: str = DeviceOption,
+    precision: str = PrecisionOption,
     alignment: bool = AlignmentOption,
     alignment_layer: int = AlignmentLayerOption,
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
-    from mtrain.translate import Aligner, open_engine, translate_command
+    from mtrain.commands.translate import Aligner, open_engine, translate_command
 
     translator = open_engine(
         checkpoint,
@@ -314,13 +322,13 @@ def tune(
         None, "--output", "-o", metavar="FILE", help="With --write: write a tuned copy here instead of in place."
     ),
     threads: int = ThreadsOption,
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
-    precision: str = typer.Option("auto", metavar="auto|fp32|bf16", help="auto (bf16 on CUDA, fp32 on CPU)."),
+    device: str = DeviceOption,
+    precision: str = PrecisionOption,
 ) -> None:
     """Choose beam size and length penalty on the validation set: a table of BLEU, chrF, brevity
     penalty and time per setting; --write makes the best one the checkpoint's default."""
-    from mtrain.translate import open_engine
-    from mtrain.tune import tune_command
+    from mtrain.commands.translate import open_engine
+    from mtrain.commands.tune import tune_command
 
     tune_command(
         checkpoint,
@@ -356,7 +364,7 @@ def eval_bleu(
     engine: str = EngineOption,
     quantization: Optional[str] = QuantizationOption,
     threads: int = ThreadsOption,
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model, when translating."),
+    device: str = DeviceOption,
     paper_bleu: bool = typer.Option(
         False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."
     ),
@@ -370,7 +378,7 @@ def eval_bleu(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
-    from mtrain.evaluate import eval_command
+    from mtrain.commands.evaluate import eval_command
 
     translating = bool(checkpoint) or model is not None
     options = (
@@ -423,7 +431,7 @@ def export(
     Needs the deploy extra: pip install 'mtrain[deploy]'. The directory also holds the
     sentencepiece models and mtrain.json (languages, decode settings), so it alone translates.
     """
-    from mtrain.export import export_command
+    from mtrain.commands.export import export_command
 
     written = export_command(checkpoint, format, output, quantization, force)
     typer.echo(f"exported {checkpoint} as {format} to {written}")
@@ -445,10 +453,8 @@ def serve(
     ),
     port: int = typer.Option(8000, help="TCP port."),
     threads: int = ThreadsOption,
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
-    precision: str = typer.Option(
-        "auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."
-    ),
+    device: str = DeviceOption,
+    precision: str = PrecisionOption,
     max_sentences: int = typer.Option(64, help="Most sentences in one request."),
     max_chars: int = typer.Option(2000, help="Most characters in one sentence."),
     max_body_bytes: int = typer.Option(1_000_000, help="Largest request body in bytes."),
@@ -462,8 +468,9 @@ def serve(
     Needs the serve extra: pip install 'mtrain[serve]'. Example:
     curl -s localhost:8000/translate -H 'content-type: application/json' -d '{"text": ["A dog runs."]}'
     """
-    from mtrain.serve import ServeLimits, serve_command
-    from mtrain.translate import check_model_source, open_engine
+    from mtrain.commands.translate import check_model_source, open_engine
+    from mtrain.deploy.serve.app import serve_command
+    from mtrain.deploy.serve.worker import ServeLimits
 
     check_model_source(checkpoint, model)  # before the server starts
     limits = ServeLimits(max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms)
@@ -502,9 +509,9 @@ def average(
     ),
 ) -> None:
     """Average the weights of checkpoints (the paper: last 5 for base, 20 for big)."""
-    from mtrain import checkpoint
+    from mtrain.commands.average import average_command
 
-    paths = checkpoint.average_command(inputs, output, last, allow_gaps, best)
+    paths = average_command(inputs, output, last, allow_gaps, best)
     typer.echo(f"averaged {len(paths)} checkpoint(s) into {output}: {', '.join(p.name for p in paths)}")
 
 
@@ -536,7 +543,7 @@ def attention(
         metavar="png|json",
         help="png (heatmaps, needs mtrain[plot]) or json (the raw weights, for notebooks).",
     ),
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
+    device: str = DeviceOption,
 ) -> None:
     """Translate one sentence and draw the attention that produced it, labelled with subword pieces.
 
@@ -544,16 +551,16 @@ def attention(
     last layer. Example:
     mtrain attention --checkpoint runs/demo/checkpoint_avg.pt --text "The dog sees a cat." -o attn.png
     """
-    from mtrain.attention import KINDS, attention_maps
-    from mtrain.decode import open_translator
     from mtrain.files import atomic_write_text
+    from mtrain.inference.translator import open_translator
+    from mtrain.insight.attention import KINDS, attention_maps
 
     if format not in ("png", "json"):
         raise MtrainError(f"--format must be png or json, got '{format}'")
     if kind not in KINDS:
         raise MtrainError(f"--kind must be one of {', '.join(KINDS)}, got '{kind}'")
     if format == "png":
-        from mtrain import plots
+        from mtrain.insight import plots
 
         plots.pyplot()  # a missing extra fails before the model loads
     maps = attention_maps(open_translator(checkpoint, device), text, beam)
@@ -579,7 +586,7 @@ def plot_metrics(
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The PNG to write (1500 x 900 px)."),
 ) -> None:
     """Learning curves: train/valid loss, valid BLEU, lr, tokens/s against step, valid loss against time."""
-    from mtrain import plots
+    from mtrain.insight import plots
 
     plots.save_png(plots.metrics_figure(run_dirs), output)
     typer.echo(f"wrote {output}")
@@ -593,7 +600,7 @@ def plot_positions(
     length: int = typer.Option(100, help="Positions to draw."),
 ) -> None:
     """The sinusoidal positional encodings of section 3.5: the matrix and a few dimensions."""
-    from mtrain import plots
+    from mtrain.insight import plots
 
     plots.save_png(plots.positions_figure(d_model, length), output)
     typer.echo(f"wrote {output}")
@@ -609,10 +616,10 @@ def report(
     ),
     examples: int = typer.Option(3, help="Example translations with their attention maps."),
     max_sentences: int = typer.Option(1000, help="Test sentences to decode for the scores and speed."),
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model."),
+    device: str = DeviceOption,
 ) -> None:
     """One HTML page about a run: config, data, curves, scores with signatures, speed, examples (needs mtrain[plot])."""
-    from mtrain.report import report_command
+    from mtrain.insight.report import report_command
 
     if examples < 0 or max_sentences < 1:
         raise MtrainError("--examples must be >= 0 and --max-sentences >= 1")

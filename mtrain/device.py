@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import sys
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -69,10 +69,23 @@ def cpu_has_fast_bf16() -> bool:
         return True
 
 
-def autocast_context(device: torch.device, precision: str):
+def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
     """Mixed-precision autocast for a resolved precision (nothing for fp32)."""
     dtype = AUTOCAST_DTYPES.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's random streams (CPU, and the device's on CUDA), to save in a checkpoint."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    """Continue the random streams `rng_state` saved."""
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def available_cpus() -> int:

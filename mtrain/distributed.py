@@ -14,6 +14,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from types import FrameType
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -66,7 +68,7 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def all_gather_object(obj) -> list:
+def all_gather_object(obj: object) -> list:
     if not dist.is_initialized():
         return [obj]
     out = [None] * dist.get_world_size()
@@ -74,17 +76,12 @@ def all_gather_object(obj) -> list:
     return out
 
 
-def broadcast_object(obj, src: int = 0):
+def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not dist.is_initialized():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def shutdown() -> None:
@@ -101,7 +98,7 @@ def launch(nproc_per_node: int, argv: list[str]) -> int:
     job = subprocess.Popen(torchrun_command(nproc_per_node, argv), start_new_session=True)
     received = []
 
-    def forward(signum, frame):
+    def forward(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         job.send_signal(signum)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write(temporary_path)`, make the bytes durable, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ def atomic_copy(source: Path, target: Path) -> None:
 
 
 @contextmanager
-def disk_errors(action: str, then: str = ""):
+def disk_errors(action: str, then: str = "") -> Iterator[None]:
     """Turn a full disk, a read-only directory or a refused permission into a one-line error.
 
     `action` says what was being done ("saving checkpoint runs/x/checkpoint_last.pt"), `then`

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtrain import attention  # noqa: E402
 from mtrain.data.sources import demo_split  # noqa: E402
-from mtrain.decode import open_translator  # noqa: E402
+from mtrain.inference.translator import open_translator
+from mtrain.insight import alignment
 
 
 def measure(checkpoint: Path, pairs: int) -> dict:
@@ -38,14 +38,14 @@ def measure(checkpoint: Path, pairs: int) -> dict:
         "checkpoint": str(checkpoint),
         "pairs": pairs,
         "scored": len(exact),
-        "diagonal": attention.alignment_error_rate(
-            [attention.diagonal(len(s.split()), len(references[i].split())) for s, i in zip(sources, exact)], gold
+        "diagonal": alignment.alignment_error_rate(
+            [alignment.diagonal(len(s.split()), len(references[i].split())) for s, i in zip(sources, exact)], gold
         ),
     }
     for shift in (False, True):
         for layer in range(1, len(translator.model.decoder) + 1):
-            found = attention.alignments(translator, sources, targets, layer, shift)
-            figures[f"layer{layer}{'_shift' if shift else ''}"] = attention.alignment_error_rate(found, gold)
+            found = alignment.alignments(translator, sources, targets, layer, shift)
+            figures[f"layer{layer}{'_shift' if shift else ''}"] = alignment.alignment_error_rate(found, gold)
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
 
 

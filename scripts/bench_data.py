@@ -32,11 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtrain.config import from_dict  # noqa: E402
+from mtrain.config_io import from_dict
 from mtrain.data.batching import TrainBatches  # noqa: E402
-from mtrain.data.binarize import PreparedData, prepare  # noqa: E402
+from mtrain.data.demo import generate
+from mtrain.data.prepare import prepare
 from mtrain.data.sources import iter_lines  # noqa: E402
-from mtrain.demo import generate  # noqa: E402
+from mtrain.data.store import PreparedData
 
 
 def write_corpus(prefix: str, pairs: int, tmp: str) -> str:

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from mtrain.commands.translate import open_engine
 from mtrain.data.sources import read_lines  # noqa: E402
-from mtrain.evaluate import corpus_scores  # noqa: E402
+from mtrain.evaluation.scores import corpus_scores
 from mtrain.special import EOS, PAD  # noqa: E402
-from mtrain.translate import open_engine  # noqa: E402
 
 
 def timed_translate(engine, lines: list[str], beam: int) -> tuple[float, list[str], int]:
@@ -68,7 +68,8 @@ def bench_torch(args, lines, refs) -> list[dict]:
 
 
 def bench_ctranslate2(args, lines, refs, workdir: Path) -> list[dict]:
-    from mtrain.export import ExportedCheckpoint, export_ctranslate2
+    from mtrain.deploy.ctranslate2 import export_ctranslate2
+    from mtrain.deploy.export import ExportedCheckpoint
 
     rows = []
     for quantization in ("float32", "int8"):
@@ -103,7 +104,8 @@ def bench_huggingface(args, lines, refs, workdir: Path) -> list[dict]:
     """generate() of the exported MarianMTModel on batches of mtrain's size (sorted by length)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from mtrain.export import ExportedCheckpoint, export_huggingface
+    from mtrain.deploy.export import ExportedCheckpoint
+    from mtrain.deploy.huggingface import export_huggingface
 
     out = export_huggingface(ExportedCheckpoint(Path(args.checkpoint)), workdir / "hf")
     model, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)

@@ -31,10 +31,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mtrain import checkpoint, rundir  # noqa: E402
-from mtrain.config import from_dict  # noqa: E402
+from mtrain.config_io import from_dict
 from mtrain.errors import MtrainError  # noqa: E402
-from mtrain.train import train  # noqa: E402
+from mtrain.run import checkpoint
+from mtrain.run import metrics as metrics_log
+from mtrain.training.session import train
 
 STEPS, SAVE_EVERY = 400, 20
 
@@ -149,7 +150,7 @@ def disk_faults(work: Path, reference: Path, faults: int, rng: random.Random) ->
 
             return write
 
-        real_fsync, os.fsync, rundir.open = (
+        real_fsync, os.fsync, metrics_log.open = (
             os.fsync,
             failing(os.fsync),
             failing(open),
@@ -162,7 +163,7 @@ def disk_faults(work: Path, reference: Path, faults: int, rng: random.Random) ->
             held += all_checkpoints_load(run)
         finally:
             os.fsync = real_fsync
-            del rundir.open
+            del metrics_log.open
     train(from_dict(config_values(run)))
     checks.append(run_is_whole(run, reference))
     return {"disk_faults": tried, "disk_faults_held": held, **{f"disk_{k}": v for k, v in combined(checks).items()}}

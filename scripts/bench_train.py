@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mtrain.config import load_config  # noqa: E402
-from mtrain.data import prepare  # noqa: E402
+from mtrain.config_io import load_config
+from mtrain.data.prepare import prepare
 from mtrain.device import autocast_context, keep_freed_memory  # noqa: E402
 from mtrain.distributed import DistInfo  # noqa: E402
-from mtrain.train import Trainer  # noqa: E402
+from mtrain.training.trainer import Trainer
 
 SHAPES = {
     "config": {},

@@ -40,7 +40,7 @@ DEMO_MODEL = {
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, request) -> Path:
     """Train the learning-test model once: returns its run directory."""
-    from mtrain.train import train
+    from mtrain.training.session import train
 
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:

@@ -6,8 +6,9 @@ ddp_fault_worker.py CONFIG clock   rank 1's training clock runs 10 s per step (r
 
 import sys
 
-import mtrain.train as train_module
-from mtrain.config import load_config
+import mtrain.training.trainer as train_module
+from mtrain.config_io import load_config
+from mtrain.training.session import train
 
 original_step = train_module.Trainer.train_step
 
@@ -29,4 +30,4 @@ elif fault == "clock":
     train_module.Trainer.elapsed = rank_one_clock
 else:
     raise SystemExit(f"unknown fault {fault!r}: fail or clock")
-train_module.train(load_config(sys.argv[1]))
+train(load_config(sys.argv[1]))

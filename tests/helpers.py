@@ -7,14 +7,18 @@ Fixtures live in conftest.py; everything importable lives here (tests import `he
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from mtrain.config import Config, from_dict
+from mtrain.config import Config
+from mtrain.config_io import from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -57,7 +61,7 @@ def tiny_config(out_dir: Path, **sections) -> Config:
 def two_corpora(directory: Path, tag: str = "<X>") -> list[dict]:
     """data.train for two weighted corpora: the demo generator's pairs, and 300 other demo pairs
     written to {directory}/extra.{en,de}, tagged and sampled three times as often."""
-    from mtrain.demo import generate
+    from mtrain.data.demo import generate
 
     en, de = generate(300, seed=77)
     for lang, lines in (("en", en), ("de", de)):
@@ -68,8 +72,39 @@ def two_corpora(directory: Path, tag: str = "<X>") -> list[dict]:
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import this checkout's mtrain
 
 
-def run_cli(*args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m mtrain ...` as a user would, capturing its output."""
+@dataclass
+class CliResult:
+    """What a command run in-process returns: the parts of subprocess.CompletedProcess tests read."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, input: str | None = None, timeout: float = 300) -> CliResult | subprocess.CompletedProcess:
+    """Run `mtrain ...` as a user would and capture its output: in this process (Typer's CliRunner:
+    no interpreter and torch start-up per call), or in a subprocess where only a real process will do
+    (stdin is read from a file descriptor; --nproc-per-node launches torchrun from sys.argv)."""
+    if input is not None or "--nproc-per-node" in args:
+        return run_cli_process(*args, input=input, timeout=timeout)
+    from typer.testing import CliRunner
+
+    from mtrain.cli import app
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(cwd)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):  # a bug: keep its traceback
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+    return CliResult(result.exit_code, result.stdout, stderr)
+
+
+def run_cli_process(*args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m mtrain ...` in a process of its own, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", "mtrain", *args],
         input=input,
@@ -79,6 +114,16 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 300) -> subpr
         env=ENV,
         cwd=ROOT,
     )
+
+
+def train_until_sigterm(command: list[str], metrics: Path, lines: int) -> tuple[int, str]:
+    """Start a training command (`python -m ...`) in a process of its own, send it SIGTERM once its
+    metrics.jsonl has `lines` records, and wait for it: (exit status, stderr). The caller resumes."""
+    process = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+    wait_for_lines(metrics, lines)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
 
 
 def wait_for_lines(path: Path, count: int, timeout: float = 180) -> None:

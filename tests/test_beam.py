@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mtrain.decode import beam_search, greedy_search, length_penalty
+from mtrain.inference.search import beam_search, greedy_search, length_penalty
 from mtrain.special import BOS, EOS, PAD
 
 VOCAB = 6  # pad, unk, bos, eos and two words: unk (1), 4 and 5 can be produced besides </s>

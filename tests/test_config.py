@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtrain.config import Config, CorpusConfig, load_config
+from mtrain.config import Config, CorpusConfig
+from mtrain.config_io import load_config
 from mtrain.errors import MtrainError
 
 from helpers import ROOT, run_cli

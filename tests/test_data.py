@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtrain.data import prepare
 from mtrain.data.batching import Prefetcher, TrainBatches, eval_batches
-from mtrain.demo import generate
+from mtrain.data.demo import generate
+from mtrain.data.prepare import prepare
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD
 
@@ -177,7 +177,7 @@ def test_interrupted_prepare_leaves_old_data_trusted_and_no_temp(tmp_path, monke
     prepare(config)
     before = data_files(config.data_dir)
     write_text(tmp_path / "train", EN[:900], DE[:900])
-    import mtrain.data.binarize as prep
+    import mtrain.data.prepare as prep
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
@@ -308,7 +308,7 @@ def test_only_tagged_corpora_get_the_tag_before_their_sources(mixed):
 
 def test_streaming_prepare_writes_what_the_whole_corpus_in_memory_writes(tmp_path, monkeypatch):
     """Chunks of 7 pairs (and a sentencepiece sample drawn from the stream) give byte-identical files."""
-    import mtrain.data.binarize as prep
+    import mtrain.data.prepare as prep
 
     def build(name, chunk):
         monkeypatch.setattr(prep, "CHUNK_PAIRS", chunk)
@@ -324,7 +324,7 @@ def test_streaming_prepare_writes_what_the_whole_corpus_in_memory_writes(tmp_pat
 
 
 def test_the_sentencepiece_sample_is_uniform_and_drawn_from_the_seed():
-    from mtrain.data.binarize import _sample_mask
+    from mtrain.data.prepare import _sample_mask
 
     chosen = _sample_mask(10_000, 100, seed=4)
     assert chosen.sum() == 100 and np.flatnonzero(chosen).mean() == pytest.approx(5000, rel=0.15)
@@ -396,7 +396,7 @@ def test_bad_corpus_lists_are_refused_in_one_line(tmp_path, data, message):
 
 
 def test_set_reaches_into_a_list_of_corpora(tmp_path):
-    from mtrain.config import from_dict
+    from mtrain.config_io import from_dict
 
     values = {"data": {"train": [{"demo": 10}, {"demo": 20}]}}
     assert from_dict(values, ["data.train.1.weight=3"]).data.train[1].weight == 3.0
@@ -408,7 +408,7 @@ def test_set_reaches_into_a_list_of_corpora(tmp_path):
 
 
 def test_subword_sampling_needs_a_unigram_model(tmp_path):
-    from mtrain.train import train
+    from mtrain.training.session import train
 
     config = tiny_config(tmp_path, tokenizer={"vocab_size": 200, "sampling_alpha": 0.1})
     with pytest.raises(MtrainError, match="not a unigram model; set tokenizer.type: unigram"):

@@ -9,12 +9,13 @@ import sys
 import pytest
 import torch
 
-from mtrain import checkpoint
 from mtrain.config import ModelConfig
-from mtrain.data import PreparedData
-from mtrain.decode import beam_search, greedy_search, load_model, open_translator
+from mtrain.data.store import PreparedData
+from mtrain.inference.search import beam_search, greedy_search
+from mtrain.inference.translator import load_model, open_translator
+from mtrain.run import checkpoint
 from mtrain.special import BOS, EOS, PAD
-from mtrain.train import train
+from mtrain.training.session import train
 
 from helpers import run_cli, tiny_config
 
@@ -262,8 +263,8 @@ BAD_TRANSLATE_OPTIONS = [
 
 @pytest.mark.parametrize("options,message", BAD_TRANSLATE_OPTIONS, ids=[m for _, m in BAD_TRANSLATE_OPTIONS])
 def test_bad_translate_options_are_refused_with_their_name(demo_run, options, message):
+    from mtrain.commands.translate import open_engine
     from mtrain.errors import MtrainError
-    from mtrain.translate import open_engine
 
     with pytest.raises(MtrainError) as error:
         open_engine(demo_run / "checkpoint_avg.pt", **options)
@@ -333,7 +334,7 @@ def test_eval_bleu_of_empty_files_is_a_one_line_error(tmp_path):
 
 
 def test_sampling_is_reproducible_line_by_line_and_top_1_is_greedy(demo_run, demo):
-    from mtrain.translate import open_engine
+    from mtrain.commands.translate import open_engine
 
     lines = demo[3].raw_text("test", "en")[:24]
     sample = lambda **o: open_engine(demo_run / "checkpoint_avg.pt", sampling="topk", **o)

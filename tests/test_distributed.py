@@ -4,7 +4,6 @@ The runs train on two weighted corpora, one of them tagged."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -13,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from mtrain import checkpoint
+from mtrain.run import checkpoint
 
-from helpers import ENV, ROOT, run_cli, two_corpora, wait_for_lines
+from helpers import ENV, ROOT, run_cli, train_until_sigterm, two_corpora
 
 MODEL = {
     "d_model": 32,
@@ -101,29 +100,9 @@ def test_two_processes_resume_exactly_after_sigterm(single):
     path = config_file(single, "resumed", max_steps=60, valid_every=0, save_every=30)
     reference = config_file(single, "straight", max_steps=60, valid_every=0, save_every=30)
     assert run_cli("train", "-c", str(reference), "--nproc-per-node", "2").returncode == 0
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node=2",
-            "-m",
-            "mtrain",
-            "train",
-            "-c",
-            str(path),
-        ],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for_lines(single / "resumed" / "metrics.jsonl", 5)
-    job.send_signal(signal.SIGTERM)
-    _, stderr = job.communicate(timeout=120)
-    assert job.returncode != 0
+    torchrun = ["torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mtrain", "train", "-c", str(path)]
+    status, stderr = train_until_sigterm(torchrun, single / "resumed" / "metrics.jsonl", 5)
+    assert status != 0
     stopped = checkpoint.load(single / "resumed" / "checkpoint_last.pt")["progress"]["step"]
     assert 5 <= stopped < 60, stderr[-2000:]
     result = run_cli("train", "-c", str(path), "--nproc-per-node", "2")

@@ -9,17 +9,17 @@ import math
 import pytest
 import torch
 
-from mtrain import checkpoint
+from mtrain.commands.translate import Aligner, open_engine
+from mtrain.commands.tune import tune_command
 from mtrain.config import TokenizerConfig
 from mtrain.data.tokenizer import train_model
-from mtrain.decode import open_translator
-from mtrain.ensemble import Ensemble
 from mtrain.errors import MtrainError
-from mtrain.evaluate import corpus_scores
+from mtrain.evaluation.scores import corpus_scores
+from mtrain.inference.ensemble import Ensemble
+from mtrain.inference.translator import open_translator
+from mtrain.run import checkpoint
 from mtrain.special import BOS, EOS, PAD
-from mtrain.train import train
-from mtrain.translate import Aligner, open_engine
-from mtrain.tune import tune_command
+from mtrain.training.session import train
 
 from helpers import run_cli, tiny_config
 

@@ -16,14 +16,17 @@ import sys
 import pytest
 import torch
 
-from mtrain.data import PreparedData
+from mtrain.commands.export import export_command
+from mtrain.commands.translate import open_engine
+from mtrain.data.store import PreparedData
 from mtrain.data.tokenizer import Tokenizer
+from mtrain.deploy.ctranslate2 import export_ctranslate2
+from mtrain.deploy.export import ExportedCheckpoint
+from mtrain.deploy.huggingface import export_huggingface
 from mtrain.errors import MtrainError
-from mtrain.evaluate import corpus_scores
-from mtrain.export import ExportedCheckpoint, export_command, export_ctranslate2, export_huggingface
-from mtrain.model import Transformer
+from mtrain.evaluation.scores import corpus_scores
+from mtrain.model.transformer import Transformer
 from mtrain.special import BOS, EOS
-from mtrain.translate import open_engine
 
 from helpers import ENV, TINY_MODEL, run_cli, tiny_config
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from mtrain import checkpoint
-from mtrain.data import PreparedData
+from mtrain.data.store import PreparedData
+from mtrain.run import checkpoint
 
 from helpers import ENV, ROOT, run_cli, tiny_config
 
@@ -52,7 +52,7 @@ def test_a_non_terminal_log_shows_progress_after_the_first_step(finished_run):
 def test_threads_option_is_honoured(finished_run):
     _, _, log = finished_run
     assert "1 CPU thread(s) per process" in log
-    from mtrain.translate import open_engine
+    from mtrain.commands.translate import open_engine
 
     before = torch.get_num_threads()
     try:

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from mtrain import attention
 from mtrain.data.sources import demo_split
-from mtrain.decode import open_translator
 from mtrain.errors import MtrainError
+from mtrain.inference.translator import open_translator
+from mtrain.insight import alignment, attention
 
 from helpers import run_cli
 
@@ -49,11 +49,11 @@ def test_the_default_alignment_layer_beats_a_monotone_diagonal(translator):
     hyps = [h[0] for h in translator.translate_nbest(sources)]
     exact = [i for i, h in enumerate(hyps) if translator.tokenizer.decode_tgt(h.tokens) == references[i]]
     assert len(exact) > 200
-    layer = attention.default_alignment_layer(len(translator.model.decoder))
-    found = attention.alignments(translator, [sources[i] for i in exact], [hyps[i].tokens for i in exact], layer)
-    model_aer = attention.alignment_error_rate(found, [gold[i] for i in exact])
-    diagonal = [attention.diagonal(len(sources[i].split()), len(references[i].split())) for i in exact]
-    diagonal_aer = attention.alignment_error_rate(diagonal, [gold[i] for i in exact])
+    layer = alignment.default_alignment_layer(len(translator.model.decoder))
+    found = alignment.alignments(translator, [sources[i] for i in exact], [hyps[i].tokens for i in exact], layer)
+    model_aer = alignment.alignment_error_rate(found, [gold[i] for i in exact])
+    diagonal = [alignment.diagonal(len(sources[i].split()), len(references[i].split())) for i in exact]
+    diagonal_aer = alignment.alignment_error_rate(diagonal, [gold[i] for i in exact])
     assert model_aer < diagonal_aer - 0.15, (model_aer, diagonal_aer)
 
 
@@ -144,7 +144,7 @@ def test_plot_and_report_mistakes_are_one_line_errors(demo_run, tmp_path):
 
 
 def test_a_missing_plot_extra_says_what_to_install(monkeypatch):
-    from mtrain import plots
+    from mtrain.insight import plots
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MtrainError, match=r"pip install 'mtrain\[plot\]'"):

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import mtrain.loss
+import mtrain.model.loss
 from mtrain.device import keep_freed_memory
-from mtrain.loss import label_smoothed_loss
+from mtrain.model.loss import label_smoothed_loss
 from mtrain.special import PAD
 
 
@@ -40,7 +40,7 @@ def _reference(hidden, weight, target, epsilon):
 @pytest.mark.parametrize("chunk_elements", [1 << 21, 100, 1])  # one chunk, several rows, one row each
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_values_and_gradients_equal_f_cross_entropy(monkeypatch, dtype, chunk_elements, overwrite):
-    monkeypatch.setattr(mtrain.loss, "CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(mtrain.model.loss, "CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(0)
     hidden = torch.randn(3, 7, 16, dtype=dtype)
     weight = torch.randn(50, 16, dtype=dtype, requires_grad=True)

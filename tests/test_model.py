@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mtrain.config import ModelConfig
-from mtrain.model import KVCache, Transformer, dropout, sinusoidal_positions
+from mtrain.model.transformer import KVCache, Transformer, dropout, sinusoidal_positions
 from mtrain.special import PAD
 
 

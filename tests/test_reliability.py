@@ -5,19 +5,22 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from mtrain import checkpoint, files, rundir
-from mtrain.data import PreparedData, prepare
+from mtrain import files
+from mtrain.data.prepare import prepare
+from mtrain.data.store import PreparedData
 from mtrain.errors import MtrainError
-from mtrain.train import train
+from mtrain.run import checkpoint
+from mtrain.run import directory as rundir
+from mtrain.run.metrics import DROPPED_METRICS_FILE
+from mtrain.training.session import train
 
-from helpers import ENV, ROOT, run_cli, tiny_config, wait_for_lines
+from helpers import run_cli, tiny_config, train_until_sigterm
 
 
 def metrics(run_dir):
@@ -95,11 +98,11 @@ def test_a_kill_inside_the_save_leaves_no_gap_and_resume_rewrites_it(tmp_path, m
             raise KeyboardInterrupt("killed inside the save")
         real_copy(source, target)
 
-    monkeypatch.setattr("mtrain.train.atomic_copy", dying_copy)
+    monkeypatch.setattr("mtrain.run.checkpoint.atomic_copy", dying_copy)
     with pytest.raises(KeyboardInterrupt):
         train(config)
     assert checkpoint.load(tmp_path / "checkpoint_last.pt")["progress"]["step"] == 3
-    monkeypatch.setattr("mtrain.train.atomic_copy", real_copy)
+    monkeypatch.setattr("mtrain.run.checkpoint.atomic_copy", real_copy)
     train(config)
     assert [p.name for p in checkpoint.numbered(tmp_path)] == ["checkpoint_3.pt", "checkpoint_6.pt", "checkpoint_9.pt"]
     steps = [m["step"] for m in metrics(tmp_path) if m["kind"] == "train"]
@@ -247,7 +250,7 @@ def test_metrics_are_cut_back_to_the_resumed_step_and_a_partial_line_is_moved_as
     again = [m for m in metrics(run) if m["kind"] == "train"]
     assert [m["step"] for m in again] == list(range(1, 10))
     assert [m["loss"] for m in again] == pytest.approx([m["loss"] for m in original], rel=1e-5)  # replayed exactly
-    dropped = (run / rundir.DROPPED_METRICS_FILE).read_text().splitlines()
+    dropped = (run / DROPPED_METRICS_FILE).read_text().splitlines()
     assert dropped[-1] == '{"kind": "train", "st' and len(dropped) >= 7
 
 
@@ -258,7 +261,7 @@ def test_a_run_that_died_before_its_first_checkpoint_starts_over_with_its_metric
     )
     train(tiny_config(tmp_path, train={"max_steps": 3, "save_every": 3, "log_every": 1}))
     assert [m["step"] for m in metrics(tmp_path) if m["kind"] == "train"] == [1, 2, 3]
-    assert len((tmp_path / rundir.DROPPED_METRICS_FILE).read_text().splitlines()) == 2
+    assert len((tmp_path / DROPPED_METRICS_FILE).read_text().splitlines()) == 2
 
 
 def test_damaged_prepared_data_is_rebuilt_by_prepare_and_refused_when_opened(finished, tmp_path):
@@ -334,11 +337,11 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
 
 
 def test_a_full_disk_while_appending_metrics_or_preparing_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(rundir, "open", enospc, raising=False)
+    monkeypatch.setattr("mtrain.run.metrics.open", enospc, raising=False)
     with pytest.raises(MtrainError, match="appending to .*metrics.jsonl failed: no space left"):
         train(tiny_config(tmp_path / "a", train={"max_steps": 3, "save_every": 3}))
     monkeypatch.undo()
-    monkeypatch.setattr("mtrain.data.binarize.np.save", enospc)
+    monkeypatch.setattr("mtrain.data.prepare.np.save", enospc)
     with pytest.raises(
         MtrainError,
         match="preparing data in .* failed: no space left on the device; free some space; "
@@ -387,17 +390,9 @@ def test_the_launcher_forwards_sigterm_to_every_rank(tmp_path):
         data={"train": {"demo": 3000}, "valid": {}, "test": {}},
         train={"max_steps": 100000, "log_every": 1, "save_every": 0, "max_tokens": 300},
     )
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "mtrain", "train", "-c", str(config_file(tmp_path, config)), "--nproc-per-node", "2"],
-        cwd=ROOT,
-        env=ENV,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for_lines(tmp_path / "run" / "metrics.jsonl", 3)
-    launcher.send_signal(signal.SIGTERM)
-    _, stderr = launcher.communicate(timeout=120)
-    assert launcher.returncode == 130, stderr[-3000:]
+    command = ["mtrain", "train", "-c", str(config_file(tmp_path, config)), "--nproc-per-node", "2"]
+    status, stderr = train_until_sigterm(command, tmp_path / "run" / "metrics.jsonl", 3)
+    assert status == 130, stderr[-3000:]
     assert checkpoint.load(tmp_path / "run" / "checkpoint_last.pt")["progress"]["step"] >= 3
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "run.yaml")], capture_output=True, text=True

@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mtrain.data import PreparedData
-from mtrain.decode import Hypothesis
-from mtrain.serve import BatchingWorker, QueueFull, ServeLimits, create_app
-from mtrain.translate import open_engine
+from mtrain.commands.translate import open_engine
+from mtrain.data.store import PreparedData
+from mtrain.deploy.serve.app import create_app
+from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
+from mtrain.inference.search import Hypothesis
 
 from helpers import ENV, ROOT, run_cli
 
@@ -42,6 +43,12 @@ def client(demo):
         while c.get("/health").status_code != 200 and time.time() < deadline:
             time.sleep(0.1)
         yield c
+
+
+def worker_queue_size(app) -> int:
+    """Sentences waiting for the model in an app's batching worker (0 until it is loaded)."""
+    worker = app.state.mtrain["worker"]
+    return worker.waiting if worker is not None else 0
 
 
 def free_port() -> int:
@@ -162,18 +169,19 @@ def test_bad_input_is_a_one_line_json_error_and_the_server_keeps_serving(client,
 
 
 def test_a_full_queue_is_refused_not_grown():
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     class SlowTranslator:
         config = type("C", (), {"beam": 1, "max_tokens": 100})()
 
         def translate_nbest(self, lines, beam=None, nbest=1):
+            started.set()
             release.wait(30)
             return [[None] for _ in lines]
 
     worker = BatchingWorker(SlowTranslator(), ServeLimits(max_queue=5, max_wait_ms=0))
     first = worker.submit(["a"] * 3, 1, 1)  # taken by the worker, which then blocks
-    time.sleep(0.2)
+    assert started.wait(10)
     worker.submit(["b"] * 5, 1, 1)  # waits: the queue now holds 5 sentences
     with pytest.raises(QueueFull):
         worker.submit(["c"], 1, 1)
@@ -183,13 +191,14 @@ def test_a_full_queue_is_refused_not_grown():
 
 
 def test_a_full_queue_answers_503_with_retry_after_over_http():
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     class SlowTranslator:
         config = type("C", (), {"beam": 1, "max_tokens": 100})()
         tokenizer = type("T", (), {"decode_tgt": staticmethod(lambda ids: "ok")})()
 
         def translate_nbest(self, lines, beam=None, nbest=1):
+            started.set()
             release.wait(30)
             return [[Hypothesis([], 0.0, 0.0)] for _ in lines]
 
@@ -201,10 +210,12 @@ def test_a_full_queue_answers_503_with_retry_after_over_http():
         send = lambda text: answers.append(http.post("/translate", json={"text": text}).status_code)  # noqa: E731
         busy = threading.Thread(target=send, args=(["a", "b"],))  # taken by the model, which then waits
         busy.start()
-        time.sleep(0.3)
+        assert started.wait(10)
         waiting = threading.Thread(target=send, args=(["c", "d"],))  # fills the queue (2 sentences)
         waiting.start()
-        time.sleep(0.3)
+        deadline = time.time() + 10
+        while worker_queue_size(app) < 2 and time.time() < deadline:  # until the second request is queued
+            time.sleep(0.01)
         refused = http.post("/translate", json={"text": ["e"]})
         release.set()
         busy.join(30)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -13,14 +11,16 @@ import pytest
 import torch
 import yaml
 
-from mtrain import checkpoint
-from mtrain.data import prepare
 from mtrain.data.batching import collate
+from mtrain.data.prepare import prepare
 from mtrain.distributed import DistInfo
 from mtrain.errors import MtrainError
-from mtrain.train import Trainer, cooldown_factor, learning_rate, train
+from mtrain.run import checkpoint
+from mtrain.training.schedule import cooldown_factor, learning_rate
+from mtrain.training.session import train
+from mtrain.training.trainer import Trainer
 
-from helpers import ENV, ROOT, run_cli, tiny_config, two_corpora, wait_for_lines
+from helpers import run_cli, tiny_config, train_until_sigterm, two_corpora
 
 
 def test_learning_rate_follows_the_paper_formula():
@@ -107,7 +107,7 @@ def test_a_training_step_waits_for_the_device_once(tmp_path, monkeypatch):
     assert len(micro_batches) == 3
     result = trainer.train_step(micro_batches)
     monkeypatch.undo()
-    assert reads == ["__bool__ in mtrain.train"]
+    assert reads == ["__bool__ in mtrain.training.trainer"]
     assert result.finite and result.loss_sum.item() > 0
 
 
@@ -149,17 +149,10 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     interrupted = _write_config(tmp_path / "b.yaml", {**values, "out_dir": str(tmp_path / "b")})
     assert run_cli("train", "-c", str(uninterrupted)).returncode == 0
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mtrain", "train", "-c", str(interrupted)],
-        cwd=ROOT,
-        env=ENV,
-        stderr=subprocess.PIPE,
-        text=True,
+    status, stderr = train_until_sigterm(
+        ["mtrain", "train", "-c", str(interrupted)], tmp_path / "b" / "metrics.jsonl", 5
     )
-    wait_for_lines(tmp_path / "b" / "metrics.jsonl", 5)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert status == 130, stderr
     assert "run the same command again to resume" in stderr
     stopped_at = checkpoint.load(tmp_path / "b" / "checkpoint_last.pt")["progress"]["step"]
     assert 5 <= stopped_at < 150
@@ -210,7 +203,7 @@ def test_max_minutes_stops_where_max_steps_would_and_a_larger_budget_resumes(tmp
 
 
 def test_non_finite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
-    import mtrain.train as train_module
+    import mtrain.training.trainer as train_module
 
     monkeypatch.setattr(
         train_module,
@@ -245,9 +238,9 @@ def test_checkpoints_are_complete_and_rotated(tmp_path):
 
 def test_the_demo_task_is_learned(demo_run):
     """The learning test: a tiny model masters held-out demo sentences (about a minute on 2 cores)."""
-    from mtrain.data import PreparedData
-    from mtrain.decode import open_translator
-    from mtrain.evaluate import corpus_scores
+    from mtrain.data.store import PreparedData
+    from mtrain.evaluation.scores import corpus_scores
+    from mtrain.inference.translator import open_translator
 
     data = PreparedData(demo_run / "data")
     translator = open_translator(demo_run / "checkpoint_avg.pt", "cpu")

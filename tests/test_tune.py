@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mtrain import checkpoint
-from mtrain.decode import open_translator
-from mtrain.evaluate import corpus_scores
-from mtrain.tune import edge_notes, parse_beams, parse_lenpens
+from mtrain.evaluation.scores import corpus_scores
+from mtrain.evaluation.tune import edge_notes, parse_beams, parse_lenpens
+from mtrain.inference.translator import open_translator
+from mtrain.run import checkpoint
 
 from helpers import run_cli
 

@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mtrain.data.binarize import Split
+from mtrain.data.store import Split
+from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD
 
 
@@ -37,7 +38,7 @@ class Batch:
             self.src.pin_memory(), self.tgt_in.pin_memory(), self.tgt_out.pin_memory(), self.ids, self.tgt_tokens
         )
 
-    def to(self, device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         """The batch on `device` (asynchronously on CUDA when the batch is pinned)."""
         non_blocking = torch.device(device).type == "cuda"
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
@@ -79,7 +80,9 @@ def collate(split: Split, ids: np.ndarray, max_len: int) -> Batch:
     )
 
 
-def epoch_pairs(usable: np.ndarray, corpus: np.ndarray | None, weights: list[float], rng) -> np.ndarray:
+def epoch_pairs(
+    usable: np.ndarray, corpus: np.ndarray | None, weights: list[float], rng: np.random.Generator
+) -> np.ndarray:
     """The pairs of one epoch (indices into the split; a pair may repeat).
 
     The epoch holds as many pairs as the usable pairs of all corpora; corpus c gets
@@ -146,6 +149,21 @@ class TrainBatches:
         """Whole optimizer steps in an epoch (a last partial step is dropped)."""
         return len(self.batches(epoch)) // (self.world_size * self.update_freq)
 
+    def next_position(self, epoch: int, step: int, max_epochs: int = 0) -> tuple[int, int] | None:
+        """(epoch, step) of the next optimizer step from `step` of `epoch`, moving on to the next
+        epoch when this one is done; None once `max_epochs` (0: no limit) are done."""
+        while step >= self.steps_in_epoch(epoch):
+            if self.steps_in_epoch(epoch) == 0:
+                raise MtrainError(
+                    "the training data gives no complete step: fewer than world_size x update_freq = "
+                    f"{self.world_size * self.update_freq} batches per epoch; lower train.max_tokens or "
+                    "train.update_freq"
+                )
+            if max_epochs and epoch >= max_epochs:
+                return None
+            epoch, step = epoch + 1, 0
+        return epoch, step
+
     def step(self, epoch: int, step: int) -> list[Batch]:
         """This rank's micro-batches for optimizer step `step` (0-based) of `epoch`."""
         per_step = self.world_size * self.update_freq
@@ -164,6 +182,21 @@ class Prefetcher:
         self.schedule, self.pin = schedule, pin
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="mtrain-batches")
         self.pending: tuple[tuple[int, int], Future] | None = None
+
+    def next_position(self, epoch: int, step: int, max_epochs: int = 0) -> tuple[int, int] | None:
+        """(epoch, step) of the next optimizer step from `step` of `epoch`, moving on to the next
+        epoch when this one is done; None once `max_epochs` (0: no limit) are done."""
+        while step >= self.steps_in_epoch(epoch):
+            if self.steps_in_epoch(epoch) == 0:
+                raise MtrainError(
+                    "the training data gives no complete step: fewer than world_size x update_freq = "
+                    f"{self.world_size * self.update_freq} batches per epoch; lower train.max_tokens or "
+                    "train.update_freq"
+                )
+            if max_epochs and epoch >= max_epochs:
+                return None
+            epoch, step = epoch + 1, 0
+        return epoch, step
 
     def step(self, epoch: int, step: int) -> list[Batch]:
         ahead, self.pending = self.pending, None

@@ -16,8 +16,8 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from mtrain import demo
 from mtrain.config import CorpusConfig
+from mtrain.data import demo
 from mtrain.errors import MtrainError
 
 LOCAL_LOADERS = ("parquet", "json", "csv", "arrow")
@@ -198,10 +198,8 @@ def _dataset_chunks(
 
 def _load_split(spec: CorpusConfig, section: str):
     """The configured split of a `datasets` dataset (hub name or local loader) and its name."""
-    try:
-        import datasets  # imported lazily: only this source needs it
-    except ImportError:
-        raise MtrainError("data source 'dataset' needs the datasets package: pip install datasets") from None
+    import datasets  # a dependency of mtrain itself, imported lazily: only this source needs it
+
     local = spec.dataset in LOCAL_LOADERS
     if local:
         if not spec.data_files:

@@ -23,7 +23,8 @@ import time
 import numpy as np
 from sentencepiece import SentencePieceProcessor
 
-from mtrain.data.binarize import IndexedArray, Split
+from mtrain.data.store import IndexedArray, PreparedData, Split
+from mtrain.data.tokenizer import Tokenizer
 from mtrain.errors import MtrainError
 
 log = logging.getLogger("mtrain")
@@ -78,7 +79,9 @@ class SubwordSampler:
         )
         return split
 
-    def _resegment(self, side: IndexedArray, processor: SentencePieceProcessor, tags: np.ndarray, seed) -> IndexedArray:
+    def _resegment(
+        self, side: IndexedArray, processor: SentencePieceProcessor, tags: np.ndarray, seed: list[int]
+    ) -> IndexedArray:
         rng = np.random.default_rng(seed)
         piece_scores = self.piece_scores[id(processor)]
         sequences = []
@@ -93,7 +96,9 @@ class SubwordSampler:
         return IndexedArray.from_sequences(sequences, side.data.dtype)
 
 
-def sample_segmentations(nbest: list[list[list[int]]], piece_scores: np.ndarray, alpha: float, rng) -> list[list[int]]:
+def sample_segmentations(
+    nbest: list[list[list[int]]], piece_scores: np.ndarray, alpha: float, rng: np.random.Generator
+) -> list[list[int]]:
     """One segmentation per sentence, drawn with probability ~ P(x)^alpha among its candidates
     (log P(x) = the sum of its pieces' log probabilities), by the Gumbel-max trick."""
     counts = np.fromiter(map(len, nbest), np.int64, count=len(nbest))
@@ -106,3 +111,13 @@ def sample_segmentations(nbest: list[list[list[int]]], piece_scores: np.ndarray,
     order = np.lexsort((-key, sentence))  # by sentence, best key first
     first = np.cumsum(counts) - counts
     return [candidates[i] for i in order[first].tolist()]
+
+
+def subword_sampler(data: PreparedData, tokenizer: Tokenizer, alpha: float, seed: int) -> SubwordSampler | None:
+    """Subword regularization (tokenizer.sampling_alpha > 0): each epoch's segmentation; None when off."""
+    if not alpha:
+        return None
+    for processor in (tokenizer.src, tokenizer.tgt):
+        require_unigram(processor)
+    tag_ids = [c["tag_id"] for c in data.corpora]
+    return SubwordSampler(data.split("train"), tokenizer.src, tokenizer.tgt, tag_ids, alpha, seed)

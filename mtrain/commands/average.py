@@ -1,0 +1,37 @@
+"""`mtrain average`: average checkpoints of a run directory (the last N, or the N best validated)
+or listed files into one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtrain.errors import MtrainError
+from mtrain.run.averaging import average, best_validated, check_no_gaps
+from mtrain.run.checkpoint import numbered, save
+
+
+def average_command(inputs: list[Path], output: Path, last: int, allow_gaps: bool = False, best: int = 0) -> list[Path]:
+    """`mtrain average`: the last `last` (or with `best`, the `best` best validated) numbered
+    checkpoints of a run directory, or the given files, averaged into `output`. Returns the
+    checkpoints used."""
+    if last < 1:
+        raise MtrainError(f"--last must be >= 1, got {last}")
+    if best < 0:
+        raise MtrainError(f"--best must be >= 1, got {best}")
+    if Path(output).is_dir():
+        raise MtrainError(
+            f"--output {output} is a directory; give a file name, e.g. {Path(output) / 'checkpoint_avg.pt'}"
+        )
+    run_dir = len(inputs) == 1 and Path(inputs[0]).is_dir()
+    if best and not run_dir:
+        raise MtrainError("--best chooses among a run's checkpoints; give one run directory")
+    if run_dir:
+        paths = numbered(inputs[0])[-last:] if not best else best_validated(numbered(inputs[0]), best)
+        if not paths:
+            raise MtrainError(f"no checkpoint_<step>.pt files in {inputs[0]}")
+        if not best:
+            check_no_gaps(paths, allow_gaps)
+    else:
+        paths = list(inputs)
+    save(average(paths), output)
+    return paths

@@ -1,0 +1,82 @@
+"""`mtrain eval-bleu`: score a hypothesis file (or translate first) against references, and with
+`--baseline` test whether the difference to another system is significant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mtrain.data.sources import read_lines
+from mtrain.errors import MtrainError
+from mtrain.evaluation.bootstrap import describe_bootstrap, paired_bootstrap
+from mtrain.evaluation.scores import corpus_scores
+
+
+def read_references(paths: list[Path], count: int | None) -> list[list[str]]:
+    refs = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise MtrainError(f"reference file not found: {path}")
+        refs.append(read_aligned(Path(path), count, "", "every file must have one line per sentence"))
+    return refs
+
+
+def read_aligned(path: Path, count: int | None, role: str, advice: str) -> list[str]:
+    """The lines of `path`, which must be one per translated sentence (`count`, None: any number);
+    `role` names the file in the error ("the baseline "), `advice` says how to fix it."""
+    lines = read_lines(path)
+    if count is not None and len(lines) != count:
+        raise MtrainError(
+            f"line counts differ: {role}{path} has {len(lines)} lines but the translations have {count}; {advice}"
+        )
+    return lines
+
+
+def eval_command(
+    ref_paths: list[Path],
+    hyp: Path | None = None,
+    src: Path | None = None,
+    translator_options: dict | None = None,
+    paper_bleu: bool = False,
+    as_json: bool = False,
+    baseline: Path | None = None,
+) -> dict:
+    """`mtrain eval-bleu`: score --hyp, or translate --src with a model (`translator_options` for
+    `translate.open_engine`: checkpoint or model_dir, engine, beam, ...) and score that; with a
+    `baseline` (another system's translations), also test whether the two differ significantly."""
+    if (hyp is None) == (translator_options is None):
+        raise MtrainError("give either --hyp FILE, or a model (--checkpoint CKPT or --model DIR) with --src FILE")
+    if baseline is not None and not baseline.is_file():
+        raise MtrainError(f"baseline file not found: {baseline}")
+    if hyp is not None:
+        if not Path(hyp).is_file():
+            raise MtrainError(f"hypothesis file not found: {hyp}")
+        hyps = read_lines(Path(hyp))
+    else:
+        if src is None or not Path(src).is_file():
+            raise MtrainError(f"translating needs an existing --src file (got {src})")
+        from mtrain.commands.translate import open_engine
+
+        lines = read_lines(Path(src))
+        read_references(ref_paths, len(lines))  # fail before translating, not after
+        hyps = open_engine(**translator_options).translate(lines)
+    if not hyps:
+        raise MtrainError("there is nothing to score: the translations are empty (0 lines)")
+    refs = read_references(ref_paths, len(hyps))
+    result = corpus_scores(hyps, refs, paper_bleu)
+    if baseline is not None:
+        baseline_lines = read_aligned(
+            baseline, len(hyps), "the baseline ", "compare two systems' translations of the same source file"
+        )
+        result.update(paired_bootstrap(hyps, baseline_lines, refs))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(result["bleu_detail"].split(" = ", 1)[0] + f" = {result['bleu']:.2f}  {result['bleu_signature']}")
+        print(f"  {result['bleu_detail']}")
+        print(f"chrF2 = {result['chrf']:.2f}  {result['chrf_signature']}")
+        if paper_bleu:
+            print(f"paper-style tokenized BLEU (13a + compound splitting) = {result['paper_bleu']:.2f}")
+        if baseline is not None:
+            print(describe_bootstrap(result))
+    return result

@@ -1,0 +1,364 @@
+"""`mtrain prepare`: read -> clean -> sentencepiece -> token ids on disk, once.
+
+The output is a prepared data directory; its format is described in `mtrain.data.store`.
+
+The training corpora stream through in chunks of CHUNK_PAIRS pairs, so memory does not grow
+with their size: pass 1 reads and cleans them into a temporary text file, which sentencepiece
+trains on (a seeded sample of it, streamed); pass 2 encodes that text and appends the ids to the
+.bin files. In both passes worker processes (one per core) clean or encode chunks while this
+process reads and writes (mtrain.data.parallel); the output is the same for any number of
+workers.
+
+It is built in a sibling temporary directory and swapped in only when complete, so an
+interrupted run never leaves data that a later run would trust. Running again with the same
+config and inputs finds the fingerprint unchanged and does nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from mtrain.config import Config, CorpusConfig, DataConfig, TokenizerConfig
+from mtrain.data.clean import REASONS, clean_pairs, drop_duplicates
+from mtrain.data.parallel import ordered_map
+from mtrain.data.sources import corpus_chunks, file_digest, input_files, iter_line_chunks, read_corpus
+from mtrain.data.store import (
+    FORMAT_VERSION,
+    IdsWriter,
+    PreparedData,
+    damaged_files,
+    file_records,
+    ids_dtype,
+    pack,
+    read_manifest,
+)
+from mtrain.data.tokenizer import Tokenizer, load_model_file, train_model
+from mtrain.errors import MtrainError
+from mtrain.files import disk_errors
+from mtrain.special import BOS, EOS, PAD, UNK
+
+log = logging.getLogger("mtrain")
+CHUNK_PAIRS = 50_000  # training pairs read, cleaned, encoded and written at a time (bounds memory)
+CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text between the two passes
+
+
+def fingerprint(config: Config) -> dict:
+    """What prepared data depends on: the data/tokenizer config (but for the settings only training
+    reads, such as corpus weights) and the input files' contents."""
+    d = config.data
+    files = []
+    for spec in [*d.train, d.valid, d.test]:
+        if spec.is_set():
+            files += input_files(spec, d.src_lang, d.tgt_lang)
+    for model in (config.tokenizer.model, config.tokenizer.tgt_model):
+        if model and Path(model).is_file():
+            files.append(Path(model))
+    inputs = [{"path": str(p), "size": p.stat().st_size, "sha256": file_digest(p)} for p in files if p.is_file()]
+    settings = {"data": asdict(d), "tokenizer": asdict(config.tokenizer)}
+    for corpus in settings["data"]["train"]:
+        del corpus["weight"]
+    del settings["tokenizer"]["sampling_alpha"]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return {"version": FORMAT_VERSION, "config": digest, "inputs": inputs}
+
+
+def _cleaned_training_chunks(config: Config) -> Iterator[tuple[int, list[str], list[str], dict]]:
+    """(corpus index, source lines, target lines, cleaning counts) of every training chunk, in
+    data.train's order, cleaned in worker processes; duplicates are found here, across chunks
+    and corpora."""
+    d, seen = config.data, set()
+    raw = (
+        (index, *chunk, d)
+        for index, spec in enumerate(d.train)
+        for chunk in corpus_chunks(spec, "train", d.src_lang, d.tgt_lang, CHUNK_PAIRS)
+    )
+    for index, src, tgt, counts in ordered_map(_clean_chunk, raw):
+        if d.dedup:
+            src, tgt = drop_duplicates(src, tgt, counts, seen)
+        yield index, src, tgt, counts
+
+
+def _clean_chunk(index: int, src: list[str], tgt: list[str], data: DataConfig) -> tuple:
+    return index, *clean_pairs(src, tgt, data)
+
+
+def _clean_training_text(config: Config, tmp: Path) -> tuple[list[dict], list[tuple]]:
+    """Pass 1: read and clean every training corpus into tmp/clean.{src,tgt}.txt (one sentence a
+    line; cleaned text holds no line breaks). Returns the cleaning counts per corpus and where
+    each cleaned chunk lies in those files: (corpus index, source span, target span), a span
+    being (byte offset, byte length), so pass 2's workers read their chunks themselves."""
+    counts, spans = [_no_counts() for _ in config.data.train], []
+    log.info("reading and cleaning the training data")
+    with open(tmp / CLEAN_TEXT[0], "wb") as src_file, open(tmp / CLEAN_TEXT[1], "wb") as tgt_file:
+        for index, src, tgt, chunk_counts in _cleaned_training_chunks(config):
+            if src:
+                spans.append((index, _append_lines(src_file, src), _append_lines(tgt_file, tgt)))
+            _add_counts(counts[index], chunk_counts)
+    for spec, corpus_counts in zip(config.data.train, counts):
+        _log_cleaning(spec.name_for_logs, corpus_counts)
+    if not sum(c["kept"] for c in counts):
+        raise _empty_corpus({"input": sum(c["input"] for c in counts)})
+    return counts, spans
+
+
+def _append_lines(file: BinaryIO, lines: list[str]) -> tuple[int, int]:
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    start = file.tell()
+    file.write(data)
+    return start, len(data)
+
+
+def _read_span(path: Path, span: tuple[int, int]) -> list[str]:
+    with open(path, "rb") as f:
+        f.seek(span[0])
+        return f.read(span[1]).decode("utf-8").split("\n")[:-1]
+
+
+def _tokenizer_models(config: Config, tmp: Path, pairs: int) -> dict[str, bytes]:
+    """The sentencepiece model bytes by file name: given in the config, or trained here on a
+    sample of the cleaned training text (`_sampled_lines`), with the corpus tags as user-defined
+    symbols. A joint model takes both sides of half as many pairs, so every model trains on
+    tokenizer.input_sentence_size sentences (or all there are)."""
+    t, seed = config.tokenizer, config.train.seed
+    tags = sorted({c.tag for c in config.data.train if c.tag})
+    chosen = _sample_mask(pairs, _sample_size(t), seed)
+    src, tgt = (_sampled_lines(tmp / name, chosen) for name in CLEAN_TEXT)
+    if t.joint:
+        return {
+            "spm.model": load_model_file(t.model) if t.model else train_model(itertools.chain(src, tgt), t, seed, tags)
+        }
+    src_model = load_model_file(t.model) if t.model else train_model(src, t, seed, tags)
+    tgt_model = load_model_file(t.tgt_model) if t.tgt_model else train_model(tgt, t, seed)
+    return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
+
+
+def _sample_size(t: TokenizerConfig) -> int:
+    """Pairs to sample so that each model trains on tokenizer.input_sentence_size sentences."""
+    return t.input_sentence_size // 2 if t.joint else t.input_sentence_size
+
+
+def _sample_mask(pairs: int, size: int, seed: int) -> np.ndarray | None:
+    """Which of `pairs` cleaned pairs sentencepiece trains on: a uniform sample of `size`, drawn
+    from the seed (sentencepiece's own sampler was measured to differ between processes with
+    the same seed), or None for all of them."""
+    if pairs <= size:
+        return None
+    chosen = np.zeros(pairs, dtype=bool)
+    chosen[np.random.default_rng(seed).choice(pairs, size, replace=False)] = True
+    return chosen
+
+
+def _sampled_lines(path: Path, chosen: np.ndarray | None) -> Iterator[str]:
+    """The lines of `path` that `chosen` marks, streamed: memory holds one chunk, not the sample."""
+    start = 0
+    for chunk in iter_line_chunks(path, CHUNK_PAIRS):
+        yield from chunk if chosen is None else itertools.compress(chunk, chosen[start : start + len(chunk)])
+        start += len(chunk)
+
+
+def _needs_training(t: TokenizerConfig) -> bool:
+    """Whether a sentencepiece model must be trained (none given for some side)."""
+    return not t.model or (not t.joint and not t.tgt_model)
+
+
+def _no_counts() -> dict[str, int]:
+    return {"input": 0, **dict.fromkeys(REASONS, 0), "kept": 0}
+
+
+def _add_counts(total: dict, counts: dict) -> None:
+    for key, value in counts.items():
+        total[key] += value
+
+
+def _empty_corpus(counts: dict) -> MtrainError:
+    return MtrainError(
+        f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the "
+        "cleaning limits data.min_len/max_len/max_len_ratio"
+    )
+
+
+def prepare(config: Config, expected_spm: dict | None = None) -> PreparedData:
+    """Build the prepared data directory unless an identical, intact one already exists.
+
+    `expected_spm` ({"src": bytes, "tgt": bytes | None}, a resumed checkpoint's) makes a rebuild
+    that would give another vocabulary fail before anything in the run directory changes."""
+    target = config.data_dir
+    wanted = fingerprint(config)
+    existing = read_manifest(target)
+    if existing is not None and existing.get("fingerprint") == wanted:
+        damaged = damaged_files(target, existing)
+        if not damaged:
+            log.info("prepared data in %s is up to date (same config and inputs); nothing to do", target)
+            data = PreparedData(target)
+            _check_vocabulary(data.tokenizer(), expected_spm, target)
+            return data
+        log.warning("prepared data in %s is damaged (%s); rebuilding", target, damaged)
+    elif (target / "manifest.json").exists():
+        log.info("config or inputs changed since %s was prepared (or its manifest is damaged); rebuilding", target)
+
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        with disk_errors(f"preparing data in {target}", "the data prepared before is intact; free space and run again"):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _build(config, tmp, wanted, expected_spm)
+            _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("prepared data written to %s", target)
+    return PreparedData(target)
+
+
+def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: Path) -> None:
+    if expected_spm is not None and (tokenizer.src_model, tokenizer.tgt_model) != (
+        expected_spm["src"],
+        expected_spm["tgt"],
+    ):
+        raise MtrainError(
+            f"the data and tokenizer settings give another sentencepiece vocabulary than the checkpoint being resumed; "
+            f"{target} and the run directory are left as they were: keep the run's data/tokenizer settings, "
+            "or use --restart / a new out_dir"
+        )
+
+
+def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -> None:
+    """Everything of a prepared data directory, written into `tmp`."""
+    d, t = config.data, config.tokenizer
+    counts, spans = _clean_training_text(config, tmp)
+    pairs = sum(c["kept"] for c in counts)
+    sampled = min(pairs, _sample_size(t))
+    log.info(
+        "sentencepiece: %s",
+        f"training a {t.type} model, vocabulary {t.vocab_size}, on {sampled} of {pairs} pairs (sampled with the seed)"
+        if _needs_training(t)
+        else "loading the given model",
+    )
+    models = _tokenizer_models(config, tmp, pairs)
+    names = list(models)
+    tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
+    _check_vocabulary(tokenizer, expected_spm, config.data_dir)
+    for name, data in models.items():
+        (tmp / name).write_bytes(data)
+    corpora, counts = _encode_training(config, tokenizer, tmp, counts, spans)
+    splits = {"train": {key: sum(c[key] for c in corpora) for key in ("pairs", "src_tokens", "tgt_tokens")}}
+    for section in ("valid", "test"):
+        spec = getattr(d, section)
+        if spec.is_set():
+            splits[section] = _encode_reference(spec, section, config, tokenizer, tmp)
+    manifest = {
+        "fingerprint": wanted,
+        "src_lang": d.src_lang,
+        "tgt_lang": d.tgt_lang,
+        "spm_models": {"src": names[0], "tgt": names[-1]},
+        "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
+        "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
+        "clean": counts,
+        "corpora": corpora,
+        "splits": splits,
+        "files": file_records(tmp),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _encode_training(
+    config: Config, tokenizer: Tokenizer, tmp: Path, counts: list[dict], spans: list[tuple]
+) -> tuple[list[dict], dict]:
+    """Pass 2: encode (in worker processes) and write the cleaned training text chunk by chunk,
+    each corpus's tag before its source sentences. Returns per-corpus records and the total
+    cleaning counts."""
+    d = config.data
+    tag_ids = [tokenizer.tag_id(c.tag) if c.tag else None for c in d.train]
+    src = IdsWriter(tmp / f"train.{d.src_lang}", tokenizer.src_vocab_size)
+    tgt = IdsWriter(tmp / f"train.{d.tgt_lang}", tokenizer.tgt_vocab_size)
+    corpora = [
+        {"name": c.name_for_logs, "tag": c.tag, "tag_id": tag_ids[i], "pairs": 0, "src_tokens": 0, "tgt_tokens": 0}
+        for i, c in enumerate(d.train)
+    ]
+    log.info("encoding train")
+    models = (tokenizer.src_model, tokenizer.tgt_model)
+    chunks = ((index, tmp, src_span, tgt_span, models, tag_ids[index]) for index, src_span, tgt_span in spans)
+    for index, src_packed, tgt_packed in ordered_map(_encode_chunk, chunks):
+        src.add_packed(*src_packed)
+        tgt.add_packed(*tgt_packed)
+        record = corpora[index]
+        record["pairs"] += len(src_packed[0])
+        record["src_tokens"] += int(src_packed[0].sum())
+        record["tgt_tokens"] += int(tgt_packed[0].sum())
+    src.close()
+    tgt.close()
+    for name in CLEAN_TEXT:
+        (tmp / name).unlink()
+    corpus_of_pair = np.repeat(np.arange(len(d.train), dtype=np.uint16), [c["kept"] for c in counts])
+    np.save(tmp / "train.corpus.npy", corpus_of_pair)
+    total = _no_counts()
+    for record, corpus_counts in zip(corpora, counts):
+        record["clean"] = corpus_counts
+        _add_counts(total, corpus_counts)
+    return corpora, total
+
+
+def _encode_chunk(index: int, tmp: Path, src_span: tuple, tgt_span: tuple, models: tuple, tag_id: int | None) -> tuple:
+    """(corpus index, packed source ids, packed target ids) of one chunk of the cleaned text; in a
+    worker process the encoder uses one thread (the workers are the parallelism), here all."""
+    tokenizer = _chunk_tokenizer(*models)
+    threads = 1 if multiprocessing.parent_process() else None
+    src = tokenizer.encode_src(_read_span(tmp / CLEAN_TEXT[0], src_span), threads)
+    tgt = tokenizer.encode_tgt(_read_span(tmp / CLEAN_TEXT[1], tgt_span), threads)
+    if tag_id is not None:
+        src = [[tag_id, *ids] for ids in src]
+    return index, pack(src, ids_dtype(tokenizer.src_vocab_size)), pack(tgt, ids_dtype(tokenizer.tgt_vocab_size))
+
+
+@functools.lru_cache(maxsize=1)
+def _chunk_tokenizer(src_model: bytes, tgt_model: bytes | None) -> Tokenizer:
+    return Tokenizer(src_model, tgt_model)
+
+
+def _log_cleaning(name: str, counts: dict) -> None:
+    dropped = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("input", "kept") and v)
+    log.info(
+        "cleaning %s: %d pairs in, %d kept (dropped: %s)", name, counts["input"], counts["kept"], dropped or "none"
+    )
+
+
+def _encode_reference(spec: CorpusConfig, section: str, config: Config, tokenizer: Tokenizer, tmp: Path) -> dict:
+    """A valid/test split: whitespace-normalized, kept as text (the references for BLEU) and encoded."""
+    d = config.data
+    src, tgt = read_corpus(spec, section, d.src_lang, d.tgt_lang)
+    src, tgt = [" ".join(s.split()) for s in src], [" ".join(t.split()) for t in tgt]
+    if not src:
+        raise MtrainError(f"the {section} corpus is empty; check data.{section}")
+    log.info("encoding %s: %d pairs", section, len(src))
+    record = {"pairs": len(src)}
+    for lang, lines, encode, vocab_size, key in (
+        (d.src_lang, src, tokenizer.encode_src, tokenizer.src_vocab_size, "src_tokens"),
+        (d.tgt_lang, tgt, tokenizer.encode_tgt, tokenizer.tgt_vocab_size, "tgt_tokens"),
+    ):
+        (tmp / f"{section}.{lang}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        writer = IdsWriter(tmp / f"{section}.{lang}", vocab_size)
+        for start in range(0, len(lines), CHUNK_PAIRS):
+            writer.add(encode(lines[start : start + CHUNK_PAIRS]))
+        record[key] = writer.close()
+    return record
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace `target` by the complete directory `new` (each rename is atomic)."""
+    old = target.with_name(f"{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

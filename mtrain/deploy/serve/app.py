@@ -1,0 +1,294 @@
+"""`mtrain serve`: an HTTP translation service (FastAPI + uvicorn) with dynamic batching.
+
+    POST /translate  {"text": ["...", ...], "beam": 4, "nbest": 1}  ->  {"translations": [...]}
+    GET  /health     200 once the model is loaded, 503 before
+    GET  /info       languages, vocabulary sizes, model shape, engine, checkpoint step
+    GET  /docs       the OpenAPI documentation FastAPI generates
+
+One worker thread owns the model (worker.py), so concurrency never duplicates model memory, and
+requests that arrive together are merged into one call. The queue is bounded: when it is full a
+request gets 503 with Retry-After instead of growing memory without limit. Every user mistake
+is a 4xx with a one-line JSON `{"error": ...}`; nothing returns a traceback. SIGTERM stops
+accepting connections, lets the requests in flight finish, then exits 0 (uvicorn's graceful
+shutdown).
+"""
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from mtrain.data.tokenizer import Tokenizer
+from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
+from mtrain.errors import MtrainError
+from mtrain.extras import require
+from mtrain.inference.engine import TranslationEngine
+from mtrain.inference.search import Hypothesis
+
+if TYPE_CHECKING:  # FastAPI is an optional extra: mtrain serve imports it when it starts
+    from fastapi import FastAPI, Request
+Receive = Callable[[], Awaitable[dict]]  # ASGI's receive and send callables, and an ASGI application
+Send = Callable[[dict], Awaitable[None]]
+ASGIApp = Callable[[dict, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("mtrain")
+
+
+def _require_fastapi() -> None:
+    for module in ("fastapi", "uvicorn"):
+        require(module, "serve", "mtrain serve")
+
+
+def create_app(
+    load_translator: Callable[[], TranslationEngine],
+    limits: ServeLimits,
+    on_load_error: Callable[[str], None] | None = None,
+) -> "FastAPI":
+    """The FastAPI application. `load_translator()` runs in a background thread at start-up, so
+    the server answers /health (503, loading) at once and becomes ready when the model is;
+    if loading fails, `on_load_error(message)` is called."""
+    _require_fastapi()
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    state: dict = {"worker": None, "error": None}
+
+    def load() -> None:
+        try:
+            state["worker"] = BatchingWorker(load_translator(), limits)
+            log.info("model loaded; serving")
+        except Exception as e:  # noqa: BLE001 - /health reports it; `serve_command` stops the server
+            state["error"] = str(e)
+            log.error("error: could not load the model: %s", e)
+            if on_load_error is not None:
+                on_load_error(str(e))
+
+    @asynccontextmanager
+    async def lifespan(app: "FastAPI") -> AsyncIterator[None]:
+        loader = threading.Thread(target=load, name="mtrain-load", daemon=True)
+        loader.start()
+        yield
+        loader.join()
+        if state["worker"] is not None:
+            state["worker"].stop()
+
+    app = FastAPI(
+        title="mtrain", description="Machine translation with a Transformer trained by mtrain.", lifespan=lifespan
+    )
+    app.state.mtrain = state  # the worker (once loaded) and the load error, for tests and embedding apps
+    _add_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    _add_routes(app, state, limits)
+    return app
+
+
+def _error(status: int, message: str, headers: dict | None = None):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: "FastAPI") -> None:
+    """Validation problems and stray exceptions become one-line JSON errors, never tracebacks."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    not_json = 'the request body is not valid JSON (UTF-8); send e.g. {"text": ["Hello."]}'
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: "Request", exc: RequestValidationError):
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return _error(400, not_json)
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+        return _error(422, f"{where}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: "Request", exc: HTTPException):
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):  # bytes that are not UTF-8
+            return _error(400, not_json)
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def bug(request: "Request", exc: Exception):
+        log.exception("internal error")
+        return _error(500, "internal error; see the server log")
+
+
+def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+    class TranslateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: list[StrictStr] = Field(
+            description="Sentences to translate, one per item.", examples=[["A man rides a bike."]]
+        )
+        beam: StrictInt | None = Field(None, ge=1, le=limits.max_beam, description="Beam size (default: the model's).")
+        nbest: StrictInt = Field(
+            1, ge=1, le=limits.max_beam, description="Hypotheses per sentence, with scores when > 1."
+        )
+
+    request_ids = itertools.count(1)
+
+    def ready_worker() -> BatchingWorker | None:
+        return state["worker"]
+
+    @app.get("/health")
+    async def health():
+        if state["error"]:
+            return _error(503, f"the model could not be loaded: {state['error']}")
+        if ready_worker() is None:
+            return _error(503, "loading the model", {"Retry-After": "1"})
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info():
+        worker = ready_worker()
+        if worker is None:
+            return _error(503, "loading the model", {"Retry-After": "1"})
+        t = worker.translator
+        return {
+            **t.info,
+            "src_vocab_size": t.tokenizer.src_vocab_size,
+            "tgt_vocab_size": t.tokenizer.tgt_vocab_size,
+            "decode": vars(t.config),
+            "limits": vars(limits),
+        }
+
+    @app.post("/translate")
+    async def translate(body: TranslateRequest):
+        worker = ready_worker()
+        if worker is None:
+            return _error(503, "loading the model", {"Retry-After": "1"})
+        problem = _over_limit(body.text, limits)
+        if problem:
+            return _error(413 if "at most" in problem else 422, problem)
+        beam = body.beam or worker.translator.config.beam
+        if body.nbest > beam:
+            return _error(422, f"nbest ({body.nbest}) must not exceed the beam ({beam})")
+        request_id, start = next(request_ids), time.perf_counter()
+        try:
+            future = worker.submit(body.text, beam, body.nbest)
+        except QueueFull:
+            return _error(503, "the server is busy (translation queue full); retry shortly", {"Retry-After": "1"})
+        results = await asyncio.wrap_future(future)
+        return _respond(worker.translator.tokenizer, results, body.nbest, request_id, start)
+
+
+def _over_limit(text: list[str], limits: ServeLimits) -> str | None:
+    if not text:
+        return "text must hold at least one sentence"
+    if len(text) > limits.max_sentences:
+        return f"{len(text)} sentences in one request; at most {limits.max_sentences} (--max-sentences)"
+    for i, line in enumerate(text):
+        if len(line) > limits.max_chars:
+            return f"text.{i} has {len(line)} characters; at most {limits.max_chars} (--max-chars)"
+    return None
+
+
+def _respond(tokenizer: Tokenizer, results: list[list[Hypothesis]], nbest: int, request_id: int, start: float) -> dict:
+    tokens = sum(len(hyps[0].tokens) + 1 for hyps in results)
+    log.info(
+        "request %d | %d sentences | %d target tokens | %.1f ms",
+        request_id,
+        len(results),
+        tokens,
+        1000 * (time.perf_counter() - start),
+    )
+    if nbest == 1:
+        return {"translations": [tokenizer.decode_tgt(hyps[0].tokens) for hyps in results]}
+    return {
+        "translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in results]
+    }
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse bodies over `max_bytes` (by Content-Length, or while reading) with 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._refuse(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: dict, receive: Receive, send: Send) -> None:
+        response = _error(413, f"request body over {self.max_bytes} bytes (--max-body-bytes)")
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _draining_server_class():
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server, but SIGTERM/SIGINT end it with status 0 once the requests in flight are
+        answered (uvicorn re-raises the signal after its graceful shutdown; a drained server has
+        nothing to report)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return DrainingServer
+
+
+def serve_command(load_translator: Callable[[], TranslationEngine], host: str, port: int, limits: ServeLimits) -> None:
+    """Run the server until SIGTERM / Ctrl-C; in-flight requests finish first."""
+    limits.check()
+    _require_fastapi()
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "serving on %s: reachable from other machines; mtrain serve has no authentication, "
+            "put it behind a reverse proxy for public use",
+            host,
+        )
+    failure: list[str] = []
+    server = _draining_server_class()(uvicorn.Config(None, host=host, port=port, log_level="warning", access_log=False))
+
+    def stop(message: str) -> None:
+        failure.append(message)
+        server.should_exit = True
+
+    server.config.app = create_app(load_translator, limits, on_load_error=stop)
+    log.info("mtrain serve on http://%s:%d (docs at /docs); loading the model", host, port)
+    server.run()
+    log.info("mtrain serve stopped")
+    if failure:
+        raise MtrainError(f"could not load the model: {failure[0]}")

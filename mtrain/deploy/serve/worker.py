@@ -1,0 +1,122 @@
+"""The batching worker behind `mtrain serve`: one thread owns the model and merges requests.
+
+Requests that arrive together are merged: the worker takes every waiting request with the same
+settings (waiting at most `max_wait_ms` after the first, so a lone client is not delayed) and
+hands all their sentences to the translator in one call, which sorts them by length and cuts
+token-budgeted batches exactly as `mtrain translate` does; results go back to each request in
+its own order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from mtrain.errors import MtrainError
+from mtrain.inference.engine import TranslationEngine
+
+CALL_SENTENCES = 256  # most sentences merged into one model call: bounds the wait of the first of them
+
+
+@dataclass
+class ServeLimits:
+    """Bounds on what one request and the whole queue may hold (`mtrain serve --help` sets them)."""
+
+    max_sentences: int = 64  # per request
+    max_chars: int = 2000  # per sentence
+    max_body_bytes: int = 1_000_000  # per request body
+    max_queue: int = 2048  # sentences waiting for the model, all requests together
+    max_wait_ms: float = 10.0  # how long the first waiting request may wait for others to join its batch
+    max_beam: int = 16
+
+    def check(self) -> None:
+        for name in ("max_sentences", "max_chars", "max_body_bytes", "max_queue", "max_beam"):
+            if getattr(self, name) < 1:
+                raise MtrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.max_wait_ms <= 10_000:
+            raise MtrainError(f"--max-wait-ms must be between 0 and 10000, got {self.max_wait_ms}")
+
+
+class QueueFull(Exception):
+    """More sentences are waiting than `max_queue` allows."""
+
+
+@dataclass
+class Job:
+    lines: list[str]
+    beam: int
+    nbest: int
+    future: Future = field(default_factory=Future)
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class BatchingWorker:
+    """The one thread that runs the model: it merges waiting jobs with equal settings into one call."""
+
+    def __init__(self, translator: TranslationEngine, limits: ServeLimits):
+        self.translator, self.limits = translator, limits
+        self.jobs: deque[Job] = deque()
+        self.waiting = 0  # sentences in self.jobs
+        self.condition = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="mtrain-batching", daemon=True)
+        self.thread.start()
+
+    def submit(self, lines: list[str], beam: int, nbest: int) -> Future:
+        job = Job(lines, beam, nbest)
+        with self.condition:
+            if self.waiting + len(lines) > self.limits.max_queue:
+                raise QueueFull
+            self.jobs.append(job)
+            self.waiting += len(lines)
+            self.condition.notify()
+        return job.future
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
+        with self.condition:
+            self.stopping = True
+            self.condition.notify()
+        self.thread.join()
+
+    def _next_batch(self) -> list[Job]:
+        """Wait for a job, let others join until the oldest has waited max_wait_ms (or a full request's
+        worth of sentences waits; under load the queue fills while the model works, so nobody waits
+        twice), then take the waiting jobs with the oldest one's settings."""
+        with self.condition:
+            while not self.jobs and not self.stopping:
+                self.condition.wait()
+            if not self.jobs:
+                return []
+            deadline = self.jobs[0].arrived + self.limits.max_wait_ms / 1000
+            while (remaining := deadline - time.monotonic()) > 0 and self.waiting < self.limits.max_sentences:
+                self.condition.wait(remaining)
+            return self._take((self.jobs[0].beam, self.jobs[0].nbest))
+
+    def _take(self, settings: tuple[int, int]) -> list[Job]:
+        """Waiting jobs with these settings, oldest first, up to CALL_SENTENCES sentences (at least one job)."""
+        taken, kept, count = [], deque(), 0
+        for job in self.jobs:
+            if (job.beam, job.nbest) == settings and (not taken or count + len(job.lines) <= CALL_SENTENCES):
+                taken.append(job)
+                count += len(job.lines)
+            else:
+                kept.append(job)
+        self.jobs, self.waiting = kept, self.waiting - count
+        return taken
+
+    def _run(self) -> None:
+        while batch := self._next_batch():
+            lines = [line for job in batch for line in job.lines]
+            try:
+                results = self.translator.translate_nbest(lines, beam=batch[0].beam, nbest=batch[0].nbest)
+            except Exception as e:  # noqa: BLE001 - handed to every waiting request, which reports it
+                for job in batch:
+                    job.future.set_exception(e)
+                continue
+            start = 0
+            for job in batch:
+                job.future.set_result(results[start : start + len(job.lines)])
+                start += len(job.lines)

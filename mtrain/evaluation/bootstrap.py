@@ -1,0 +1,51 @@
+"""Is a difference between two systems real? sacreBLEU's paired bootstrap resampling (Koehn,
+2004, "Statistical Significance Tests for Machine Translation Evaluation"), the figures of
+`sacrebleu -paired-bs`: BLEU and chrF differences with p-values and 95% intervals."""
+
+from __future__ import annotations
+
+import logging
+
+from sacrebleu.metrics import BLEU, CHRF
+
+BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for -paired-bs
+
+
+def paired_bootstrap(hyps: list[str], baseline: list[str], refs: list[list[str]]) -> dict:
+    """Is `hyps` better or worse than `baseline` beyond what the choice of test sentences explains?
+
+    Paired bootstrap resampling (Koehn 2004, "Statistical Significance Tests for Machine Translation
+    Evaluation"), run by sacreBLEU: both systems are scored on the same 1000 resampled test sets; the
+    p-value is how often the difference could arise by chance, and the 95% interval is the system's
+    score's spread over the resamples. On a 1000-sentence test set that spread is often over +-1 BLEU."""
+    from sacrebleu.significance import PairedTest
+
+    logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # its step-by-step INFO lines are noise here
+    metrics = {"bleu": BLEU(), "chrf": CHRF()}
+    test = PairedTest(
+        [("baseline", baseline), ("system", hyps)], metrics, refs, test_type="bs", n_samples=BOOTSTRAP_SAMPLES
+    )
+    _, results = test()
+    report = {"bootstrap_samples": BOOTSTRAP_SAMPLES}
+    for name, (base, system) in zip(metrics, (results[key] for key in results if key != "System")):
+        report[f"baseline_{name}"] = float(base.score)  # numpy scalars in sacreBLEU's results
+        report[f"{name}_delta"] = float(system.score - base.score)
+        report[f"{name}_p_value"] = float(system.p_value)
+        report[f"{name}_ci95"] = float(system.ci)
+    return report
+
+
+def describe_bootstrap(report: dict) -> str:
+    """One line per metric of `report` (the system's scores with `paired_bootstrap`'s): the
+    difference, its p-value, and whether it is significant at 0.05."""
+    lines = [f"paired bootstrap against --baseline ({report['bootstrap_samples']} resamples):"]
+    for name, label in (("bleu", "BLEU"), ("chrf", "chrF2")):
+        delta, p = report[f"{name}_delta"], report[f"{name}_p_value"]
+        # sacreBLEU counts resamples whose difference is strictly larger, so equal systems get its
+        # smallest p-value (1/1001) too: a zero difference is no difference whatever p says.
+        verdict = "no difference" if delta == 0 else "significant" if p < 0.05 else "not significant"
+        lines.append(
+            f"  {label} {report[name]:.2f} vs {report[f'baseline_{name}']:.2f}: {delta:+.2f} "
+            f"(p = {p:.4f}: {verdict} at p < 0.05; 95% interval of this system +-{report[f'{name}_ci95']:.2f})"
+        )
+    return "\n".join(lines)

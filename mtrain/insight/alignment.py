@@ -1,0 +1,100 @@
+"""Word alignments read from cross-attention, in Pharaoh format, and their error rate (AER).
+
+Word alignment (as fairseq's --print-alignment and the aligners' Pharaoh format `i-j`): average a
+decoder layer's cross-attention over heads, read for each target subword the row of the step that
+produced it (or, `shift`, the next step's row, whose query has seen the word: Chen et al., 2020;
+measured worse here),
+sum over each source word's subwords, average over each target word's subwords, and link each
+target word to the source word it attends to most. The layer and the row choice were picked by
+alignment error rate on the demo corpus, whose generator knows the gold alignment (README).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mtrain.errors import MtrainError
+from mtrain.inference.translator import Translator, encode_sources
+from mtrain.insight.attention import teacher_forced_attention
+
+ALIGNMENT_SHIFT = False  # chosen by AER on the demo corpus (README, "Looking inside a model")
+
+
+WORD_START = "\u2581"  # sentencepiece's mark of a piece that begins a word
+
+
+def default_alignment_layer(decoder_layers: int) -> int:
+    """The layer whose cross-attention aligns best (1-based): the last one, by AER on the demo
+    corpus with 2- and 3-layer decoders (README: earlier layers and shifted rows were far worse)."""
+    return decoder_layers
+
+
+def word_numbers(pieces: list[str]) -> list[int]:
+    """The word index of each piece: a piece starting with '▁' begins a new word."""
+    numbers, word = [], -1
+    for piece in pieces:
+        word += piece.startswith(WORD_START) or word < 0
+        numbers.append(word)
+    return numbers
+
+
+def align_words(
+    cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str], shift: bool = ALIGNMENT_SHIFT
+) -> set[tuple[int, int]]:
+    """(source word, target word) links from one layer's head-averaged cross-attention (rows:
+    <s> y_1 ... y_n queries, columns: source pieces + </s>)."""
+    if not source_pieces or not target_pieces:
+        return set()
+    n = len(target_pieces)
+    rows = cross[1 : n + 1] if shift else cross[:n]
+    rows = rows[:, : len(source_pieces)]  # </s> is no word
+    src_words, tgt_words = torch.tensor(word_numbers(source_pieces)), torch.tensor(word_numbers(target_pieces))
+    by_source = torch.zeros(n, int(src_words.max()) + 1).index_add_(1, src_words, rows)
+    by_word = torch.zeros(int(tgt_words.max()) + 1, by_source.size(1)).index_add_(0, tgt_words, by_source)
+    return {(int(i), j) for j, i in enumerate(by_word.argmax(1))}
+
+
+def alignments(
+    translator: Translator,
+    lines: list[str],
+    targets: list[list[int]],
+    layer: int,
+    shift: bool = ALIGNMENT_SHIFT,
+    batch_size: int = 64,
+) -> list[set[tuple[int, int]]]:
+    """Word alignments of translations (target ids) of `lines`, from 1-based decoder `layer`."""
+    if not 1 <= layer <= len(translator.model.decoder):
+        raise MtrainError(
+            f"--alignment-layer must be between 1 and the model's {len(translator.model.decoder)} decoder layers, got "
+            f"{layer}"
+        )
+    sources = encode_sources(translator.tokenizer, lines, translator.max_src)
+    found: list[set[tuple[int, int]]] = [set() for _ in lines]
+    todo = [i for i in range(len(lines)) if sources[i] and targets[i]]
+    for start in range(0, len(todo), batch_size):
+        rows = todo[start : start + batch_size]
+        cross = teacher_forced_attention(translator, [sources[r] for r in rows], [targets[r] for r in rows])["cross"]
+        for b, r in enumerate(rows):
+            src_pieces = [translator.tokenizer.src.id_to_piece(i) for i in sources[r]]
+            tgt_pieces = [translator.tokenizer.tgt.id_to_piece(i) for i in targets[r]]
+            found[r] = align_words(cross[b, layer - 1].mean(0), src_pieces, tgt_pieces, shift)
+    return found
+
+
+def pharaoh(links: set[tuple[int, int]]) -> str:
+    """`i-j` pairs (source word i, target word j, from 0), in source order."""
+    return " ".join(f"{i}-{j}" for i, j in sorted(links))
+
+
+def diagonal(source_words: int, target_words: int) -> set[tuple[int, int]]:
+    """The monotone baseline: target word j linked to the source word at the same relative position."""
+    if not source_words or not target_words:
+        return set()
+    return {(round(j * (source_words - 1) / max(target_words - 1, 1)), j) for j in range(target_words)}
+
+
+def alignment_error_rate(predicted: list[set], gold: list[set]) -> float:
+    """AER (Och and Ney, 2003) with every gold link sure: 1 - 2 |A ∩ S| / (|A| + |S|)."""
+    hits = sum(len(a & s) for a, s in zip(predicted, gold))
+    total = sum(len(a) + len(s) for a, s in zip(predicted, gold))
+    return 1.0 - 2.0 * hits / total if total else 0.0

@@ -1,0 +1,77 @@
+"""Label-smoothed cross entropy (section 5.4) over the output vocabulary, computed in row chunks.
+
+The textbook computation (log-softmax of the logits in fp32, gather, mean) allocates five or six
+fp32 tensors of the logits' size (positions x vocabulary: 130 MB at 4096 positions and 8000
+types) in every step, forward and backward. On a CPU each of them is fresh memory from the
+kernel, and zeroing those pages cost a fifth of the step time (README, "Performance"). Here the
+forward pass keeps only the log-sum-exp of each row, and the backward pass writes the gradient,
+softmax minus the smoothed target, into one tensor of the logits' size, a chunk of rows at a
+time: over the logits themselves when the caller has no further use for them (the training step). The result equals
+F.cross_entropy(logits, target, ignore_index=PAD, label_smoothing=epsilon, reduction="sum").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import FunctionCtx
+
+from mtrain.special import PAD
+
+CHUNK_ELEMENTS = 1 << 21  # fp32 temporaries of at most 8 MB: reused by malloc, never new pages
+
+
+def label_smoothed_loss(
+    logits: torch.Tensor, target: torch.Tensor, epsilon: float, overwrite_logits: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed label-smoothed cross entropy and summed NLL over non-padding targets.
+
+    Smoothing puts epsilon uniformly over the vocabulary (Szegedy et al., 2016), the same
+    definition as F.cross_entropy(label_smoothing=epsilon):
+    loss = (1 - epsilon) * nll + epsilon * mean over the vocabulary of -log p.
+    With `overwrite_logits` the backward pass leaves the gradient in the logits' memory."""
+    flat = logits.reshape(-1, logits.size(-1))
+    return SmoothedCrossEntropy.apply(flat, target.reshape(-1), epsilon, overwrite_logits)
+
+
+def _row_chunks(rows: int, vocab: int):
+    step = max(1, CHUNK_ELEMENTS // vocab)
+    return (slice(start, start + step) for start in range(0, rows, step))
+
+
+class SmoothedCrossEntropy(torch.autograd.Function):
+    """loss and nll (both summed) of logits [N, V] against target [N]; the gradient of the loss
+    with respect to logit j of row i is keep_i * (p_ij - (1 - epsilon) * [j = target_i] - epsilon / V).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, logits: torch.Tensor, target: torch.Tensor, epsilon: float, overwrite_logits: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, vocab = logits.shape
+        lse = logits.new_empty(rows, dtype=torch.float32)
+        mean_logit = torch.empty_like(lse)
+        for chunk in _row_chunks(rows, vocab):
+            block = logits[chunk].float()
+            lse[chunk] = torch.logsumexp(block, dim=-1)
+            mean_logit[chunk] = block.mean(dim=-1)
+        keep = (target != PAD).float()
+        target_logit = logits.gather(1, target[:, None]).squeeze(1).float()
+        nll = ((lse - target_logit) * keep).sum()
+        smooth = ((lse - mean_logit) * keep).sum()  # -mean_j log p_j = lse - mean_j logit_j
+        ctx.save_for_backward(logits, target, lse, keep)
+        ctx.epsilon, ctx.overwrite_logits = epsilon, overwrite_logits
+        ctx.mark_non_differentiable(nll)
+        return (1 - epsilon) * nll + epsilon * smooth, nll
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad_loss: torch.Tensor, _grad_nll: torch.Tensor) -> tuple:
+        logits, target, lse, keep = ctx.saved_tensors
+        epsilon, vocab = ctx.epsilon, logits.size(1)
+        row_scale = keep * grad_loss.float()
+        grad = logits if ctx.overwrite_logits else torch.empty_like(logits)
+        for chunk in _row_chunks(logits.size(0), vocab):
+            block = logits[chunk].to(torch.float32, copy=True).sub_(lse[chunk, None]).exp_()  # p
+            block.sub_(epsilon / vocab)
+            block.scatter_add_(1, target[chunk, None], block.new_full((block.size(0), 1), epsilon - 1))
+            grad[chunk] = block.mul_(row_scale[chunk, None])
+        return grad, None, None, None

@@ -1,0 +1,119 @@
+"""Checkpoint averaging (section 6.1: the base models average the last 5 checkpoints): the mean of
+several checkpoints' weights, chosen as the last N of a run, the N best validated, or given files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mtrain.errors import MtrainError
+from mtrain.files import disk_errors
+from mtrain.run.checkpoint import load, numbered, save
+
+log = logging.getLogger("mtrain")
+
+
+def average(paths: list[Path]) -> dict:
+    """A checkpoint whose model weights are the mean of the given checkpoints' (the paper
+    averages the last 5 checkpoints for base models, 20 for big ones). The first checkpoint's
+    config and vocabulary are kept, the newest one's progress (its step); the optimizer state is dropped."""
+    if not paths:
+        raise MtrainError("no checkpoints to average")
+    first = state = load(paths[0])
+    total = {k: v.double() for k, v in first["model"].items() if v.is_floating_point()}
+    for path in paths[1:]:
+        state = load(path)
+        if state["spm"] != first["spm"]:
+            raise MtrainError(f"cannot average: {path} uses another vocabulary than {paths[0]}")
+        weights = state["model"]
+        if weights.keys() != first["model"].keys() or any(weights[k].shape != first["model"][k].shape for k in weights):
+            raise MtrainError(f"cannot average: {path} has another model shape than {paths[0]}")
+        for key in total:
+            total[key] += weights[key].double()
+    model = {k: (total[k] / len(paths)).to(v.dtype) if k in total else v for k, v in first["model"].items()}
+    _share_tied(model, first["model"])
+    newest = max((first, state), key=lambda s: s.get("progress", {}).get("step", 0))
+    return {
+        **{k: v for k, v in first.items() if k not in ("optimizer", "scaler", "rng", "valid")},
+        "model": model,
+        "progress": newest.get("progress", {}),
+        "averaged": [str(p) for p in paths],
+    }
+
+
+def _share_tied(averaged: dict, original: dict) -> None:
+    """Tied weights (one matrix under several names, section 3.4) stay one tensor, so they are
+    saved once; averaging key by key would otherwise store the shared matrix three times."""
+    first_of: dict[tuple, str] = {}
+    for key, tensor in original.items():
+        storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if storage in first_of:
+            averaged[key] = averaged[first_of[storage]]
+        else:
+            first_of[storage] = key
+
+
+def missing_steps(paths: list[Path], save_every: int) -> list[int]:
+    """Scheduled steps (multiples of save_every) absent between the first and last of `paths`."""
+    steps = sorted(int(p.stem.split("_", 1)[1]) for p in paths)
+    if save_every <= 0 or len(steps) < 2:
+        return []
+    scheduled = range((steps[0] // save_every + 1) * save_every, steps[-1], save_every)
+    return [s for s in scheduled if s not in steps]
+
+
+def best_validated(paths: list[Path], count: int) -> list[Path]:
+    """The `count` checkpoints of `paths` with the best validation score they were saved with, by
+    the run's train.best_metric (lowest loss or highest BLEU), oldest first."""
+    scored = []
+    for path in paths:
+        state = load(path)
+        metric = state["config"]["train"].get("best_metric", "loss")
+        if state.get("valid") and metric in state["valid"]:
+            scored.append((-state["valid"]["bleu"] if metric == "bleu" else state["valid"]["loss"], path))
+    if len(scored) < count:
+        raise MtrainError(
+            f"--best {count}: only {len(scored)} of the {len(paths)} numbered checkpoints were saved with a validation "
+            "score; validate whenever a checkpoint is saved (train.valid_every = train.save_every), or use --last"
+        )
+    chosen = {path for _, path in sorted(scored, key=lambda item: item[0])[:count]}
+    return [path for path in paths if path in chosen]
+
+
+def check_no_gaps(paths: list[Path], allow_gaps: bool) -> None:
+    """Refuse to average the last N checkpoints of a run when scheduled ones are missing among them:
+    the average would silently cover other steps than the user expects."""
+    save_every = int(load(paths[-1])["config"]["train"]["save_every"])
+    missing = missing_steps(paths, save_every)
+    if missing and not allow_gaps:
+        raise MtrainError(
+            f"scheduled checkpoints are missing between steps {paths[0].stem.split('_')[1]} and "
+            f"{paths[-1].stem.split('_')[1]} "
+            f"(steps {', '.join(map(str, missing))}); pass --allow-gaps to average {', '.join(p.name for p in paths)} "
+            "anyway"
+        )
+
+
+def average_run(run_dir: Path, average_last: int, save_every: int) -> list[Path]:
+    """checkpoint_avg.pt: the mean of the run's last `average_last` numbered checkpoints, unless
+    scheduled ones are missing among them (then a warning says how to average what is there).
+    Returns the checkpoints averaged (none when it was not written)."""
+    done = numbered(run_dir)[-average_last:]
+    if not done:
+        return []
+    output = run_dir / "checkpoint_avg.pt"
+    missing = missing_steps(done, save_every)
+    if missing:
+        log.warning(
+            "checkpoint_avg.pt not written: the numbered checkpoints lack steps %s; average what is there with "
+            "mtrain average %s --last %d --allow-gaps -o %s",
+            ", ".join(map(str, missing)),
+            run_dir,
+            len(done),
+            output,
+        )
+        return []
+    with disk_errors(f"saving {output}", "the other checkpoints are intact; free space and run mtrain average"):
+        save(average(done), output)
+    log.info("checkpoint_avg.pt averages %d checkpoint(s): %s", len(done), ", ".join(x.name for x in done))
+    return done

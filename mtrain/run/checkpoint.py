@@ -1,0 +1,149 @@
+"""Checkpoints: atomic save, safe load, compatibility checks (averaging is in averaging.py).
+
+A checkpoint is a plain dict of tensors and Python primitives, loaded with
+`torch.load(weights_only=True)` so that opening one can never run code. It carries the
+resolved config and the sentencepiece model(s), so a checkpoint alone is enough to translate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mtrain import __version__
+from mtrain.config import Config
+from mtrain.config_io import from_dict
+from mtrain.data.tokenizer import Tokenizer
+from mtrain.errors import MtrainError
+from mtrain.files import atomic_copy, disk_errors, write_atomically
+
+FORMAT = 1  # the version of the checkpoint layout below; bump it when the layout changes
+
+
+def save(state: dict, path: Path) -> None:
+    """torch.save, atomically (files.write_atomically)."""
+    write_atomically(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint without executing anything from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise MtrainError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # a truncated file, another format, or a pickle with code in it
+        raise MtrainError(
+            f"{path} is not an mtrain checkpoint (not a PyTorch file, or a damaged one); "
+            "give a checkpoint_*.pt written by mtrain train or mtrain average"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise MtrainError(f"{path} is not an mtrain checkpoint (no model weights and config in it)")
+    if not isinstance(state.get("spm"), dict) or not isinstance(state["spm"].get("src"), bytes):
+        raise MtrainError(
+            f"{path} has no sentencepiece model in it (damaged, or not written by mtrain); use a checkpoint written "
+            "by mtrain train or mtrain average"
+        )
+    if state.get("format", FORMAT) != FORMAT:
+        raise MtrainError(
+            f"{path} has checkpoint format {state.get('format')!r}; this mtrain ({__version__}) reads format {FORMAT}; "
+            "use the mtrain version that wrote it"
+        )
+    return state
+
+
+def config_of(state: dict, path: Path) -> Config:
+    """The checkpoint's config, rebuilt through the same validation as a YAML file's."""
+    try:
+        return from_dict(state["config"])
+    except MtrainError as e:
+        raise MtrainError(f"{path} carries an invalid config ({e}); it was not written by this mtrain") from None
+
+
+def tokenizer_of(state: dict, path: Path) -> Tokenizer:
+    """The checkpoint's sentencepiece models, checked against the sizes of its embeddings."""
+    try:
+        tokenizer = Tokenizer(state["spm"]["src"], state["spm"]["tgt"])
+    except MtrainError as e:
+        raise MtrainError(f"{path}: its sentencepiece model is damaged ({e})") from None
+    weights = state["model"]
+    for side, size, key in (
+        ("source", tokenizer.src_vocab_size, "src_embed.weight"),
+        ("target", tokenizer.tgt_vocab_size, "output.weight"),
+    ):
+        if key in weights and weights[key].shape[0] != size:
+            raise MtrainError(
+                f"{path}: the {side} sentencepiece model has {size} pieces but the weights have "
+                f"{weights[key].shape[0]} rows; "
+                "the checkpoint was assembled from different runs: use one written by mtrain train or mtrain average"
+            )
+    return tokenizer
+
+
+def check_shape(state: dict, config: Config, path: Path) -> None:
+    """Refuse to continue from a checkpoint of another model shape (dropout may differ)."""
+    saved = state["config"]["model"]
+    for key, value in vars(config.model).items():
+        if key != "dropout" and saved.get(key) != value:
+            raise MtrainError(
+                f"checkpoint {path} has model.{key}={saved.get(key)} but the config says {value}; use the same model "
+                "shape, or --restart / a new out_dir"
+            )
+
+
+def is_weights_only(state: dict) -> bool:
+    """An averaged checkpoint has weights but no optimizer state or random streams to resume."""
+    return "optimizer" not in state
+
+
+def describe(state: dict, path: Path, engine: str) -> dict:
+    """What a served or exported model reports about itself (languages, shape, decode settings, step)."""
+    config = state["config"]
+    return {
+        "engine": engine,
+        "src_lang": config["data"]["src_lang"],
+        "tgt_lang": config["data"]["tgt_lang"],
+        "model": config["model"],
+        "decode": config["decode"],
+        "step": int(state.get("progress", {}).get("step", 0)),
+        "checkpoint": str(path),
+        "joint_vocabulary": state["spm"]["tgt"] is None,
+    }
+
+
+def numbered(run_dir: Path) -> list[Path]:
+    """checkpoint_<step>.pt files of a run directory, oldest first."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint_*.pt"):
+        suffix = path.stem.split("_", 1)[1]
+        if suffix.isdigit():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
+def newest_readable(paths: list[Path]) -> tuple[Path, dict] | None:
+    """The newest of `paths` (oldest first) that loads, with its state."""
+    for path in reversed(paths):
+        try:
+            return path, load(path)
+        except MtrainError:
+            continue
+    return None
+
+
+def save_copies(state: dict, run_dir: Path, names: list[str], keep_last: int) -> None:
+    """`state` under each of `names` in `run_dir` (the first written, the others copied: each a file
+    of its own, so damage to one cannot reach another), then keep only the newest `keep_last`
+    numbered checkpoints. Put checkpoint_last.pt last: a process killed in between resumes from the
+    previous checkpoint_last.pt and writes the others again, so the numbered ones have no gaps."""
+    first = run_dir / names[0]
+    with disk_errors(
+        f"saving {first}",
+        "the checkpoints saved before are intact; free space and run the same command again to resume",
+    ):
+        save(state, first)
+        for name in names[1:]:
+            atomic_copy(first, run_dir / name)
+        for old in numbered(run_dir)[:-keep_last]:
+            old.unlink(missing_ok=True)
