@@ -57,7 +57,8 @@ def row(name: str, setting: str, beam: int, seconds: float, outputs: list[str], 
 
 
 def bench_torch(args, lines, refs) -> list[dict]:
-    settings = [("cpu", "fp32"), ("cpu", "bf16")] + ([("cuda", "bf16")] if torch.cuda.is_available() else [])
+    settings = [("cpu", p) for p in args.precisions] if "cpu" in args.devices else []
+    settings += [("cuda", "bf16")] if "cuda" in args.devices and torch.cuda.is_available() else []
     rows = []
     for device, precision in settings:
         engine = open_engine(Path(args.checkpoint), device=device, precision=precision, threads=args.threads)
@@ -65,6 +66,13 @@ def bench_torch(args, lines, refs) -> list[dict]:
             seconds, outputs, tokens = timed_translate(engine, lines, beam)
             rows.append(row("mtrain-torch", f"{device}-{precision}", beam, seconds, outputs, tokens, refs))
     return rows
+
+
+def ct2_devices(devices: list[str]) -> list[str]:
+    """The devices CTranslate2 runs on here: the CPU, and CUDA when its build has CUDA and sees a GPU."""
+    import ctranslate2
+
+    return [d for d in devices if d == "cpu" or ctranslate2.get_cuda_device_count() > 0]
 
 
 def bench_ctranslate2(args, lines, refs, workdir: Path) -> list[dict]:
@@ -78,15 +86,15 @@ def bench_ctranslate2(args, lines, refs, workdir: Path) -> list[dict]:
             ExportedCheckpoint(Path(args.checkpoint)), workdir / f"ct2-{quantization}", quantization
         )
         convert = time.perf_counter() - start
-        for beam in args.beams:
+        for device, beam in [(d, b) for d in ct2_devices(args.devices) for b in args.beams]:
             start = time.perf_counter()
-            engine = open_engine(model_dir=out, device="cpu", threads=args.threads)
+            engine = open_engine(model_dir=out, device=device, threads=args.threads)
             load = time.perf_counter() - start
             seconds, outputs, tokens = timed_translate(engine, lines, beam)
             rows.append(
                 row(
                     "ctranslate2",
-                    quantization,
+                    quantization if device == "cpu" else f"{device}-{quantization}",
                     beam,
                     seconds,
                     outputs,
@@ -156,10 +164,13 @@ def main() -> None:
     parser.add_argument("--ref", help="reference translations: adds sacreBLEU to every row")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--beams", default="4,1", help="comma-separated beam sizes")
+    parser.add_argument("--devices", default="cpu,cuda", help="cpu, cuda or both (cuda only where there is one)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="the torch engine's CPU precisions")
     parser.add_argument("--no-ctranslate2", action="store_true")
     parser.add_argument("--no-peer", action="store_true", help="skip Hugging Face generate")
     args = parser.parse_args()
     args.beams = [int(b) for b in args.beams.split(",")]
+    args.devices, args.precisions = args.devices.split(","), args.precisions.split(",")
     torch.set_num_threads(args.threads)
     lines = read_lines(Path(args.src))
     refs = read_lines(Path(args.ref)) if args.ref else None

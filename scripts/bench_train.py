@@ -82,13 +82,19 @@ def marian_peer(model_config, vocab_size: int):
     return MarianMTModel(cfg)
 
 
-def measure(config_path: str, shape: str, precision: str, device: str, steps: int, impl: str) -> dict:
+def measure(
+    config_path: str, shape: str, precision: str, device: str, steps: int, impl: str, extra: list[str] = ()
+) -> dict:
     peer = impl == "peer"
-    overrides = [f"model.{k}={v}" for k, v in SHAPES[shape].items()] + [
-        f"train.precision={precision}",
-        f"train.device={device}",
-        f"train.compile={str(impl == 'compiled').lower()}",
-    ]
+    overrides = (
+        [*extra]
+        + [f"model.{k}={v}" for k, v in SHAPES[shape].items()]
+        + [
+            f"train.precision={precision}",
+            f"train.device={device}",
+            f"train.compile={str(impl == 'compiled').lower()}",
+        ]
+    )
     config = load_config(config_path, overrides)
     data = prepare(config)
     dev = torch.device("cuda" if device == "cuda" else "cpu")
@@ -160,15 +166,19 @@ def main() -> None:
     parser.add_argument("--shapes", default="config,base")
     parser.add_argument("--peer", action="store_true", help="also train a same-shape Hugging Face MarianMTModel")
     parser.add_argument("--compile", action="store_true", help="also measure mtrain with train.compile: true")
+    parser.add_argument("--devices", default="cpu,cuda", help="cpu, cuda or both (cuda only where torch sees one)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="CPU precisions to measure (CUDA runs bf16)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="a config override (repeatable)")
     parser.add_argument("--one", nargs=4, metavar=("SHAPE", "PRECISION", "DEVICE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # one measurement in a fresh process, so peak memory is its own
         shape, precision, device, impl = args.one
-        print(json.dumps(measure(args.config, shape, precision, device, args.steps, impl)))
+        print(json.dumps(measure(args.config, shape, precision, device, args.steps, impl, args.overrides)))
         return
-    runs = [(s, p, "cpu") for s in args.shapes.split(",") for p in ("fp32", "bf16")]
-    if torch.cuda.is_available():
-        runs += [(s, "bf16", "cuda") for s in args.shapes.split(",")]
+    devices, shapes = args.devices.split(","), args.shapes.split(",")
+    runs = [(s, p, "cpu") for s in shapes for p in args.precisions.split(",")] if "cpu" in devices else []
+    if "cuda" in devices and torch.cuda.is_available():
+        runs += [(s, "bf16", "cuda") for s in shapes]
     impls = ["mtrain"] + (["compiled"] if args.compile else [])
     if args.peer:
         try:
@@ -188,6 +198,7 @@ def main() -> None:
                     args.config,
                     "--steps",
                     str(args.steps),
+                    *[arg for o in args.overrides for arg in ("--set", o)],
                     "--one",
                     shape,
                     precision,

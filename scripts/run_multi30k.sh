@@ -11,7 +11,7 @@ shift || true
 overrides=("$@")
 out=$(python - "$config" "${overrides[@]}" <<'PY'
 import sys
-from mtrain.config import load_config
+from mtrain.config_io import load_config
 args = sys.argv[2:]
 c = load_config(sys.argv[1], [a for a in args if a != "--set"])
 print(c.out_dir, c.data.src_lang, c.data.tgt_lang, c.data.test.path)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end smoke test of the CLI on the built-in demo corpus with a tiny budget:
-# prepare, train, average, translate, eval-bleu, export. Fails loudly at the first failing step.
+# prepare, train, average, translate, eval-bleu, export, and the GPU check's dry run. Fails loudly at the
+# first failing step.
 # Usage: bash scripts/smoke.sh [work_dir]
 set -euo pipefail
 work=${1:-$(mktemp -d)}
@@ -23,4 +24,6 @@ mtrain export --checkpoint "$run/avg2.pt" --format ctranslate2 --output "$work/c
 mtrain export --checkpoint "$run/avg2.pt" --format huggingface --output "$work/hf"
 echo "The dog sees a cat." | mtrain translate --model "$work/ct2" > "$work/ct2.de"
 [ "$(wc -l < "$work/ct2.de")" -eq 1 ] || { echo "smoke: expected 1 line from CTranslate2"; exit 1; }
+echo "== smoke: the GPU check rehearsed on the CPU (scripts/gpu_check.sh --dry-run: every stage, tiny)"
+PYTHON=${PYTHON:-python} bash scripts/gpu_check.sh --dry-run --out "$work/gpu-check"
 echo "== smoke: ok ($work)"

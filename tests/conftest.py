@@ -12,18 +12,22 @@ import pytest
 
 from helpers import tiny_config
 
-# The tiny demo model most decoding tests use; trained once per session (about a minute).
+# The demo model the learning test and most decoding tests use; trained once per session (about
+# 1.5 minutes on 2 cores). The recipe learns the demo task in 380 steps: lr 2x the paper's peaks at
+# step 250, then cools down linearly to 0 over the last 40% of the steps (train.cooldown), which
+# lands the last checkpoints in the minimum; no dropout (the held-out sentences come from the same
+# grammar); a half-width feed-forward layer. Measured 2026-12-01 on 2 AVX2 cores, test BLEU of the
+# average of steps 300/350/380: 97.9 (seed 1); the 700-step recipe before it took twice as long.
 DEMO_TRAIN = {
     "max_tokens": 3000,
-    "max_steps": 700,
-    "warmup_steps": 300,
+    "max_steps": 380,
+    "warmup_steps": 250,
     "lr_scale": 2.0,
-    # lr 2x the paper's is near instability for this model: without clipping, seeds 1-3 reach test
-    # BLEU 97.6/94.7/90.5 (the test asks 90); with clip_norm 1.0, 96.8/97.8/96.6 (measured 2026-11-24)
+    "cooldown": 0.4,
     "clip_norm": 1.0,
     "log_every": 100,
     "valid_every": 350,
-    "save_every": 100,
+    "save_every": 50,
     "average_last": 3,
 }
 DEMO_MODEL = {
@@ -31,8 +35,8 @@ DEMO_MODEL = {
     "heads": 4,
     "encoder_layers": 2,
     "decoder_layers": 2,
-    "d_ff": 512,
-    "dropout": 0.1,
+    "d_ff": 256,
+    "dropout": 0.0,
     "max_positions": 128,
 }
 
@@ -45,7 +49,7 @@ def demo_run(tmp_path_factory, request) -> Path:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(
-            "\n[tests] training the shared demo model once (700 steps; about 2.5 minutes on 2 idle cores)"
+            "\n[tests] training the shared demo model once (380 steps; about 1.5 minutes on 2 idle cores)"
         )
 
     out = tmp_path_factory.mktemp("demo_run")

@@ -6,16 +6,21 @@ Fixtures live in conftest.py; everything importable lives here (tests import `he
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
+from typer.testing import CliRunner
 
 from mtrain.config import Config
 from mtrain.config_io import from_dict
@@ -81,25 +86,45 @@ class CliResult:
     stderr: str
 
 
+class _RealStdinRunner(CliRunner):
+    """Typer's CliRunner with a real file as stdin: mtrain reads stdin by file descriptor."""
+
+    def __init__(self, stdin: BinaryIO):
+        super().__init__()
+        self.stdin = stdin
+
+    @contextlib.contextmanager
+    def isolation(self, *args, **kwargs):
+        with super().isolation(*args, **kwargs) as streams:
+            captured, sys.stdin = sys.stdin, io.TextIOWrapper(self.stdin, encoding="utf-8")
+            try:
+                yield streams
+            finally:
+                sys.stdin.detach()
+                sys.stdin = captured
+
+
 def run_cli(*args: str, input: str | None = None, timeout: float = 300) -> CliResult | subprocess.CompletedProcess:
     """Run `mtrain ...` as a user would and capture its output: in this process (Typer's CliRunner:
-    no interpreter and torch start-up per call), or in a subprocess where only a real process will do
-    (stdin is read from a file descriptor; --nproc-per-node launches torchrun from sys.argv)."""
-    if input is not None or "--nproc-per-node" in args:
+    no interpreter and torch start-up per call; `input` becomes a real file on stdin, which mtrain
+    reads by file descriptor), or in a subprocess where only a real process will do
+    (--nproc-per-node launches torchrun from sys.argv)."""
+    if "--nproc-per-node" in args:
         return run_cli_process(*args, input=input, timeout=timeout)
-    from typer.testing import CliRunner
-
     from mtrain.cli import app
 
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        result = CliRunner().invoke(app, list(args))
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write((input or "").encode("utf-8"))
+            stdin.seek(0)
+            result = _RealStdinRunner(stdin).invoke(app, list(args))
     finally:
         os.chdir(cwd)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):  # a bug: keep its traceback
-        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+        stderr += "".join(traceback.format_exception(result.exception))
     return CliResult(result.exit_code, result.stdout, stderr)
 
 

@@ -97,14 +97,14 @@ def test_two_processes_equal_one_with_the_combined_batch(single):
 
 
 def test_two_processes_resume_exactly_after_sigterm(single):
-    path = config_file(single, "resumed", max_steps=60, valid_every=0, save_every=30)
-    reference = config_file(single, "straight", max_steps=60, valid_every=0, save_every=30)
+    path = config_file(single, "resumed", max_steps=40, valid_every=0, save_every=20)
+    reference = config_file(single, "straight", max_steps=40, valid_every=0, save_every=20)
     assert run_cli("train", "-c", str(reference), "--nproc-per-node", "2").returncode == 0
     torchrun = ["torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mtrain", "train", "-c", str(path)]
     status, stderr = train_until_sigterm(torchrun, single / "resumed" / "metrics.jsonl", 5)
     assert status != 0
     stopped = checkpoint.load(single / "resumed" / "checkpoint_last.pt")["progress"]["step"]
-    assert 5 <= stopped < 60, stderr[-2000:]
+    assert 5 <= stopped < 40, stderr[-2000:]
     result = run_cli("train", "-c", str(path), "--nproc-per-node", "2")
     assert result.returncode == 0, result.stderr
     assert f"at step {stopped}" in result.stderr

@@ -8,8 +8,9 @@ from mtrain.evaluation.scores import corpus_scores
 from mtrain.evaluation.tune import edge_notes, parse_beams, parse_lenpens
 from mtrain.inference.translator import open_translator
 from mtrain.run import checkpoint
+from mtrain.training.session import train
 
-from helpers import run_cli
+from helpers import run_cli, tiny_config
 
 
 def test_tune_decodes_the_grid_and_writes_the_best_setting(demo_run, tmp_path):
@@ -92,3 +93,16 @@ def test_tune_without_prepared_validation_data_says_what_to_give(demo_run, tmp_p
         f"error: no validation data: {tmp_path / 'data' / 'valid.en.txt'} not found; give --src FILE --ref FILE "
         "(the validation set; never tune on the test set)\n"
     )
+
+
+def test_tune_and_report_find_the_validation_data_of_a_run_with_its_own_data_dir(tmp_path):
+    """A run whose config sets data.dir keeps its prepared data there, not in {out_dir}/data."""
+    config = tiny_config(tmp_path / "run", data={"dir": str(tmp_path / "prepared")}, train={"valid_every": 3})
+    train(config)
+    result = run_cli("tune", "--checkpoint", str(tmp_path / "run" / "checkpoint_avg.pt"), "--lenpen", "0.6")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) >= 2  # the header and the one setting
+    report = run_cli("report", str(tmp_path / "run"), "-o", str(tmp_path / "r.html"), "--max-sentences", "5")
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "5 test sentences" in page and "no test or validation set" not in page

@@ -12,17 +12,18 @@ from mtrain.errors import MtrainError
 from mtrain.evaluation.tune import HEADER, best_row, edge_notes, format_row, parse_beams, parse_lenpens, tune
 from mtrain.inference.engine import TranslationEngine
 from mtrain.run import checkpoint
+from mtrain.run.directory import prepared_data_dir
 
 
 def validation_files(checkpoint_path: Path, src: Path | None, ref: Path | None) -> tuple[Path, Path]:
-    """--src/--ref, or the validation text prepared in the checkpoint's run directory."""
+    """--src/--ref, or the validation text of the checkpoint's prepared data (data.dir, or its run's data/)."""
     if src is not None or ref is not None:
         if src is None or ref is None:
             raise MtrainError("give both --src and --ref (the validation sources and references), or neither")
         found = (Path(src), Path(ref))
     else:
         config = checkpoint.load(checkpoint_path)["config"]
-        data = Path(checkpoint_path).parent / "data"
+        data = prepared_data_dir(config, Path(checkpoint_path).parent)
         found = tuple(data / f"valid.{config['data'][side]}.txt" for side in ("src_lang", "tgt_lang"))
     for path in found:
         if not path.is_file():

@@ -25,6 +25,8 @@ from mtrain.inference.translator import Translator, open_translator
 from mtrain.insight import plots
 from mtrain.insight.alignment import default_alignment_layer
 from mtrain.insight.attention import attention_maps
+from mtrain.run.checkpoint import load as load_checkpoint
+from mtrain.run.directory import prepared_data_dir
 
 CHECKPOINT_PREFERENCE = ("checkpoint_avg.pt", "checkpoint_best.pt", "checkpoint_last.pt")
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -149,7 +151,7 @@ def report_command(
     chosen = choose_checkpoint(run_dir, checkpoint)
     plots.pyplot()  # fail early, before decoding, when matplotlib is missing
     translator = open_translator(chosen, device)
-    data_dir = run_dir / "data"
+    data_dir = prepared_data_dir(load_checkpoint(chosen)["config"], run_dir)
     manifest = read_manifest(data_dir)
     data = PreparedData(data_dir) if manifest is not None else None
     scores, decoded = test_section(translator, data, max_sentences)

@@ -142,3 +142,10 @@ def clear_outputs(run_dir: Path, numbered: list[Path]) -> None:
     for path in numbered:
         path.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+
+
+def prepared_data_dir(config: dict, run_dir: Path) -> Path:
+    """Where a run's prepared data is: data.dir when the config sets it, else {run_dir}/data
+    (`config` as saved in a checkpoint or config.yaml; `run_dir` where its checkpoints are)."""
+    configured = config.get("data", {}).get("dir", "")
+    return Path(configured) if configured else Path(run_dir) / "data"
