@@ -14,7 +14,7 @@ setup:
 test:
 	$(PYTHON) -m ruff check mtrain scripts tests
 	$(PYTHON) -m ruff format --check mtrain scripts tests
-	$(PYTHON) -m pytest -q --durations=25
+	$(PYTHON) -m pytest -q
 
 # the slow tests too (none are needed for CI)
 test-all:

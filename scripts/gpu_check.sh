@@ -2,7 +2,7 @@
 # GPU evidence in one command: training throughput (eager and compiled), DDP overhead, the Multi30K
 # recipe for a few minutes, decoding speed; one JSON file and a markdown table under --out.
 # mtrain runs from this working tree on the machine's own torch (no install; nothing downloaded).
-#   bash scripts/gpu_check.sh [--out DIR] [--budget-minutes 8] [--train-minutes 3] [--data DIR]
+#   bash scripts/gpu_check.sh [--out DIR] [--budget-minutes 9] [--train-minutes 2.5] [--data DIR]
 #   bash scripts/gpu_check.sh --dry-run --out /tmp/gpu-dry   # every stage on the CPU, tiny, in about a minute
 # Python: $PYTHON, else python3. See scripts/gpu_check.py for the stages.
 set -euo pipefail
