@@ -183,21 +183,6 @@ class Prefetcher:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="mtrain-batches")
         self.pending: tuple[tuple[int, int], Future] | None = None
 
-    def next_position(self, epoch: int, step: int, max_epochs: int = 0) -> tuple[int, int] | None:
-        """(epoch, step) of the next optimizer step from `step` of `epoch`, moving on to the next
-        epoch when this one is done; None once `max_epochs` (0: no limit) are done."""
-        while step >= self.steps_in_epoch(epoch):
-            if self.steps_in_epoch(epoch) == 0:
-                raise MtrainError(
-                    "the training data gives no complete step: fewer than world_size x update_freq = "
-                    f"{self.world_size * self.update_freq} batches per epoch; lower train.max_tokens or "
-                    "train.update_freq"
-                )
-            if max_epochs and epoch >= max_epochs:
-                return None
-            epoch, step = epoch + 1, 0
-        return epoch, step
-
     def step(self, epoch: int, step: int) -> list[Batch]:
         ahead, self.pending = self.pending, None
         if ahead is not None and ahead[0] == (epoch, step):
