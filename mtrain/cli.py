@@ -507,11 +507,14 @@ def average(
         "--allow-gaps",
         help="With a run directory: average even when scheduled checkpoints are missing among the last N.",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace --output even when it is a training checkpoint (its optimizer state is lost)."
+    ),
 ) -> None:
     """Average the weights of checkpoints (the paper: last 5 for base, 20 for big)."""
     from mtrain.commands.average import average_command
 
-    paths = average_command(inputs, output, last, allow_gaps, best)
+    paths = average_command(inputs, output, last, allow_gaps, best, force)
     typer.echo(f"averaged {len(paths)} checkpoint(s) into {output}: {', '.join(p.name for p in paths)}")
 
 

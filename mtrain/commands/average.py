@@ -3,14 +3,17 @@ or listed files into one."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mtrain.errors import MtrainError
 from mtrain.run.averaging import average, best_validated, check_no_gaps
-from mtrain.run.checkpoint import numbered, save
+from mtrain.run.checkpoint import is_weights_only, load, numbered, save
 
 
-def average_command(inputs: list[Path], output: Path, last: int, allow_gaps: bool = False, best: int = 0) -> list[Path]:
+def average_command(
+    inputs: list[Path], output: Path, last: int, allow_gaps: bool = False, best: int = 0, force: bool = False
+) -> list[Path]:
     """`mtrain average`: the last `last` (or with `best`, the `best` best validated) numbered
     checkpoints of a run directory, or the given files, averaged into `output`. Returns the
     checkpoints used."""
@@ -33,5 +36,20 @@ def average_command(inputs: list[Path], output: Path, last: int, allow_gaps: boo
             check_no_gaps(paths, allow_gaps)
     else:
         paths = list(inputs)
+    check_output(Path(output), paths, force)
     save(average(paths), output)
     return paths
+
+
+def check_output(output: Path, inputs: list[Path], force: bool) -> None:
+    """Never write onto a checkpoint being averaged; replace a training checkpoint (one that holds
+    Adam's state, which averaging drops) only with --force."""
+    if not output.exists():
+        return
+    if any(p.exists() and os.path.samefile(p, output) for p in inputs):
+        raise MtrainError(f"--output {output} is one of the checkpoints being averaged; write the average elsewhere")
+    if not force and not is_weights_only(load(output)):
+        raise MtrainError(
+            f"--output {output} is a training checkpoint (with its optimizer state, which an average drops); "
+            "choose another file, or add --force to replace it"
+        )

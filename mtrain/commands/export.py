@@ -21,6 +21,8 @@ def export_command(
         raise MtrainError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
     if fmt == "ctranslate2":
         check_quantization(quantization)
+    if Path(output).resolve() in Path(checkpoint_path).resolve().parents:
+        raise MtrainError(f"--output {output} holds the checkpoint being exported; choose another directory")
     ck = ExportedCheckpoint(checkpoint_path)
     if fmt == "ctranslate2":
         return export_ctranslate2(ck, output, quantization, force)

@@ -137,6 +137,8 @@ def translate_command(
         raise MtrainError(f"input file not found: {input_path}")
     if output_path is not None and Path(output_path).is_dir():
         raise MtrainError(f"--output {output_path} is a directory; give a file name")
+    if output_path is not None and Path(output_path).exists() and os.path.samefile(input_path, output_path):
+        raise MtrainError(f"--output {output_path} is the input file; write the translations to another file")
     lines = read_lines(Path(input_path))
     with tqdm(total=len(lines), unit="sent", desc="translating", disable=None, file=sys.stderr) as bar:
         results = translator.translate_nbest(lines, nbest=nbest, progress=bar)

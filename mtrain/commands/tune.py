@@ -3,9 +3,11 @@ length penalties, print a row per setting, and with `--write` store the best in 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from mtrain.config_io import decode_config
 from mtrain.data.sources import read_lines
 from mtrain.device import keep_freed_memory
 from mtrain.errors import MtrainError
@@ -38,7 +40,8 @@ def write_setting(checkpoint_path: Path, row: dict, output: Path | None) -> Path
     """Store the chosen beam and length penalty as the checkpoint's decode settings (atomically),
     in place or in a copy at `output`."""
     state = checkpoint.load(checkpoint_path)
-    state["config"]["decode"] = {**state["config"]["decode"], "beam": row["beam"], "lenpen": row["lenpen"]}
+    decode = decode_config(state["config"]["decode"], beam=row["beam"], lenpen=row["lenpen"])  # checked as a config is
+    state["config"]["decode"] = dataclasses.asdict(decode)
     target = Path(output) if output is not None else Path(checkpoint_path)
     if target.is_dir():
         raise MtrainError(f"--output {target} is a directory; give a file name")

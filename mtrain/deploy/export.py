@@ -30,6 +30,8 @@ import torch
 from mtrain.errors import MtrainError
 from mtrain.run import checkpoint
 
+EXPORT_MARKER = "mtrain.json"  # what every exported directory holds beside the engine's files
+
 
 class ExportedCheckpoint:
     """What every exporter reads from a checkpoint: weights, model shape, vocabularies, settings."""
@@ -53,7 +55,7 @@ class ExportedCheckpoint:
         """The sentencepiece models and mtrain.json next to the engine's files."""
         (out / "source.spm").write_bytes(self.src_spm)
         (out / "target.spm").write_bytes(self.tgt_spm)
-        (out / "mtrain.json").write_text(
+        (out / EXPORT_MARKER).write_text(
             json.dumps({**self.description, "engine": engine}, indent=2) + "\n", encoding="utf-8"
         )
 
@@ -75,10 +77,17 @@ def _staging_dir(output: Path, force: bool) -> Path:
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise MtrainError(f"--output {output} exists and is not a directory; choose another path")
-    if output.is_dir() and any(output.iterdir()) and not force:
-        raise MtrainError(
-            f"--output {output} exists and is not empty; add --force to replace it, or choose another directory"
-        )
+    if output.is_dir() and any(output.iterdir()):
+        if not force:
+            raise MtrainError(
+                f"--output {output} exists and is not empty; add --force to replace an earlier export there, or "
+                "choose another directory"
+            )
+        if not (output / EXPORT_MARKER).is_file():
+            raise MtrainError(
+                f"--output {output} is not a directory mtrain exported (it has no {EXPORT_MARKER}): --force replaces "
+                "only an earlier export; choose a new or empty directory"
+            )
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

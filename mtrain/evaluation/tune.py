@@ -11,6 +11,7 @@ checkpoint, so `mtrain translate` uses it without flags. The test set is never u
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,9 @@ def parse_beams(text: str) -> list[int]:
     return beams
 
 
+MAX_LENPEN = 10.0  # ((5 + |Y|) / 6) ** 10 already favours length beyond any use
+
+
 def parse_lenpens(text: str) -> list[float]:
     """'0.4:1.4:0.1' (start:stop:step, stop included) or '0.6,1.0' -> the values."""
     try:
@@ -43,10 +47,10 @@ def parse_lenpens(text: str) -> list[float]:
             values = [float(part) for part in text.split(",")]
     except ValueError:
         values = []
-    if not values or min(values) < 0:
+    if not values or not all(math.isfinite(v) and 0 <= v <= MAX_LENPEN for v in values):
         raise MtrainError(
-            f"--lenpen '{text}': expected START:STOP:STEP with 0 <= START <= STOP and STEP > 0 (e.g. 0.4:1.4:0.1), "
-            "or values >= 0 separated by commas (e.g. 0.6,1.0)"
+            f"--lenpen '{text}': expected START:STOP:STEP with 0 <= START <= STOP <= {MAX_LENPEN:g} and STEP > 0 "
+            f"(e.g. 0.4:1.4:0.1), or values from 0 to {MAX_LENPEN:g} separated by commas (e.g. 0.6,1.0)"
         )
     return values
 
