@@ -1,0 +1,1 @@
+"""Scores (sacreBLEU, chrF), significance against a baseline, and decode tuning on validation."""

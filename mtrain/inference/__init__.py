@@ -1,0 +1,1 @@
+"""Decoding: greedy, beam and sampling search, the Translator, ensembles, and the TranslationEngine protocol."""

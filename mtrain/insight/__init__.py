@@ -1,0 +1,1 @@
+"""Pictures and pages about a model: attention, alignments, plots, the run report."""

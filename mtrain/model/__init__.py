@@ -1,0 +1,1 @@
+"""The Transformer of the paper (section 3) and its label-smoothed loss."""

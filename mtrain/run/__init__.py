@@ -1,0 +1,1 @@
+"""What a training run leaves on disk and how it is read back: checkpoints, averaging, the run directory, metrics."""

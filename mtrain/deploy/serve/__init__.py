@@ -1,0 +1,1 @@
+"""mtrain serve: the batching worker and the FastAPI app."""
