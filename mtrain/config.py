@@ -203,6 +203,19 @@ def _validate_tokenizer(t: TokenizerConfig) -> None:
     _require(not t.tgt_model or not t.joint, "tokenizer.tgt_model is only used with tokenizer.joint: false")
 
 
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+TRAIN_FLOATS = ("lr_scale", "cooldown", "adam_beta1", "adam_beta2", "adam_eps", "label_smoothing", "clip_norm",
+                "max_minutes", "save_every_minutes")  # fmt: skip
+
+
+def _validate_finite(tr: TrainConfig) -> None:
+    """NaN passes every comparison's negation and inf every lower bound: name them."""
+    bad = [name for name in TRAIN_FLOATS if not math.isfinite(getattr(tr, name))]
+    _require(
+        not bad, f"train.{bad[0] if bad else ''} must be a finite number, got {getattr(tr, bad[0]) if bad else ''}"
+    )
+
+
 def validate(config: Config) -> None:
     """Refuse impossible values before any work starts."""
     d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
@@ -235,6 +248,8 @@ def validate(config: Config) -> None:
     _require(0 <= tr.cooldown <= 1, f"train.cooldown must be a fraction of the budget in [0, 1], got {tr.cooldown}")
     _require(0 <= tr.adam_beta1 < 1 and 0 <= tr.adam_beta2 < 1, "train.adam_beta1/adam_beta2 must be in [0, 1)")
     _require(tr.adam_eps > 0, "train.adam_eps must be > 0")
+    _validate_finite(tr)
+    _require(0 <= tr.seed < 2**63, f"train.seed must be in [0, 2**63), got {tr.seed}")
     _require(0 <= tr.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
     _require(tr.clip_norm >= 0, "train.clip_norm must be >= 0")
     _require(
@@ -255,9 +270,10 @@ def validate(config: Config) -> None:
         "train.valid_every, save_every, patience, threads, max_epochs and max_minutes must be >= 0",
     )
     _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")
+    _require(tr.save_every_minutes >= 0, "train.save_every_minutes must be >= 0 (0: off)")
     _require(
-        math.isfinite(tr.dist_timeout_minutes) and tr.dist_timeout_minutes > 0,
-        "train.dist_timeout_minutes must be a finite number > 0",
+        math.isfinite(tr.dist_timeout_minutes) and 0 < tr.dist_timeout_minutes <= MAX_TIMEOUT_MINUTES,
+        f"train.dist_timeout_minutes must be a finite number > 0 and at most {MAX_TIMEOUT_MINUTES} (a week)",
     )
     validate_decode(dec)
 

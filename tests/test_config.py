@@ -90,6 +90,18 @@ def test_overrides_are_typed(tmp_path):
         ),
         ("data: {train: {demo: 10}}\ntrain: {warmup_steps: 0}\n", "warmup_steps must be > 0"),
         (
+            "data: {train: {demo: 10}}\ntrain: {max_minutes: .nan}\n",
+            "train.max_minutes must be a finite number, got nan",
+        ),
+        ("data: {train: {demo: 10}}\ntrain: {adam_eps: .inf}\n", "train.adam_eps must be a finite number, got inf"),
+        ("data: {train: {demo: 10}}\ntrain: {save_every_minutes: -1}\n", "train.save_every_minutes must be >= 0"),
+        ("data: {train: {demo: 10}}\ntrain: {seed: -1}\n", "train.seed must be in \\[0, 2\\*\\*63\\), got -1"),
+        ("data: {train: {demo: 10}}\ntrain: {seed: 18446744073709551616}\n", "train.seed must be in"),
+        (
+            "data: {train: {demo: 10}}\ntrain: {dist_timeout_minutes: 1e300}\n",
+            "dist_timeout_minutes must be a finite number > 0 and at most 10080",
+        ),
+        (
             "data: {train: {demo: 10}}\ntrain: {cooldown: 20}\n",
             "train.cooldown must be a fraction of the budget in \\[0, 1\\], got 20.0",
         ),

@@ -292,3 +292,11 @@ def test_an_unloadable_model_ends_the_server_with_a_one_line_error(tmp_path):
         result.stderr.strip().splitlines()[-1]
         == f"error: could not load the model: checkpoint not found: {tmp_path / 'missing.pt'}"
     )
+
+
+def test_a_port_out_of_range_is_a_one_line_error(tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"")
+    result = run_cli("serve", "--checkpoint", str(checkpoint), "--port", "99999")
+    assert result.returncode == 2
+    assert result.stderr == "error: --port must be a TCP port from 0 to 65535, got 99999\n"

@@ -270,6 +270,8 @@ def _draining_server_class():
 def serve_command(load_translator: Callable[[], TranslationEngine], host: str, port: int, limits: ServeLimits) -> None:
     """Run the server until SIGTERM / Ctrl-C; in-flight requests finish first."""
     limits.check()
+    if not 0 <= port <= 65535:
+        raise MtrainError(f"--port must be a TCP port from 0 to 65535, got {port}")
     _require_fastapi()
     import uvicorn
 
