@@ -216,30 +216,8 @@ def _validate_finite(tr: TrainConfig) -> None:
     )
 
 
-def validate(config: Config) -> None:
-    """Refuse impossible values before any work starts."""
-    d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
-    _require(config.out_dir.strip() != "", "out_dir is empty; name a run directory, e.g. out_dir: runs/my-run")
-    _require(d.src_lang != d.tgt_lang, f"data.src_lang and data.tgt_lang are both '{d.src_lang}'")
-    _validate_corpora(d)
-    _require(1 <= d.min_len <= d.max_len, "need 1 <= data.min_len <= data.max_len")
-    _require(d.max_len_ratio >= 1, "data.max_len_ratio must be >= 1")
-    _validate_tokenizer(t)
-    _require(m.d_model > 0 and m.heads > 0, "model.d_model and model.heads must be > 0")
-    _require(m.d_model % m.heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
-    _require(m.d_model % 2 == 0, "model.d_model must be even (sinusoidal positions)")
-    _require(m.encoder_layers >= 1 and m.decoder_layers >= 1, "model needs at least one encoder and one decoder layer")
-    _require(m.d_ff > 0, "model.d_ff must be > 0")
-    _require(
-        all(0 <= p < 1 for p in (m.dropout, m.attention_dropout, m.activation_dropout)),
-        "model.dropout, attention_dropout and activation_dropout must be in [0, 1)",
-    )
-    _require(m.tie_embeddings in ("all", "decoder", "none"), "model.tie_embeddings must be all, decoder or none")
-    _require(
-        m.tie_embeddings != "all" or t.joint,
-        "model.tie_embeddings: all needs tokenizer.joint: true (one shared vocabulary); use decoder or none",
-    )
-    _require(m.max_positions >= 8, "model.max_positions must be >= 8")
+def _validate_train(tr: TrainConfig) -> None:
+    """The train section's values: budgets, optimizer, schedule, intervals."""
     _require(tr.max_tokens >= 8, "train.max_tokens must be >= 8")
     _require(tr.update_freq >= 1, "train.update_freq must be >= 1")
     _require(tr.max_steps >= 1, "train.max_steps must be >= 1")
@@ -270,11 +248,43 @@ def validate(config: Config) -> None:
         "train.valid_every, save_every, patience, threads, max_epochs and max_minutes must be >= 0",
     )
     _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")
+    _require(
+        tr.average_last <= tr.keep_last,
+        f"train.average_last ({tr.average_last}) is more than train.keep_last ({tr.keep_last}) keeps; raise "
+        "train.keep_last or lower train.average_last",
+    )
     _require(tr.save_every_minutes >= 0, "train.save_every_minutes must be >= 0 (0: off)")
     _require(
         math.isfinite(tr.dist_timeout_minutes) and 0 < tr.dist_timeout_minutes <= MAX_TIMEOUT_MINUTES,
         f"train.dist_timeout_minutes must be a finite number > 0 and at most {MAX_TIMEOUT_MINUTES} (a week)",
     )
+
+
+def validate(config: Config) -> None:
+    """Refuse impossible values before any work starts."""
+    d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
+    _require(config.out_dir.strip() != "", "out_dir is empty; name a run directory, e.g. out_dir: runs/my-run")
+    _require(d.src_lang != d.tgt_lang, f"data.src_lang and data.tgt_lang are both '{d.src_lang}'")
+    _validate_corpora(d)
+    _require(1 <= d.min_len <= d.max_len, "need 1 <= data.min_len <= data.max_len")
+    _require(d.max_len_ratio >= 1, "data.max_len_ratio must be >= 1")
+    _validate_tokenizer(t)
+    _require(m.d_model > 0 and m.heads > 0, "model.d_model and model.heads must be > 0")
+    _require(m.d_model % m.heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
+    _require(m.d_model % 2 == 0, "model.d_model must be even (sinusoidal positions)")
+    _require(m.encoder_layers >= 1 and m.decoder_layers >= 1, "model needs at least one encoder and one decoder layer")
+    _require(m.d_ff > 0, "model.d_ff must be > 0")
+    _require(
+        all(0 <= p < 1 for p in (m.dropout, m.attention_dropout, m.activation_dropout)),
+        "model.dropout, attention_dropout and activation_dropout must be in [0, 1)",
+    )
+    _require(m.tie_embeddings in ("all", "decoder", "none"), "model.tie_embeddings must be all, decoder or none")
+    _require(
+        m.tie_embeddings != "all" or t.joint,
+        "model.tie_embeddings: all needs tokenizer.joint: true (one shared vocabulary); use decoder or none",
+    )
+    _require(m.max_positions >= 8, "model.max_positions must be >= 8")
+    _validate_train(tr)
     validate_decode(dec)
 
 

@@ -95,6 +95,10 @@ def test_overrides_are_typed(tmp_path):
         ),
         ("data: {train: {demo: 10}}\ntrain: {adam_eps: .inf}\n", "train.adam_eps must be a finite number, got inf"),
         ("data: {train: {demo: 10}}\ntrain: {save_every_minutes: -1}\n", "train.save_every_minutes must be >= 0"),
+        (
+            "data: {train: {demo: 10}}\ntrain: {keep_last: 2, average_last: 3}\n",
+            "train.average_last \\(3\\) is more than train.keep_last \\(2\\) keeps",
+        ),
         ("data: {train: {demo: 10}}\ntrain: {seed: -1}\n", "train.seed must be in \\[0, 2\\*\\*63\\), got -1"),
         ("data: {train: {demo: 10}}\ntrain: {seed: 18446744073709551616}\n", "train.seed must be in"),
         (

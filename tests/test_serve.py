@@ -131,6 +131,7 @@ def test_health_info_and_docs(client):
     info = client.get("/info").json()
     assert (info["src_lang"], info["tgt_lang"], info["engine"]) == ("en", "de", "torch")
     assert info["src_vocab_size"] == 400 and info["model"]["d_model"] == 128 and info["step"] > 0
+    assert info["checkpoint"] == "checkpoint_avg.pt"  # its name, not where it lies
     assert client.get("/docs").status_code == 200
     assert "/translate" in client.get("/openapi.json").json()["paths"]
 

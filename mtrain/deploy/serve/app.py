@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mtrain.data.tokenizer import Tokenizer
@@ -155,6 +156,8 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         t = worker.translator
         return {
             **t.info,
+            # the file names only: a server does not tell its clients where its files are
+            "checkpoint": " + ".join(Path(c).name for c in str(t.info.get("checkpoint", "")).split(" + ")),
             "src_vocab_size": t.tokenizer.src_vocab_size,
             "tgt_vocab_size": t.tokenizer.tgt_vocab_size,
             "decode": vars(t.config),
