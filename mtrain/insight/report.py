@@ -16,6 +16,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 from mtrain import __version__
 from mtrain.data.store import PreparedData, read_manifest
 from mtrain.errors import MtrainError
@@ -151,15 +153,14 @@ def report_command(
     chosen = choose_checkpoint(run_dir, checkpoint)
     plots.pyplot()  # fail early, before decoding, when matplotlib is missing
     translator = open_translator(chosen, device)
-    data_dir = prepared_data_dir(load_checkpoint(chosen)["config"], run_dir)
+    saved = run_dir / "config.yaml"  # the run's resolved config: its data.dir without loading the checkpoint again
+    config_text = saved.read_text(encoding="utf-8") if saved.is_file() else None
+    config = yaml.safe_load(config_text) if config_text else load_checkpoint(chosen)["config"]
+    data_dir = prepared_data_dir(config, run_dir)
     manifest = read_manifest(data_dir)
     data = PreparedData(data_dir) if manifest is not None else None
     scores, decoded = test_section(translator, data, max_sentences)
-    config_text = (
-        (run_dir / "config.yaml").read_text(encoding="utf-8")
-        if (run_dir / "config.yaml").is_file()
-        else json.dumps(translator.info, indent=2)
-    )
+    config_text = config_text or json.dumps(translator.info, indent=2)
     info = translator.info
     title = f"mtrain run {run_dir.name}: {info['src_lang']} → {info['tgt_lang']}"
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
