@@ -2,7 +2,7 @@
 PYTHON ?= python
 PIP := $(PYTHON) -m pip
 
-.PHONY: setup test test-all smoke bench multi30k plot
+.PHONY: setup browser test test-all smoke bench multi30k plot
 
 # torch is pinned by constraints.txt to the CPU wheel of this machine; on a GPU machine install
 # your CUDA build of torch first, then: pip install -e '.[test,deploy,serve,plot,tensorboard]'
@@ -10,6 +10,12 @@ PIP := $(PYTHON) -m pip
 setup:
 	$(PIP) install -c constraints.txt torch==2.13.0
 	$(PIP) install -c constraints.txt -e '.[test,deploy,serve,plot,tensorboard]'
+	@$(MAKE) --no-print-directory browser || echo "no Chromium: the serve page's browser test will be skipped (Debian: apt install chromium)"
+
+# Debian's Chromium, which the browser test of the serve page drives through Playwright
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@chromium --version
 
 test:
 	$(PYTHON) -m ruff check mtrain scripts tests

@@ -10,11 +10,13 @@ import contextlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -156,3 +158,34 @@ def wait_for_lines(path: Path, count: int, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and not (path.exists() and len(path.read_text().splitlines()) >= count):
         time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(checkpoint: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `mtrain serve` process of `checkpoint` on a free loopback port, ready (or failed)."""
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "mtrain", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
+    command += ["--threads", "1", *args]
+    process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    try:
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

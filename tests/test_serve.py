@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +17,7 @@ from mtrain.deploy.serve.app import create_app
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
 from mtrain.inference.search import Hypothesis
 
-from helpers import ENV, ROOT, run_cli
+from helpers import free_port, run_cli, serve_process
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -51,49 +48,11 @@ def worker_queue_size(app) -> int:
     return worker.waiting if worker is not None else 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(demo):
     """A real `mtrain serve` process on a free loopback port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mtrain",
-            "serve",
-            "--checkpoint",
-            str(demo[0]),
-            "--port",
-            str(port),
-            "--threads",
-            "1",
-            "--max-wait-ms",
-            "20",
-        ],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield url, process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    with serve_process(demo[0], "--max-wait-ms", "20") as (url, process):
+        yield url, process
 
 
 def test_responses_equal_mtrain_translate(demo, server, tmp_path):

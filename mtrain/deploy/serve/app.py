@@ -1,6 +1,8 @@
 """`mtrain serve`: an HTTP translation service (FastAPI + uvicorn) with dynamic batching.
 
     POST /translate  {"text": ["...", ...], "beam": 4, "nbest": 1}  ->  {"translations": [...]}
+    POST /attention  {"text": "...", "beam": 4}  ->  the best translation, its cross-attention, alignment
+    GET  /           a page to try the model in a browser: translate, n-best, attention (page.py)
     GET  /health     200 once the model is loaded, 503 before
     GET  /info       languages, vocabulary sizes, model shape, engine, checkpoint step
     GET  /docs       the OpenAPI documentation FastAPI generates
@@ -25,11 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mtrain.data.tokenizer import Tokenizer
+from mtrain.deploy.serve.page import add_page_routes
+from mtrain.deploy.serve.responses import busy_response, error_response, loading_response
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
 from mtrain.errors import MtrainError
 from mtrain.extras import require
 from mtrain.inference.engine import TranslationEngine
 from mtrain.inference.search import Hypothesis
+from mtrain.inference.translator import Translator
 
 if TYPE_CHECKING:  # FastAPI is an optional extra: mtrain serve imports it when it starts
     from fastapi import FastAPI, Request
@@ -86,13 +91,8 @@ def create_app(
     _add_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     _add_routes(app, state, limits)
+    add_page_routes(app, state, limits)
     return app
-
-
-def _error(status: int, message: str, headers: dict | None = None):
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: "FastAPI") -> None:
@@ -106,24 +106,25 @@ def _add_error_handlers(app: "FastAPI") -> None:
     async def invalid(request: "Request", exc: RequestValidationError):
         first = exc.errors()[0]
         if first.get("type") == "json_invalid":
-            return _error(400, not_json)
+            return error_response(400, not_json)
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
-        return _error(422, f"{where}: {first.get('msg', 'invalid value')}")
+        return error_response(422, f"{where}: {first.get('msg', 'invalid value')}")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: "Request", exc: HTTPException):
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):  # bytes that are not UTF-8
-            return _error(400, not_json)
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+            return error_response(400, not_json)
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def bug(request: "Request", exc: Exception):
         log.exception("internal error")
-        return _error(500, "internal error; see the server log")
+        return error_response(500, "internal error; see the server log")
 
 
-def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
-    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+def _translate_request(limits: ServeLimits) -> type:
+    """The body of POST /translate, its bounds from the server's limits."""
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
     class TranslateRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -134,7 +135,13 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         nbest: StrictInt = Field(
             1, ge=1, le=limits.max_beam, description="Hypotheses per sentence, with scores when > 1."
         )
+        scores: StrictBool = Field(False, description="Give {text, score} objects even when nbest is 1.")
 
+    return TranslateRequest
+
+
+def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
+    TranslateRequest = _translate_request(limits)
     request_ids = itertools.count(1)
 
     def ready_worker() -> BatchingWorker | None:
@@ -143,16 +150,16 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
     @app.get("/health")
     async def health():
         if state["error"]:
-            return _error(503, f"the model could not be loaded: {state['error']}")
+            return error_response(503, f"the model could not be loaded: {state['error']}")
         if ready_worker() is None:
-            return _error(503, "loading the model", {"Retry-After": "1"})
+            return loading_response()
         return {"status": "ok"}
 
     @app.get("/info")
     async def info():
         worker = ready_worker()
         if worker is None:
-            return _error(503, "loading the model", {"Retry-After": "1"})
+            return loading_response()
         t = worker.translator
         return {
             **t.info,
@@ -162,26 +169,27 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             "tgt_vocab_size": t.tokenizer.tgt_vocab_size,
             "decode": vars(t.config),
             "limits": vars(limits),
+            "attention": isinstance(t, Translator),  # POST /attention and the page's heatmap need the PyTorch model
         }
 
     @app.post("/translate")
     async def translate(body: TranslateRequest):
         worker = ready_worker()
         if worker is None:
-            return _error(503, "loading the model", {"Retry-After": "1"})
+            return loading_response()
         problem = _over_limit(body.text, limits)
         if problem:
-            return _error(413 if "at most" in problem else 422, problem)
+            return error_response(413 if "at most" in problem else 422, problem)
         beam = body.beam or worker.translator.config.beam
         if body.nbest > beam:
-            return _error(422, f"nbest ({body.nbest}) must not exceed the beam ({beam})")
+            return error_response(422, f"nbest ({body.nbest}) must not exceed the beam ({beam})")
         request_id, start = next(request_ids), time.perf_counter()
         try:
             future = worker.submit(body.text, beam, body.nbest)
         except QueueFull:
-            return _error(503, "the server is busy (translation queue full); retry shortly", {"Retry-After": "1"})
+            return busy_response()
         results = await asyncio.wrap_future(future)
-        return _respond(worker.translator.tokenizer, results, body.nbest, request_id, start)
+        return _respond(worker.translator.tokenizer, results, body.nbest > 1 or body.scores, request_id, start)
 
 
 def _over_limit(text: list[str], limits: ServeLimits) -> str | None:
@@ -195,7 +203,9 @@ def _over_limit(text: list[str], limits: ServeLimits) -> str | None:
     return None
 
 
-def _respond(tokenizer: Tokenizer, results: list[list[Hypothesis]], nbest: int, request_id: int, start: float) -> dict:
+def _respond(
+    tokenizer: Tokenizer, results: list[list[Hypothesis]], scored: bool, request_id: int, start: float
+) -> dict:
     tokens = sum(len(hyps[0].tokens) + 1 for hyps in results)
     log.info(
         "request %d | %d sentences | %d target tokens | %.1f ms",
@@ -204,7 +214,7 @@ def _respond(tokenizer: Tokenizer, results: list[list[Hypothesis]], nbest: int, 
         tokens,
         1000 * (time.perf_counter() - start),
     )
-    if nbest == 1:
+    if not scored:
         return {"translations": [tokenizer.decode_tgt(hyps[0].tokens) for hyps in results]}
     return {
         "translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in results]
@@ -239,7 +249,7 @@ class BodySizeLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: dict, receive: Receive, send: Send) -> None:
-        response = _error(413, f"request body over {self.max_bytes} bytes (--max-body-bytes)")
+        response = error_response(413, f"request body over {self.max_bytes} bytes (--max-body-bytes)")
         await response(scope, receive, send)
 
 

@@ -4,13 +4,15 @@ Requests that arrive together are merged: the worker takes every waiting request
 settings (waiting at most `max_wait_ms` after the first, so a lone client is not delayed) and
 hands all their sentences to the translator in one call, which sorts them by length and cuts
 token-budgeted batches exactly as `mtrain translate` does; results go back to each request in
-its own order."""
+its own order. Work that is not a translation (the page's attention maps) runs on the same thread, in
+its turn, as a task."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -50,6 +52,7 @@ class Job:
     nbest: int
     future: Future = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
+    task: Callable[[TranslationEngine], object] | None = None  # set: run this instead of translating
 
 
 class BatchingWorker:
@@ -65,12 +68,19 @@ class BatchingWorker:
         self.thread.start()
 
     def submit(self, lines: list[str], beam: int, nbest: int) -> Future:
-        job = Job(lines, beam, nbest)
+        return self._enqueue(Job(lines, beam, nbest))
+
+    def submit_task(self, task: Callable[[TranslationEngine], object]) -> Future:
+        """Run `task(translator)` on the model's thread in its turn (it counts as one queued sentence):
+        the model is never used by two threads at once."""
+        return self._enqueue(Job([""], 0, 0, task=task))
+
+    def _enqueue(self, job: Job) -> Future:
         with self.condition:
-            if self.waiting + len(lines) > self.limits.max_queue:
+            if self.waiting + len(job.lines) > self.limits.max_queue:
                 raise QueueFull
             self.jobs.append(job)
-            self.waiting += len(lines)
+            self.waiting += len(job.lines)
             self.condition.notify()
         return job.future
 
@@ -90,6 +100,9 @@ class BatchingWorker:
                 self.condition.wait()
             if not self.jobs:
                 return []
+            if self.jobs[0].task is not None:
+                self.waiting -= 1
+                return [self.jobs.popleft()]
             deadline = self.jobs[0].arrived + self.limits.max_wait_ms / 1000
             while (remaining := deadline - time.monotonic()) > 0 and self.waiting < self.limits.max_sentences:
                 self.condition.wait(remaining)
@@ -99,7 +112,11 @@ class BatchingWorker:
         """Waiting jobs with these settings, oldest first, up to CALL_SENTENCES sentences (at least one job)."""
         taken, kept, count = [], deque(), 0
         for job in self.jobs:
-            if (job.beam, job.nbest) == settings and (not taken or count + len(job.lines) <= CALL_SENTENCES):
+            if (
+                job.task is None
+                and (job.beam, job.nbest) == settings
+                and (not taken or count + len(job.lines) <= CALL_SENTENCES)
+            ):
                 taken.append(job)
                 count += len(job.lines)
             else:
@@ -109,6 +126,9 @@ class BatchingWorker:
 
     def _run(self) -> None:
         while batch := self._next_batch():
+            if batch[0].task is not None:
+                self._run_task(batch[0])
+                continue
             lines = [line for job in batch for line in job.lines]
             try:
                 results = self.translator.translate_nbest(lines, beam=batch[0].beam, nbest=batch[0].nbest)
@@ -120,3 +140,9 @@ class BatchingWorker:
             for job in batch:
                 job.future.set_result(results[start : start + len(job.lines)])
                 start += len(job.lines)
+
+    def _run_task(self, job: Job) -> None:
+        try:
+            job.future.set_result(job.task(self.translator))
+        except Exception as e:  # noqa: BLE001 - the request that asked reports it
+            job.future.set_exception(e)
