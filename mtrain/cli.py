@@ -20,7 +20,26 @@ import typer
 from mtrain import __version__
 from mtrain.errors import Interrupted, MtrainError
 
+
+class ReadableGroup(typer.core.TyperGroup):
+    """Typer's command group, with --help texts a newcomer can follow: Typer prints Python types as
+    placeholders (`--last <int>`, `FILES <list[Path]>`, `{FILES}...`); here every option gets a
+    plain one (N, X, TEXT) and an argument shows its metavar alone."""
+
+    def get_command(self, ctx: object, name: str) -> object:
+        command = super().get_command(ctx, name)
+        for param in getattr(command, "params", []):
+            if param.param_type_name == "option" and param.metavar is None and not param.is_flag:
+                param.metavar = {"int": "N", "float": "X"}.get(param.bare_type(), "TEXT")
+            elif param.param_type_name == "argument" and param.metavar:
+                usage = param.metavar + ("..." if param.nargs != 1 and not param.metavar.endswith("...") else "")
+                param.display_type_rich = lambda ctx: None  # no `<list[Path]>` after the name
+                param._usage_display_name = lambda usage=usage: usage  # no `{NAME}...` in the usage line
+        return command
+
+
 app = typer.Typer(
+    cls=ReadableGroup,
     help="Train, decode and score Transformer translation models from one YAML config.\n\n"
     "Quick start: mtrain train --config configs/demo.yaml, then mtrain translate --checkpoint "
     "runs/demo/checkpoint_avg.pt",
@@ -99,7 +118,7 @@ def main_options(
     pass
 
 
-@app.command()
+@app.command(short_help="Read, clean, tokenize and binarize the data of a config.")
 @user_errors
 def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) -> None:
     """Read, clean, tokenize (sentencepiece) and binarize the data of a config.
@@ -119,7 +138,7 @@ def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) 
         )
 
 
-@app.command()
+@app.command(short_help="Train a model; running it again resumes.")
 @user_errors
 def train(
     config: Path = ConfigOption,
@@ -218,12 +237,22 @@ AlignmentOption = typer.Option(
 AlignmentLayerOption = typer.Option(
     0,
     metavar="L",
-    help="Decoder layer (from 1) whose cross-attention aligns; 0: the last (best by AER, see README).",
+    show_default=False,
+    help="Decoder layer (from 1) whose cross-attention aligns (default: the last, best by alignment error rate).",
 )
-ThreadsOption = typer.Option(0, help="CPU threads for decoding; 0: the CPUs this process may use (or OMP_NUM_THREADS).")
+ThreadsOption = typer.Option(
+    0,
+    show_default=False,
+    help="CPU threads for decoding (default: OMP_NUM_THREADS, else the CPUs this process may use).",
+)
 DeviceOption = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run the model.")
 PrecisionOption = typer.Option(
     "auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."
+)
+BeamOption = typer.Option(None, help="Beam size; 1 is greedy (default: decode.beam of the checkpoint's config).")
+LenpenOption = typer.Option(None, help="Length penalty alpha (default: decode.lenpen).")
+MaxTokensOption = typer.Option(
+    None, help="Source tokens times beam size per decoding batch (default: decode.max_tokens)."
 )
 QuantizationOption = typer.Option(
     None,
@@ -233,7 +262,7 @@ QuantizationOption = typer.Option(
 )
 
 
-@app.command()
+@app.command(short_help="Translate text, one output line per input line.")
 @user_errors
 def translate(
     checkpoint: Optional[list[Path]] = typer.Option(
@@ -254,11 +283,9 @@ def translate(
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", metavar="FILE", help="Where translations go (default: stdout); written atomically."
     ),
-    beam: Optional[int] = typer.Option(
-        None, help="Beam size; 1 is greedy (default: decode.beam of the checkpoint's config)."
-    ),
-    lenpen: Optional[float] = typer.Option(None, help="Length penalty alpha (default: decode.lenpen)."),
-    max_tokens: Optional[int] = typer.Option(None, help="Source tokens per batch (default: decode.max_tokens)."),
+    beam: Optional[int] = BeamOption,
+    lenpen: Optional[float] = LenpenOption,
+    max_tokens: Optional[int] = MaxTokensOption,
     nbest: int = typer.Option(1, help="Print this many hypotheses per line as 'index ||| translation ||| score'."),
     sampling: Optional[str] = SamplingOption,
     topk: Optional[int] = typer.Option(None, help="Tokens to draw from with --sampling topk (default: 10)."),
@@ -294,7 +321,22 @@ def translate(
     translate_command(translator, input, output, nbest, Aligner(translator, alignment_layer) if alignment else None)
 
 
-@app.command()
+RuleOption = typer.Option(
+    "robust",
+    metavar="robust|argmax",
+    help="robust: of the settings the paired bootstrap cannot tell from the best, the output length "
+    "nearest the references', then the smallest length penalty; argmax: the highest BLEU.",
+)
+HoldoutFractionOption = typer.Option(
+    0.0,
+    metavar="F",
+    show_default=False,
+    help="Tune on the rest of the validation set and score the choice and the untuned default on this "
+    "share of it, e.g. 0.5 (default: off).",
+)
+
+
+@app.command(short_help="Choose beam and length penalty on the validation set.")
 @user_errors
 def tune(
     checkpoint: list[Path] = typer.Option(
@@ -321,12 +363,15 @@ def tune(
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", metavar="FILE", help="With --write: write a tuned copy here instead of in place."
     ),
+    rule: str = RuleOption,
+    holdout_fraction: float = HoldoutFractionOption,
+    max_tokens: Optional[int] = MaxTokensOption,
     threads: int = ThreadsOption,
     device: str = DeviceOption,
     precision: str = PrecisionOption,
 ) -> None:
     """Choose beam size and length penalty on the validation set: a table of BLEU, chrF, brevity
-    penalty and time per setting; --write makes the best one the checkpoint's default."""
+    penalty and time per setting, the choice of --rule; --write makes it the checkpoint's default."""
     from mtrain.commands.translate import open_engine
     from mtrain.commands.tune import tune_command
 
@@ -338,12 +383,26 @@ def tune(
         ref,
         write,
         output,
-        lambda: open_engine(checkpoint, None, "torch", device, precision, threads),
+        lambda: open_engine(checkpoint, None, "torch", device, precision, threads, max_tokens=max_tokens),
         typer.echo,
+        rule,
+        holdout_fraction,
     )
 
 
-@app.command("eval-bleu")
+PaperBleuOption = typer.Option(
+    False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."
+)
+BaselineOption = typer.Option(
+    None,
+    "--baseline",
+    metavar="FILE",
+    help="Another system's translations of the same source: also test whether the two differ significantly "
+    "(sacreBLEU's paired bootstrap, 1000 resamples).",
+)
+
+
+@app.command("eval-bleu", short_help="Score translations with sacreBLEU (BLEU and chrF).")
 @user_errors
 def eval_bleu(
     ref: list[Path] = typer.Option(
@@ -360,21 +419,16 @@ def eval_bleu(
     src: Optional[Path] = typer.Option(
         None, "--src", metavar="FILE", help="Source file to translate (with --checkpoint or --model)."
     ),
-    beam: Optional[int] = typer.Option(None, help="Beam size when translating."),
+    beam: Optional[int] = BeamOption,
+    lenpen: Optional[float] = LenpenOption,
+    max_tokens: Optional[int] = MaxTokensOption,
     engine: str = EngineOption,
     quantization: Optional[str] = QuantizationOption,
     threads: int = ThreadsOption,
     device: str = DeviceOption,
-    paper_bleu: bool = typer.Option(
-        False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."
-    ),
-    baseline: Optional[Path] = typer.Option(
-        None,
-        "--baseline",
-        metavar="FILE",
-        help="Another system's translations of the same source: also test whether the two differ significantly "
-        "(sacreBLEU's paired bootstrap, 1000 resamples).",
-    ),
+    precision: str = PrecisionOption,
+    paper_bleu: bool = PaperBleuOption,
+    baseline: Optional[Path] = BaselineOption,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
@@ -387,9 +441,12 @@ def eval_bleu(
             model_dir=model,
             engine=engine,
             device=device,
+            precision=precision,
             threads=threads,
             quantization=quantization,
             beam=beam,
+            lenpen=lenpen,
+            max_tokens=max_tokens,
         )
         if translating
         else None
@@ -405,7 +462,7 @@ def eval_bleu(
     )
 
 
-@app.command()
+@app.command(short_help="Export a model for CTranslate2 or Hugging Face.")
 @user_errors
 def export(
     checkpoint: Path = typer.Option(
@@ -437,7 +494,7 @@ def export(
     typer.echo(f"exported {checkpoint} as {format} to {written}")
 
 
-@app.command()
+@app.command(short_help="Serve translations over HTTP, with a page to try them.")
 @user_errors
 def serve(
     checkpoint: Optional[Path] = typer.Option(
@@ -463,7 +520,8 @@ def serve(
     ),
     max_wait_ms: float = typer.Option(10.0, help="How long a request may wait for others to share its batch."),
 ) -> None:
-    """Serve translations over HTTP: POST /translate, GET /health, /info, /docs.
+    """Serve translations over HTTP: a page to try the model at /, POST /translate, POST /attention,
+    GET /health, /info, /docs.
 
     Needs the serve extra: pip install 'mtrain[serve]'. Example:
     curl -s localhost:8000/translate -H 'content-type: application/json' -d '{"text": ["A dog runs."]}'
@@ -486,7 +544,7 @@ def serve(
     serve_command(lambda: open_engine(**open_engine_args), host, port, limits)
 
 
-@app.command()
+@app.command(short_help="Average the weights of checkpoints.")
 @user_errors
 def average(
     inputs: list[Path] = typer.Argument(
@@ -499,8 +557,9 @@ def average(
     best: int = typer.Option(
         0,
         metavar="N",
+        show_default=False,
         help="With a run directory: average the N checkpoints with the best validation score "
-        "(by the run's train.best_metric) instead of the last ones.",
+        "(by the run's train.best_metric) instead of the last ones (default: off).",
     ),
     allow_gaps: bool = typer.Option(
         False,
@@ -518,7 +577,7 @@ def average(
     typer.echo(f"averaged {len(paths)} checkpoint(s) into {output}: {', '.join(p.name for p in paths)}")
 
 
-@app.command()
+@app.command(short_help="Draw the attention behind one translation.")
 @user_errors
 def attention(
     checkpoint: Path = typer.Option(
@@ -577,12 +636,14 @@ def attention(
 
 
 plot_app = typer.Typer(
-    help="Draw learning curves or the positional encodings (needs mtrain[plot]).", no_args_is_help=True
+    cls=ReadableGroup,
+    help="Draw learning curves or the positional encodings (needs mtrain[plot]).",
+    no_args_is_help=True,
 )
-app.add_typer(plot_app, name="plot")
+app.add_typer(plot_app, name="plot", short_help="Draw learning curves or positional encodings.")
 
 
-@plot_app.command("metrics")
+@plot_app.command("metrics", short_help="Draw the learning curves of runs.")
 @user_errors
 def plot_metrics(
     run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="One or more run directories (overlaid)."),
@@ -595,7 +656,7 @@ def plot_metrics(
     typer.echo(f"wrote {output}")
 
 
-@plot_app.command("positions")
+@plot_app.command("positions", short_help="Draw the sinusoidal positional encodings.")
 @user_errors
 def plot_positions(
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The PNG to write (1400 x 600 px)."),
@@ -609,7 +670,7 @@ def plot_positions(
     typer.echo(f"wrote {output}")
 
 
-@app.command()
+@app.command(short_help="Write one HTML page about a run.")
 @user_errors
 def report(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory written by mtrain train."),

@@ -8,10 +8,20 @@ refused before any work starts. This module knows nothing of torch.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mtrain.errors import MtrainError
+
+
+def setting(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A config field with its help text, which the configuration reference prints
+    (docs/reference/configuration.md, written by scripts/docs_reference.py)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -23,14 +33,21 @@ class CorpusConfig:
     upsampled), and a tagged corpus gets its tag token (e.g. <BT> for back-translated data,
     Caswell et al. 2019) in front of every source sentence."""
 
-    path: str = ""  # plain text: files {path}.{lang} or {path}.{lang}.gz, one sentence a line
-    dataset: str = ""  # `datasets`: a hub name (wmt/wmt14) or a local loader (parquet, json, csv, arrow)
-    name: str = ""  # `datasets` config name, e.g. de-en
-    split: str = ""  # `datasets` split, e.g. train, validation, test
-    data_files: list[str] = field(default_factory=list)  # local files for a loader dataset
-    demo: int = 0  # number of sentence pairs from the built-in synthetic demo generator
-    weight: float = 1.0  # training corpora: this corpus's share of an epoch, relative to the others' weights
-    tag: str = ""  # training corpora: a token put before each source sentence, e.g. <BT>
+    path: str = setting("", "Plain text: the files {path}.{lang} or {path}.{lang}.gz, one sentence a line.")
+    dataset: str = setting(
+        "", "A Hugging Face `datasets` name (wmt/wmt14) or a local loader (parquet, json, csv, arrow)."
+    )
+    name: str = setting("", "The `datasets` configuration name, e.g. de-en.")
+    split: str = setting("", "The `datasets` split, e.g. train, validation, test.")
+    data_files: list[str] = setting(factory=list, help="Local files for a loader dataset (parquet, json, csv, arrow).")
+    demo: int = setting(0, "Sentence pairs from the built-in synthetic demo generator (0: not a demo corpus).")
+    weight: float = setting(
+        1.0,
+        "Training corpora: this corpus's share of an epoch, relative to the other corpora's weights (> 1 upsamples).",
+    )
+    tag: str = setting(
+        "", "Training corpora: a token put before every source sentence, e.g. <BT> for back-translated data."
+    )
 
     @property
     def name_for_logs(self) -> str:
@@ -42,47 +59,81 @@ class CorpusConfig:
 
 @dataclass
 class DataConfig:
-    src_lang: str = "en"
-    tgt_lang: str = "de"
-    train: list[CorpusConfig] = field(default_factory=list)  # one corpus (a mapping) or a list of them
-    valid: CorpusConfig = field(default_factory=CorpusConfig)
-    test: CorpusConfig = field(default_factory=CorpusConfig)
-    dir: str = ""  # where prepared data goes; empty means {out_dir}/data
-    # Training-pair cleaning (like Moses clean-corpus-n; validation and test are never filtered).
-    min_len: int = 1  # words per side
-    max_len: int = 250  # words per side
-    max_len_ratio: float = 9.0  # longer side / shorter side, in words
-    dedup: bool = False  # drop exact duplicate pairs
+    src_lang: str = setting(
+        "en", "Source language code: the file suffix of plain-text corpora and the key in `datasets` records."
+    )
+    tgt_lang: str = setting("de", "Target language code, as src_lang.")
+    train: list[CorpusConfig] = setting(
+        factory=list, help="The training corpus (a mapping) or a list of corpora, each with its weight and tag."
+    )
+    valid: CorpusConfig = setting(
+        factory=CorpusConfig, help="The validation corpus: validation loss, BLEU, best checkpoint, tuning."
+    )
+    test: CorpusConfig = setting(
+        factory=CorpusConfig, help="The test corpus (optional): decoded once per final recipe, never used for choices."
+    )
+    dir: str = setting("", "Where prepared data goes; empty: {out_dir}/data. Runs that share it share one preparation.")
+    min_len: int = setting(1, "Training-pair cleaning (as Moses clean-corpus-n): fewest words per side.")
+    max_len: int = setting(250, "Training-pair cleaning: most words per side.")
+    max_len_ratio: float = setting(
+        9.0, "Training-pair cleaning: the longer side's words over the shorter side's, at most."
+    )
+    dedup: bool = setting(False, "Drop exact duplicate training pairs (validation and test are never filtered).")
 
 
 @dataclass
 class TokenizerConfig:
-    type: str = "bpe"  # bpe | unigram
-    vocab_size: int = 37000
-    joint: bool = True  # one model for both languages (the paper's shared vocabulary)
-    character_coverage: float = 1.0
-    input_sentence_size: int = 2_000_000  # sentences per sentencepiece model, sampled with the seed (Marian's)
-    model: str = ""  # an existing sentencepiece model (the joint or source one) instead of training
-    tgt_model: str = ""  # an existing target model when joint is false
-    # Subword regularization (Kudo 2018; needs type unigram): every epoch, each training sentence is
-    # re-segmented by drawing among its best segmentations x with probability ~ P(x)^alpha.
-    # 0: off, always the best segmentation.
-    sampling_alpha: float = 0.0
+    type: str = setting("bpe", "The sentencepiece model type: bpe or unigram.")
+    vocab_size: int = setting(37000, "Pieces per sentencepiece model (the paper's joint BPE: 37000 for EN-DE).")
+    joint: bool = setting(
+        True, "One model for both languages (the paper's shared vocabulary); false: one per language."
+    )
+    character_coverage: float = setting(
+        1.0, "Share of the characters the model must cover (sentencepiece; lower for languages with huge alphabets)."
+    )
+    input_sentence_size: int = setting(
+        2_000_000, "Sentences per sentencepiece model, sampled with train.seed (as Marian does)."
+    )
+    model: str = setting(
+        "", "An existing sentencepiece model (the joint or the source one) to use instead of training one."
+    )
+    tgt_model: str = setting("", "An existing target sentencepiece model, with joint false.")
+    sampling_alpha: float = setting(
+        0.0,
+        "Subword regularization (Kudo, 2018; needs type unigram): every epoch re-segments each training "
+        "sentence, drawing among its best segmentations with probability ~ P(x)^alpha; 0: off.",
+    )
 
 
 @dataclass
 class ModelConfig:
-    d_model: int = 512
-    heads: int = 8
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    d_ff: int = 2048
-    dropout: float = 0.1  # on sub-layer outputs and embeddings (section 5.4)
-    attention_dropout: float = 0.0  # on attention weights (fairseq's attention_dropout; not in the paper)
-    activation_dropout: float = 0.0  # on the FFN's hidden ReLU activations (fairseq's activation_dropout)
-    pre_norm: bool = False  # the paper is post-norm; pre-norm trains more stably when deep
-    tie_embeddings: str = "all"  # all (section 3.4, needs a joint vocabulary) | decoder | none
-    max_positions: int = 1024
+    d_model: int = setting(512, "Width of embeddings and sub-layer outputs (the paper's base: 512, big: 1024).")
+    heads: int = setting(8, "Attention heads per layer; d_model must divide by it.")
+    encoder_layers: int = setting(6, "Encoder layers (the paper: 6).")
+    decoder_layers: int = setting(6, "Decoder layers (the paper: 6).")
+    d_ff: int = setting(2048, "Inner width of the position-wise feed-forward networks (base: 2048, big: 4096).")
+    dropout: float = setting(0.1, "Dropout on sub-layer outputs and on the embedding sums (section 5.4: 0.1 base).")
+    attention_dropout: float = setting(
+        0.0, "Dropout on attention weights (fairseq's attention_dropout; not in the paper)."
+    )
+    activation_dropout: float = setting(
+        0.0, "Dropout on the feed-forward networks' hidden ReLU activations (fairseq's activation_dropout)."
+    )
+    pre_norm: bool = setting(
+        False,
+        "Layer normalization before each sub-layer instead of after (the paper is post-norm); trains deep "
+        "models more stably.",
+    )
+    tie_embeddings: str = setting(
+        "all",
+        "Shared weights (section 3.4): all (source, target and output; needs a joint vocabulary), decoder "
+        "(target and output) or none.",
+    )
+    max_positions: int = setting(
+        1024,
+        "Longest sequence in tokens the positional encodings cover (sources longer than this are truncated when"
+        " translating).",
+    )
 
 
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
@@ -92,61 +143,90 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass
 class TrainConfig:
-    max_tokens: int = 4096  # tokens per micro-batch per device, padding included
-    update_freq: int = 1  # micro-batches accumulated per optimizer step on each device
-    max_steps: int = 100_000
-    max_epochs: int = 0  # 0: no limit
-    max_minutes: float = 0.0  # stop after this much training wall-clock, resumed processes included; 0: no limit
-    lr_scale: float = 1.0  # lr = lr_scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
-    warmup_steps: int = 4000
-    # The last `cooldown` fraction of the budget (max_steps or max_minutes, whichever ends first) scales
-    # the lr linearly down to 0 (the warmup-stable-decay cooldown); 0: the paper's schedule to the end
-    cooldown: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    adam_eps: float = 1e-9
-    label_smoothing: float = 0.1
-    clip_norm: float = 0.0  # 0: no gradient clipping
-    seed: int = 1
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    compile: bool = False  # torch.compile the model
-    threads: int = 0  # CPU threads per process; 0: OMP_NUM_THREADS, else the CPUs this process may use
-    log_every: int = 100  # steps
-    valid_every: int = 1000  # steps; 0: only at the end
-    valid_bleu: bool = False  # also greedy-decode the validation set and report BLEU
-    best_metric: str = "loss"  # loss | bleu (needs valid_bleu): what checkpoint_best.pt and patience follow
-    patience: int = 0  # stop after this many validations without a better best_metric; 0: never
-    save_every: int = 1000  # steps between numbered checkpoints; 0: only at the end
-    save_every_minutes: float = 0.0  # also refresh checkpoint_last.pt this often; 0: off
-    keep_last: int = 5  # numbered checkpoints kept
-    average_last: int = 5  # checkpoint_avg.pt averages this many last checkpoints at the end
-    dist_timeout_minutes: float = 10.0  # collective-operation timeout under DDP
+    max_tokens: int = setting(
+        4096, "Tokens per micro-batch on each device, padding included (the paper: about 25000 per step in all)."
+    )
+    update_freq: int = setting(
+        1, "Micro-batches accumulated per optimizer step on each device (a larger batch without more memory)."
+    )
+    max_steps: int = setting(100_000, "Stop after this many optimizer steps.")
+    max_epochs: int = setting(0, "Stop after this many epochs; 0: no limit.")
+    max_minutes: float = setting(
+        0.0, "Stop after this much training wall-clock, resumed processes included; 0: no limit."
+    )
+    lr_scale: float = setting(
+        1.0,
+        "Factor on the paper's rate: lr = lr_scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) (equation 3).",
+    )
+    warmup_steps: int = setting(4000, "Steps of linear warmup before the inverse-square-root decay (the paper: 4000).")
+    cooldown: float = setting(
+        0.0,
+        "The last fraction of the budget (max_steps or max_minutes, whichever ends first) in which the rate "
+        "falls linearly to 0 (warmup-stable-decay); 0: the paper's schedule to the end.",
+    )
+    adam_beta1: float = setting(0.9, "Adam beta1 (the paper: 0.9).")
+    adam_beta2: float = setting(0.98, "Adam beta2 (the paper: 0.98).")
+    adam_eps: float = setting(1e-9, "Adam epsilon (the paper: 1e-9).")
+    label_smoothing: float = setting(0.1, "Label smoothing epsilon (section 5.4: 0.1).")
+    clip_norm: float = setting(0.0, "Clip the gradient's global norm to this; 0: no clipping.")
+    seed: int = setting(1, "Random seed: initialization, batch order, dropout, tokenizer sampling.")
+    device: str = setting("auto", "Where to train: auto (CUDA when present), cpu, cuda or cuda:N.")
+    precision: str = setting(
+        "auto", "Arithmetic: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA, with loss scaling)."
+    )
+    compile: bool = setting(False, "torch.compile the model (faster steps after a compile pause).")
+    threads: int = setting(0, "CPU threads per process; 0: OMP_NUM_THREADS, else the CPUs this process may use.")
+    log_every: int = setting(100, "Steps between training log lines and metrics.jsonl records.")
+    valid_every: int = setting(1000, "Steps between validations; 0: only at the end.")
+    valid_bleu: bool = setting(False, "Also greedy-decode the validation set at each validation and report its BLEU.")
+    best_metric: str = setting("loss", "What checkpoint_best.pt and patience follow: loss, or bleu (needs valid_bleu).")
+    patience: int = setting(0, "Stop after this many validations without a better best_metric; 0: never.")
+    save_every: int = setting(1000, "Steps between numbered checkpoints; 0: only at the end.")
+    save_every_minutes: float = setting(
+        0.0, "Also refresh checkpoint_last.pt this often, in minutes of wall-clock; 0: off."
+    )
+    keep_last: int = setting(5, "Numbered checkpoints kept; older ones are deleted.")
+    average_last: int = setting(
+        5, "checkpoint_avg.pt averages this many last numbered checkpoints at the end (the paper: 5 for base)."
+    )
+    dist_timeout_minutes: float = setting(
+        10.0, "Timeout of collective operations under DDP: a rank that hangs this long ends the run."
+    )
 
 
 @dataclass
 class DecodeConfig:
-    beam: int = 4
-    lenpen: float = 0.6  # GNMT length penalty alpha: score / ((5 + |Y|) / 6) ** alpha
-    max_len_a: float = 1.0  # maximum output length = a * source length + b
-    max_len_b: int = 50
-    max_tokens: int = 8000  # source tokens per decoding batch
-    # Sampling instead of search, for back-translation (Edunov et al. 2018): each token drawn from
-    # the model's distribution (multinomial) or from its topk most probable tokens, at a temperature.
-    sampling: str = ""  # "": beam search (greedy at beam 1) | topk | multinomial
-    topk: int = 10
-    temperature: float = 1.0
-    seed: int = 1  # with the line number, what each line's draws depend on
+    beam: int = setting(4, "Beam size; 1 is greedy search (the paper: 4).")
+    lenpen: float = setting(
+        0.6, "GNMT length penalty alpha: hypotheses rank by score / ((5 + |Y|) / 6) ** alpha (the paper: 0.6)."
+    )
+    max_len_a: float = setting(
+        1.0, "Longest output: max_len_a * source length + max_len_b tokens (the paper: source + 50)."
+    )
+    max_len_b: int = setting(50, "See max_len_a.")
+    max_tokens: int = setting(8000, "Source tokens times beam size per decoding batch.")
+    sampling: str = setting(
+        "",
+        "Sampling instead of search, for back-translation (Edunov et al., 2018): '' (beam search), topk or "
+        "multinomial.",
+    )
+    topk: int = setting(10, "With sampling topk: draw from this many most probable tokens.")
+    temperature: float = setting(1.0, "Sampling temperature; < 1 sharpens the distribution, > 1 flattens it.")
+    seed: int = setting(1, "Sampling seed: a line's draws depend only on it and the line's number.")
 
 
 @dataclass
 class Config:
-    out_dir: str = "runs/default"
-    data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    out_dir: str = setting(
+        "runs/default", "The run directory: checkpoints, logs, metrics, the prepared data (unless data.dir)."
+    )
+    data: DataConfig = setting(factory=DataConfig, help="Corpora, languages and training-pair cleaning.")
+    tokenizer: TokenizerConfig = setting(factory=TokenizerConfig, help="The sentencepiece models.")
+    model: ModelConfig = setting(factory=ModelConfig, help="The Transformer's shape and regularization.")
+    train: TrainConfig = setting(factory=TrainConfig, help="Batches, schedule, budgets, checkpoints.")
+    decode: DecodeConfig = setting(
+        factory=DecodeConfig, help="Search settings, stored with every checkpoint (mtrain tune writes its choice here)."
+    )
 
     @property
     def data_dir(self) -> Path:

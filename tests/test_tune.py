@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mtrain.evaluation.bootstrap import resample_indices, resampled_bleu, sentence_statistics, win_rates
 from mtrain.evaluation.scores import corpus_scores
-from mtrain.evaluation.tune import edge_notes, parse_beams, parse_lenpens
+from mtrain.evaluation.tune import edge_notes, holdout_split, parse_beams, parse_lenpens, robust_choice
 from mtrain.inference.translator import open_translator
 from mtrain.run import checkpoint
 from mtrain.training.session import train
@@ -26,6 +27,8 @@ def test_tune_decodes_the_grid_and_writes_the_best_setting(demo_run, tmp_path):
         "--write",
         "-o",
         str(tuned),
+        "--rule",
+        "argmax",
     )
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines() if line[:4].strip().isdigit()]
@@ -77,6 +80,9 @@ def test_a_best_setting_on_the_border_of_the_grid_is_pointed_out():
         (["--src", "missing.en", "--ref", "missing.de"], "error: no validation data: missing.en not found"),
         (["--src", "x.en"], "error: give both --src and --ref"),
         (["--output", "x.pt"], "error: --output names where --write puts the tuned checkpoint; add --write"),
+        (["--rule", "best"], "error: --rule 'best' is not one of robust, argmax"),
+        (["--holdout-fraction", "1.5"], "error: --holdout-fraction must be between 0 and 1 (exclusive)"),
+        (["--holdout-fraction", "0.0001"], "error: --holdout-fraction 0.0001 of 300 sentences leaves none"),
     ],
 )
 def test_bad_tune_options_are_one_line_errors(demo_run, options, message):
@@ -106,3 +112,66 @@ def test_tune_and_report_find_the_validation_data_of_a_run_with_its_own_data_dir
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "r.html").read_text()
     assert "5 test sentences" in page and "no test or validation set" not in page
+
+
+def row(lenpen: float, bleu: float, ratio: float, beam: int = 4) -> dict:
+    return {"beam": beam, "lenpen": lenpen, "bleu": bleu, "chrf": 60.0, "length_ratio": ratio}
+
+
+def test_the_tie_rule_prefers_the_length_nearest_the_references_within_the_interval():
+    """The grid's edge wins the argmax by a hair with a long output; a setting the bootstrap cannot
+    tell from it, with the right length, is chosen; a clearly worse one is not in the tied set."""
+    rows = [row(0.4, 39.00, 0.950), row(1.0, 40.80, 1.001), row(1.2, 40.85, 1.004), row(2.0, 40.97, 1.024)]
+    wins = [0.99, 0.71, 0.66, 0.0]  # how often the best (lenpen 2.0) beats each on the resampled sets
+    chosen, tied = robust_choice(rows, wins)
+    assert chosen["lenpen"] == 1.0 and [r["lenpen"] for r in tied] == [1.0, 1.2, 2.0]
+    # equal distance to the reference length: the smaller length penalty, then the smaller beam
+    chosen, _ = robust_choice([row(1.4, 40.0, 0.99), row(0.8, 40.0, 1.01), row(0.8, 40.1, 1.01, beam=2)], [0.5] * 3)
+    assert (chosen["lenpen"], chosen["beam"]) == (0.8, 2)
+
+
+def test_bootstrap_ties_come_from_per_sentence_statistics():
+    references = [f"the {w} dog runs to the {v} house today" for w in ("big", "small", "red", "old") for v in "abcde"]
+    same_but_one = list(references)
+    same_but_one[3] = "a dog runs"
+    worse = ["the dog" for _ in references]
+    statistics = [sentence_statistics(h, references) for h in (references, same_but_one, worse)]
+    # summed over all sentences the statistics give sacreBLEU's corpus score; over any subset, that subset's
+    everything = resample_indices(len(references), samples=1)
+    everything[0] = range(len(references))
+    assert resampled_bleu(statistics[1], everything)[0] == pytest.approx(
+        corpus_scores(same_but_one, [references])["bleu"]
+    )
+    subset = [0, 0, 3, 7]
+    assert resampled_bleu(statistics[1], [subset])[0] == pytest.approx(
+        corpus_scores([same_but_one[i] for i in subset], [[references[i] for i in subset]])["bleu"]
+    )
+    wins = win_rates(statistics, 0, resample_indices(len(references)))
+    assert wins[0] == 0.0 and wins[1] < 0.95 <= wins[2]  # one changed sentence of 20 is a tie; "the dog" is not
+
+
+def test_the_holdout_split_is_deterministic_and_disjoint():
+    tuned, held = holdout_split(10, 0.3)
+    assert (tuned, held) == holdout_split(10, 0.3) and len(held) == 3
+    assert sorted(tuned + held) == list(range(10))
+    assert holdout_split(10, 0.3, seed=2) != (tuned, held)
+
+
+def test_tune_reports_the_tied_set_and_the_held_out_scores(demo_run):
+    result = run_cli(
+        "tune",
+        "--checkpoint",
+        str(demo_run / "checkpoint_avg.pt"),
+        "--beam",
+        "1",
+        "--lenpen",
+        "0.6,1.0",
+        "--holdout-fraction",
+        "0.5",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("(150 sentences): 2 settings")
+    assert any(line.startswith("tied with the best (BLEU ") for line in lines)
+    (held,) = [line for line in lines if line.startswith("held out (150 sentences, not used for the choice)")]
+    assert "untuned default beam 4 lenpen 0.6" in held

@@ -11,7 +11,20 @@ from mtrain.config_io import decode_config
 from mtrain.data.sources import read_lines
 from mtrain.device import keep_freed_memory
 from mtrain.errors import MtrainError
-from mtrain.evaluation.tune import HEADER, best_row, edge_notes, format_row, parse_beams, parse_lenpens, tune
+from mtrain.evaluation.scores import corpus_scores
+from mtrain.evaluation.tune import (
+    HEADER,
+    RULES,
+    best_row,
+    choose,
+    edge_notes,
+    explain_choice,
+    format_row,
+    holdout_split,
+    parse_beams,
+    parse_lenpens,
+    tune,
+)
 from mtrain.inference.engine import TranslationEngine
 from mtrain.run import checkpoint
 from mtrain.run.directory import prepared_data_dir
@@ -59,9 +72,44 @@ def tune_command(
     output: Path | None,
     translator_factory: Callable[[], TranslationEngine],
     echo: Callable[[str], object] = print,
+    rule: str = "robust",
+    holdout_fraction: float = 0.0,
 ) -> dict:
-    """`mtrain tune`: the grid on the validation set, a table, and maybe the best setting written.
-    Several checkpoints are tuned as one ensemble, on the first one's validation data."""
+    """`mtrain tune`: the grid on the validation set, a table, the choice of `rule`, and maybe the
+    chosen setting written. Several checkpoints are tuned as one ensemble, on the first one's
+    validation data. With `holdout_fraction`, that share of the validation set is left out of the
+    choice, and the chosen setting and the untuned default are both scored on it."""
+    _check_options(checkpoint_paths, write, output, rule)
+    lenpen_grid = parse_lenpens(lenpens)
+    sources, references, src_path = _validation(checkpoint_paths[0], src, ref)
+    tuned, held = holdout_split(len(sources), holdout_fraction) if holdout_fraction else (range(len(sources)), [])
+    keep_freed_memory()  # a batch job that decodes the set once per setting
+    translator = translator_factory()
+    default = {"beam": translator.config.beam, "lenpen": translator.config.lenpen}
+    beam_grid = parse_beams(beams) if beams else [translator.config.beam]
+    tune_src, tune_ref = [sources[i] for i in tuned], [references[i] for i in tuned]
+    echo(f"tuning on {src_path} ({len(tune_src)} sentences): {len(beam_grid) * len(lenpen_grid)} settings")
+    echo(HEADER)
+    rows, outputs = tune(translator, tune_src, tune_ref, beam_grid, lenpen_grid, lambda row: echo(format_row(row)))
+    chosen, tied = choose(rows, outputs, tune_ref, rule)
+    for line in explain_choice(chosen, tied, best_row(rows), rule):
+        echo(line)
+    echo(f"best: beam {chosen['beam']}, lenpen {chosen['lenpen']:g} ({_scores(chosen)})")
+    for note in edge_notes(chosen, beam_grid, lenpen_grid):
+        echo(note)
+    result = {"rows": rows, "best": chosen, "tied": tied}
+    if held:
+        result["holdout"] = _holdout(
+            translator, [sources[i] for i in held], [references[i] for i in held], chosen, default
+        )
+        echo(_describe_holdout(result["holdout"]))
+    if write:
+        target = write_setting(checkpoint_paths[0], chosen, output)
+        echo(f"wrote decode.beam={chosen['beam']} decode.lenpen={chosen['lenpen']:g} into {target}")
+    return result
+
+
+def _check_options(checkpoint_paths: list[Path], write: bool, output: Path | None, rule: str) -> None:
     if output is not None and not write:
         raise MtrainError("--output names where --write puts the tuned checkpoint; add --write")
     if write and len(checkpoint_paths) > 1:
@@ -69,24 +117,42 @@ def tune_command(
             "--write stores the setting in one checkpoint, but an ensemble has several; leave out --write "
             "and pass the best --beam and --lenpen to mtrain translate"
         )
-    lenpen_grid = parse_lenpens(lenpens)
-    src_path, ref_path = validation_files(checkpoint_paths[0], src, ref)
+    if rule not in RULES:
+        raise MtrainError(f"--rule '{rule}' is not one of {', '.join(RULES)}")
+
+
+def _validation(checkpoint_path: Path, src: Path | None, ref: Path | None) -> tuple[list[str], list[str], Path]:
+    src_path, ref_path = validation_files(checkpoint_path, src, ref)
     sources, references = read_lines(src_path), read_lines(ref_path)
     if len(sources) != len(references) or not sources:
         raise MtrainError(
             f"{src_path} has {len(sources)} lines and {ref_path} {len(references)}; they must be the same, non-zero"
         )
-    keep_freed_memory()  # a batch job that decodes the set once per setting
-    translator = translator_factory()
-    beam_grid = parse_beams(beams) if beams else [translator.config.beam]
-    echo(f"tuning on {src_path} ({len(sources)} sentences): {len(beam_grid) * len(lenpen_grid)} settings")
-    echo(HEADER)
-    rows = tune(translator, sources, references, beam_grid, lenpen_grid, progress=lambda row: echo(format_row(row)))
-    best = best_row(rows)
-    echo(f"best: beam {best['beam']}, lenpen {best['lenpen']:g} (BLEU {best['bleu']:.2f}, chrF {best['chrf']:.2f})")
-    for note in edge_notes(best, beam_grid, lenpen_grid):
-        echo(note)
-    if write:
-        target = write_setting(checkpoint_paths[0], best, output)
-        echo(f"wrote decode.beam={best['beam']} decode.lenpen={best['lenpen']:g} into {target}")
-    return {"rows": rows, "best": best}
+    return sources, references, src_path
+
+
+def _holdout(
+    translator: TranslationEngine, sources: list[str], references: list[str], chosen: dict, default: dict
+) -> dict:
+    """BLEU, chrF and length ratio of the chosen and the default setting on the held-out sentences."""
+    report = {"sentences": len(sources)}
+    for name, setting in (("chosen", chosen), ("default", default)):
+        translator.config = dataclasses.replace(translator.config, beam=setting["beam"], lenpen=setting["lenpen"])
+        scores = corpus_scores(translator.translate(sources, beam=setting["beam"]), [references])
+        report[name] = {key: setting[key] for key in ("beam", "lenpen")} | {
+            key: scores[key] for key in ("bleu", "chrf", "length_ratio")
+        }
+    return report
+
+
+def _describe_holdout(report: dict) -> str:
+    chosen, default = report["chosen"], report["default"]
+    return (
+        f"held out ({report['sentences']} sentences, not used for the choice): chosen beam {chosen['beam']} lenpen "
+        f"{chosen['lenpen']:g} ({_scores(chosen)}); untuned default beam {default['beam']} lenpen "
+        f"{default['lenpen']:g} ({_scores(default)})"
+    )
+
+
+def _scores(row: dict) -> str:
+    return f"BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f}, length ratio {row['length_ratio']:.3f}"

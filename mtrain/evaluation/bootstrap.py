@@ -1,11 +1,14 @@
 """Is a difference between two systems real? sacreBLEU's paired bootstrap resampling (Koehn,
 2004, "Statistical Significance Tests for Machine Translation Evaluation"), the figures of
-`sacrebleu -paired-bs`: BLEU and chrF differences with p-values and 95% intervals."""
+`sacrebleu -paired-bs`: BLEU and chrF differences with p-values and 95% intervals; and the same
+resampling over per-sentence statistics for many systems at once, which `mtrain tune` uses to
+tell which settings are indistinguishable from the best."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
 BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for -paired-bs
@@ -49,3 +52,29 @@ def describe_bootstrap(report: dict) -> str:
             f"(p = {p:.4f}: {verdict} at p < 0.05; 95% interval of this system +-{report[f'{name}_ci95']:.2f})"
         )
     return "\n".join(lines)
+
+
+def sentence_statistics(hyps: list[str], references: list[str]) -> np.ndarray:
+    """sacreBLEU's sufficient statistics of each sentence (hypothesis and reference lengths, n-gram
+    matches and totals for n = 1..4): summed over any subset of sentences they give that subset's
+    corpus BLEU, exactly as `BLEU().corpus_score` computes it."""
+    return np.array(BLEU()._extract_corpus_statistics(hyps, [references]), dtype=np.int64)
+
+
+def resample_indices(sentences: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = 12345) -> np.ndarray:
+    """`samples` resampled test sets (sentence indices drawn with replacement), the same for every
+    system compared, which is what makes the bootstrap paired (Koehn, 2004)."""
+    return np.random.default_rng(seed).integers(0, sentences, size=(samples, sentences))
+
+
+def resampled_bleu(statistics: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Corpus BLEU of every resampled test set, from per-sentence statistics."""
+    bleu = BLEU()
+    return np.array([bleu._compute_score_from_stats(list(statistics[rows].sum(0))).score for rows in indices])
+
+
+def win_rates(statistics: list[np.ndarray], best: int, indices: np.ndarray) -> list[float]:
+    """For each system, the share of resampled test sets on which system `best` scores strictly
+    higher BLEU: at 0.95 or more `best` is significantly better (p < 0.05); below, the two are tied."""
+    scores = [resampled_bleu(s, indices) for s in statistics]
+    return [float(np.mean(scores[best] > s)) for s in scores]

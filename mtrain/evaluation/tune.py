@@ -6,16 +6,24 @@ brevity penalty; the best alpha differs between language pairs and models, and t
 chose its own on the development set. This decodes the validation sources for every setting
 of a grid and scores each with sacreBLEU; commands/tune.py can store the best setting in the
 checkpoint, so `mtrain translate` uses it without flags. The test set is never used here.
+
+On a validation set of a thousand sentences many settings score within the bootstrap's noise of
+each other, so the plain argmax is often noise that lands on the grid's edge and does not carry
+over to unseen data. The robust rule (the default) takes the settings whose BLEU the paired
+bootstrap cannot tell from the best's, and among them the one whose output length is closest to
+the references' (length ratio nearest 1), then the smallest length penalty and beam.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import time
 from collections.abc import Callable
 
 from mtrain.errors import MtrainError
+from mtrain.evaluation.bootstrap import BOOTSTRAP_SAMPLES, resample_indices, sentence_statistics, win_rates
 from mtrain.evaluation.scores import corpus_scores
 from mtrain.inference.engine import TranslationEngine
 
@@ -62,15 +70,17 @@ def tune(
     beams: list[int],
     lenpens: list[float],
     progress: Callable[[dict], object] | None = None,
-) -> list[dict]:
-    """One row per (beam, lenpen): BLEU, chrF, brevity penalty, length ratio and decoding seconds."""
-    rows = []
+) -> tuple[list[dict], list[list[str]]]:
+    """One row per (beam, lenpen): BLEU, chrF, brevity penalty, length ratio and decoding seconds;
+    and each setting's translations, for the bootstrap."""
+    rows, outputs = [], []
     for beam in beams:
         for lenpen in lenpens:
             translator.config = dataclasses.replace(translator.config, beam=beam, lenpen=lenpen)
             start = time.perf_counter()
             hyps = translator.translate(sources, beam=beam)
             seconds = time.perf_counter() - start
+            outputs.append(hyps)
             scores = corpus_scores(hyps, [references])
             rows.append(
                 {
@@ -85,12 +95,65 @@ def tune(
             )
             if progress is not None:
                 progress(rows[-1])
-    return rows
+    return rows, outputs
 
 
 def best_row(rows: list[dict]) -> dict:
     """The highest BLEU; among equals the higher chrF, then the earlier setting of the grid."""
     return max(rows, key=lambda row: (round(row["bleu"], 6), round(row["chrf"], 6), -rows.index(row)))
+
+
+RULES = ("robust", "argmax")
+CONFIDENCE = 0.95  # the best is better than a setting when it wins on 95% of the resampled sets (p < 0.05)
+
+
+def robust_choice(rows: list[dict], wins: list[float]) -> tuple[dict, list[dict]]:
+    """The chosen row and the tied set: the rows the best beats on fewer than 95% of the resampled
+    validation sets; among them the output length nearest the references', then the smallest
+    length penalty, then the smallest beam."""
+    tied = [row for row, rate in zip(rows, wins) if rate < CONFIDENCE]
+    return min(tied, key=lambda row: (abs(row["length_ratio"] - 1.0), row["lenpen"], row["beam"])), tied
+
+
+def choose(rows: list[dict], outputs: list[list[str]], references: list[str], rule: str) -> tuple[dict, list[dict]]:
+    """The setting `rule` picks, with the settings tied with the best (argmax: the best alone)."""
+    best = best_row(rows)
+    if rule == "argmax":
+        return best, [best]
+    statistics = [sentence_statistics(hyps, references) for hyps in outputs]
+    return robust_choice(rows, win_rates(statistics, rows.index(best), resample_indices(len(references))))
+
+
+def explain_choice(chosen: dict, tied: list[dict], best: dict, rule: str) -> list[str]:
+    """Why the winner won, in a line or two."""
+    if rule == "argmax":
+        return [f"rule argmax: the highest validation BLEU ({best['bleu']:.2f})"]
+    settings = ", ".join(f"beam {r['beam']} lenpen {r['lenpen']:g} (ratio {r['length_ratio']:.3f})" for r in tied)
+    lines = [
+        f"tied with the best (BLEU {best['bleu']:.2f}; paired bootstrap, {BOOTSTRAP_SAMPLES} resamples, "
+        f"p >= {1 - CONFIDENCE:.2f}): {settings}"
+    ]
+    if len(tied) > 1:
+        lines.append(
+            "rule robust: of these, the output length nearest the references' (ratio nearest 1), "
+            "then the smallest length penalty"
+        )
+    return lines
+
+
+def holdout_split(sentences: int, fraction: float, seed: int = 1) -> tuple[list[int], list[int]]:
+    """Sentence indices to tune on and to hold out (a `fraction` of them, drawn with `seed`; the
+    same split on every run)."""
+    if not (math.isfinite(fraction) and 0 < fraction < 1):
+        raise MtrainError(f"--holdout-fraction must be between 0 and 1 (exclusive), e.g. 0.5; got {fraction}")
+    count = round(sentences * fraction)
+    if not 1 <= count < sentences:
+        raise MtrainError(
+            f"--holdout-fraction {fraction:g} of {sentences} sentences leaves none to tune on or to hold out"
+        )
+    held = sorted(random.Random(seed).sample(range(sentences), count))
+    kept = set(held)
+    return [i for i in range(sentences) if i not in kept], held
 
 
 def format_row(row: dict) -> str:

@@ -1,0 +1,53 @@
+"""The documentation: generated references current, every config field explained, a short README,
+--help without Python types, and the MkDocs site built strictly (a broken link fails)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+spec = importlib.util.spec_from_file_location("docs_reference", ROOT / "scripts" / "docs_reference.py")
+docs_reference = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(docs_reference)
+
+
+def test_every_config_field_has_a_help_text():
+    assert docs_reference.missing_help() == []
+
+
+@pytest.mark.parametrize("page", sorted(docs_reference.PAGES))
+def test_the_generated_reference_pages_are_current(page):
+    rendered = docs_reference.render()[page]
+    assert docs_reference.PAGES[page].read_text() == rendered, "stale: run python scripts/docs_reference.py"
+
+
+def test_help_texts_show_no_python_types():
+    cli = docs_reference.cli_page()
+    assert not re.search(r"<(int|float|str|text|path|list\[[^]]*\])>", cli, re.I)
+    assert not re.search(r"\{[A-Z_ |.]+\}\.\.\.", cli)  # no `{RUN_DIR | CHECKPOINT...}...` usage lines
+    assert "..." not in cli.split("Commands:")[1].split("```")[0]  # `mtrain --help` cuts no description
+
+
+def test_the_readme_is_short_and_links_into_the_docs():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / link).exists(), f"README links to a missing {link}"
+
+
+def test_the_site_builds_strictly(tmp_path):
+    pytest.importorskip("mkdocs")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
