@@ -2,14 +2,14 @@
 PYTHON ?= python
 PIP := $(PYTHON) -m pip
 
-.PHONY: setup browser test test-all smoke bench multi30k plot
+.PHONY: setup browser test test-all smoke docs bench multi30k plot
 
 # torch is pinned by constraints.txt to the CPU wheel of this machine; on a GPU machine install
-# your CUDA build of torch first, then: pip install -e '.[test,deploy,serve,plot,tensorboard]'
+# your CUDA build of torch first, then: pip install -e '.[test,deploy,serve,plot,tensorboard,docs]'
 # Every optional extra is installed so that no test is skipped.
 setup:
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[test,deploy,serve,plot,tensorboard]'
+	$(PIP) install -c constraints.txt -e '.[test,deploy,serve,plot,tensorboard,docs]'
 	@$(MAKE) --no-print-directory browser || echo "no Chromium: the serve page's browser test will be skipped (Debian: apt install chromium)"
 
 # Debian's Chromium, which the browser test of the serve page drives through Playwright
@@ -26,6 +26,11 @@ test:
 test-all:
 	$(PYTHON) -m pytest -q -m ''
 
+# The documentation site into site/ (make test builds it too: tests/test_docs.py); the reference
+# pages are generated: python scripts/docs_reference.py
+docs:
+	$(PYTHON) -m mkdocs build --strict
+
 # The whole CLI end to end on the demo corpus with a tiny budget (under 2 minutes on 2 cores).
 smoke:
 	bash scripts/smoke.sh
@@ -41,4 +46,4 @@ multi30k:
 	bash scripts/run_multi30k.sh configs/multi30k.yaml
 
 plot:
-	$(PYTHON) -m mtrain plot metrics runs/multi30k-en-de --output docs/multi30k-en-de.png
+	$(PYTHON) -m mtrain plot metrics runs/multi30k-en-de --output docs/images/multi30k-en-de.png

@@ -8,6 +8,7 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import sys
@@ -321,6 +322,64 @@ def translate(
     translate_command(translator, input, output, nbest, Aligner(translator, alignment_layer) if alignment else None)
 
 
+@app.command(short_help="Distill a teacher into a small student, then export it.")
+@user_errors
+def distill(
+    config: Path = ConfigOption,
+    set_: Optional[list[str]] = SetOption,
+    teacher: list[Path] = typer.Option(
+        ...,
+        "--teacher",
+        metavar="FILE",
+        help="The teacher's checkpoint, e.g. runs/multi30k-en-de/checkpoint_avg.pt (repeat it for an ensemble).",
+    ),
+    beam: Optional[int] = typer.Option(None, help="The teacher's beam size (default: its tuned decode.beam)."),
+    lenpen: Optional[float] = typer.Option(None, help="The teacher's length penalty (default: its decode.lenpen)."),
+    engine: str = typer.Option(
+        "auto",
+        metavar="auto|torch|ctranslate2",
+        help="auto: CTranslate2 for one teacher when mtrain[deploy] is installed, else mtrain's own search.",
+    ),
+    original_weight: float = typer.Option(
+        0.0,
+        metavar="W",
+        show_default=False,
+        help="Also train on the original pairs, each corpus weighted W against the distilled corpus's 1 "
+        "(default: distilled data only).",
+    ),
+    export: bool = typer.Option(True, "--export/--no-export", help="Export the student to int8 CTranslate2."),
+    threads: int = ThreadsOption,
+    device: str = DeviceOption,
+    precision: str = PrecisionOption,
+) -> None:
+    """Sequence-level knowledge distillation (Kim and Rush, 2016): the teacher translates the training
+    sources of the student's config into {out_dir}/distilled/, the student trains on them, and is
+    exported to {out_dir}/ct2-int8. Running it again resumes whichever step was interrupted."""
+    from mtrain.commands.distill import distill_command
+    from mtrain.commands.export import export_command
+    from mtrain.commands.translate import open_engine
+    from mtrain.training.session import train as run_training
+
+    student = _config(config, set_)
+    overrides = {k: v for k, v in (("beam", beam), ("lenpen", lenpen)) if v is not None}
+
+    def open_teacher(identity: dict):
+        chosen = engine
+        if engine == "auto":
+            chosen = "ctranslate2" if len(teacher) == 1 and importlib.util.find_spec("ctranslate2") else "torch"
+        return open_engine(teacher, None, chosen, device, precision, threads, **overrides)
+
+    result = distill_command(
+        student,
+        teacher,
+        open_teacher,
+        run_training,
+        (lambda ckpt, out: export_command(ckpt, "ctranslate2", out, "int8", force=True)) if export else None,
+        original_weight,
+    )
+    typer.echo(f"student: {student.out_dir}" + (f"; exported to {result['exported']}" if "exported" in result else ""))
+
+
 RuleOption = typer.Option(
     "robust",
     metavar="robust|argmax",
@@ -358,7 +417,7 @@ def tune(
         None, metavar="FILE", help="Validation references (default: the run's prepared data/valid.<tgt>.txt)."
     ),
     write: bool = typer.Option(
-        False, "--write", help="Store the best beam and length penalty in the checkpoint's decode settings."
+        False, "--write", help="Store the chosen beam and length penalty in the checkpoint's decode settings."
     ),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", metavar="FILE", help="With --write: write a tuned copy here instead of in place."

@@ -8,6 +8,7 @@ refused before any work starts. This module knows nothing of torch.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
@@ -146,14 +147,10 @@ class TrainConfig:
     max_tokens: int = setting(
         4096, "Tokens per micro-batch on each device, padding included (the paper: about 25000 per step in all)."
     )
-    update_freq: int = setting(
-        1, "Micro-batches accumulated per optimizer step on each device (a larger batch without more memory)."
-    )
+    update_freq: int = setting(1, "Micro-batches accumulated per optimizer step on each device.")
     max_steps: int = setting(100_000, "Stop after this many optimizer steps.")
     max_epochs: int = setting(0, "Stop after this many epochs; 0: no limit.")
-    max_minutes: float = setting(
-        0.0, "Stop after this much training wall-clock, resumed processes included; 0: no limit."
-    )
+    max_minutes: float = setting(0.0, "Stop after this much training wall-clock, resumed runs included; 0: no limit.")
     lr_scale: float = setting(
         1.0,
         "Factor on the paper's rate: lr = lr_scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) (equation 3).",
@@ -171,9 +168,7 @@ class TrainConfig:
     clip_norm: float = setting(0.0, "Clip the gradient's global norm to this; 0: no clipping.")
     seed: int = setting(1, "Random seed: initialization, batch order, dropout, tokenizer sampling.")
     device: str = setting("auto", "Where to train: auto (CUDA when present), cpu, cuda or cuda:N.")
-    precision: str = setting(
-        "auto", "Arithmetic: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA, with loss scaling)."
-    )
+    precision: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA, loss scaling).")
     compile: bool = setting(False, "torch.compile the model (faster steps after a compile pause).")
     threads: int = setting(0, "CPU threads per process; 0: OMP_NUM_THREADS, else the CPUs this process may use.")
     log_every: int = setting(100, "Steps between training log lines and metrics.jsonl records.")
@@ -182,16 +177,12 @@ class TrainConfig:
     best_metric: str = setting("loss", "What checkpoint_best.pt and patience follow: loss, or bleu (needs valid_bleu).")
     patience: int = setting(0, "Stop after this many validations without a better best_metric; 0: never.")
     save_every: int = setting(1000, "Steps between numbered checkpoints; 0: only at the end.")
-    save_every_minutes: float = setting(
-        0.0, "Also refresh checkpoint_last.pt this often, in minutes of wall-clock; 0: off."
-    )
+    save_every_minutes: float = setting(0.0, "Also refresh checkpoint_last.pt this often (minutes); 0: off.")
     keep_last: int = setting(5, "Numbered checkpoints kept; older ones are deleted.")
     average_last: int = setting(
         5, "checkpoint_avg.pt averages this many last numbered checkpoints at the end (the paper: 5 for base)."
     )
-    dist_timeout_minutes: float = setting(
-        10.0, "Timeout of collective operations under DDP: a rank that hangs this long ends the run."
-    )
+    dist_timeout_minutes: float = setting(10.0, "DDP collective timeout: a rank hung this long ends the run.")
 
 
 @dataclass
@@ -245,6 +236,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
+LANGUAGE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 
 
 def _validate_corpus(c: CorpusConfig, where: str) -> None:
@@ -308,6 +300,7 @@ def _validate_train(tr: TrainConfig) -> None:
     _require(tr.adam_eps > 0, "train.adam_eps must be > 0")
     _validate_finite(tr)
     _require(0 <= tr.seed < 2**63, f"train.seed must be in [0, 2**63), got {tr.seed}")
+    _require(0 <= tr.threads <= MAX_THREADS, f"train.threads must be from 0 to {MAX_THREADS}, got {tr.threads}")
     _require(0 <= tr.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
     _require(tr.clip_norm >= 0, "train.clip_norm must be >= 0")
     _require(
@@ -344,6 +337,13 @@ def validate(config: Config) -> None:
     """Refuse impossible values before any work starts."""
     d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
     _require(config.out_dir.strip() != "", "out_dir is empty; name a run directory, e.g. out_dir: runs/my-run")
+    for key in ("src_lang", "tgt_lang"):
+        code = getattr(d, key)
+        _require(
+            bool(LANGUAGE_CODE.fullmatch(code)),
+            f"data.{key} '{code}' must be a language code of letters, digits, '-' or '_' (e.g. en, pt-BR, zh_Hans): "
+            "it names files",
+        )
     _require(d.src_lang != d.tgt_lang, f"data.src_lang and data.tgt_lang are both '{d.src_lang}'")
     _validate_corpora(d)
     _require(1 <= d.min_len <= d.max_len, "need 1 <= data.min_len <= data.max_len")
@@ -368,10 +368,19 @@ def validate(config: Config) -> None:
     validate_decode(dec)
 
 
+MAX_THREADS = 1024  # more OpenMP threads than any machine has cores only stalls (or exhausts) it
+MAX_BEAM = 1024  # hypotheses per sentence; far beyond any useful beam, before memory runs out
+MAX_LENPEN = 10.0  # ((5 + |Y|) / 6) ** 10 already favours length beyond any use
+MIN_TEMPERATURE = 1e-6  # logits / temperature stay finite in fp32 and bf16
+
+
 def validate_decode(dec: DecodeConfig) -> None:
     """Decoding settings, from a config file or from `--beam` / `--lenpen` / ... on the command line."""
-    _require(dec.beam >= 1, "decode.beam (--beam) must be >= 1")
-    _require(math.isfinite(dec.lenpen) and dec.lenpen >= 0, "decode.lenpen (--lenpen) must be a finite number >= 0")
+    _require(1 <= dec.beam <= MAX_BEAM, f"decode.beam (--beam) must be from 1 to {MAX_BEAM}, got {dec.beam}")
+    _require(
+        math.isfinite(dec.lenpen) and 0 <= dec.lenpen <= MAX_LENPEN,
+        f"decode.lenpen (--lenpen) must be a number from 0 to {MAX_LENPEN:g}, got {dec.lenpen:g}",
+    )
     _require(
         math.isfinite(dec.max_len_a) and dec.max_len_a >= 0 and dec.max_len_b >= 1,
         "decode.max_len_a must be a finite number >= 0 and decode.max_len_b >= 1",
@@ -382,6 +391,6 @@ def validate_decode(dec: DecodeConfig) -> None:
     )
     _require(dec.topk >= 1, "decode.topk (--topk) must be >= 1")
     _require(
-        math.isfinite(dec.temperature) and dec.temperature > 0,
-        "decode.temperature (--temperature) must be a finite number > 0",
+        math.isfinite(dec.temperature) and dec.temperature >= MIN_TEMPERATURE,
+        f"decode.temperature (--temperature) must be a finite number >= {MIN_TEMPERATURE:g}, got {dec.temperature:g}",
     )

@@ -133,18 +133,45 @@ def corpus_lists(values: dict) -> dict:
     return values
 
 
+MAX_ALIASES = 100  # a config needs few; billions are an attack ("billion laughs")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error instead of the last
+    one silently winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise MtrainError(f"key '{key}' appears twice in one mapping (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> object:
+    """A YAML document, with duplicate keys and alias floods refused."""
+    aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
+    if aliases > MAX_ALIASES:
+        raise MtrainError(f"the YAML uses {aliases} aliases (*name); at most {MAX_ALIASES}: write the values out")
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Config:
     """Read a YAML experiment file, apply `--set` overrides, check everything once."""
     path = Path(path)
     if not path.is_file():
         raise MtrainError(f"config file not found: {path} (pass an existing YAML file, e.g. configs/demo.yaml)")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        values = read_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise MtrainError(f"invalid YAML in {path}{line}: {problem}") from None
+    except MtrainError as e:
+        raise MtrainError(f"{path}: {e}") from None
     except UnicodeDecodeError as e:
         raise MtrainError(f"config file {path} is not UTF-8 text ({e.reason})") from None
     if values is None:

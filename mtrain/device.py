@@ -1,9 +1,8 @@
 """Where and in which precision the model runs: device choice, precision, autocast, threads, memory.
 
 One place for these decisions so that training, translation, export and the server agree.
-bf16 autocast is the default on CUDA; on CPU the default is fp32 unless asked (bf16 trains
-1.2x and beam-searches 1.35x faster on a CPU with AVX-512 BF16, and runs far slower on a CPU
-without it, see the README's benchmarks).
+bf16 autocast is the default on CUDA; on CPU the default is fp32 unless asked (bf16 is faster
+on a CPU with AVX-512 BF16 kernels and far slower on one without them: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mtrain.config import DEVICES, PRECISIONS
+from mtrain.config import DEVICES, MAX_THREADS, PRECISIONS
 from mtrain.errors import MtrainError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -110,6 +109,8 @@ def default_threads() -> int:
 
 def set_threads(threads: int = 0) -> int:
     """Use `threads` CPU threads for torch's operations (0: `default_threads()`); returns the number."""
+    if not 0 <= threads <= MAX_THREADS:
+        raise MtrainError(f"--threads must be from 0 (the default) to {MAX_THREADS}, got {threads}")
     count = threads or default_threads()
     torch.set_num_threads(count)
     return count
@@ -119,8 +120,8 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
 
     By default glibc maps blocks above a moving threshold afresh and trims the top of its heap on
-    free, so a CPU training step faults in and zeroes hundreds of MB of new pages: 12% of the
-    step on a 2-core machine even with the chunked loss (the README's "Performance"). Now every
+    free, so a CPU training step faults in and zeroes hundreds of MB of new pages, a measurable share
+    of the step even with the chunked loss (docs/benchmarks.md). Now every
     block comes from the heap (no mmap; the mmap threshold at glibc's largest, 32 MB, for any
     thread that must map), and the heap is trimmed only above 1 GB of free space. Returns whether
     the settings took; other C libraries are left alone."""

@@ -27,7 +27,10 @@ def read(path: Path) -> list[str]:
 
 
 def tokenize(lines: list[str], lang: str) -> list[str]:
-    from sacremoses import MosesPunctNormalizer, MosesTokenizer
+    try:
+        from sacremoses import MosesPunctNormalizer, MosesTokenizer
+    except ImportError:
+        sys.exit("error: the Moses tokenization needs sacremoses: pip install sacremoses")
 
     normalizer, tokenizer = MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang)
     return [tokenizer.tokenize(normalizer.normalize(line.lower()), return_str=True, escape=True) for line in lines]

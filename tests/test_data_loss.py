@@ -111,3 +111,25 @@ def test_tune_write_stores_only_settings_the_config_accepts(run, tmp_path):
     )
     assert written.returncode == 0, written.stderr
     assert checkpoint.load(out)["config"]["decode"]["lenpen"] == 0.8
+
+
+def test_export_refuses_the_current_directory_and_its_parents(run):
+    ckpt = str(run / "checkpoint_avg.pt")
+    for output in (".", ".."):  # run_cli runs in the repository root
+        one_line_error(
+            run_cli("export", "--checkpoint", ckpt, "--format", "ctranslate2", "-o", output, "--force"),
+            f"--output {output} is the current directory or holds it",
+        )
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--beam", "100000"], "decode.beam (--beam) must be from 1 to 1024, got 100000"),
+        (["--lenpen", "1e308"], "decode.lenpen (--lenpen) must be a number from 0 to 10, got 1e+308"),
+        (["--sampling", "topk", "--temperature", "1e-300"], "must be a finite number >= 1e-06, got 1e-300"),
+        (["--threads", "100000"], "--threads must be from 0 (the default) to 1024, got 100000"),
+    ],
+)
+def test_translate_refuses_decode_values_that_would_exhaust_or_break_it(run, option, message):
+    one_line_error(run_cli("translate", "--checkpoint", str(run / "checkpoint_avg.pt"), *option, input="a\n"), message)

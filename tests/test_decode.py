@@ -246,9 +246,9 @@ def test_eval_bleu_mistakes(tmp_path):
 
 
 BAD_TRANSLATE_OPTIONS = [
-    (dict(beam=0), "decode.beam (--beam) must be >= 1"),
-    (dict(lenpen=float("inf")), "decode.lenpen (--lenpen) must be a finite number >= 0"),
-    (dict(lenpen=-1.0), "decode.lenpen (--lenpen) must be a finite number >= 0"),
+    (dict(beam=0), "decode.beam (--beam) must be from 1 to 1024, got 0"),
+    (dict(lenpen=float("inf")), "decode.lenpen (--lenpen) must be a number from 0 to 10, got inf"),
+    (dict(lenpen=-1.0), "decode.lenpen (--lenpen) must be a number from 0 to 10, got -1"),
     (dict(device="tpu"), "unknown device 'tpu'; use one of auto, cpu, cuda"),
     (dict(precision="fp8"), "--precision 'fp8' is not one of auto, fp32, bf16, fp16"),
     (dict(precision="fp16", device="cpu"), "--precision fp16 needs a CUDA device"),
@@ -256,7 +256,10 @@ BAD_TRANSLATE_OPTIONS = [
     (dict(threads=-1), "--threads must be >= 0"),
     (dict(sampling="top"), "decode.sampling (--sampling) must be topk or multinomial, got 'top'"),
     (dict(sampling="topk", topk=0), "decode.topk (--topk) must be >= 1"),
-    (dict(sampling="multinomial", temperature=0.0), "decode.temperature (--temperature) must be a finite number > 0"),
+    (
+        dict(sampling="multinomial", temperature=0.0),
+        "decode.temperature (--temperature) must be a finite number >= 1e-06, got 0",
+    ),
     (dict(sampling="topk", engine="ctranslate2"), "--sampling runs on mtrain's own engine"),
 ]
 

@@ -69,6 +69,20 @@ def test_attention_is_the_translation_the_api_gives_with_weights_and_the_cli_ali
     )
 
 
+def test_a_lone_surrogate_is_refused_alone_and_the_server_keeps_serving(client):
+    body = '{"text": ["a dog", "\\ud800"]}'  # valid JSON, not encodable as UTF-8
+    response = client.post("/translate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "text.1 is not valid Unicode" in response.json()["error"]
+    response = client.post("/attention", content='{"text": "\\udfff"}', headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "not valid Unicode" in response.json()["error"]
+    assert client.post("/translate", json={"text": ["a dog"]}).status_code == 200
+
+
+def test_nbest_gives_every_sentence_nbest_hypotheses_an_empty_one_too(client):
+    result = client.post("/translate", json={"text": ["", "a dog"], "beam": 2, "nbest": 2}).json()["translations"]
+    assert [len(hyps) for hyps in result] == [2, 2] and [h["text"] for h in result[0]] == ["", ""]
+
+
 def test_translate_gives_scores_with_one_hypothesis_when_asked(client):
     result = client.post("/translate", json={"text": ["a dog"], "scores": True}).json()["translations"]
     assert len(result) == 1 and set(result[0][0]) == {"text", "score"}

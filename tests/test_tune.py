@@ -42,7 +42,7 @@ def test_tune_decodes_the_grid_and_writes_the_best_setting(demo_run, tmp_path):
     best = max(rows, key=lambda r: float(r[2]))
     decode = checkpoint.load(tuned)["config"]["decode"]
     assert (decode["beam"], decode["lenpen"]) == (int(best[0]), float(best[1]))
-    assert f"best: beam {decode['beam']}" in result.stdout
+    assert f"chosen: beam {decode['beam']}" in result.stdout
     notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
     assert notes == edge_notes(decode, [1, 3], [0.0, 1.0, 2.0])
     # the original is untouched, and translate uses the written setting without flags
@@ -60,11 +60,11 @@ def test_a_best_setting_on_the_border_of_the_grid_is_pointed_out():
     lenpens = [0.4, 1.0, 2.0]
     assert edge_notes({"beam": 4, "lenpen": 1.0}, [4], lenpens) == []
     assert edge_notes({"beam": 4, "lenpen": 2.0}, [4], lenpens) == [
-        "note: the best lenpen 2 is the largest in the grid; widen --lenpen to look beyond it"
+        "note: the chosen lenpen 2 is the largest in the grid; widen --lenpen to look beyond it"
     ]
     assert edge_notes({"beam": 6, "lenpen": 0.4}, [4, 5, 6], lenpens) == [
-        "note: the best beam 6 is the largest in the grid; widen --beam to look beyond it",
-        "note: the best lenpen 0.4 is the smallest in the grid; widen --lenpen to look beyond it",
+        "note: the chosen beam 6 is the largest in the grid; widen --beam to look beyond it",
+        "note: the chosen lenpen 0.4 is the smallest in the grid; widen --lenpen to look beyond it",
     ]
     # nothing lies below beam 1 or length penalty 0
     assert edge_notes({"beam": 1, "lenpen": 0.0}, [1, 4], [0.0, 1.0]) == []
@@ -76,7 +76,8 @@ def test_a_best_setting_on_the_border_of_the_grid_is_pointed_out():
         (["--lenpen", "1.4:0.4:0.1"], "error: --lenpen '1.4:0.4:0.1': expected START:STOP:STEP"),
         (["--lenpen", "a,b"], "error: --lenpen 'a,b': expected"),
         (["--lenpen", "0:1:0"], "error: --lenpen '0:1:0': expected"),
-        (["--beam", "0,4"], "error: --beam '0,4': expected beam sizes >= 1"),
+        (["--beam", "0,4"], "error: --beam '0,4': expected beam sizes from 1 to 1024"),
+        (["--beam", "4,5000"], "error: --beam '4,5000': expected beam sizes from 1 to 1024"),
         (["--src", "missing.en", "--ref", "missing.de"], "error: no validation data: missing.en not found"),
         (["--src", "x.en"], "error: give both --src and --ref"),
         (["--output", "x.pt"], "error: --output names where --write puts the tuned checkpoint; add --write"),
@@ -174,4 +175,4 @@ def test_tune_reports_the_tied_set_and_the_held_out_scores(demo_run):
     assert lines[0].endswith("(150 sentences): 2 settings")
     assert any(line.startswith("tied with the best (BLEU ") for line in lines)
     (held,) = [line for line in lines if line.startswith("held out (150 sentences, not used for the choice)")]
-    assert "untuned default beam 4 lenpen 0.6" in held
+    assert "the checkpoint's own setting beam 4 lenpen 0.6" in held

@@ -94,7 +94,7 @@ def tune_command(
     chosen, tied = choose(rows, outputs, tune_ref, rule)
     for line in explain_choice(chosen, tied, best_row(rows), rule):
         echo(line)
-    echo(f"best: beam {chosen['beam']}, lenpen {chosen['lenpen']:g} ({_scores(chosen)})")
+    echo(f"chosen: beam {chosen['beam']}, lenpen {chosen['lenpen']:g} ({_scores(chosen)})")
     for note in edge_notes(chosen, beam_grid, lenpen_grid):
         echo(note)
     result = {"rows": rows, "best": chosen, "tied": tied}
@@ -149,7 +149,7 @@ def _describe_holdout(report: dict) -> str:
     chosen, default = report["chosen"], report["default"]
     return (
         f"held out ({report['sentences']} sentences, not used for the choice): chosen beam {chosen['beam']} lenpen "
-        f"{chosen['lenpen']:g} ({_scores(chosen)}); untuned default beam {default['beam']} lenpen "
+        f"{chosen['lenpen']:g} ({_scores(chosen)}); the checkpoint's own setting beam {default['beam']} lenpen "
         f"{default['lenpen']:g} ({_scores(default)})"
     )
 

@@ -6,7 +6,7 @@ int8 quantization. Sources are encoded exactly as for the PyTorch engine (the sa
 sentencepiece model, the same truncation); CTranslate2 appends </s> and starts decoding from
 <s>, as mtrain does.
 
-Two differences from mtrain's own beam search, both documented in the README:
+Two differences from mtrain's own beam search, both documented in docs/guides/exporting.md:
 - length normalisation: CTranslate2 divides a hypothesis' log-probability by |Y| ** lenpen,
   mtrain by the GNMT penalty ((5 + |Y|) / 6) ** lenpen; with lenpen 0 both rank by the plain
   sum and greedy search is the same for both;

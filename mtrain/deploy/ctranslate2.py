@@ -18,7 +18,7 @@ from mtrain.extras import require
 from mtrain.model.transformer import sinusoidal_positions
 
 CT2_QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16", "float16", "bfloat16", "int8_float16", "int8_bfloat16")
-# int8 decoded Multi30K beam 4 1.6x faster than float32 on the development CPU, BLEU within 0.2 (docs: benchmarks)
+# int8: faster than float32 on CPUs at about the same BLEU (docs/benchmarks.md, decoding)
 DEFAULT_QUANTIZATION = "int8"
 
 

@@ -74,7 +74,9 @@ def staged_directory(output: Path, force: bool) -> Iterator[Path]:
 
 def _staging_dir(output: Path, force: bool) -> Path:
     """A fresh temporary directory beside `output`; refuses a non-empty `output` without --force."""
-    output = Path(output)
+    output, here = Path(output), Path.cwd().resolve()
+    if output.resolve() == here or output.resolve() in here.parents:
+        raise MtrainError(f"--output {output} is the current directory or holds it; choose a new or empty directory")
     if output.exists() and not output.is_dir():
         raise MtrainError(f"--output {output} exists and is not a directory; choose another path")
     if output.is_dir() and any(output.iterdir()):
@@ -89,7 +91,7 @@ def _staging_dir(output: Path, force: bool) -> Path:
                 "only an earlier export; choose a new or empty directory"
             )
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    tmp = output.resolve().with_name(f".{output.resolve().name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     return tmp
 

@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 
+from mtrain.config import MAX_BEAM, MAX_LENPEN
 from mtrain.errors import MtrainError
 from mtrain.evaluation.bootstrap import BOOTSTRAP_SAMPLES, resample_indices, sentence_statistics, win_rates
 from mtrain.evaluation.scores import corpus_scores
@@ -34,12 +35,9 @@ def parse_beams(text: str) -> list[int]:
         beams = [int(part) for part in text.split(",")]
     except ValueError:
         beams = []
-    if not beams or min(beams) < 1:
-        raise MtrainError(f"--beam '{text}': expected beam sizes >= 1 separated by commas, e.g. 4,5,6")
+    if not beams or min(beams) < 1 or max(beams) > MAX_BEAM:
+        raise MtrainError(f"--beam '{text}': expected beam sizes from 1 to {MAX_BEAM} separated by commas, e.g. 4,5,6")
     return beams
-
-
-MAX_LENPEN = 10.0  # ((5 + |Y|) / 6) ** 10 already favours length beyond any use
 
 
 def parse_lenpens(text: str) -> list[float]:
@@ -163,17 +161,19 @@ def format_row(row: dict) -> str:
     )
 
 
-def edge_notes(best: dict, beams: list[int], lenpens: list[float]) -> list[str]:
-    """Hints when the best setting lies on the border of a grid: the optimum may lie beyond it.
+def edge_notes(chosen: dict, beams: list[int], lenpens: list[float]) -> list[str]:
+    """Hints when the chosen setting lies on the border of a grid: the optimum may lie beyond it.
 
     A border value that wins only says the search stopped there; widen that axis before trusting it
     (or keep it, knowing that the scores were flat there, as they often are)."""
     notes = []
     for name, grid, floor in (("beam", beams, 1), ("lenpen", lenpens, 0)):
-        value = best[name]
+        value = chosen[name]
         if len(grid) > 1 and value in (min(grid), max(grid)) and value != floor:
             side = "largest" if value == max(grid) else "smallest"
-            notes.append(f"note: the best {name} {value:g} is the {side} in the grid; widen --{name} to look beyond it")
+            notes.append(
+                f"note: the chosen {name} {value:g} is the {side} in the grid; widen --{name} to look beyond it"
+            )
     return notes
 
 

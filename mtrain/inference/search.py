@@ -7,8 +7,8 @@ keys/values once, and the decoder's self-attention keys/values are cached and re
 the beams. A sentence is finished once it has `beam` finished hypotheses and its best live one,
 ended at the next step, would score no better than the worst of them: Hugging Face generate's
 default rule. (The exact bound divides by the largest possible length penalty instead; on the
-1000 Multi30K test sentences it gave the same output for every sentence, fp32 and bf16, and took
-25-35% longer.) Finished sentences leave the batch, so one long sentence costs only its own compute.
+Multi30K test set it gave the same output for every sentence and took longer: docs/benchmarks.md.)
+Finished sentences leave the batch, so one long sentence costs only its own compute.
 Every search here runs unchanged on an `Ensemble` of checkpoints (ensemble.py).
 """
 

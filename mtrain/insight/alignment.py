@@ -6,7 +6,8 @@ produced it (or, `shift`, the next step's row, whose query has seen the word: Ch
 measured worse here),
 sum over each source word's subwords, average over each target word's subwords, and link each
 target word to the source word it attends to most. The layer and the row choice were picked by
-alignment error rate on the demo corpus, whose generator knows the gold alignment (README).
+alignment error rate on the demo corpus, whose generator knows the gold alignment
+(docs/guides/inside.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from mtrain.errors import MtrainError
 from mtrain.inference.translator import Translator, encode_sources
 from mtrain.insight.attention import teacher_forced_attention
 
-ALIGNMENT_SHIFT = False  # chosen by AER on the demo corpus (README, "Looking inside a model")
+ALIGNMENT_SHIFT = False  # chosen by AER on the demo corpus (docs/guides/inside.md)
 
 
 WORD_START = "\u2581"  # sentencepiece's mark of a piece that begins a word
@@ -25,7 +26,7 @@ WORD_START = "\u2581"  # sentencepiece's mark of a piece that begins a word
 
 def default_alignment_layer(decoder_layers: int) -> int:
     """The layer whose cross-attention aligns best (1-based): the last one, by AER on the demo
-    corpus with 2- and 3-layer decoders (README: earlier layers and shifted rows were far worse)."""
+    corpus with 2- and 3-layer decoders (docs/guides/inside.md: earlier layers and shifted rows were far worse)."""
     return decoder_layers
 
 

@@ -3,7 +3,7 @@
 The textbook computation (log-softmax of the logits in fp32, gather, mean) allocates five or six
 fp32 tensors of the logits' size (positions x vocabulary: 130 MB at 4096 positions and 8000
 types) in every step, forward and backward. On a CPU each of them is fresh memory from the
-kernel, and zeroing those pages cost a fifth of the step time (README, "Performance"). Here the
+kernel, and zeroing those pages was a large share of the step (docs/benchmarks.md). Here the
 forward pass keeps only the log-sum-exp of each row, and the backward pass writes the gradient,
 softmax minus the smoothed target, into one tensor of the logits' size, a chunk of rows at a
 time: over the logits themselves when the caller has no further use for them (the training step). The result equals

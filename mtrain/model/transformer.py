@@ -104,10 +104,10 @@ def scaled_dot_product_attention(
     """Equation (1) for (batch, heads, length, d_k) tensors; `mask` is True where a key may be attended,
     `dropout` the probability of dropping an attention weight.
 
-    On CPU two cases beat torch's fused kernel (measured with 600 hypotheses, 20 keys, 2 threads):
-    one query per sentence (a decoding step), where two small matmuls are 2-3x faster than the
-    flash kernel, and bf16 inputs, where the kernel is ~3x slower than in fp32; attention is a
-    small share of the FLOPs, so there it runs in fp32 while the projections stay bf16.
+    On CPU two cases beat torch's fused kernel (docs/benchmarks.md has the figures): one query per
+    sentence (a decoding step), where two small matmuls are faster than the flash kernel, and bf16
+    inputs, where the kernel is slower than in fp32; attention is a small share of the FLOPs, so
+    there it runs in fp32 while the projections stay bf16.
     """
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
@@ -135,8 +135,8 @@ class KVCache:
     Reordering the hypotheses (beam search keeps the best extensions, finished sentences leave)
     gathers the kept rows into a dense buffer with room for one more step, so that the next step
     writes in place again and attention reads dense (batch, heads, steps, d_k) tensors: a prefix
-    view of a larger buffer would cost a hidden copy in every CPU matmul (measured 2x slower in
-    bf16), and beam search reorders at every step anyway.
+    view of a larger buffer would cost a hidden copy in every CPU matmul (measured: much slower
+    in bf16), and beam search reorders at every step anyway.
     """
 
     def __init__(self, capacity: int):

@@ -46,5 +46,5 @@ def adam(model: torch.nn.Module, train: TrainConfig, device: torch.device) -> to
         lr=0.0,
         betas=(train.adam_beta1, train.adam_beta2),
         eps=train.adam_eps,
-        fused=device.type in ("cuda", "cpu"),  # one kernel for all parameters: 4x faster than the loop on CPU
+        fused=device.type in ("cuda", "cpu"),  # one kernel for all parameters: faster than the loop on CPU too
     )

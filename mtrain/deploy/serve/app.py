@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.deploy.serve.page import add_page_routes
-from mtrain.deploy.serve.responses import busy_response, error_response, loading_response
+from mtrain.deploy.serve.responses import busy_response, error_response, is_unicode_text, loading_response
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
 from mtrain.errors import MtrainError
 from mtrain.extras import require
@@ -179,7 +179,7 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             return loading_response()
         problem = _over_limit(body.text, limits)
         if problem:
-            return error_response(413 if "at most" in problem else 422, problem)
+            return error_response(*problem)
         beam = body.beam or worker.translator.config.beam
         if body.nbest > beam:
             return error_response(422, f"nbest ({body.nbest}) must not exceed the beam ({beam})")
@@ -189,23 +189,28 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         except QueueFull:
             return busy_response()
         results = await asyncio.wrap_future(future)
-        return _respond(worker.translator.tokenizer, results, body.nbest > 1 or body.scores, request_id, start)
+        return _respond(worker.translator.tokenizer, results, body.nbest, body.scores, request_id, start)
 
 
-def _over_limit(text: list[str], limits: ServeLimits) -> str | None:
+def _over_limit(text: list[str], limits: ServeLimits) -> tuple[int, str] | None:
+    """The status and message of what is wrong with a request's sentences, or None."""
     if not text:
-        return "text must hold at least one sentence"
+        return 422, "text must hold at least one sentence"
     if len(text) > limits.max_sentences:
-        return f"{len(text)} sentences in one request; at most {limits.max_sentences} (--max-sentences)"
+        return 413, f"{len(text)} sentences in one request; at most {limits.max_sentences} (--max-sentences)"
     for i, line in enumerate(text):
         if len(line) > limits.max_chars:
-            return f"text.{i} has {len(line)} characters; at most {limits.max_chars} (--max-chars)"
+            return 413, f"text.{i} has {len(line)} characters; at most {limits.max_chars} (--max-chars)"
+        if not is_unicode_text(line):
+            return 400, f"text.{i} is not valid Unicode (it holds a lone surrogate, e.g. \\ud800); send UTF-8 text"
     return None
 
 
 def _respond(
-    tokenizer: Tokenizer, results: list[list[Hypothesis]], scored: bool, request_id: int, start: float
+    tokenizer: Tokenizer, results: list[list[Hypothesis]], nbest: int, scores: bool, request_id: int, start: float
 ) -> dict:
+    """The translations; with `nbest` > 1 or `scores`, `nbest` scored hypotheses per sentence (an empty
+    sentence's one empty hypothesis repeated, as `mtrain translate --nbest` prints it)."""
     tokens = sum(len(hyps[0].tokens) + 1 for hyps in results)
     log.info(
         "request %d | %d sentences | %d target tokens | %.1f ms",
@@ -214,10 +219,11 @@ def _respond(
         tokens,
         1000 * (time.perf_counter() - start),
     )
-    if not scored:
+    if nbest == 1 and not scores:
         return {"translations": [tokenizer.decode_tgt(hyps[0].tokens) for hyps in results]}
+    padded = [hyps + hyps[-1:] * (nbest - len(hyps)) for hyps in results]
     return {
-        "translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in results]
+        "translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in padded]
     }
 
 

@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtrain.deploy.serve.responses import busy_response, error_response, loading_response
+from mtrain.deploy.serve.responses import busy_response, error_response, is_unicode_text, loading_response
 from mtrain.deploy.serve.worker import QueueFull, ServeLimits
 from mtrain.errors import MtrainError
 from mtrain.inference.translator import Translator
@@ -95,6 +95,8 @@ def add_page_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             return error_response(501, NO_ATTENTION)
         if not body.text.strip():
             return error_response(422, "text is empty; give a sentence to translate")
+        if not is_unicode_text(body.text):
+            return error_response(400, "text is not valid Unicode (it holds a lone surrogate); send UTF-8 text")
         if len(body.text) > limits.max_chars:
             return error_response(
                 413, f"text has {len(body.text)} characters; at most {limits.max_chars} (--max-chars)"

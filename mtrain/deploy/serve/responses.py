@@ -1,5 +1,6 @@
-"""The error response of every route of `mtrain serve`: one line of JSON, `{"error": "..."}`, never
-a traceback, with the status that says whose fault it was (4xx the client's, 5xx the server's)."""
+"""What every route of `mtrain serve` shares: the error response, one line of JSON
+`{"error": "..."}`, never a traceback, with the status that says whose fault it was (4xx the
+client's, 5xx the server's); and the check that a sentence is text the tokenizer can take."""
 
 from typing import TYPE_CHECKING
 
@@ -21,3 +22,13 @@ def loading_response() -> "JSONResponse":
 def busy_response() -> "JSONResponse":
     """What a request gets when the queue in front of the model is full."""
     return error_response(503, "the server is busy (translation queue full); retry shortly", {"Retry-After": "1"})
+
+
+def is_unicode_text(line: str) -> bool:
+    """False for a string JSON can carry but UTF-8 cannot (a lone surrogate such as "\\ud800"): the
+    tokenizer would fail on it, and with it every request batched alongside."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
