@@ -196,7 +196,8 @@ def test_requests_arriving_together_share_one_model_call():
             return [[line] for line in lines]
 
     worker = BatchingWorker(CountingTranslator(), ServeLimits(max_wait_ms=200))
-    futures = [worker.submit([f"s{i}"], 1, 1) for i in range(10)]
+    with worker.condition:  # all ten wait together, however slowly a loaded machine submits them
+        futures = [worker.submit([f"s{i}"], 1, 1) for i in range(10)]
     assert [f.result(timeout=10) for f in futures] == [[[f"s{i}"]] for i in range(10)]
     assert calls == [10]
     worker.stop()
@@ -213,12 +214,14 @@ def test_merging_keeps_settings_apart_and_bounds_a_call():
             return [[(beam, line)] for line in lines]
 
     worker = BatchingWorker(RecordingTranslator(), ServeLimits(max_wait_ms=300, max_sentences=1000))
-    futures = [worker.submit([f"s{i}"], 1 + i % 2, 1) for i in range(300)]
+    with worker.condition:  # the worker sees all 300 at once, however slowly a loaded machine submits them
+        futures = [worker.submit([f"s{i}"], 1 + i % 2, 1) for i in range(300)]
     for i, future in enumerate(futures):
         assert future.result(timeout=10) == [[(1 + i % 2, f"s{i}")]]
     assert sorted(calls) == [(1, 150), (2, 150)]
     calls.clear()
-    futures = [worker.submit([f"t{i}"], 1, 1) for i in range(300)]
+    with worker.condition:
+        futures = [worker.submit([f"t{i}"], 1, 1) for i in range(300)]
     [f.result(timeout=10) for f in futures]
     assert calls == [(1, 256), (1, 44)]
     worker.stop()
