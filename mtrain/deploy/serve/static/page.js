@@ -133,6 +133,7 @@ function chosenWeights() {
 function drawHeatmap() {
   const { source, target } = state.attention;
   const weights = chosenWeights();
+  state.weights = weights; // hovering reads these; the heads' average is computed once per choice
   const table = $("heatmap");
   const head = element("thead");
   const top = element("tr");
@@ -177,7 +178,7 @@ function alignedSourceWords(targetWord) {
 // together hold half of its weight) and the source pieces of the word aligned to its word.
 function focusRow(row) {
   const { source, target, source_word: sourceWord, target_word: targetWord } = state.attention;
-  const weights = chosenWeights()[row];
+  const weights = state.weights[row];
   const order = weights.map((w, c) => [w, c]).sort((a, b) => b[0] - a[0]);
   const attended = new Set();
   let mass = 0;
