@@ -84,9 +84,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(finished: bool) -> None:
+    """Leave the process group. After a finished run every rank first waits for the others: a rank
+    that tears down its gloo connections while a peer is still saving can abort at exit ("terminate
+    called without an active exception", seen once in CI). After an error nobody waits: the peer
+    may be dead."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def launch(nproc_per_node: int, argv: list[str]) -> int:

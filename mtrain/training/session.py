@@ -51,6 +51,7 @@ def train(
         else:
             wait_for_prepared(config)
         distributed.init(dist, device, config.train.dist_timeout_minutes)
+        finished = False
         try:
             trainer = Trainer(config, PreparedData(config.data_dir), device, dist)
             trainer.start(start)
@@ -63,9 +64,11 @@ def train(
                     }
                 )
             with stop_on_signals(trainer):
-                return trainer.run()
+                result = trainer.run()
+            finished = True
+            return result
         finally:
-            distributed.shutdown()
+            distributed.shutdown(finished)
 
 
 def starting_point(config: Config, resume: str | None, recover: bool) -> StartingPoint | None:
