@@ -103,12 +103,14 @@ def test_two_processes_equal_one_with_the_combined_batch(single, ddp):
 
 
 def test_two_processes_resume_exactly_after_sigterm(single, ddp):
-    """The `ddp` run again, stopped by SIGTERM to torchrun after its second step and resumed: the
-    same weights."""
+    """The `ddp` run again, stopped by SIGTERM to `mtrain train --nproc-per-node 2` after its second
+    step and resumed: the launcher forwards the signal to every rank, they save once and exit, the
+    launcher exits 130 and leaves no rank running; the resumed run ends with the same weights."""
     path = config_file(single, "resumed")
-    torchrun = ["torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mtrain", "train", "-c", str(path)]
-    status, stderr = train_until_sigterm(torchrun, single / "resumed" / "metrics.jsonl", 2)
-    assert status != 0
+    launcher = ["mtrain", "train", "-c", str(path), "--nproc-per-node", "2"]
+    status, stderr = train_until_sigterm(launcher, single / "resumed" / "metrics.jsonl", 2)
+    assert status == 130, stderr[-3000:]
+    assert not subprocess.run(["pgrep", "-f", str(path)], capture_output=True, text=True).stdout.split()
     stopped = checkpoint.load(single / "resumed" / "checkpoint_last.pt")["progress"]["step"]
     assert 2 <= stopped < 12, stderr[-2000:]
     result = run_cli("train", "-c", str(path), "--nproc-per-node", "2")

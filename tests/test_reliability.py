@@ -20,7 +20,7 @@ from mtrain.run import directory as rundir
 from mtrain.run.metrics import DROPPED_METRICS_FILE
 from mtrain.training.session import train
 
-from helpers import run_cli, tiny_config, train_until_sigterm
+from helpers import run_cli, tiny_config
 
 
 def metrics(run_dir):
@@ -380,24 +380,6 @@ def test_a_dataset_column_of_numbers_is_refused(tmp_path):
     )
     with pytest.raises(MtrainError, match="language 'en': row 0 holds int 0, not text"):
         prepare(config)
-
-
-def test_the_launcher_forwards_sigterm_to_every_rank(tmp_path):
-    """SIGTERM to `mtrain train --nproc-per-node 2` reaches both ranks: they save once and exit,
-    the launcher exits 130, and no rank is left running."""
-    config = tiny_config(
-        tmp_path / "run",
-        data={"train": {"demo": 3000}, "valid": {}, "test": {}},
-        train={"max_steps": 100000, "log_every": 1, "save_every": 0, "max_tokens": 300},
-    )
-    command = ["mtrain", "train", "-c", str(config_file(tmp_path, config)), "--nproc-per-node", "2"]
-    status, stderr = train_until_sigterm(command, tmp_path / "run" / "metrics.jsonl", 3)
-    assert status == 130, stderr[-3000:]
-    assert checkpoint.load(tmp_path / "run" / "checkpoint_last.pt")["progress"]["step"] >= 3
-    leftover = subprocess.run(
-        ["pgrep", "-f", str(tmp_path / "run.yaml")], capture_output=True, text=True
-    ).stdout.split()
-    assert not leftover
 
 
 def test_a_resume_compares_corpus_lists_item_by_item():
