@@ -1,4 +1,4 @@
-"""Experiment configuration: typed dataclasses and their validation (config_io.py reads YAML).
+"""Experiment configuration: typed dataclasses (config_checks.py validates them, config_io.py reads YAML).
 
 The dataclasses below are the single source of every default; the YAML files under `configs/`
 only state what differs from them (or repeat them for the reader). Impossible combinations are
@@ -7,14 +7,10 @@ refused before any work starts. This module knows nothing of torch.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from mtrain.errors import MtrainError
 
 
 def setting(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
@@ -225,172 +221,3 @@ class Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise MtrainError(f"config: {message}")
-
-
-SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
-LANGUAGE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-
-
-def _validate_corpus(c: CorpusConfig, where: str) -> None:
-    kinds = [k for k in ("path", "dataset", "demo") if getattr(c, k)]
-    _require(len(kinds) <= 1, f"{where} sets {' and '.join(kinds)}; set exactly one of path, dataset, demo")
-    _require(c.demo >= 0, f"{where}.demo must be >= 0")
-    _require(not c.data_files or c.dataset, f"{where}.data_files needs {where}.dataset (parquet, json, csv)")
-
-
-def _validate_corpora(d: DataConfig) -> None:
-    _require(d.train, "data.train is empty; set data.train.path, data.train.dataset or data.train.demo")
-    for i, c in enumerate(d.train):
-        where = f"data.train.{i}" if len(d.train) > 1 else "data.train"
-        _validate_corpus(c, where)
-        _require(c.is_set(), f"{where} is empty; set its path, dataset or demo")
-        _require(math.isfinite(c.weight) and c.weight > 0, f"{where}.weight must be a finite number > 0")
-        _require(
-            not c.tag or (c.tag.split() == [c.tag] and c.tag not in SPECIAL_PIECES),
-            f"{where}.tag '{c.tag}' must be one word and not one of {', '.join(SPECIAL_PIECES)}, e.g. <BT>",
-        )
-    for split in ("valid", "test"):
-        c = getattr(d, split)
-        _validate_corpus(c, f"data.{split}")
-        _require(
-            c.weight == 1.0 and not c.tag,
-            f"data.{split}: weight and tag are for training corpora; tag the {split} source text itself if needed",
-        )
-
-
-def _validate_tokenizer(t: TokenizerConfig) -> None:
-    _require(t.type in ("bpe", "unigram"), f"tokenizer.type must be bpe or unigram, got '{t.type}'")
-    _require(t.vocab_size >= 8, "tokenizer.vocab_size must be at least 8")
-    _require(t.input_sentence_size > 0, "tokenizer.input_sentence_size must be > 0")
-    _require(0 < t.character_coverage <= 1, "tokenizer.character_coverage must be in (0, 1]")
-    _require(0 <= t.sampling_alpha <= 1, "tokenizer.sampling_alpha must be in [0, 1] (0: no subword sampling)")
-    _require(not t.tgt_model or not t.joint, "tokenizer.tgt_model is only used with tokenizer.joint: false")
-
-
-MAX_TIMEOUT_MINUTES = 7 * 24 * 60
-TRAIN_FLOATS = ("lr_scale", "cooldown", "adam_beta1", "adam_beta2", "adam_eps", "label_smoothing", "clip_norm",
-                "max_minutes", "save_every_minutes")  # fmt: skip
-
-
-def _validate_finite(tr: TrainConfig) -> None:
-    """NaN passes every comparison's negation and inf every lower bound: name them."""
-    bad = [name for name in TRAIN_FLOATS if not math.isfinite(getattr(tr, name))]
-    _require(
-        not bad, f"train.{bad[0] if bad else ''} must be a finite number, got {getattr(tr, bad[0]) if bad else ''}"
-    )
-
-
-def _validate_train(tr: TrainConfig) -> None:
-    """The train section's values: budgets, optimizer, schedule, intervals."""
-    _require(tr.max_tokens >= 8, "train.max_tokens must be >= 8")
-    _require(tr.update_freq >= 1, "train.update_freq must be >= 1")
-    _require(tr.max_steps >= 1, "train.max_steps must be >= 1")
-    _require(tr.warmup_steps > 0, "train.warmup_steps must be > 0")
-    _require(tr.lr_scale > 0, "train.lr_scale must be > 0")
-    _require(0 <= tr.cooldown <= 1, f"train.cooldown must be a fraction of the budget in [0, 1], got {tr.cooldown}")
-    _require(0 <= tr.adam_beta1 < 1 and 0 <= tr.adam_beta2 < 1, "train.adam_beta1/adam_beta2 must be in [0, 1)")
-    _require(tr.adam_eps > 0, "train.adam_eps must be > 0")
-    _validate_finite(tr)
-    _require(0 <= tr.seed < 2**63, f"train.seed must be in [0, 2**63), got {tr.seed}")
-    _require(0 <= tr.threads <= MAX_THREADS, f"train.threads must be from 0 to {MAX_THREADS}, got {tr.threads}")
-    _require(0 <= tr.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
-    _require(tr.clip_norm >= 0, "train.clip_norm must be >= 0")
-    _require(
-        tr.device in DEVICES or tr.device.startswith("cuda:"),
-        f"train.device must be one of {', '.join(DEVICES)} (or cuda:N), got '{tr.device}'",
-    )
-    _require(
-        tr.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got '{tr.precision}'"
-    )
-    _require(tr.log_every >= 1, "train.log_every must be >= 1")
-    _require(tr.best_metric in ("loss", "bleu"), f"train.best_metric must be loss or bleu, got '{tr.best_metric}'")
-    _require(
-        tr.best_metric != "bleu" or tr.valid_bleu,
-        "train.best_metric: bleu needs train.valid_bleu: true (validation BLEU is only computed then)",
-    )
-    _require(
-        min(tr.valid_every, tr.save_every, tr.patience, tr.threads, tr.max_epochs, tr.max_minutes) >= 0,
-        "train.valid_every, save_every, patience, threads, max_epochs and max_minutes must be >= 0",
-    )
-    _require(tr.keep_last >= 1 and tr.average_last >= 1, "train.keep_last and train.average_last must be >= 1")
-    _require(
-        tr.average_last <= tr.keep_last,
-        f"train.average_last ({tr.average_last}) is more than train.keep_last ({tr.keep_last}) keeps; raise "
-        "train.keep_last or lower train.average_last",
-    )
-    _require(tr.save_every_minutes >= 0, "train.save_every_minutes must be >= 0 (0: off)")
-    _require(
-        math.isfinite(tr.dist_timeout_minutes) and 0 < tr.dist_timeout_minutes <= MAX_TIMEOUT_MINUTES,
-        f"train.dist_timeout_minutes must be a finite number > 0 and at most {MAX_TIMEOUT_MINUTES} (a week)",
-    )
-
-
-def validate(config: Config) -> None:
-    """Refuse impossible values before any work starts."""
-    d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
-    _require(config.out_dir.strip() != "", "out_dir is empty; name a run directory, e.g. out_dir: runs/my-run")
-    for key in ("src_lang", "tgt_lang"):
-        code = getattr(d, key)
-        _require(
-            bool(LANGUAGE_CODE.fullmatch(code)),
-            f"data.{key} '{code}' must be a language code of letters, digits, '-' or '_' (e.g. en, pt-BR, zh_Hans): "
-            "it names files",
-        )
-    _require(d.src_lang != d.tgt_lang, f"data.src_lang and data.tgt_lang are both '{d.src_lang}'")
-    _validate_corpora(d)
-    _require(1 <= d.min_len <= d.max_len, "need 1 <= data.min_len <= data.max_len")
-    _require(d.max_len_ratio >= 1, "data.max_len_ratio must be >= 1")
-    _validate_tokenizer(t)
-    _require(m.d_model > 0 and m.heads > 0, "model.d_model and model.heads must be > 0")
-    _require(m.d_model % m.heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
-    _require(m.d_model % 2 == 0, "model.d_model must be even (sinusoidal positions)")
-    _require(m.encoder_layers >= 1 and m.decoder_layers >= 1, "model needs at least one encoder and one decoder layer")
-    _require(m.d_ff > 0, "model.d_ff must be > 0")
-    _require(
-        all(0 <= p < 1 for p in (m.dropout, m.attention_dropout, m.activation_dropout)),
-        "model.dropout, attention_dropout and activation_dropout must be in [0, 1)",
-    )
-    _require(m.tie_embeddings in ("all", "decoder", "none"), "model.tie_embeddings must be all, decoder or none")
-    _require(
-        m.tie_embeddings != "all" or t.joint,
-        "model.tie_embeddings: all needs tokenizer.joint: true (one shared vocabulary); use decoder or none",
-    )
-    _require(m.max_positions >= 8, "model.max_positions must be >= 8")
-    _validate_train(tr)
-    validate_decode(dec)
-
-
-MAX_THREADS = 1024  # more OpenMP threads than any machine has cores only stalls (or exhausts) it
-MAX_BEAM = 1024  # hypotheses per sentence; far beyond any useful beam, before memory runs out
-MAX_LENPEN = 10.0  # ((5 + |Y|) / 6) ** 10 already favours length beyond any use
-MIN_TEMPERATURE = 1e-6  # logits / temperature stay finite in fp32 and bf16
-
-
-def validate_decode(dec: DecodeConfig) -> None:
-    """Decoding settings, from a config file or from `--beam` / `--lenpen` / ... on the command line."""
-    _require(1 <= dec.beam <= MAX_BEAM, f"decode.beam (--beam) must be from 1 to {MAX_BEAM}, got {dec.beam}")
-    _require(
-        math.isfinite(dec.lenpen) and 0 <= dec.lenpen <= MAX_LENPEN,
-        f"decode.lenpen (--lenpen) must be a number from 0 to {MAX_LENPEN:g}, got {dec.lenpen:g}",
-    )
-    _require(
-        math.isfinite(dec.max_len_a) and dec.max_len_a >= 0 and dec.max_len_b >= 1,
-        "decode.max_len_a must be a finite number >= 0 and decode.max_len_b >= 1",
-    )
-    _require(dec.max_tokens >= 1, "decode.max_tokens (--max-tokens) must be >= 1")
-    _require(
-        dec.sampling in SAMPLING, f"decode.sampling (--sampling) must be topk or multinomial, got '{dec.sampling}'"
-    )
-    _require(dec.topk >= 1, "decode.topk (--topk) must be >= 1")
-    _require(
-        math.isfinite(dec.temperature) and dec.temperature >= MIN_TEMPERATURE,
-        f"decode.temperature (--temperature) must be a finite number >= {MIN_TEMPERATURE:g}, got {dec.temperature:g}",
-    )

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from mtrain.config import Config, DecodeConfig, validate, validate_decode
+from mtrain.config import Config, DecodeConfig
+from mtrain.config_checks import validate, validate_decode
 from mtrain.errors import MtrainError
 from mtrain.files import atomic_write_text
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from mtrain.config import DEVICES, MAX_THREADS, PRECISIONS
+from mtrain.config import DEVICES, PRECISIONS
+from mtrain.config_checks import MAX_THREADS
 from mtrain.errors import MtrainError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

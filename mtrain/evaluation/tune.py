@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable
 
-from mtrain.config import MAX_BEAM, MAX_LENPEN
+from mtrain.config_checks import MAX_BEAM, MAX_LENPEN
 from mtrain.errors import MtrainError
 from mtrain.evaluation.bootstrap import BOOTSTRAP_SAMPLES, resample_indices, sentence_statistics, win_rates
 from mtrain.evaluation.scores import corpus_scores
