@@ -131,8 +131,9 @@ def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) 
     from mtrain.run.directory import RunLock
 
     config = _config(config, set_)
+    given_spm = _load_init_source(config.train.init_from).state["spm"] if config.train.init_from else None
     with RunLock(Path(config.out_dir)):  # not under a training run's feet
-        data = prepare_data(config)
+        data = prepare_data(config, given_spm=given_spm)
     for split, counts in data.manifest["splits"].items():
         typer.echo(
             f"{split}: {counts['pairs']} pairs, {counts['src_tokens']} source and {counts['tgt_tokens']} target tokens"
@@ -198,9 +199,17 @@ def train(
         restart=restart,
         recover=recover,
         allow_config_change=allow_config_change,
+        load_init=_load_init_source,
     )
     if int(os.environ.get("RANK", "0")) == 0 and result["valid"]:
         typer.echo("final validation: " + " ".join(f"{k} {v:.3f}" for k, v in result["valid"].items()))
+
+
+def _load_init_source(path: str):
+    """train.init_from's model: an mtrain checkpoint, or a MarianMTModel directory imported on the fly."""
+    from mtrain.training.initial import load_checkpoint_source
+
+    return load_checkpoint_source(path)
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:

@@ -179,6 +179,16 @@ class TrainConfig:
         5, "checkpoint_avg.pt averages this many last numbered checkpoints at the end (the paper: 5 for base)."
     )
     dist_timeout_minutes: float = setting(10.0, "DDP collective timeout: a rank hung this long ends the run.")
+    init_from: str = setting(
+        "",
+        "Start a new run from this model's weights and vocabulary (an mtrain checkpoint, or a Hugging Face "
+        "MarianMTModel directory): continued training, fine-tuning. Adam, step, schedule and budgets start fresh.",
+    )
+    freeze: list[str] = setting(
+        factory=list,
+        help="Parts not trained (with init_from): any of embeddings, encoder, decoder. Frozen tied embeddings "
+        "freeze the output projection too.",
+    )
 
 
 @dataclass

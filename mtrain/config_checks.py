@@ -67,6 +67,7 @@ def _validate_tokenizer(t: TokenizerConfig) -> None:
 
 
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+FREEZABLE = ("embeddings", "encoder", "decoder")  # train.freeze's choices
 TRAIN_FLOATS = ("lr_scale", "cooldown", "adam_beta1", "adam_beta2", "adam_eps", "label_smoothing", "clip_norm",
                 "max_minutes", "save_every_minutes")  # fmt: skip
 
@@ -117,6 +118,8 @@ def _validate_train(tr: TrainConfig) -> None:
         f"train.average_last ({tr.average_last}) is more than train.keep_last ({tr.keep_last}) keeps; raise "
         "train.keep_last or lower train.average_last",
     )
+    _require(set(tr.freeze) <= set(FREEZABLE), f"train.freeze {tr.freeze} may only name {', '.join(FREEZABLE)}")
+    _require(not tr.freeze or tr.init_from, "train.freeze needs train.init_from (freezing random weights learns less)")
     _require(tr.save_every_minutes >= 0, "train.save_every_minutes must be >= 0 (0: off)")
     _require(
         math.isfinite(tr.dist_timeout_minutes) and 0 < tr.dist_timeout_minutes <= MAX_TIMEOUT_MINUTES,

@@ -182,8 +182,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Config:
     return from_dict(values, overrides)
 
 
-def save_config(config: Config, path: str | os.PathLike) -> None:
-    atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
+def save_config(config: Config, path: str | os.PathLike, comment: str = "") -> None:
+    """The resolved config as YAML, with an optional comment line on top (a run's origin)."""
+    header = f"# {comment}\n" if comment else ""
+    atomic_write_text(Path(path), header + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def decode_config(saved: dict, **overrides: object) -> DecodeConfig:

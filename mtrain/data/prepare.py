@@ -54,9 +54,10 @@ CHUNK_PAIRS = 50_000  # training pairs read, cleaned, encoded and written at a t
 CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text between the two passes
 
 
-def fingerprint(config: Config) -> dict:
+def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
     """What prepared data depends on: the data/tokenizer config (but for the settings only training
-    reads, such as corpus weights) and the input files' contents."""
+    reads, such as corpus weights), the input files' contents and the sentencepiece models given
+    by train.init_from's model."""
     d = config.data
     files = []
     for spec in [*d.train, d.valid, d.test]:
@@ -70,6 +71,8 @@ def fingerprint(config: Config) -> dict:
     for corpus in settings["data"]["train"]:
         del corpus["weight"]
     del settings["tokenizer"]["sampling_alpha"]
+    if given_spm is not None:
+        settings["given_spm"] = [hashlib.sha256(m).hexdigest() for m in given_spm.values() if m is not None]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return {"version": FORMAT_VERSION, "config": digest, "inputs": inputs}
 
@@ -126,11 +129,15 @@ def _read_span(path: Path, span: tuple[int, int]) -> list[str]:
         return f.read(span[1]).decode("utf-8").split("\n")[:-1]
 
 
-def _tokenizer_models(config: Config, tmp: Path, pairs: int) -> dict[str, bytes]:
-    """The sentencepiece model bytes by file name: given in the config, or trained here on a
-    sample of the cleaned training text (`_sampled_lines`), with the corpus tags as user-defined
-    symbols. A joint model takes both sides of half as many pairs, so every model trains on
-    tokenizer.input_sentence_size sentences (or all there are)."""
+def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | None) -> dict[str, bytes]:
+    """The sentencepiece model bytes by file name: init_from's model's, given in the config, or
+    trained here on a sample of the cleaned training text (`_sampled_lines`), with the corpus tags
+    as user-defined symbols. A joint model takes both sides of half as many pairs, so every model
+    trains on tokenizer.input_sentence_size sentences (or all there are)."""
+    if given_spm is not None:
+        if given_spm["tgt"] is None:
+            return {"spm.model": given_spm["src"]}
+        return {"spm.src.model": given_spm["src"], "spm.tgt.model": given_spm["tgt"]}
     t, seed = config.tokenizer, config.train.seed
     tags = sorted({c.tag for c in config.data.train if c.tag})
     chosen = _sample_mask(pairs, _sample_size(t), seed)
@@ -189,13 +196,14 @@ def _empty_corpus(counts: dict) -> MtrainError:
     )
 
 
-def prepare(config: Config, expected_spm: dict | None = None) -> PreparedData:
+def prepare(config: Config, expected_spm: dict | None = None, given_spm: dict | None = None) -> PreparedData:
     """Build the prepared data directory unless an identical, intact one already exists.
 
     `expected_spm` ({"src": bytes, "tgt": bytes | None}, a resumed checkpoint's) makes a rebuild
-    that would give another vocabulary fail before anything in the run directory changes."""
+    that would give another vocabulary fail before anything in the run directory changes;
+    `given_spm` (the same form, train.init_from's model's) is used instead of training models."""
     target = config.data_dir
-    wanted = fingerprint(config)
+    wanted = fingerprint(config, given_spm)
     existing = read_manifest(target)
     if existing is not None and existing.get("fingerprint") == wanted:
         damaged = damaged_files(target, existing)
@@ -213,7 +221,7 @@ def prepare(config: Config, expected_spm: dict | None = None) -> PreparedData:
         with disk_errors(f"preparing data in {target}", "the data prepared before is intact; free space and run again"):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            _build(config, tmp, wanted, expected_spm)
+            _build(config, tmp, wanted, expected_spm, given_spm)
             _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -234,7 +242,7 @@ def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: P
         )
 
 
-def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -> None:
+def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, given_spm: dict | None) -> None:
     """Everything of a prepared data directory, written into `tmp`."""
     d, t = config.data, config.tokenizer
     counts, spans = _clean_training_text(config, tmp)
@@ -242,11 +250,14 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None) -
     sampled = min(pairs, _sample_size(t))
     log.info(
         "sentencepiece: %s",
-        f"training a {t.type} model, vocabulary {t.vocab_size}, on {sampled} of {pairs} pairs (sampled with the seed)"
+        "the model(s) of train.init_from's model"
+        if given_spm is not None
+        else f"training a {t.type} model, vocabulary {t.vocab_size}, on {sampled} of {pairs} pairs (sampled with "
+        "the seed)"
         if _needs_training(t)
         else "loading the given model",
     )
-    models = _tokenizer_models(config, tmp, pairs)
+    models = _tokenizer_models(config, tmp, pairs, given_spm)
     names = list(models)
     tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
     _check_vocabulary(tokenizer, expected_spm, config.data_dir)

@@ -81,6 +81,15 @@ def data_section(manifest: dict | None) -> str:
     )
 
 
+def origin_line(records: list[dict]) -> str:
+    """Where a run with train.init_from started (its metrics.jsonl records it), or nothing."""
+    start = next((r for r in records if r["kind"] == "init_from"), None)
+    if start is None:
+        return ""
+    text = f"started from {start['path']} (step {start['source_step']}, sha256 {start['sha256']})"
+    return f'<p class="muted">{html.escape(text)}</p>'
+
+
 def validation_section(records: list[dict]) -> str:
     valid = [r for r in records if r["kind"] == "valid"]
     if not valid:
@@ -167,7 +176,7 @@ def report_command(
 <title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="muted">{html.escape(str(run_dir))} · checkpoint {html.escape(chosen.name)} (step {info["step"]}) ·
-written {datetime.now(timezone.utc).isoformat(timespec="seconds")} by mtrain {__version__}</p>
+written {datetime.now(timezone.utc).isoformat(timespec="seconds")} by mtrain {__version__}</p>{origin_line(records)}
 <h2>Learning curves</h2>{_image(plots.png_bytes(plots.metrics_figure([run_dir])), "learning curves")}
 <h2>Scores</h2>{validation_section(records)}{scores}
 <h2>Examples and their cross-attention</h2>{examples_section(translator, decoded[:examples])}

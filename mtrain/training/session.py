@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from mtrain.files import atomic_copy, disk_errors, remove_stale_temporaries
 from mtrain.run import checkpoint
 from mtrain.run import directory as rundir
 from mtrain.run.metrics import repair_metrics
+from mtrain.training.initial import InitSource, check_source, load_checkpoint_source
 from mtrain.training.trainer import StartingPoint, Trainer
 
 log = logging.getLogger("mtrain")
@@ -33,9 +34,11 @@ def train(
     restart: bool = False,
     recover: bool = False,
     allow_config_change: bool = False,
+    load_init: Callable[[str], InitSource] = load_checkpoint_source,
 ) -> dict:
     """Lock the run directory, check what is resumed against the config, prepare data (once),
-    train; returns the final step and validation."""
+    train; returns the final step and validation. `load_init` reads train.init_from's model when a
+    new run needs it (the command line's also reads Marian directories)."""
     dist = distributed.from_env()
     device = select_device(config.train.device, dist.local_rank)
     set_threads(config.train.threads)
@@ -44,16 +47,20 @@ def train(
     with rundir.RunLock(Path(config.out_dir)) if dist.is_main else nullcontext():
         start = starting_point(config, resume, recover) if resume or not restart else None
         changes = check_resumable(start, config, allow_config_change) if start else {}
+        init = initial_model(config, start, load_init)
+        given_spm = given_vocabulary(config, start, init)
         # Data is prepared before the process group exists: on a big corpus it takes longer than any
         # sensible collective timeout. Rank 0 prepares, the others wait for its manifest.
         if dist.is_main:
-            set_up_run_dir(config, start, restart)
+            set_up_run_dir(config, start, restart, given_spm, init)
         else:
-            wait_for_prepared(config)
+            wait_for_prepared(config, given_spm)
         distributed.init(dist, device, config.train.dist_timeout_minutes)
         finished = False
         try:
             trainer = Trainer(config, PreparedData(config.data_dir), device, dist)
+            if init is not None:
+                trainer.initialize(init)
             trainer.start(start)
             if changes:
                 trainer.metrics.write(
@@ -102,6 +109,26 @@ def starting_point(config: Config, resume: str | None, recover: bool) -> Startin
     return StartingPoint(path, state)
 
 
+def initial_model(
+    config: Config, start: StartingPoint | None, load_init: Callable[[str], InitSource]
+) -> InitSource | None:
+    """train.init_from's model for a new run, checked against the config; None when there is none
+    or the run resumes (a resumed fine-tuning run continues from its own checkpoint)."""
+    if not config.train.init_from or start is not None:
+        return None
+    init = load_init(config.train.init_from)
+    check_source(init, config)
+    return init
+
+
+def given_vocabulary(config: Config, start: StartingPoint | None, init: InitSource | None) -> dict | None:
+    """The sentencepiece models a run with train.init_from takes instead of training its own: the
+    source model's, which a resumed run carries in its checkpoint."""
+    if not config.train.init_from:
+        return None
+    return (init or start).state["spm"]
+
+
 def check_resumable(start: StartingPoint, config: Config, allow_config_change: bool) -> dict:
     """Refuse another model shape; refuse other training settings than the checkpoint's unless
     allowed (returns those, to record); settings of how long and how often may change freely."""
@@ -122,7 +149,9 @@ def check_resumable(start: StartingPoint, config: Config, allow_config_change: b
     return refused
 
 
-def set_up_run_dir(config: Config, start: StartingPoint | None, restart: bool) -> None:
+def set_up_run_dir(
+    config: Config, start: StartingPoint | None, restart: bool, given_spm: dict | None, init: InitSource | None
+) -> None:
     """Rank 0, under the run's lock: clear leftovers (and, with --restart, the old outputs), prepare
     data, cut metrics back to the resumed step, then (only now) write config.yaml."""
     out_dir = Path(config.out_dir)
@@ -135,13 +164,17 @@ def set_up_run_dir(config: Config, start: StartingPoint | None, restart: bool) -
         )
     if restart:
         rundir.clear_outputs(out_dir, checkpoint.numbered(out_dir))
-    prepare(config, expected_spm=start.state["spm"] if start else None)
+    prepare(config, expected_spm=start.state["spm"] if start else None, given_spm=given_spm)
     # records past the resumed step (all of them when a run died before its first checkpoint) go aside
     repair_metrics(out_dir, int(start.state["progress"]["step"]) if start else 0)
     if start:
         restore_scheduled(config, start)
+    origin = init.provenance if init else (start.state.get("init_from") if start else None)
+    comment = (
+        f"started from {origin['path']} (sha256 {origin['sha256']}, step {origin['source_step']})" if origin else ""
+    )
     with disk_errors(f"writing {out_dir / 'config.yaml'}"):
-        save_config(config, out_dir / "config.yaml")
+        save_config(config, out_dir / "config.yaml", comment)
 
 
 def restore_scheduled(config: Config, start: StartingPoint) -> None:
@@ -174,8 +207,8 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def wait_for_prepared(config: Config, poll_seconds: float = 2.0) -> None:
+def wait_for_prepared(config: Config, given_spm: dict | None, poll_seconds: float = 2.0) -> None:
     """Block until rank 0 has written prepared data matching this config and its inputs."""
-    wanted = fingerprint(config)
+    wanted = fingerprint(config, given_spm)
     while (read_manifest(config.data_dir) or {}).get("fingerprint") != wanted:
         time.sleep(poll_seconds)

@@ -26,6 +26,7 @@ from mtrain.config import Config
 from mtrain.data.batching import Batch, Prefetcher, TrainBatches, eval_batches
 from mtrain.data.store import PreparedData
 from mtrain.data.subword import subword_sampler
+from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, restore_rng_state, rng_state
 from mtrain.errors import Interrupted
 from mtrain.evaluation.scores import greedy_bleu
@@ -35,6 +36,7 @@ from mtrain.model.transformer import Transformer
 from mtrain.run import checkpoint
 from mtrain.run.averaging import average_run
 from mtrain.run.metrics import MetricsLog
+from mtrain.training.initial import InitSource, freeze
 from mtrain.training.progress import (
     LogWindow,
     Progress,
@@ -65,6 +67,21 @@ class StartingPoint:
     state: dict
 
 
+def training_batches(
+    config: Config, data: PreparedData, tokenizer: Tokenizer, dist: distributed.DistInfo
+) -> TrainBatches:
+    """This rank's share of every step's batches: weighted corpora, subword sampling, world size."""
+    t = config.train
+    sampler = subword_sampler(data, tokenizer, config.tokenizer.sampling_alpha, t.seed)
+    batches = TrainBatches(
+        data.split("train"), t.max_tokens, t.seed, config.model.max_positions, t.update_freq,
+        dist.world_size, dist.rank, weights=[c.weight for c in config.data.train], segmentation=sampler,
+    )  # fmt: skip
+    if batches.skipped:
+        log.warning("%d training pairs are longer than model.max_positions and are skipped", batches.skipped)
+    return batches
+
+
 class Trainer:
     """One training run on one rank: the model, Adam, the batch schedule and the run's progress.
 
@@ -79,18 +96,13 @@ class Trainer:
         t = config.train
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.model = Transformer(config.model, self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size).to(device)
+        freeze(self.model, t.freeze)
+        self.init_from = None  # train.init_from's provenance (path, source_step, sha256), kept by resumed runs
         self.optimizer = adam(self.model, t, device)
         self.precision = resolve_precision(device, t.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.progress = Progress()
-        sampler = subword_sampler(data, self.tokenizer, config.tokenizer.sampling_alpha, t.seed)
-        weights = [c.weight for c in config.data.train]
-        self.batches = TrainBatches(
-            data.split("train"), t.max_tokens, t.seed, config.model.max_positions, t.update_freq,
-            dist.world_size, dist.rank, weights=weights, segmentation=sampler,
-        )  # fmt: skip
-        if self.batches.skipped:
-            log.warning("%d training pairs are longer than model.max_positions and are skipped", self.batches.skipped)
+        self.batches = training_batches(config, data, self.tokenizer, dist)
         self.loader = Prefetcher(self.batches, pin=device.type == "cuda")
         self.valid = data.split("valid") if data.has("valid") else None
         self.module = self.model  # what runs forward/backward: maybe compiled, maybe DDP-wrapped
@@ -106,10 +118,14 @@ class Trainer:
 
     def start(self, start: StartingPoint | None) -> None:
         """Continue from a checkpoint, or begin with the initial weights."""
-        if start is not None:
-            self.resume(start.state, start.path)
-        else:
-            self.wrap()
+        self.resume(start.state, start.path) if start is not None else self.wrap()
+
+    def initialize(self, source: InitSource) -> None:
+        """A new run from train.init_from's weights; everything else starts fresh."""
+        self.model.load_state_dict(source.state["model"])
+        self.init_from = source.provenance
+        self.metrics.write({"kind": "init_from", "step": 0, **self.init_from})
+        log.info("starting from the weights of %s (step %d, sha256 %s)", *self.init_from.values())
 
     def wrap(self) -> None:
         """torch.compile and DDP come after loading a checkpoint into the plain model."""
@@ -124,6 +140,7 @@ class Trainer:
     def resume(self, state: dict, path: Path) -> None:
         """Continue from a loaded checkpoint: weights, Adam, progress and random streams."""
         self.model.load_state_dict(state["model"])
+        self.init_from = state.get("init_from")
         self.progress = Progress(**state["progress"])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         if checkpoint.is_weights_only(state):
@@ -221,6 +238,7 @@ class Trainer:
             "rng": distributed.all_gather_object(rng_state(self.device)),  # every rank's, for exact resumption
             "config": self.config.to_dict(),
             "spm": {"src": self.tokenizer.src_model, "tgt": self.tokenizer.tgt_model},
+            "init_from": self.init_from,
             # this step's validation (for mtrain average --best), when there was one
             "valid": self.final_valid if self.validated_step == self.progress.step else None,
         }

@@ -1,0 +1,111 @@
+"""train.init_from: a new run that starts from the weights of an existing model.
+
+Continued training and domain fine-tuning as Marian (--pretrained-model), fairseq (--restore-file
+--reset-optimizer --reset-lr-scheduler) and OpenNMT (train_from, reset_optim) do them: the
+weights and the vocabulary (sentencepiece models) come from the source model; Adam, the step
+counter, the warmup schedule, the time budget, the best validation score and checkpoint
+averaging all start fresh, from this run's config. Only the dropout values may differ from
+the source model's shape. The run records where it started in every checkpoint, metrics.jsonl
+and the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from mtrain.config import Config
+from mtrain.data.sources import file_digest
+from mtrain.errors import MtrainError
+from mtrain.run import checkpoint
+
+log = logging.getLogger("mtrain")
+FREE_TO_DIFFER = ("dropout", "attention_dropout", "activation_dropout")  # regularization, not shape
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """The model a run starts from: its state (a checkpoint's dict) and where it came from."""
+
+    path: Path
+    state: dict
+    sha256: str
+
+    @property
+    def provenance(self) -> dict:
+        """What the run records about its start: path, content hash, the source's step."""
+        step = int(self.state.get("progress", {}).get("step", 0))
+        return {"path": str(self.path), "source_step": step, "sha256": self.sha256}
+
+
+def load_checkpoint_source(path: str | Path) -> InitSource:
+    """An mtrain checkpoint as a starting point (`mtrain import` turns other models into one)."""
+    path = Path(path)
+    if path.is_dir():
+        raise MtrainError(
+            f"train.init_from {path} is a directory; give an mtrain checkpoint, or a Hugging Face MarianMTModel "
+            "directory through `mtrain train` (or convert it first with `mtrain import`)"
+        )
+    state = checkpoint.load(path)
+    return InitSource(path, state, file_digest(path))
+
+
+def directory_digest(path: Path) -> str:
+    """One hash over a model directory's files (names and contents), for the provenance record."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + file_digest(file).encode())
+    return digest.hexdigest()
+
+
+def check_source(source: InitSource, config: Config) -> None:
+    """Refuse a config that disagrees with the source model: its shape (but for dropout), its
+    language pair, a tokenizer of its own."""
+    saved, where = source.state["config"], f"train.init_from {source.path}"
+    for key, value in vars(config.model).items():
+        if key not in FREE_TO_DIFFER and saved["model"].get(key) != value:
+            raise MtrainError(
+                f"{where} has model.{key}={saved['model'].get(key)} but the config says {value}; set model.{key}: "
+                f"{saved['model'].get(key)} (the shape must match the weights; only the dropout values may differ)"
+            )
+    pair, ours = (saved["data"]["src_lang"], saved["data"]["tgt_lang"]), (config.data.src_lang, config.data.tgt_lang)
+    if pair != ours:
+        raise MtrainError(
+            f"{where} translates {pair[0]}->{pair[1]} but data.src_lang/tgt_lang say {ours[0]}->{ours[1]}; "
+            "use the source model's language pair"
+        )
+    t = config.tokenizer
+    if t.model or t.tgt_model:
+        raise MtrainError(
+            f"{where} brings its own sentencepiece model(s); remove tokenizer.model/tokenizer.tgt_model "
+            "(a fine-tuning run keeps the source model's vocabulary)"
+        )
+    joint = source.state["spm"]["tgt"] is None
+    if t.joint != joint:
+        raise MtrainError(
+            f"{where} has {'one joint' if joint else 'a source and a target'} sentencepiece model but the config "
+            f"says tokenizer.joint: {str(t.joint).lower()}; set tokenizer.joint: {str(joint).lower()}"
+        )
+
+
+def freeze(model: nn.Module, parts: list[str]) -> None:
+    """Stop training the named parts (train.freeze): their parameters get no gradient, so Adam
+    leaves them as they are. With tied embeddings, freezing them freezes the output projection
+    too (it is the same tensor)."""
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if any(_belongs(name, part) for part in parts):
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    if parts:
+        log.info("frozen: %s (%d parameters)", ", ".join(parts), frozen)
+
+
+def _belongs(name: str, part: str) -> bool:
+    if part == "embeddings":
+        return name.split(".")[0] in ("src_embed", "tgt_embed")
+    return name.startswith(f"{part}.") or name.startswith(f"{part}_norm.")
