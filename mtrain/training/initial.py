@@ -63,15 +63,9 @@ def directory_digest(path: Path) -> str:
 
 
 def check_source(source: InitSource, config: Config) -> None:
-    """Refuse a config that disagrees with the source model: its shape (but for dropout), its
-    language pair, a tokenizer of its own."""
+    """Refuse a config that disagrees with the source model: its language pair, a tokenizer of
+    its own, its shape (but for dropout)."""
     saved, where = source.state["config"], f"train.init_from {source.path}"
-    for key, value in vars(config.model).items():
-        if key not in FREE_TO_DIFFER and saved["model"].get(key) != value:
-            raise MtrainError(
-                f"{where} has model.{key}={saved['model'].get(key)} but the config says {value}; set model.{key}: "
-                f"{saved['model'].get(key)} (the shape must match the weights; only the dropout values may differ)"
-            )
     pair, ours = (saved["data"]["src_lang"], saved["data"]["tgt_lang"]), (config.data.src_lang, config.data.tgt_lang)
     if pair != ours:
         raise MtrainError(
@@ -90,6 +84,12 @@ def check_source(source: InitSource, config: Config) -> None:
             f"{where} has {'one joint' if joint else 'a source and a target'} sentencepiece model but the config "
             f"says tokenizer.joint: {str(t.joint).lower()}; set tokenizer.joint: {str(joint).lower()}"
         )
+    for key, value in vars(config.model).items():
+        if key not in FREE_TO_DIFFER and saved["model"].get(key) != value:
+            raise MtrainError(
+                f"{where} has model.{key}={saved['model'].get(key)} but the config says {value}; set model.{key}: "
+                f"{saved['model'].get(key)} (the shape must match the weights; only the dropout values may differ)"
+            )
 
 
 def freeze(model: nn.Module, parts: list[str]) -> None:
