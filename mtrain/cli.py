@@ -14,12 +14,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from mtrain import __version__
 from mtrain.errors import Interrupted, MtrainError
+
+if TYPE_CHECKING:
+    from mtrain.config import Config
+    from mtrain.training.initial import InitSource
 
 
 class ReadableGroup(typer.core.TyperGroup):
@@ -121,7 +125,15 @@ def main_options(
 
 @app.command(short_help="Read, clean, tokenize and binarize the data of a config.")
 @user_errors
-def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) -> None:
+def prepare(
+    config: Path = ConfigOption,
+    set_: Optional[list[str]] = SetOption,
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Only show what cleaning and data.filters would drop (counts, examples); write nothing.",
+    ),
+) -> None:
     """Read, clean, tokenize (sentencepiece) and binarize the data of a config.
 
     Writes {out_dir}/data (or data.dir). Does nothing when the config and inputs are unchanged;
@@ -131,7 +143,9 @@ def prepare(config: Path = ConfigOption, set_: Optional[list[str]] = SetOption) 
     from mtrain.run.directory import RunLock
 
     config = _config(config, set_)
-    given_spm = _load_init_source(config.train.init_from).state["spm"] if config.train.init_from else None
+    if dry_run:
+        return _show_dry_run(config)
+    given_spm = _load_init_source(config).state["spm"] if config.train.init_from else None
     with RunLock(Path(config.out_dir)):  # not under a training run's feet
         data = prepare_data(config, given_spm=given_spm)
     for split, counts in data.manifest["splits"].items():
@@ -193,23 +207,37 @@ def train(
     )
     from mtrain.training.session import train as run_training
 
-    result = run_training(
-        _config(config, overrides),
-        resume=str(resume) if resume else None,
-        restart=restart,
-        recover=recover,
-        allow_config_change=allow_config_change,
-        load_init=_load_init_source,
-    )
+    resume = str(resume) if resume else None
+    options = {"restart": restart, "recover": recover, "allow_config_change": allow_config_change}
+    result = run_training(_config(config, overrides), resume=resume, load_init=_load_init_source, **options)
     if int(os.environ.get("RANK", "0")) == 0 and result["valid"]:
         typer.echo("final validation: " + " ".join(f"{k} {v:.3f}" for k, v in result["valid"].items()))
 
 
-def _load_init_source(path: str):
+def _show_dry_run(config: "Config") -> None:
+    """`prepare --dry-run`: per training corpus what is read, dropped (by reason) and kept; a few
+    dropped pairs per filter."""
+    from mtrain.data.clean import dry_run
+
+    counts, samples = dry_run(config)
+    for spec, corpus in zip(config.data.train, counts):
+        dropped = ", ".join(f"{k} {v}" for k, v in corpus.items() if k not in ("input", "kept"))
+        typer.echo(f"{spec.name_for_logs}: {corpus['input']} pairs in, {corpus['kept']} kept; dropped: {dropped}")
+    for name, pairs in samples.items():
+        if pairs:
+            typer.echo(f"dropped by {name}, e.g.:")
+            typer.echo("".join(f"  {src} ||| {tgt}\n" for src, tgt in pairs), nl=False)
+
+
+def _load_init_source(config: "Config") -> "InitSource":
     """train.init_from's model: an mtrain checkpoint, or a MarianMTModel directory imported on the fly."""
+    if Path(config.train.init_from).is_dir():
+        from mtrain.deploy.marian_import import marian_init_source
+
+        return marian_init_source(config.train.init_from, config.data.src_lang, config.data.tgt_lang)
     from mtrain.training.initial import load_checkpoint_source
 
-    return load_checkpoint_source(path)
+    return load_checkpoint_source(config)
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:
@@ -560,6 +588,42 @@ def export(
 
     written = export_command(checkpoint, format, output, quantization, force)
     typer.echo(f"exported {checkpoint} as {format} to {written}")
+
+
+@app.command("import", short_help="Import a Hugging Face Marian (OPUS-MT) model as a checkpoint.")
+@user_errors
+def import_model(
+    directory: Path = typer.Argument(
+        ..., metavar="DIR", help="A MarianMTModel directory: config.json, weights, vocab.json, source.spm, target.spm."
+    ),
+    format: str = typer.Option(
+        "huggingface", "--format", "-f", metavar="FORMAT", help="What DIR holds: huggingface (a MarianMTModel)."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="The checkpoint to write, e.g. model.pt."),
+    src_lang: Optional[str] = typer.Option(
+        None, metavar="CODE", help="Source language code (default: the tokenizer's source_lang)."
+    ),
+    tgt_lang: Optional[str] = typer.Option(
+        None, metavar="CODE", help="Target language code (default: the tokenizer's target_lang)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+) -> None:
+    """Import a Hugging Face MarianMTModel directory (an OPUS-MT model, or an mtrain export) as an
+    mtrain checkpoint.
+
+    translate, eval-bleu, tune, serve, export, ensembles and train.init_from take the result.
+    Needs the deploy extra: pip install 'mtrain[deploy]'.
+    """
+    if format != "huggingface":
+        raise MtrainError(f"--format {format}: mtrain imports huggingface (MarianMTModel) directories only")
+    from mtrain.deploy.marian_import import import_huggingface
+
+    state = import_huggingface(directory, output, src_lang, tgt_lang, force)
+    data, model = state["config"]["data"], state["config"]["model"]
+    typer.echo(
+        f"imported {directory} ({data['src_lang']}->{data['tgt_lang']}, d_model {model['d_model']}, "
+        f"{model['encoder_layers']}+{model['decoder_layers']} layers, {model['activation']}) to {output}"
+    )
 
 
 @app.command(short_help="Serve translations over HTTP, with a page to try them.")

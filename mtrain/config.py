@@ -45,6 +45,11 @@ class CorpusConfig:
     tag: str = setting(
         "", "Training corpora: a token put before every source sentence, e.g. <BT> for back-translated data."
     )
+    skip_filters: list[str] = setting(
+        factory=list,
+        help="Training corpora: data.filters not applied to this corpus (a clean one need not pay for langid), "
+        "e.g. [langid].",
+    )
 
     @property
     def name_for_logs(self) -> str:
@@ -52,6 +57,43 @@ class CorpusConfig:
 
     def is_set(self) -> bool:
         return bool(self.path or self.dataset or self.demo)
+
+
+@dataclass
+class FilterConfig:
+    """Filters for training data as it comes from the web (ParaCrawl, Common Crawl, CCMatrix): each
+    off by default, each with its own count of dropped pairs. Validation and test data are never
+    filtered."""
+
+    langid: bool = setting(
+        False,
+        "Keep a pair only when language identification (CLD2 through pycld2, its tables inside the package; "
+        "pip install 'mtrain[filters]') finds each side's language.",
+    )
+    langid_threshold: float = setting(
+        0.5, "langid: the least share of a side that must be in its language (CLD2's estimate)."
+    )
+    copy: bool = setting(
+        False, "Drop pairs whose sides are the same text (or nearly: see copy_similarity), e.g. untranslated lines."
+    )
+    copy_similarity: float = setting(
+        0.9, "copy: sides at least this similar (difflib ratio of their lowercased letters and digits) are copies."
+    )
+    control_chars: bool = setting(
+        False, "Drop pairs with control characters, U+FFFD (undecodable bytes) or unassigned code points."
+    )
+    min_letters: float = setting(
+        0.0, "Drop pairs where a side's share of letters among its non-space characters is below this; 0: off."
+    )
+    max_other_script: float = setting(
+        1.0,
+        "Drop pairs where a side's share of letters outside its language's scripts (Latin for en, Cyrillic for "
+        "ru, ...) is above this; 1: off.",
+    )
+    max_token_chars: int = setting(
+        0, "Drop pairs with a space-separated token longer than this (URLs, hashes, junk); 0: off."
+    )
+    numbers: bool = setting(False, "Drop pairs whose sides hold different numbers (1,000 and 1.000 are the same).")
 
 
 @dataclass
@@ -76,6 +118,9 @@ class DataConfig:
         9.0, "Training-pair cleaning: the longer side's words over the shorter side's, at most."
     )
     dedup: bool = setting(False, "Drop exact duplicate training pairs (validation and test are never filtered).")
+    filters: FilterConfig = setting(
+        factory=FilterConfig, help="Language, copy and noise filters for the training pairs; all off by default."
+    )
 
 
 @dataclass
@@ -126,6 +171,14 @@ class ModelConfig:
         "Shared weights (section 3.4): all (source, target and output; needs a joint vocabulary), decoder "
         "(target and output) or none.",
     )
+    activation: str = setting(
+        "relu",
+        "The feed-forward networks' activation: relu (the paper), gelu, or swish (x * sigmoid(x), as in "
+        "OPUS-MT's Marian models).",
+    )
+    output_bias: bool = setting(
+        False, "A bias on the output projection (the paper has none; Marian's final_logits_bias is one)."
+    )
     max_positions: int = setting(
         1024,
         "Longest sequence in tokens the positional encodings cover (sources longer than this are truncated when"
@@ -134,6 +187,7 @@ class ModelConfig:
 
 
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
+ACTIVATIONS = ("relu", "gelu", "swish")
 SAMPLING = ("", "topk", "multinomial")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

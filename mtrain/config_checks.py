@@ -8,6 +8,7 @@ import math
 import re
 
 from mtrain.config import (
+    ACTIVATIONS,
     DEVICES,
     PRECISIONS,
     SAMPLING,
@@ -15,6 +16,7 @@ from mtrain.config import (
     CorpusConfig,
     DataConfig,
     DecodeConfig,
+    FilterConfig,
     TokenizerConfig,
     TrainConfig,
 )
@@ -48,13 +50,25 @@ def _validate_corpora(d: DataConfig) -> None:
             not c.tag or (c.tag.split() == [c.tag] and c.tag not in SPECIAL_PIECES),
             f"{where}.tag '{c.tag}' must be one word and not one of {', '.join(SPECIAL_PIECES)}, e.g. <BT>",
         )
+        unknown = sorted(set(c.skip_filters) - set(FILTERS))
+        _require(not unknown, f"{where}.skip_filters: {', '.join(unknown)} is not a filter ({', '.join(FILTERS)})")
     for split in ("valid", "test"):
         c = getattr(d, split)
         _validate_corpus(c, f"data.{split}")
         _require(
-            c.weight == 1.0 and not c.tag,
-            f"data.{split}: weight and tag are for training corpora; tag the {split} source text itself if needed",
+            c.weight == 1.0 and not c.tag and not c.skip_filters,
+            f"data.{split}: weight, tag and skip_filters are for training corpora (validation and test data are "
+            "never filtered)",
         )
+    _validate_filters(d.filters)
+
+
+def _validate_filters(f: FilterConfig) -> None:
+    for name in ("langid_threshold", "copy_similarity", "min_letters", "max_other_script"):
+        value = getattr(f, name)
+        _require(math.isfinite(value) and 0 <= value <= 1, f"data.filters.{name} must be from 0 to 1, got {value}")
+    _require(f.copy_similarity > 0, "data.filters.copy_similarity must be > 0 (1: identical sides only)")
+    _require(f.max_token_chars >= 0, "data.filters.max_token_chars must be >= 0 (0: off)")
 
 
 def _validate_tokenizer(t: TokenizerConfig) -> None:
@@ -68,6 +82,7 @@ def _validate_tokenizer(t: TokenizerConfig) -> None:
 
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 FREEZABLE = ("embeddings", "encoder", "decoder")  # train.freeze's choices
+FILTERS = ("langid", "copy", "control_chars", "min_letters", "max_other_script", "max_token_chars", "numbers")
 TRAIN_FLOATS = ("lr_scale", "cooldown", "adam_beta1", "adam_beta2", "adam_eps", "label_smoothing", "clip_norm",
                 "max_minutes", "save_every_minutes")  # fmt: skip
 
@@ -158,6 +173,9 @@ def validate(config: Config) -> None:
         "model.tie_embeddings: all needs tokenizer.joint: true (one shared vocabulary); use decoder or none",
     )
     _require(m.max_positions >= 8, "model.max_positions must be >= 8")
+    _require(
+        m.activation in ACTIVATIONS, f"model.activation must be one of {', '.join(ACTIVATIONS)}, got '{m.activation}'"
+    )
     _validate_train(tr)
     validate_decode(dec)
 

@@ -65,6 +65,11 @@ def tiny_config(out_dir: Path, **sections) -> Config:
     return from_dict(values)
 
 
+def data_files(directory: Path) -> dict[str, bytes]:
+    """A prepared data directory's files (but its manifest, which records times and sizes) by name."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != "manifest.json"}
+
+
 def two_corpora(directory: Path, tag: str = "<X>") -> list[dict]:
     """data.train for two weighted corpora: the demo generator's pairs, and 300 other demo pairs
     written to {directory}/extra.{en,de}, tagged and sampled three times as often."""

@@ -15,7 +15,7 @@ from mtrain.data.prepare import prepare
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD
 
-from helpers import run_cli, tiny_config, two_corpora
+from helpers import data_files, run_cli, tiny_config, two_corpora
 
 EN, DE = generate(1500, seed=5)
 
@@ -34,10 +34,6 @@ def text_config(tmp_path, **data):
     write_text(tmp_path / "valid", EN[:50], DE[:50])
     corpus = {"train": {"path": str(tmp_path / "train")}, "valid": {"path": str(tmp_path / "valid")}, "test": {}}
     return tiny_config(tmp_path / "run", data={**corpus, **data})
-
-
-def data_files(directory):
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != "manifest.json"}
 
 
 def test_prepare_text_files_and_skip_when_unchanged(tmp_path, caplog):
@@ -308,10 +304,12 @@ def test_only_tagged_corpora_get_the_tag_before_their_sources(mixed):
 
 def test_streaming_prepare_writes_what_the_whole_corpus_in_memory_writes(tmp_path, monkeypatch):
     """Chunks of 7 pairs (and a sentencepiece sample drawn from the stream) give byte-identical files."""
+    import mtrain.data.clean as clean
     import mtrain.data.prepare as prep
 
     def build(name, chunk):
         monkeypatch.setattr(prep, "CHUNK_PAIRS", chunk)
+        monkeypatch.setattr(clean, "CHUNK_PAIRS", chunk)
         data = {"train": two_corpora(tmp_path), "valid": {"demo": 50}, "dedup": True}
         config = tiny_config(tmp_path / name, data=data, tokenizer={"vocab_size": 200, "input_sentence_size": 700})
         return prepare(config).dir

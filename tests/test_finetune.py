@@ -11,6 +11,7 @@ from mtrain.config_io import from_dict
 from mtrain.data.store import PreparedData
 from mtrain.distributed import DistInfo
 from mtrain.errors import MtrainError
+from mtrain.insight.report import origin_line
 from mtrain.model.transformer import Transformer
 from mtrain.run import checkpoint
 from mtrain.special import PAD
@@ -77,6 +78,7 @@ def test_a_fine_tuning_run_starts_from_the_weights_with_everything_else_fresh(so
         "time": records[0]["time"],
     }
     assert (tmp_path / "ft" / "config.yaml").read_text().startswith(f"# started from {source} (sha256 ")
+    assert f"started from {source} (step 20, sha256 {origin['sha256']})" in origin_line(records)  # the report
 
 
 def test_an_interrupted_fine_tuning_run_resumes_exactly(source, tmp_path):

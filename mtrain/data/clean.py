@@ -1,4 +1,5 @@
-"""Training-pair cleaning, in the spirit of Moses' clean-corpus-n.
+"""Training-pair cleaning, in the spirit of Moses' clean-corpus-n, then data.filters (filters.py),
+chunk by chunk in worker processes.
 
 Only the training split is filtered; validation and test sets are used as given (stripped),
 so scores stay comparable with everyone else's. Each reason for dropping a pair is counted,
@@ -7,7 +8,14 @@ and the counts go into the manifest and the log.
 
 from __future__ import annotations
 
-from mtrain.config import DataConfig
+from collections.abc import Iterator
+
+from mtrain.config import Config, DataConfig
+from mtrain.data.filters import SAMPLES, check, enabled, filter_pairs, pair_tests
+from mtrain.data.parallel import ordered_map
+from mtrain.data.sources import corpus_chunks
+
+CHUNK_PAIRS = 50_000  # training pairs read, cleaned, encoded and written at a time (bounds memory)
 
 REASONS = ("empty", "too_short", "too_long", "ratio", "duplicate")
 
@@ -52,3 +60,55 @@ def drop_duplicates(
     counts["duplicate"] += len(src) - len(kept_src)
     counts["kept"] = len(kept_src)
     return kept_src, kept_tgt
+
+
+def no_counts(data: DataConfig | None = None) -> dict[str, int]:
+    """Zero counts per reason: cleaning's, then the filters data.filters turns on."""
+    filters = enabled(data.filters) if data is not None else []
+    return {"input": 0, **dict.fromkeys(REASONS, 0), **dict.fromkeys(filters, 0), "kept": 0}
+
+
+def add_counts(total: dict, counts: dict) -> None:
+    for key, value in counts.items():
+        total[key] += value
+
+
+def dry_run(config: Config) -> tuple[list[dict], dict[str, list]]:
+    """What cleaning and data.filters would drop, without writing anything: counts per training
+    corpus, and a few dropped pairs per filter."""
+    check(config.data.filters, config.data.src_lang, config.data.tgt_lang)
+    counts, samples = [no_counts(config.data) for _ in config.data.train], {}
+    for index, _, _, chunk_counts, chunk_samples in cleaned_training_chunks(config):
+        add_counts(counts[index], chunk_counts)
+        for name, pairs in chunk_samples.items():
+            kept = samples.setdefault(name, [])
+            kept.extend(pairs[: SAMPLES - len(kept)])
+    return counts, samples
+
+
+def cleaned_training_chunks(config: Config) -> Iterator[tuple[int, list[str], list[str], dict]]:
+    """(corpus index, source lines, target lines, cleaning counts) of every training chunk, in
+    data.train's order, cleaned in worker processes; duplicates are found here, across chunks
+    and corpora."""
+    d, seen = config.data, set()
+    raw = (
+        (index, *chunk, d)
+        for index, spec in enumerate(d.train)
+        for chunk in corpus_chunks(spec, "train", d.src_lang, d.tgt_lang, CHUNK_PAIRS)
+    )
+    for index, src, tgt, counts, samples in ordered_map(_clean_chunk, raw):
+        if d.dedup:
+            src, tgt = drop_duplicates(src, tgt, counts, seen)
+        yield index, src, tgt, counts, samples
+
+
+def _clean_chunk(index: int, src: list[str], tgt: list[str], data: DataConfig) -> tuple:
+    """Clean one chunk, then filter it (data.filters, less the corpus's skip_filters): (corpus index,
+    kept pairs, counts per reason, a few dropped pairs per filter)."""
+    src, tgt, counts = clean_pairs(src, tgt, data)
+    tests = pair_tests(data.filters, data.src_lang, data.tgt_lang, data.train[index].skip_filters)
+    src, tgt, dropped, samples = filter_pairs(src, tgt, tests)
+    kept = counts.pop("kept")
+    counts.update(dropped)
+    counts["kept"] = kept - sum(dropped.values())
+    return index, src, tgt, counts, samples

@@ -30,10 +30,12 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from mtrain.config import Config, CorpusConfig, DataConfig, TokenizerConfig
-from mtrain.data.clean import REASONS, clean_pairs, drop_duplicates
+from mtrain.config import Config, CorpusConfig, TokenizerConfig
+from mtrain.data.clean import CHUNK_PAIRS, add_counts, cleaned_training_chunks, no_counts
+from mtrain.data.filters import check as check_filters
+from mtrain.data.filters import enabled
 from mtrain.data.parallel import ordered_map
-from mtrain.data.sources import corpus_chunks, file_digest, input_files, iter_line_chunks, read_corpus
+from mtrain.data.sources import file_digest, input_files, iter_line_chunks, read_corpus
 from mtrain.data.store import (
     FORMAT_VERSION,
     IdsWriter,
@@ -44,13 +46,12 @@ from mtrain.data.store import (
     pack,
     read_manifest,
 )
-from mtrain.data.tokenizer import Tokenizer, load_model_file, train_model
+from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors
 from mtrain.special import BOS, EOS, PAD, UNK
 
 log = logging.getLogger("mtrain")
-CHUNK_PAIRS = 50_000  # training pairs read, cleaned, encoded and written at a time (bounds memory)
 CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text between the two passes
 
 
@@ -70,31 +71,17 @@ def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
     settings = {"data": asdict(d), "tokenizer": asdict(config.tokenizer)}
     for corpus in settings["data"]["train"]:
         del corpus["weight"]
+    for corpus in [*settings["data"]["train"], settings["data"]["valid"], settings["data"]["test"]]:
+        if not corpus["skip_filters"]:
+            del corpus["skip_filters"]  # settings added later hash as before while unused: no rebuild
+    if not enabled(d.filters):
+        del settings["data"]["filters"]
     del settings["tokenizer"]["sampling_alpha"]
     if given_spm is not None:
-        settings["given_spm"] = [hashlib.sha256(m).hexdigest() for m in given_spm.values() if m is not None]
+        given = [given_spm["src"], given_spm["tgt"] or b"", json.dumps(given_spm.get("vocab")).encode()]
+        settings["given_spm"] = [hashlib.sha256(m).hexdigest() for m in given]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return {"version": FORMAT_VERSION, "config": digest, "inputs": inputs}
-
-
-def _cleaned_training_chunks(config: Config) -> Iterator[tuple[int, list[str], list[str], dict]]:
-    """(corpus index, source lines, target lines, cleaning counts) of every training chunk, in
-    data.train's order, cleaned in worker processes; duplicates are found here, across chunks
-    and corpora."""
-    d, seen = config.data, set()
-    raw = (
-        (index, *chunk, d)
-        for index, spec in enumerate(d.train)
-        for chunk in corpus_chunks(spec, "train", d.src_lang, d.tgt_lang, CHUNK_PAIRS)
-    )
-    for index, src, tgt, counts in ordered_map(_clean_chunk, raw):
-        if d.dedup:
-            src, tgt = drop_duplicates(src, tgt, counts, seen)
-        yield index, src, tgt, counts
-
-
-def _clean_chunk(index: int, src: list[str], tgt: list[str], data: DataConfig) -> tuple:
-    return index, *clean_pairs(src, tgt, data)
 
 
 def _clean_training_text(config: Config, tmp: Path) -> tuple[list[dict], list[tuple]]:
@@ -102,13 +89,13 @@ def _clean_training_text(config: Config, tmp: Path) -> tuple[list[dict], list[tu
     line; cleaned text holds no line breaks). Returns the cleaning counts per corpus and where
     each cleaned chunk lies in those files: (corpus index, source span, target span), a span
     being (byte offset, byte length), so pass 2's workers read their chunks themselves."""
-    counts, spans = [_no_counts() for _ in config.data.train], []
+    counts, spans = [no_counts(config.data) for _ in config.data.train], []
     log.info("reading and cleaning the training data")
     with open(tmp / CLEAN_TEXT[0], "wb") as src_file, open(tmp / CLEAN_TEXT[1], "wb") as tgt_file:
-        for index, src, tgt, chunk_counts in _cleaned_training_chunks(config):
+        for index, src, tgt, chunk_counts, _ in cleaned_training_chunks(config):
             if src:
                 spans.append((index, _append_lines(src_file, src), _append_lines(tgt_file, tgt)))
-            _add_counts(counts[index], chunk_counts)
+            add_counts(counts[index], chunk_counts)
     for spec, corpus_counts in zip(config.data.train, counts):
         _log_cleaning(spec.name_for_logs, corpus_counts)
     if not sum(c["kept"] for c in counts):
@@ -180,15 +167,6 @@ def _needs_training(t: TokenizerConfig) -> bool:
     return not t.model or (not t.joint and not t.tgt_model)
 
 
-def _no_counts() -> dict[str, int]:
-    return {"input": 0, **dict.fromkeys(REASONS, 0), "kept": 0}
-
-
-def _add_counts(total: dict, counts: dict) -> None:
-    for key, value in counts.items():
-        total[key] += value
-
-
 def _empty_corpus(counts: dict) -> MtrainError:
     return MtrainError(
         f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the "
@@ -231,10 +209,8 @@ def prepare(config: Config, expected_spm: dict | None = None, given_spm: dict | 
 
 
 def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: Path) -> None:
-    if expected_spm is not None and (tokenizer.src_model, tokenizer.tgt_model) != (
-        expected_spm["src"],
-        expected_spm["tgt"],
-    ):
+    expected = Tokenizer.from_state(expected_spm).state() if expected_spm is not None else None
+    if expected is not None and tokenizer.state() != expected:
         raise MtrainError(
             f"the data and tokenizer settings give another sentencepiece vocabulary than the checkpoint being resumed; "
             f"{target} and the run directory are left as they were: keep the run's data/tokenizer settings, "
@@ -245,6 +221,7 @@ def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: P
 def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, given_spm: dict | None) -> None:
     """Everything of a prepared data directory, written into `tmp`."""
     d, t = config.data, config.tokenizer
+    check_filters(d.filters, d.src_lang, d.tgt_lang)
     counts, spans = _clean_training_text(config, tmp)
     pairs = sum(c["kept"] for c in counts)
     sampled = min(pairs, _sample_size(t))
@@ -259,10 +236,13 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, g
     )
     models = _tokenizer_models(config, tmp, pairs, given_spm)
     names = list(models)
-    tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None)
+    vocab = given_spm.get("vocab") if given_spm else None  # an imported model's piece-to-id vocabulary
+    tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None, vocab)
     _check_vocabulary(tokenizer, expected_spm, config.data_dir)
     for name, data in models.items():
         (tmp / name).write_bytes(data)
+    if vocab is not None:
+        (tmp / VOCABULARY_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     corpora, counts = _encode_training(config, tokenizer, tmp, counts, spans)
     splits = {"train": {key: sum(c[key] for c in corpora) for key in ("pairs", "src_tokens", "tgt_tokens")}}
     for section in ("valid", "test"):
@@ -274,6 +254,7 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, g
         "src_lang": d.src_lang,
         "tgt_lang": d.tgt_lang,
         "spm_models": {"src": names[0], "tgt": names[-1]},
+        **({"vocabulary": VOCABULARY_FILE} if vocab is not None else {}),
         "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
         "special_ids": {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS},
         "clean": counts,
@@ -299,7 +280,7 @@ def _encode_training(
         for i, c in enumerate(d.train)
     ]
     log.info("encoding train")
-    models = (tokenizer.src_model, tokenizer.tgt_model)
+    models = (tokenizer.src_model, tokenizer.tgt_model, json.dumps(tokenizer.vocab) if tokenizer.vocab else None)
     chunks = ((index, tmp, src_span, tgt_span, models, tag_ids[index]) for index, src_span, tgt_span in spans)
     for index, src_packed, tgt_packed in ordered_map(_encode_chunk, chunks):
         src.add_packed(*src_packed)
@@ -314,10 +295,10 @@ def _encode_training(
         (tmp / name).unlink()
     corpus_of_pair = np.repeat(np.arange(len(d.train), dtype=np.uint16), [c["kept"] for c in counts])
     np.save(tmp / "train.corpus.npy", corpus_of_pair)
-    total = _no_counts()
+    total = no_counts(config.data)
     for record, corpus_counts in zip(corpora, counts):
         record["clean"] = corpus_counts
-        _add_counts(total, corpus_counts)
+        add_counts(total, corpus_counts)
     return corpora, total
 
 
@@ -334,8 +315,9 @@ def _encode_chunk(index: int, tmp: Path, src_span: tuple, tgt_span: tuple, model
 
 
 @functools.lru_cache(maxsize=1)
-def _chunk_tokenizer(src_model: bytes, tgt_model: bytes | None) -> Tokenizer:
-    return Tokenizer(src_model, tgt_model)
+def _chunk_tokenizer(src_model: bytes, tgt_model: bytes | None, vocab: str | None) -> Tokenizer:
+    """The worker's tokenizer, built once per process (`vocab`: JSON text, hashable for the cache)."""
+    return Tokenizer(src_model, tgt_model, json.loads(vocab) if vocab else None)
 
 
 def _log_cleaning(name: str, counts: dict) -> None:

@@ -94,7 +94,8 @@ class PreparedData:
         models = self.manifest["spm_models"]
         src = (self.dir / models["src"]).read_bytes()
         tgt = (self.dir / models["tgt"]).read_bytes() if models["tgt"] != models["src"] else None
-        return Tokenizer(src, tgt)
+        vocabulary = self.manifest.get("vocabulary")  # an imported model's piece-to-id vocabulary
+        return Tokenizer(src, tgt, json.loads((self.dir / vocabulary).read_text("utf-8")) if vocabulary else None)
 
     def has(self, split: str) -> bool:
         return split in self.manifest["splits"]

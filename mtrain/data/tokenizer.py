@@ -18,6 +18,8 @@ from mtrain.config import TokenizerConfig
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD, UNK
 
+VOCABULARY_FILE = "vocabulary.json"  # an imported model's pieces in id order, {"src": [...], "tgt": [...]}
+
 
 def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int, user_symbols: list[str] = ()) -> bytes:
     """Train a sentencepiece model on all of `lines` (the caller samples them). Each of
@@ -75,35 +77,74 @@ def _processor(model: bytes, name: str = "model") -> spm.SentencePieceProcessor:
 
 
 class Tokenizer:
-    """Source and target sentencepiece processors (the same one with a joint vocabulary)."""
+    """Source and target sentencepiece processors (the same one with a joint vocabulary).
 
-    def __init__(self, src_model: bytes, tgt_model: bytes | None = None):
+    Models trained by mtrain use the sentencepiece ids as they are. An imported model (Marian's
+    OPUS-MT) indexes its own vocabulary: `vocab` ({"src": pieces, "tgt": pieces}, in id order) maps
+    the pieces sentencepiece cuts to the model's ids (pieces it lacks become <unk>) and back."""
+
+    def __init__(self, src_model: bytes, tgt_model: bytes | None = None, vocab: dict | None = None):
         self.src_model = src_model
         self.tgt_model = tgt_model  # None: joint vocabulary
         self.src = _processor(src_model)
         self.tgt = _processor(tgt_model) if tgt_model is not None else self.src
+        self.vocab = vocab
+        self._ids = {side: {p: i for i, p in enumerate(pieces)} for side, pieces in vocab.items()} if vocab else None
+
+    @classmethod
+    def from_state(cls, spm: dict) -> Tokenizer:
+        """From a checkpoint's "spm" entry: {"src": bytes, "tgt": bytes | None, "vocab": ... | None}."""
+        return cls(spm["src"], spm["tgt"], spm.get("vocab"))
+
+    def state(self) -> dict:
+        return {"src": self.src_model, "tgt": self.tgt_model, "vocab": self.vocab}
+
+    @property
+    def shared_ids(self) -> bool:
+        """Whether source and target share one id space (what tied source/target embeddings need)."""
+        return self.vocab["src"] == self.vocab["tgt"] if self.vocab else self.tgt_model is None
 
     @property
     def src_vocab_size(self) -> int:
-        return self.src.get_piece_size()
+        return len(self.vocab["src"]) if self.vocab else self.src.get_piece_size()
 
     @property
     def tgt_vocab_size(self) -> int:
-        return self.tgt.get_piece_size()
+        return len(self.vocab["tgt"]) if self.vocab else self.tgt.get_piece_size()
 
     def encode_src(self, lines: list[str], threads: int | None = None) -> list[list[int]]:
-        return self.src.encode(lines, out_type=int, num_threads=threads or os.cpu_count() or 1)
+        return self._encode(self.src, "src", lines, threads)
 
     def encode_tgt(self, lines: list[str], threads: int | None = None) -> list[list[int]]:
-        return self.tgt.encode(lines, out_type=int, num_threads=threads or os.cpu_count() or 1)
+        return self._encode(self.tgt, "tgt", lines, threads)
+
+    def _encode(self, processor: spm.SentencePieceProcessor, side: str, lines: list[str], threads: int | None):
+        threads = threads or os.cpu_count() or 1
+        if self._ids is None:
+            return processor.encode(lines, out_type=int, num_threads=threads)
+        ids = self._ids[side]
+        return [
+            [ids.get(p, UNK) for p in pieces] for pieces in processor.encode(lines, out_type=str, num_threads=threads)
+        ]
 
     def decode_tgt(self, ids: list[int]) -> str:
-        return self.tgt.decode(ids)
+        if self.vocab is None:
+            return self.tgt.decode(ids)
+        return self.tgt.decode_pieces([self.vocab["tgt"][i] for i in ids])
+
+    def src_piece(self, token: int) -> str:
+        return self.vocab["src"][token] if self.vocab else self.src.id_to_piece(token)
+
+    def tgt_piece(self, token: int) -> str:
+        return self.vocab["tgt"][token] if self.vocab else self.tgt.id_to_piece(token)
+
+    def tgt_id(self, piece: str) -> int:
+        return self._ids["tgt"].get(piece, UNK) if self._ids else self.tgt.piece_to_id(piece)
 
     def tag_id(self, tag: str) -> int:
         """The id of a corpus tag, which must be a single piece of the source vocabulary."""
-        piece = self.src.piece_to_id(tag)
-        if piece == UNK or self.src.id_to_piece(piece) != tag:
+        piece = self._ids["src"].get(tag, UNK) if self._ids else self.src.piece_to_id(tag)
+        if piece == UNK or self.src_piece(piece) != tag:
             raise MtrainError(
                 f"the corpus tag '{tag}' is not a piece of the source sentencepiece model; let mtrain train the model "
                 f"(tags become user-defined symbols) or retrain yours with --user_defined_symbols={tag}"

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from mtrain.config_io import decode_config
-from mtrain.data.tokenizer import Tokenizer
+from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer
 from mtrain.device import select_device
 from mtrain.errors import MtrainError
 from mtrain.inference.engine import Progress
@@ -54,7 +54,9 @@ class CTranslate2Translator:
 
         info = read_model_info(model_dir)
         src_spm, tgt_spm = (Path(model_dir) / "source.spm").read_bytes(), (Path(model_dir) / "target.spm").read_bytes()
-        self.tokenizer = Tokenizer(src_spm, None if tgt_spm == src_spm else tgt_spm)
+        vocabulary = Path(model_dir) / VOCABULARY_FILE
+        vocab = json.loads(vocabulary.read_text(encoding="utf-8")) if vocabulary.is_file() else None
+        self.tokenizer = Tokenizer(src_spm, None if tgt_spm == src_spm else tgt_spm, vocab)
         self.config = decode_config(info["decode"], **overrides)
         if self.config.sampling:
             raise MtrainError("--sampling runs on mtrain's own engine; translate a checkpoint with --engine torch")
@@ -89,7 +91,7 @@ class CTranslate2Translator:
             rows = todo[start : start + CHUNK]
             limits = [self._max_length(len(ids[r])) for r in rows]
             found = self.engine.translate_batch(
-                [[self.tokenizer.src.id_to_piece(t) for t in ids[r]] for r in rows],
+                [[self.tokenizer.src_piece(t) for t in ids[r]] for r in rows],
                 beam_size=beam,
                 length_penalty=c.lenpen,
                 num_hypotheses=nbest,
@@ -103,7 +105,7 @@ class CTranslate2Translator:
                 # exactly mtrain's output for greedy search (a greedy output's prefix does not
                 # depend on how long the search may go on).
                 results[r] = [
-                    Hypothesis([self.tokenizer.tgt.piece_to_id(p) for p in hyp[:limit]], score, score)
+                    Hypothesis([self.tokenizer.tgt_id(p) for p in hyp[:limit]], score, score)
                     for hyp, score in zip(result.hypotheses, result.scores)
                 ]
             if progress is not None:

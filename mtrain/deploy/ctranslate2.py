@@ -23,14 +23,16 @@ DEFAULT_QUANTIZATION = "int8"
 
 
 def ctranslate2_spec(ck: ExportedCheckpoint) -> Any:
-    """mtrain's Transformer as a CTranslate2 `TransformerSpec`: post- or pre-norm, ReLU FFN,
-    scaled embeddings, mtrain's own sinusoidal table, sources ending in </s>, decoding from <s>."""
+    """mtrain's Transformer as a CTranslate2 `TransformerSpec`: post- or pre-norm, the FFN's
+    activation, scaled embeddings, mtrain's own sinusoidal table, sources ending in </s>, decoding
+    from <s>."""
     require("ctranslate2", "deploy")
     from ctranslate2.specs import common_spec, transformer_spec
 
     m, w = ck.model, {k: v.numpy() for k, v in ck.weights.items()}
+    activation = getattr(common_spec.Activation, m.activation.upper())  # RELU, GELU, SWISH
     spec = transformer_spec.TransformerSpec.from_config(
-        (m.encoder_layers, m.decoder_layers), m.heads, pre_norm=m.pre_norm, activation=common_spec.Activation.RELU
+        (m.encoder_layers, m.decoder_layers), m.heads, pre_norm=m.pre_norm, activation=activation
     )
     positions = sinusoidal_positions(m.max_positions, m.d_model).numpy()
     _ct2_stack(spec.encoder, w, "encoder", m, positions)
@@ -38,6 +40,8 @@ def ctranslate2_spec(ck: ExportedCheckpoint) -> Any:
     spec.encoder.embeddings[0].weight = w["src_embed.weight"]
     spec.decoder.embeddings.weight = w["tgt_embed.weight"]
     spec.decoder.projection.weight = w["output.weight"]
+    if m.output_bias:
+        spec.decoder.projection.bias = w["output.bias"]
     spec.register_source_vocabulary(ck.src_pieces)
     spec.register_target_vocabulary(ck.tgt_pieces)
     spec.config.add_source_eos = True  # mtrain's sources are pieces + </s>

@@ -12,8 +12,9 @@ Every output directory is written under a temporary name next to its destination
 at the end, so an interrupted export leaves no half-written model behind.
 
 Layout of an exported directory, besides the engine's own files:
-`source.spm` / `target.spm` (the sentencepiece models) and `mtrain.json` (languages, model
-shape, training step and the checkpoint's decode settings), so the directory alone translates.
+`source.spm` / `target.spm` (the sentencepiece models), `mtrain.json` (languages, model shape,
+training step and the checkpoint's decode settings) and, for an imported model whose ids are not
+the sentencepiece ids, `vocabulary.json`; so the directory alone translates.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from mtrain.data.tokenizer import VOCABULARY_FILE
 from mtrain.errors import MtrainError
 from mtrain.run import checkpoint
 
@@ -44,17 +46,20 @@ class ExportedCheckpoint:
         self.model, self.decode = config.model, config.decode
         self.src_spm: bytes = state["spm"]["src"]
         self.tgt_spm: bytes = state["spm"]["tgt"] if state["spm"]["tgt"] is not None else state["spm"]["src"]
-        self.joint = state["spm"]["tgt"] is None
+        self.vocab: dict | None = state["spm"].get("vocab")  # an imported model's own piece-to-id vocabulary
         self.description = checkpoint.describe(state, path, "")
         tokenizer = checkpoint.tokenizer_of(state, path)
+        self.joint = tokenizer.shared_ids  # one id space (an imported model may cut it with two sentencepiece models)
         # the vocabularies as sentencepiece pieces, in id order (what CTranslate2 and Marian index)
-        self.src_pieces = [tokenizer.src.id_to_piece(i) for i in range(tokenizer.src_vocab_size)]
-        self.tgt_pieces = [tokenizer.tgt.id_to_piece(i) for i in range(tokenizer.tgt_vocab_size)]
+        self.src_pieces = [tokenizer.src_piece(i) for i in range(tokenizer.src_vocab_size)]
+        self.tgt_pieces = [tokenizer.tgt_piece(i) for i in range(tokenizer.tgt_vocab_size)]
 
     def write_sidecar(self, out: Path, engine: str) -> None:
         """The sentencepiece models and mtrain.json next to the engine's files."""
         (out / "source.spm").write_bytes(self.src_spm)
         (out / "target.spm").write_bytes(self.tgt_spm)
+        if self.vocab is not None:
+            (out / VOCABULARY_FILE).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
         (out / EXPORT_MARKER).write_text(
             json.dumps({**self.description, "engine": engine}, indent=2) + "\n", encoding="utf-8"
         )

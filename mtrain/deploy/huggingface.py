@@ -33,7 +33,7 @@ def marian_state_dict(ck: ExportedCheckpoint) -> dict[str, torch.Tensor]:
         "model.encoder.embed_tokens.weight": w["src_embed.weight"][:, perm],
         "model.decoder.embed_tokens.weight": w["tgt_embed.weight"][:, perm],
         "lm_head.weight": w["output.weight"][:, perm],
-        "final_logits_bias": torch.zeros(1, w["output.weight"].size(0)),
+        "final_logits_bias": w["output.bias"][None] if m.output_bias else torch.zeros(1, w["output.weight"].size(0)),
     }
     if m.tie_embeddings == "all":
         out["model.shared.weight"] = out["model.encoder.embed_tokens.weight"]
@@ -74,7 +74,7 @@ def _marian_layer(w: dict, perm: torch.Tensor, stack: str, i: int, d: int) -> di
 
 
 def marian_config(ck: ExportedCheckpoint) -> Any:
-    """MarianConfig of the same shape: ReLU FFN, post-norm, scaled embeddings, <s> starts decoding."""
+    """MarianConfig of the same shape: the FFN's activation, post-norm, scaled embeddings, <s> starts decoding."""
     transformers = require("transformers", "deploy")
     m = ck.model
     return transformers.MarianConfig(
@@ -87,7 +87,7 @@ def marian_config(ck: ExportedCheckpoint) -> Any:
         decoder_attention_heads=m.heads,
         encoder_ffn_dim=m.d_ff,
         decoder_ffn_dim=m.d_ff,
-        activation_function="relu",
+        activation_function=m.activation,  # relu, gelu, swish: names transformers' ACT2FN knows
         max_position_embeddings=m.max_positions,
         scale_embedding=True,
         dropout=m.dropout,

@@ -76,8 +76,8 @@ def alignments(
         rows = todo[start : start + batch_size]
         cross = teacher_forced_attention(translator, [sources[r] for r in rows], [targets[r] for r in rows])["cross"]
         for b, r in enumerate(rows):
-            src_pieces = [translator.tokenizer.src.id_to_piece(i) for i in sources[r]]
-            tgt_pieces = [translator.tokenizer.tgt.id_to_piece(i) for i in targets[r]]
+            src_pieces = [translator.tokenizer.src_piece(i) for i in sources[r]]
+            tgt_pieces = [translator.tokenizer.tgt_piece(i) for i in targets[r]]
             found[r] = align_words(cross[b, layer - 1].mean(0), src_pieces, tgt_pieces, shift)
     return found
 

@@ -101,8 +101,8 @@ def attention_maps(translator: Translator, text: str, beam: int | None = None) -
     source_ids = encode_sources(translator.tokenizer, [text], translator.max_src)[0]
     weights = teacher_forced_attention(translator, [source_ids], [hypothesis.tokens])
     s, t = len(source_ids) + 1, len(hypothesis.tokens) + 1
-    src_pieces = [translator.tokenizer.src.id_to_piece(i) for i in source_ids] + ["</s>"]
-    tgt_pieces = [translator.tokenizer.tgt.id_to_piece(i) for i in hypothesis.tokens]
+    src_pieces = [translator.tokenizer.src_piece(i) for i in source_ids] + ["</s>"]
+    tgt_pieces = [translator.tokenizer.tgt_piece(i) for i in hypothesis.tokens]
     return AttentionMaps(
         src_pieces,
         ["<s>"] + tgt_pieces,

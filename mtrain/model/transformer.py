@@ -205,11 +205,15 @@ class Dropout(nn.Module):
         return dropout(x, self.p, self.training)
 
 
-class FeedForward(nn.Sequential):
-    """FFN(x) = max(0, x W1 + b1) W2 + b2, equation (2); in training, `dropout` on max(0, x W1 + b1)."""
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU}  # model.activation's choices
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
-        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+
+class FeedForward(nn.Sequential):
+    """FFN(x) = max(0, x W1 + b1) W2 + b2, equation (2); in training, `dropout` on max(0, x W1 + b1).
+    Later models swap the ReLU for GELU or swish (x * sigmoid(x): Marian's OPUS-MT models)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
+        super().__init__(nn.Linear(d_model, d_ff), ACTIVATIONS[activation](), nn.Linear(d_ff, d_model))
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +238,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
         self.self_attn = MultiHeadAttention(c.d_model, c.heads, c.attention_dropout)
-        self.ffn = FeedForward(c.d_model, c.d_ff, c.activation_dropout)
+        self.ffn = FeedForward(c.d_model, c.d_ff, c.activation_dropout, c.activation)
         self.sub1, self.sub2 = SubLayer(c.d_model, c.dropout, c.pre_norm), SubLayer(c.d_model, c.dropout, c.pre_norm)
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -247,7 +251,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = MultiHeadAttention(c.d_model, c.heads, c.attention_dropout)
         self.cross_attn = MultiHeadAttention(c.d_model, c.heads, c.attention_dropout)
-        self.ffn = FeedForward(c.d_model, c.d_ff, c.activation_dropout)
+        self.ffn = FeedForward(c.d_model, c.d_ff, c.activation_dropout, c.activation)
         self.sub1, self.sub2, self.sub3 = (SubLayer(c.d_model, c.dropout, c.pre_norm) for _ in range(3))
 
     def forward(
@@ -273,7 +277,7 @@ class Transformer(nn.Module):
         self.tgt_embed = (
             self.src_embed if config.tie_embeddings == "all" else nn.Embedding(tgt_vocab_size, d, padding_idx=PAD)
         )
-        self.output = nn.Linear(d, tgt_vocab_size, bias=False)
+        self.output = nn.Linear(d, tgt_vocab_size, bias=config.output_bias)
         self.register_buffer("positions", sinusoidal_positions(config.max_positions, d), persistent=False)
         self.dropout = Dropout(config.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))

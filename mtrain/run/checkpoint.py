@@ -8,11 +8,12 @@ resolved config and the sentencepiece model(s), so a checkpoint alone is enough 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mtrain import __version__
-from mtrain.config import Config
+from mtrain.config import Config, ModelConfig
 from mtrain.config_io import from_dict
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.errors import MtrainError
@@ -64,7 +65,7 @@ def config_of(state: dict, path: Path) -> Config:
 def tokenizer_of(state: dict, path: Path) -> Tokenizer:
     """The checkpoint's sentencepiece models, checked against the sizes of its embeddings."""
     try:
-        tokenizer = Tokenizer(state["spm"]["src"], state["spm"]["tgt"])
+        tokenizer = Tokenizer.from_state(state["spm"])
     except MtrainError as e:
         raise MtrainError(f"{path}: its sentencepiece model is damaged ({e})") from None
     weights = state["model"]
@@ -81,15 +82,26 @@ def tokenizer_of(state: dict, path: Path) -> Tokenizer:
     return tokenizer
 
 
+def shape_difference(saved: dict, model: ModelConfig, free: tuple[str, ...]) -> tuple[str, Any, Any] | None:
+    """The first model setting outside `free` where a checkpoint's config (`saved`, its model
+    section) and `model` differ, as (key, saved value, value); a key older checkpoints lack has its
+    default value."""
+    defaults = vars(ModelConfig())
+    for key, value in vars(model).items():
+        if key not in free and saved.get(key, defaults[key]) != value:
+            return key, saved.get(key, defaults[key]), value
+    return None
+
+
 def check_shape(state: dict, config: Config, path: Path) -> None:
     """Refuse to continue from a checkpoint of another model shape (dropout may differ)."""
-    saved = state["config"]["model"]
-    for key, value in vars(config.model).items():
-        if key != "dropout" and saved.get(key) != value:
-            raise MtrainError(
-                f"checkpoint {path} has model.{key}={saved.get(key)} but the config says {value}; use the same model "
-                "shape, or --restart / a new out_dir"
-            )
+    difference = shape_difference(state["config"]["model"], config.model, free=("dropout",))
+    if difference is not None:
+        key, saved, value = difference
+        raise MtrainError(
+            f"checkpoint {path} has model.{key}={saved} but the config says {value}; use the same model "
+            "shape, or --restart / a new out_dir"
+        )
 
 
 def is_weights_only(state: dict) -> bool:

@@ -20,6 +20,7 @@ from torch import nn
 
 from mtrain.config import Config
 from mtrain.data.sources import file_digest
+from mtrain.data.tokenizer import Tokenizer
 from mtrain.errors import MtrainError
 from mtrain.run import checkpoint
 
@@ -42,9 +43,9 @@ class InitSource:
         return {"path": str(self.path), "source_step": step, "sha256": self.sha256}
 
 
-def load_checkpoint_source(path: str | Path) -> InitSource:
-    """An mtrain checkpoint as a starting point (`mtrain import` turns other models into one)."""
-    path = Path(path)
+def load_checkpoint_source(config: Config) -> InitSource:
+    """train.init_from's mtrain checkpoint (`mtrain import` turns other models into one)."""
+    path = Path(config.train.init_from)
     if path.is_dir():
         raise MtrainError(
             f"train.init_from {path} is a directory; give an mtrain checkpoint, or a Hugging Face MarianMTModel "
@@ -78,18 +79,19 @@ def check_source(source: InitSource, config: Config) -> None:
             f"{where} brings its own sentencepiece model(s); remove tokenizer.model/tokenizer.tgt_model "
             "(a fine-tuning run keeps the source model's vocabulary)"
         )
-    joint = source.state["spm"]["tgt"] is None
+    joint = Tokenizer.from_state(source.state["spm"]).shared_ids
     if t.joint != joint:
         raise MtrainError(
-            f"{where} has {'one joint' if joint else 'a source and a target'} sentencepiece model but the config "
+            f"{where} has {'one joint' if joint else 'a source and a target'} vocabulary but the config "
             f"says tokenizer.joint: {str(t.joint).lower()}; set tokenizer.joint: {str(joint).lower()}"
         )
-    for key, value in vars(config.model).items():
-        if key not in FREE_TO_DIFFER and saved["model"].get(key) != value:
-            raise MtrainError(
-                f"{where} has model.{key}={saved['model'].get(key)} but the config says {value}; set model.{key}: "
-                f"{saved['model'].get(key)} (the shape must match the weights; only the dropout values may differ)"
-            )
+    difference = checkpoint.shape_difference(saved["model"], config.model, FREE_TO_DIFFER)
+    if difference is not None:
+        key, theirs, ours = difference
+        raise MtrainError(
+            f"{where} has model.{key}={theirs} but the config says {ours}; set model.{key}: {theirs} (the shape "
+            "must match the weights; only the dropout values may differ)"
+        )
 
 
 def freeze(model: nn.Module, parts: list[str]) -> None:

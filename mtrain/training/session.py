@@ -34,7 +34,7 @@ def train(
     restart: bool = False,
     recover: bool = False,
     allow_config_change: bool = False,
-    load_init: Callable[[str], InitSource] = load_checkpoint_source,
+    load_init: Callable[[Config], InitSource] = load_checkpoint_source,
 ) -> dict:
     """Lock the run directory, check what is resumed against the config, prepare data (once),
     train; returns the final step and validation. `load_init` reads train.init_from's model when a
@@ -110,13 +110,13 @@ def starting_point(config: Config, resume: str | None, recover: bool) -> Startin
 
 
 def initial_model(
-    config: Config, start: StartingPoint | None, load_init: Callable[[str], InitSource]
+    config: Config, start: StartingPoint | None, load_init: Callable[[Config], InitSource]
 ) -> InitSource | None:
     """train.init_from's model for a new run, checked against the config; None when there is none
     or the run resumes (a resumed fine-tuning run continues from its own checkpoint)."""
     if not config.train.init_from or start is not None:
         return None
-    init = load_init(config.train.init_from)
+    init = load_init(config)
     check_source(init, config)
     return init
 

@@ -237,7 +237,7 @@ class Trainer:
             "elapsed_s": self.elapsed(),
             "rng": distributed.all_gather_object(rng_state(self.device)),  # every rank's, for exact resumption
             "config": self.config.to_dict(),
-            "spm": {"src": self.tokenizer.src_model, "tgt": self.tokenizer.tgt_model},
+            "spm": self.tokenizer.state(),
             "init_from": self.init_from,
             # this step's validation (for mtrain average --best), when there was one
             "valid": self.final_valid if self.validated_step == self.progress.step else None,

@@ -1,0 +1,178 @@
+"""`mtrain import --format huggingface`: MarianMTModel directories (mtrain exports, OPUS-MT-shaped
+models built here with random weights) as mtrain checkpoints that compute what Hugging Face does."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import sentencepiece as spm
+import torch
+import yaml
+
+from mtrain.commands.translate import open_engine
+from mtrain.data.demo import generate
+from mtrain.deploy.ctranslate2 import export_ctranslate2
+from mtrain.deploy.export import ExportedCheckpoint
+from mtrain.deploy.huggingface import export_huggingface
+from mtrain.deploy.marian_import import import_huggingface
+from mtrain.run import checkpoint
+from mtrain.special import BOS, EOS
+
+from helpers import run_cli, tiny_config
+
+transformers = pytest.importorskip("transformers")  # the deploy extra; make setup installs it, CI runs it
+
+
+def test_an_exported_model_imported_again_is_the_same_model(demo_run, tmp_path):
+    ckpt = demo_run / "checkpoint_avg.pt"
+    exported = export_huggingface(ExportedCheckpoint(ckpt), tmp_path / "hf")
+    result = run_cli("import", str(exported), "-o", str(tmp_path / "back.pt"))
+    assert result.returncode == 0, result.stderr
+    ours, back = (open_engine(path, engine="torch", device="cpu") for path in (ckpt, tmp_path / "back.pt"))
+    lines = (demo_run / "data" / "test.en.txt").read_text().splitlines()[:40]
+    assert back.translate(lines, beam=1) == ours.translate(lines, beam=1)
+    assert back.translate(lines, beam=4) == ours.translate(lines, beam=4)
+    src = torch.tensor([ids + [EOS] for ids in ours.tokenizer.encode_src(lines[:1])])
+    tgt = torch.tensor([[BOS, 20, 21, 22, 23]])
+    with torch.no_grad():
+        assert (ours.model(src, tgt) - back.model(src, tgt)).abs().max().item() <= 1e-5
+    assert run_cli("import", str(exported), "-o", str(tmp_path / "back.pt")).stderr.startswith(
+        f"error: {tmp_path / 'back.pt'} exists; pass --force"
+    )
+
+
+def sentencepiece_model(lines: list[str], size: int) -> bytes:
+    """A model with sentencepiece's default ids (unk 0, <s> 1, </s> 2), as OPUS-MT's are."""
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buffer, vocab_size=size, minloglevel=2, hard_vocab_limit=False
+    )
+    return buffer.getvalue()
+
+
+def marian_vocab(*models: bytes) -> dict[str, int]:
+    """Marian's vocab.json: </s> 0, <unk> 1, the models' other pieces, <pad> last."""
+    pieces = ["</s>", "<unk>"]
+    for model in models:
+        processor = spm.SentencePieceProcessor(model_proto=model)
+        pieces += [
+            p for p in map(processor.id_to_piece, range(processor.get_piece_size())) if p not in pieces + ["<s>"]
+        ]
+    return {p: i for i, p in enumerate(pieces + ["<pad>"])}
+
+
+def opus_mt_directory(tmp_path, separate: bool):
+    """An OPUS-MT-shaped MarianMTModel: swish, tied embeddings, final_logits_bias, the pad token as
+    decoder start; one vocab.json over two sentencepiece models, or one per side."""
+    en, de = generate(400, seed=3)
+    src_spm, tgt_spm = sentencepiece_model(en, 90), sentencepiece_model(de, 110)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "source.spm").write_bytes(src_spm)
+    (files / "target.spm").write_bytes(tgt_spm)
+    vocab = marian_vocab(src_spm) if separate else marian_vocab(src_spm, tgt_spm)
+    target_vocab = marian_vocab(tgt_spm) if separate else vocab
+    (files / "vocab.json").write_text(json.dumps(vocab))
+    (files / "target_vocab.json").write_text(json.dumps(target_vocab))
+    tokenizer = transformers.MarianTokenizer(
+        str(files / "source.spm"), str(files / "target.spm"), str(files / "vocab.json"),
+        target_vocab_file=str(files / "target_vocab.json"), separate_vocabs=separate,
+        source_lang="en", target_lang="de",
+    )  # fmt: skip
+    pad = tokenizer.pad_token_id
+    config = transformers.MarianConfig(
+        vocab_size=len(vocab), decoder_vocab_size=len(target_vocab), d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        activation_function="swish", max_position_embeddings=64, scale_embedding=True, pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=pad, forced_eos_token_id=tokenizer.eos_token_id,
+        share_encoder_decoder_embeddings=not separate, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.MarianMTModel(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "embed_positions" not in name:
+                p.normal_(0, 0.3)
+        model.final_logits_bias.normal_(0, 1.0)
+    out = tmp_path / "opus-mt-en-de"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out, model, tokenizer, en[-8:]
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["joint-vocab", "separate-vocabs"])
+def test_an_opus_mt_model_computes_what_hugging_face_computes(tmp_path, separate):
+    directory, hf_model, hf_tokenizer, lines = opus_mt_directory(tmp_path, separate)
+    state = import_huggingface(directory, tmp_path / "opus.pt")
+    assert state["config"]["model"]["activation"] == "swish" and state["config"]["model"]["output_bias"]
+    assert state["config"]["model"]["tie_embeddings"] == ("decoder" if separate else "all")
+    engine = open_engine(tmp_path / "opus.pt", engine="torch", device="cpu")
+    # the same sentences in both id spaces: mtrain's vocabulary maps to Marian's (<s>: the decoder start)
+    source_vocab = json.loads((directory / "vocab.json").read_text())
+    target_ids = json.loads((directory / ("target_vocab.json" if separate else "vocab.json")).read_text())
+    to_hf = torch.tensor([target_ids.get(p, hf_tokenizer.pad_token_id) for p in state["spm"]["vocab"]["tgt"]])
+    batch = hf_tokenizer(lines[:4], return_tensors="pt", padding=True)
+    ours_src = engine.tokenizer.encode_src(lines[:4])
+    assert [
+        [source_vocab[engine.tokenizer.src_piece(i)] for i in ids] + [hf_tokenizer.eos_token_id] for ids in ours_src
+    ] == [
+        [t for t, m in zip(row, mask) if m]
+        for row, mask in zip(batch.input_ids.tolist(), batch.attention_mask.tolist())
+    ]
+    width = batch.input_ids.size(1)
+    src = torch.tensor([ids + [EOS] + [0] * (width - len(ids) - 1) for ids in ours_src])
+    tgt = torch.tensor([[BOS, 10, 11, 12, 13, 14]] * 4)
+    with torch.no_grad():
+        ours = engine.model(src, tgt)
+        theirs = hf_model(**batch, decoder_input_ids=to_hf[tgt]).logits
+    assert (ours - theirs[..., to_hf]).abs().max().item() <= 1e-4
+
+    greedy = engine.translate(lines, beam=1)
+    for line, expected in zip(lines, greedy):  # one at a time: mtrain's length limit is per sentence
+        ids = hf_tokenizer([line], return_tensors="pt")
+        limit = min(len(ids.input_ids[0]) - 1 + 50, 63)
+        generated = hf_model.generate(
+            **ids, num_beams=1, do_sample=False, max_new_tokens=limit, bad_words_ids=[[hf_tokenizer.pad_token_id]]
+        )
+        assert hf_tokenizer.decode(generated[0], skip_special_tokens=True) == expected
+    # its CTranslate2 export (vocabulary.json, swish, the output bias) decodes the same
+    export_ctranslate2(ExportedCheckpoint(tmp_path / "opus.pt"), tmp_path / "ct2", quantization="float32")
+    assert open_engine(None, model_dir=tmp_path / "ct2").translate(lines, beam=1) == greedy
+
+
+def test_a_marian_directory_starts_a_fine_tuning_run(tmp_path):
+    directory, *_ = opus_mt_directory(tmp_path, separate=False)
+    shape = {"d_model": 32, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 64, "max_positions": 64}
+    config = tiny_config(
+        tmp_path / "run",
+        data={"train": {"demo": 300}, "valid": {"demo": 20}, "test": {}},
+        model={**shape, "activation": "swish", "output_bias": True},
+        train={"init_from": str(directory), "max_steps": 2, "save_every": 0, "log_every": 1},
+    )
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    result = run_cli("train", "-c", str(tmp_path / "run.yaml"))
+    assert result.returncode == 0, result.stderr
+    imported = import_huggingface(directory, tmp_path / "opus.pt")
+    trained = checkpoint.load(tmp_path / "run" / "checkpoint_last.pt")
+    assert trained["spm"] == imported["spm"] and trained["spm"]["vocab"] is not None
+    assert trained["init_from"]["path"] == str(directory) and trained["progress"]["step"] == 2
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[1])
+    assert first["kind"] == "train" and first["loss"] < 7  # the imported weights, not random ones, on its vocabulary
+
+
+def test_what_mtrain_cannot_express_is_refused_in_one_line(tmp_path):
+    directory, *_ = opus_mt_directory(tmp_path, separate=False)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "bart"}))
+    result = run_cli("import", str(directory), "-o", str(tmp_path / "x.pt"))
+    assert result.returncode == 2 and "holds a 'bart' model; mtrain imports MarianMTModel" in result.stderr
+    (directory / "config.json").write_text(json.dumps({**config, "scale_embedding": False}))
+    result = run_cli("import", str(directory), "-o", str(tmp_path / "x.pt"))
+    assert result.returncode == 2 and "scale_embedding: false is not supported" in result.stderr
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "vocab.json").unlink()
+    result = run_cli("import", str(directory), "-o", str(tmp_path / "x.pt"))
+    assert result.returncode == 2 and "has no vocab.json" in result.stderr
+    assert not (tmp_path / "x.pt").exists()
