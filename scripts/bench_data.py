@@ -5,6 +5,7 @@ iterator. Prints one JSON line.
     python scripts/bench_data.py [--pairs 1000000] [--corpus ../shared/data/multi30k/train]
     python scripts/bench_data.py --pairs 10000000            # a corpus larger than comfortable
     python scripts/bench_data.py --pairs 1000000 --sampling-alpha 0.1   # + subword sampling
+    python scripts/bench_data.py --pairs 10000000 --filters all          # + every data.filters filter
 
 Stages: reading + cleaning + sampling (pass 1), sentencepiece training, encoding + writing
 (pass 2). The corpus (Multi30K train, repeated to --pairs, or the demo generator when it is absent) is
@@ -12,7 +13,8 @@ written to a temporary directory first; writing it is not timed. `prepare` runs 
 process, so its peak resident memory (peak_rss_mb) is its own; tree_peak_rss_mb is the peak
 of its memory plus its worker processes' (one per core), sampled every 50 ms. With --sampling-alpha the
 vocabulary is a unigram model and the iterator also re-segments the corpus for its epoch
-(Kudo's l-best sampling), which is reported as subword_sampling_s.
+(Kudo's l-best sampling), which is reported as subword_sampling_s. --filters all turns on every
+filter of data.filters (language identification of both sides included), no-langid all but that.
 """
 
 from __future__ import annotations
@@ -55,12 +57,21 @@ def write_corpus(prefix: str, pairs: int, tmp: str) -> str:
     return name
 
 
-def bench_config(tmp: str, vocab_size: int, alpha: float):
+FILTERS = {
+    "off": {},
+    "no-langid": {"copy": True, "control_chars": True, "min_letters": 0.5, "max_other_script": 0.2,
+                  "max_token_chars": 50, "numbers": True},
+}  # fmt: skip
+FILTERS["all"] = {**FILTERS["no-langid"], "langid": True}
+
+
+def bench_config(tmp: str, vocab_size: int, alpha: float, filters: str = "off"):
     tokenizer = {"vocab_size": vocab_size, "type": "unigram" if alpha else "bpe", "sampling_alpha": alpha}
-    return from_dict({"out_dir": f"{tmp}/run", "data": {"train": {"path": f"{tmp}/train"}}, "tokenizer": tokenizer})
+    data = {"train": {"path": f"{tmp}/train"}, "filters": FILTERS[filters]}
+    return from_dict({"out_dir": f"{tmp}/run", "data": data, "tokenizer": tokenizer})
 
 
-def run_prepare(tmp: str, vocab_size: int, alpha: float) -> dict:
+def run_prepare(tmp: str, vocab_size: int, alpha: float, filters: str) -> dict:
     """In this (child) process: prepare, timing its stages from the log, and the peak RSS."""
     stamps = {}
 
@@ -72,7 +83,7 @@ def run_prepare(tmp: str, vocab_size: int, alpha: float) -> dict:
     logging.getLogger("mtrain").setLevel(logging.INFO)
     tree = TreeMemory()
     start = time.perf_counter()
-    prepare(bench_config(tmp, vocab_size, alpha))
+    kept = prepare(bench_config(tmp, vocab_size, alpha, filters)).manifest["clean"]["kept"]
     end = time.perf_counter()
     return {
         "prepare_s": end - start,
@@ -81,6 +92,7 @@ def run_prepare(tmp: str, vocab_size: int, alpha: float) -> dict:
         "encode_s": end - stamps["encoding train"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "tree_peak_rss_mb": tree.stop(),
+        "kept_pairs": kept,
     }
 
 
@@ -153,15 +165,16 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--sampling-alpha", type=float, default=0.0)
+    parser.add_argument("--filters", choices=list(FILTERS), default="off")
     parser.add_argument("--prepare-in", metavar="DIR", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.prepare_in:
-        print(json.dumps(run_prepare(args.prepare_in, args.vocab_size, args.sampling_alpha)))
+        print(json.dumps(run_prepare(args.prepare_in, args.vocab_size, args.sampling_alpha, args.filters)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         name = write_corpus(args.corpus, args.pairs, tmp)
         child = [sys.executable, __file__, "--prepare-in", tmp, "--vocab-size", str(args.vocab_size)]
-        child += ["--sampling-alpha", str(args.sampling_alpha)]
+        child += ["--sampling-alpha", str(args.sampling_alpha), "--filters", args.filters]
         out = subprocess.run(child, capture_output=True, text=True)
         if out.returncode:
             sys.exit(out.stderr[-3000:])
@@ -175,6 +188,8 @@ def main() -> None:
                 "pairs": args.pairs,
                 "vocab_size": args.vocab_size,
                 "tokenizer": "unigram" if args.sampling_alpha else "bpe",
+                "filters": args.filters,
+                "kept_pairs": prepared["kept_pairs"],
                 "cpus": os.cpu_count(),
                 "total_prepare_s": round(prepared["prepare_s"], 1),
                 "prepare_pairs_per_s": round(args.pairs / prepared["prepare_s"]),

@@ -46,6 +46,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
             f"{path} has no sentencepiece model in it (damaged, or not written by mtrain); use a checkpoint written "
             "by mtrain train or mtrain average"
         )
+    state["spm"].setdefault("vocab", None)  # checkpoints from before imported vocabularies: the same shape
     if state.get("format", FORMAT) != FORMAT:
         raise MtrainError(
             f"{path} has checkpoint format {state.get('format')!r}; this mtrain ({__version__}) reads format {FORMAT}; "
