@@ -20,7 +20,7 @@ from mtrain.run import directory as rundir
 from mtrain.run.metrics import DROPPED_METRICS_FILE
 from mtrain.training.session import train
 
-from helpers import run_cli, tiny_config
+from helpers import TINY_MODEL, run_cli, tiny_config
 
 
 def metrics(run_dir):
@@ -63,6 +63,14 @@ def copy_run(source, target):
 # ----------------------------------------------------------------------------- checkpoints
 
 
+def test_flipped_bytes_inside_the_weights_are_refused_by_name(finished, tmp_path):
+    damaged = tmp_path / "checkpoint_9.pt"
+    damaged.write_bytes((finished / "checkpoint_9.pt").read_bytes())
+    flip_weight_bytes(damaged)
+    result = run_cli("translate", "--checkpoint", str(damaged), "--input", "-", input="a man\n")
+    one_line_error(result, f"{damaged} is damaged: its weights do not match the checksum saved with them")
+
+
 def test_every_checkpoint_is_a_file_of_its_own(finished):
     paths = [
         finished / n
@@ -73,15 +81,34 @@ def test_every_checkpoint_is_a_file_of_its_own(finished):
     assert len(inodes) == sum(p.exists() for p in paths)
 
 
-def test_a_damaged_last_checkpoint_names_the_fallback_and_recover_takes_it(finished, tmp_path):
+def flip_weight_bytes(path):
+    """Flip 4,000 bytes inside the largest weight's data, where torch.load notices nothing."""
+    state = checkpoint.load(path)
+    name = max(state["model"], key=lambda k: state["model"][k].numel())
+    data = bytearray(path.read_bytes())
+    start = data.find(state["model"][name].numpy().tobytes()[:64])
+    assert start > 0
+    data[start + 100 : start + 4100] = bytes(b ^ 0xFF for b in data[start + 100 : start + 4100])
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {  # how checkpoint_last.pt is damaged, and what the error says about it
+    "truncated": (lambda last: last.write_bytes(last.read_bytes()[:1000]), "checkpoint_last.pt is unreadable"),
+    "deleted": (lambda last: last.unlink(), "checkpoint_last.pt is missing"),
+    "flipped bytes": (flip_weight_bytes, "checkpoint_last.pt is unreadable"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_last_checkpoint_names_the_fallback_and_recover_takes_it(finished, tmp_path, damage):
+    """Never a new run over the old one's numbered checkpoints, which rotation would then delete."""
     run = copy_run(finished, tmp_path / "run")
     last = run / "checkpoint_last.pt"
-    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a bad copy
+    harm, message = DAMAGE[damage]
+    harm(last)
     config = tiny_config(run, train={"max_steps": 11, "save_every": 3, "log_every": 1, "average_last": 3})
     path = config_file(tmp_path, config)
-    one_line_error(
-        run_cli("train", "-c", str(path)), "checkpoint_last.pt is unreadable", "checkpoint_9.pt (step 9)", "--recover"
-    )
+    one_line_error(run_cli("train", "-c", str(path)), message, "checkpoint_9.pt (step 9)", "--recover")
     result = run_cli("train", "-c", str(path), "--recover")
     assert result.returncode == 0, result.stderr
     assert "continuing from" in result.stderr and checkpoint.load(last)["progress"]["step"] == 11
@@ -392,3 +419,13 @@ def test_a_resume_compares_corpus_lists_item_by_item():
     assert rundir.config_changes(same, added) == {"data.train.count": (1, 2)}
     allowed, refused = rundir.split_changes(rundir.config_changes(same, added))
     assert not allowed and refused  # more data changes what is learned: refused without --allow-config-change
+
+
+def test_dropout_values_are_not_the_models_shape(finished):
+    """Changing attention or activation dropout on resume is a training-setting change (weighed by
+    --allow-config-change), not a shape change refused outright."""
+    state = checkpoint.load(finished / "checkpoint_9.pt")
+    regularized = tiny_config(finished, model={**TINY_MODEL, "attention_dropout": 0.1, "activation_dropout": 0.1})
+    checkpoint.check_shape(state, regularized, finished / "checkpoint_9.pt")
+    with pytest.raises(MtrainError, match="has model.d_ff=128 but the config says 96"):
+        checkpoint.check_shape(state, tiny_config(finished, model={**TINY_MODEL, "d_ff": 96}), finished)

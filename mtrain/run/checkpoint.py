@@ -7,6 +7,7 @@ resolved config and the sentencepiece model(s), so a checkpoint alone is enough 
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,22 @@ from mtrain.errors import MtrainError
 from mtrain.files import atomic_copy, disk_errors, write_atomically
 
 FORMAT = 1  # the version of the checkpoint layout below; bump it when the layout changes
+REGULARIZATION = ("dropout", "attention_dropout", "activation_dropout")  # model settings that are not its shape
+
+
+def weights_checksum(weights: dict[str, torch.Tensor]) -> int:
+    """CRC-32 of every weight's bytes, in name order: flipped bytes inside a checkpoint load without
+    complaint from torch, so the checkpoint carries this and `load` compares."""
+    crc = 0
+    for name in sorted(weights):
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(weights[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
+    return crc
 
 
 def save(state: dict, path: Path) -> None:
-    """torch.save, atomically (files.write_atomically)."""
+    """torch.save, atomically (files.write_atomically), with the weights' checksum."""
+    state = {**state, "checksum": weights_checksum(state["model"])}
     write_atomically(Path(path), lambda tmp: torch.save(state, tmp))
 
 
@@ -45,6 +58,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         raise MtrainError(
             f"{path} has no sentencepiece model in it (damaged, or not written by mtrain); use a checkpoint written "
             "by mtrain train or mtrain average"
+        )
+    if "checksum" in state and state["checksum"] != weights_checksum(state["model"]):
+        raise MtrainError(
+            f"{path} is damaged: its weights do not match the checksum saved with them; use another checkpoint "
+            "(a numbered one, or train's --recover)"
         )
     state["spm"].setdefault("vocab", None)  # checkpoints from before imported vocabularies: the same shape
     if state.get("format", FORMAT) != FORMAT:
@@ -95,8 +113,9 @@ def shape_difference(saved: dict, model: ModelConfig, free: tuple[str, ...]) -> 
 
 
 def check_shape(state: dict, config: Config, path: Path) -> None:
-    """Refuse to continue from a checkpoint of another model shape (dropout may differ)."""
-    difference = shape_difference(state["config"]["model"], config.model, free=("dropout",))
+    """Refuse to continue from a checkpoint of another model shape (the dropout values may differ:
+    changing them is a training setting, which the resume check weighs)."""
+    difference = shape_difference(state["config"]["model"], config.model, free=REGULARIZATION)
     if difference is not None:
         key, saved, value = difference
         raise MtrainError(

@@ -25,7 +25,6 @@ from mtrain.errors import MtrainError
 from mtrain.run import checkpoint
 
 log = logging.getLogger("mtrain")
-FREE_TO_DIFFER = ("dropout", "attention_dropout", "activation_dropout")  # regularization, not shape
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def check_source(source: InitSource, config: Config) -> None:
             f"{where} has {'one joint' if joint else 'a source and a target'} vocabulary but the config "
             f"says tokenizer.joint: {str(t.joint).lower()}; set tokenizer.joint: {str(joint).lower()}"
         )
-    difference = checkpoint.shape_difference(saved["model"], config.model, FREE_TO_DIFFER)
+    difference = checkpoint.shape_difference(saved["model"], config.model, checkpoint.REGULARIZATION)
     if difference is not None:
         key, theirs, ours = difference
         raise MtrainError(

@@ -85,27 +85,25 @@ def starting_point(config: Config, resume: str | None, recover: bool) -> Startin
         return StartingPoint(Path(resume), checkpoint.load(resume))
     out_dir = Path(config.out_dir)
     last = out_dir / "checkpoint_last.pt"
-    if not last.exists():
+    if not last.exists() and not checkpoint.numbered(out_dir):
         return None
     try:
         return StartingPoint(last, checkpoint.load(last))
     except MtrainError:
+        # damaged, truncated, or gone while numbered checkpoints remain: never start again over them
+        problem = "is unreadable (damaged or truncated)" if last.exists() else "is missing"
         fallback = checkpoint.newest_readable(checkpoint.numbered(out_dir))
         if fallback is None:
             raise MtrainError(
-                f"{last} is unreadable (damaged or truncated) and no numbered checkpoint in {out_dir} is readable; "
-                "start over with --restart"
+                f"{last} {problem} and no numbered checkpoint in {out_dir} is readable; start over with --restart"
             ) from None
         path, state = fallback
         if not recover:
             raise MtrainError(
-                f"{last} is unreadable (damaged or truncated); the newest readable checkpoint is {path.name} "
-                f"(step {state['progress']['step']}): run again with --recover to continue from it, or --restart to "
-                "start over"
+                f"{last} {problem}; the newest readable checkpoint is {path.name} (step {state['progress']['step']}): "
+                "run again with --recover to continue from it, or --restart to start over"
             ) from None
-    log.warning(
-        "%s is unreadable; continuing from %s (step %d) as --recover asks", last, path, state["progress"]["step"]
-    )
+    log.warning("%s %s; continuing from %s (step %d) as --recover asks", last, problem, path, state["progress"]["step"])
     return StartingPoint(path, state)
 
 
