@@ -151,10 +151,13 @@ def test_a_failing_rank_ends_the_job_quickly(single):
 
 def test_a_rank_out_of_time_stops_every_rank_at_the_same_step(single):
     """Only rank 1's clock runs (10 s per step): with max_minutes 1 both ranks stop after step 6,
-    validate and save together, and the weights are the single process' at step 6."""
-    path = config_file(single, "timed", max_minutes=1.0)
+    validate and save together, and the weights are the single process' at step 6. Only rank 1
+    finds a timed save due (save_every_minutes): both save at every step instead of deadlocking in
+    the save's collective."""
+    path = config_file(single, "timed", max_minutes=1.0, save_every_minutes=60.0)
     result = run_fault_worker(path, "clock")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert all(f"saved checkpoint_last.pt at step {step} " in result.stderr for step in (1, 2, 4, 5))
     assert checkpoint.load(single / "timed" / "checkpoint_last.pt")["progress"]["step"] == 6
     assert [(m["kind"], m["step"]) for m in metrics(single / "timed")][-2:] == [("train", 6), ("valid", 6)]
     assert_same_weights(single / "single" / "checkpoint_6.pt", single / "timed" / "checkpoint_6.pt")

@@ -42,6 +42,7 @@ class StepResult:
     finite: bool = True
     stopped: bool = False  # a signal asked this or another rank to stop
     out_of_time: bool = False  # train.max_minutes is spent on this or another rank
+    timed_save: bool = False  # train.save_every_minutes is due on this or another rank
 
 
 @dataclass

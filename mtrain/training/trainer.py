@@ -163,17 +163,19 @@ class Trainer:
         The host waits for the device once: to learn whether the gradient is finite."""
         t = self.config.train
         ntokens = sum(b.tgt_tokens for b in micro_batches)
-        # Stopping is decided together: every rank learns in the same collective whether any rank
-        # was signalled or ran out of time, so all of them stop before the same step.
-        elapsed = self.elapsed()
-        total_tokens, stop, late, elapsed_sum = distributed.all_reduce_sum(
-            [ntokens, float(self.stop_signal), float(out_of_time(t, elapsed)), elapsed], self.device
+        # Stops and timed saves (a collective) are decided in one collective: every rank acts alike, whatever its clock.
+        elapsed, due = (
+            self.elapsed(),
+            t.save_every_minutes and time.time() - self.last_save >= 60 * t.save_every_minutes,
+        )
+        total_tokens, stop, late, elapsed_sum, timed = distributed.all_reduce_sum(
+            [ntokens, float(self.stop_signal), float(out_of_time(t, elapsed)), elapsed, float(due)], self.device
         )
         if stop or late:
             return StepResult(stopped=bool(stop), out_of_time=bool(late))
         # DDP averages gradients over ranks; scaling by world size turns that into a sum.
         scale = self.dist.world_size / max(total_tokens, 1.0)
-        result = StepResult(tokens=ntokens)
+        result = StepResult(tokens=ntokens, timed_save=bool(timed))
         self.module.train()
         for i, batch in enumerate(micro_batches):
             batch = batch.to(self.device)
@@ -293,7 +295,7 @@ class Trainer:
         self.window.add(result)
         self.log_if_due(result.lr)
         best, stop_early = self.validate_if_due()
-        self.save_if_due(best, stop_early)
+        self.save_if_due(best, stop_early, result.timed_save)
         if stop_early:
             log.info("early stop: no better validation %s in %d validations", t.best_metric, t.patience)
         return stop_early
@@ -348,12 +350,10 @@ class Trainer:
         best = self.validate_and_record()
         return best, bool(t.patience) and p.bad_validations >= t.patience
 
-    def save_if_due(self, best: bool, stop_early: bool) -> None:
-        """Numbered checkpoints every save_every steps and at the end; checkpoint_last.pt also
-        every save_every_minutes."""
+    def save_if_due(self, best: bool, stop_early: bool, timed: bool) -> None:
+        """Numbered checkpoints every save_every steps and at the end; checkpoint_last.pt when `timed`."""
         t, p = self.config.train, self.progress
         numbered = bool(t.save_every and p.step % t.save_every == 0) or p.step >= t.max_steps or stop_early
-        timed = bool(t.save_every_minutes) and time.time() - self.last_save >= 60 * t.save_every_minutes
         if numbered or best or timed:
             self.save(numbered=numbered, best=best)
             self.last_save = time.time()
