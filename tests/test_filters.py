@@ -43,6 +43,12 @@ def test_each_filter_drops_its_noise_and_keeps_a_good_pair(name):
     assert run_filters(settings, [GOOD, bad], skip=[name])[2] == {}  # skipped for this corpus: not even counted
 
 
+def test_text_language_identification_cannot_read_is_not_the_language():
+    assert run_filters({"langid": True}, [(GOOD[0], "Ein Mann \ud800 reitet am Strand auf einem Pferd.")])[2] == {
+        "langid": 1
+    }
+
+
 def test_numbers_and_copies_look_past_formatting():
     assert run_filters({"numbers": True}, [("It costs 1,000.50 euros.", "Es kostet 1.000,50 Euro.")])[2] == {
         "numbers": 0

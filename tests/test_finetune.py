@@ -114,11 +114,13 @@ def test_an_interrupted_fine_tuning_run_resumes_exactly(source, tmp_path):
         ),
         ({"train.init_from": "missing.pt"}, "checkpoint not found: missing.pt"),
         ({"train.init_from": "."}, "is a directory; give an mtrain checkpoint, or a Hugging Face MarianMTModel"),
+        ({"out_dir": "SOURCE_RUN"}, "holds a run that did not start from train.init_from (its checkpoint_last.pt)"),
     ],
 )
 def test_a_source_model_the_config_disagrees_with_is_refused(source, tmp_path, change, message):
     values = finetune_config(tmp_path / "ft", source).to_dict()
     for key, value in change.items():
+        value = str(source.parent) if value == "SOURCE_RUN" else value  # the source model's own run directory
         section, _, name = key.partition(".")
         if name:
             values[section][name] = value

@@ -1,5 +1,6 @@
 """Filters for training pairs as they come from the web (data.filters), after clean.py's length
-and ratio cleaning: language identification, copies, character checks, long tokens, numbers.
+and ratio cleaning: language identification (CLD2), copies, character checks, long tokens,
+numbers.
 
 Web-crawled corpora (Common Crawl in WMT14, ParaCrawl, CCMatrix) carry text in the wrong
 language, source copied to target, boilerplate and encoding junk; practitioners filter them
@@ -113,7 +114,7 @@ def language_matches(text: str, lang: str, threshold: float) -> bool:
     `lang` to be the main language of `text`, covering at least `threshold` of it."""
     try:
         _, _, ((_, code, percent, _), *_) = _cld2().detect(text, bestEffort=True)
-    except _cld2().error:  # text CLD2 cannot read (invalid UTF-8 after surrogates): not the language
+    except (UnicodeEncodeError, _cld2().error):  # lone surrogates, or bytes CLD2 refuses: not the language
         return False
     return _language(code) == lang and percent >= 100 * threshold
 

@@ -72,7 +72,7 @@ def model_config(hf: Any, directory: Path, output_bias: bool) -> ModelConfig:
             raise MtrainError(
                 f"{directory}: {what} is not supported by mtrain's Transformer; this model cannot be imported"
             )
-    separate = bool(getattr(hf, "separate_vocabs", False)) or not getattr(hf, "share_encoder_decoder_embeddings", True)
+    separate = getattr(hf, "separate_vocabs", False) or not getattr(hf, "share_encoder_decoder_embeddings", True)
     tied = getattr(hf, "tie_word_embeddings", True)
     return ModelConfig(
         d_model=hf.d_model,
@@ -182,8 +182,8 @@ def marian_state(directory: Path, src_lang: str | None = None, tgt_lang: str | N
     directory = Path(directory)
     hf_config, hf_weights = read_marian(directory)
     model = model_config(hf_config, directory, output_bias=bool(hf_weights["final_logits_bias"].any()))
-    src_pieces, tgt_pieces = vocabularies(directory, separate=model.tie_embeddings != "all")
-    shared = model.tie_embeddings == "all"
+    shared = not getattr(hf_config, "separate_vocabs", False)  # one vocab.json for both sides
+    src_pieces, tgt_pieces = vocabularies(directory, separate=not shared)
     start = hf_config.decoder_start_token_id
     start = start if start is not None else tgt_pieces.index("<pad>")
     # <s> never starts a source: with one shared vocabulary its row is the decoder's, else any row

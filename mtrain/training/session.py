@@ -46,8 +46,8 @@ def train(
         keep_freed_memory()
     with rundir.RunLock(Path(config.out_dir)) if dist.is_main else nullcontext():
         start = starting_point(config, resume, recover) if resume or not restart else None
-        changes = check_resumable(start, config, allow_config_change) if start else {}
         init = initial_model(config, start, load_init)
+        changes = check_resumable(start, config, allow_config_change) if start else {}
         given_spm = given_vocabulary(config, start, init)
         # Data is prepared before the process group exists: on a big corpus it takes longer than any
         # sensible collective timeout. Rank 0 prepares, the others wait for its manifest.
@@ -112,6 +112,11 @@ def initial_model(
 ) -> InitSource | None:
     """train.init_from's model for a new run, checked against the config; None when there is none
     or the run resumes (a resumed fine-tuning run continues from its own checkpoint)."""
+    if start is not None and config.train.init_from and start.state.get("init_from") is None:
+        raise MtrainError(
+            f"{config.out_dir} holds a run that did not start from train.init_from (its {start.path.name}); give "
+            "the fine-tuning run a new out_dir"
+        )
     if not config.train.init_from or start is not None:
         return None
     init = load_init(config)
