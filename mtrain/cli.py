@@ -651,9 +651,13 @@ def serve(
         2048, help="Most sentences waiting for the model; beyond, requests get 503 + Retry-After."
     ),
     max_wait_ms: float = typer.Option(10.0, help="How long a request may wait for others to share its batch."),
+    max_connections: int = typer.Option(256, help="Most open connections; beyond, new requests get 503."),
+    drain_seconds: float = typer.Option(
+        30.0, help="After SIGTERM or Ctrl-C, how long the requests in flight may take before the server exits."
+    ),
 ) -> None:
     """Serve translations over HTTP: a page to try the model at /, POST /translate, POST /attention,
-    GET /health, /info, /docs.
+    GET /health, /info, /openapi.json.
 
     Needs the serve extra: pip install 'mtrain[serve]'. Example:
     curl -s localhost:8000/translate -H 'content-type: application/json' -d '{"text": ["A dog runs."]}'
@@ -663,7 +667,10 @@ def serve(
     from mtrain.deploy.serve.worker import ServeLimits
 
     check_model_source(checkpoint, model)  # before the server starts
-    limits = ServeLimits(max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms)
+    limits = ServeLimits(
+        max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms,
+        max_connections=max_connections, drain_seconds=drain_seconds,
+    )  # fmt: skip
     open_engine_args = dict(
         checkpoint=checkpoint,
         model_dir=model,

@@ -5,14 +5,16 @@
     GET  /           a page to try the model in a browser: translate, n-best, attention (page.py)
     GET  /health     200 once the model is loaded, 503 before
     GET  /info       languages, vocabulary sizes, model shape, engine, checkpoint step
-    GET  /docs       the OpenAPI documentation FastAPI generates
+    GET  /openapi.json  the OpenAPI schema FastAPI generates (no /docs page: its scripts come from a CDN)
 
 One worker thread owns the model (worker.py), so concurrency never duplicates model memory, and
 requests that arrive together are merged into one call. The queue is bounded: when it is full a
 request gets 503 with Retry-After instead of growing memory without limit. Every user mistake
 is a 4xx with a one-line JSON `{"error": ...}`; nothing returns a traceback. SIGTERM stops
-accepting connections, lets the requests in flight finish, then exits 0 (uvicorn's graceful
-shutdown).
+accepting connections, lets the requests in flight finish (for at most --drain-seconds: a
+client that sends half a request cannot hold the server), then exits 0 (uvicorn's graceful
+shutdown). Open connections are bounded (--max-connections) and idle keep-alive connections
+close after 5 s.
 """
 
 import asyncio
@@ -85,7 +87,11 @@ def create_app(
             state["worker"].stop()
 
     app = FastAPI(
-        title="mtrain", description="Machine translation with a Transformer trained by mtrain.", lifespan=lifespan
+        title="mtrain",
+        description="Machine translation with a Transformer trained by mtrain.",
+        lifespan=lifespan,
+        docs_url=None,  # FastAPI's documentation pages load their scripts from a CDN; /openapi.json stays
+        redoc_url=None,
     )
     app.state.mtrain = state  # the worker (once loaded) and the load error, for tests and embedding apps
     _add_error_handlers(app)
@@ -301,14 +307,25 @@ def serve_command(load_translator: Callable[[], TranslationEngine], host: str, p
             host,
         )
     failure: list[str] = []
-    server = _draining_server_class()(uvicorn.Config(None, host=host, port=port, log_level="warning", access_log=False))
+    server = _draining_server_class()(
+        uvicorn.Config(
+            None,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=5,
+            limit_concurrency=limits.max_connections,
+            timeout_graceful_shutdown=limits.drain_seconds,
+        )  # fmt: skip
+    )
 
     def stop(message: str) -> None:
         failure.append(message)
         server.should_exit = True
 
     server.config.app = create_app(load_translator, limits, on_load_error=stop)
-    log.info("mtrain serve on http://%s:%d (docs at /docs); loading the model", host, port)
+    log.info("mtrain serve on http://%s:%d; loading the model", host, port)
     server.run()
     log.info("mtrain serve stopped")
     if failure:

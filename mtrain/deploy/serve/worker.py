@@ -32,13 +32,17 @@ class ServeLimits:
     max_queue: int = 2048  # sentences waiting for the model, all requests together
     max_wait_ms: float = 10.0  # how long the first waiting request may wait for others to join its batch
     max_beam: int = 16
+    max_connections: int = 256  # open connections; beyond, new requests get 503 (idle sockets cannot exhaust the fds)
+    drain_seconds: float = 30.0  # after SIGTERM, how long requests in flight (or half-sent) may take
 
     def check(self) -> None:
-        for name in ("max_sentences", "max_chars", "max_body_bytes", "max_queue", "max_beam"):
+        for name in ("max_sentences", "max_chars", "max_body_bytes", "max_queue", "max_beam", "max_connections"):
             if getattr(self, name) < 1:
                 raise MtrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise MtrainError(f"--max-wait-ms must be between 0 and 10000, got {self.max_wait_ms}")
+        if not 0 < self.drain_seconds <= 3600:
+            raise MtrainError(f"--drain-seconds must be more than 0 and at most 3600, got {self.drain_seconds}")
 
 
 class QueueFull(Exception):
