@@ -55,7 +55,7 @@ LANGUAGE_SCRIPTS = {  # the scripts a language is written in
     "el": ("Greek",), "he": ("Hebrew",), "th": ("Thai",), "ka": ("Georgian",), "hy": ("Armenian",),
     "zh": ("Han",), "ja": ("Han", "Kana"), "ko": ("Hangul", "Han"),
 }  # fmt: skip
-LETTER = re.compile(r"[^\W\d_]")
+DIGIT = re.compile(r"\d")
 BAD_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 NOT_WORD = re.compile(r"[\W_]+")
@@ -120,17 +120,18 @@ def language_matches(text: str, lang: str, threshold: float) -> bool:
 
 
 def is_copy(src: str, tgt: str, similarity: float) -> bool:
-    """The same text on both sides (letters and digits, lowercased), or nearly (difflib's ratio,
-    tried only when its cheap upper bounds allow it)."""
+    """The same text on both sides (letters and digits, lowercased), or nearly: difflib's ratio of
+    the two at least `similarity`, tried only for sides of similar length that share at least half
+    of their words (what near-copies do; the check is cheap, difflib is not)."""
     a, b = NOT_WORD.sub("", src.lower()), NOT_WORD.sub("", tgt.lower())
     if a == b:
         return True
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return (
-        matcher.real_quick_ratio() >= similarity
-        and matcher.quick_ratio() >= similarity
-        and matcher.ratio() >= similarity
-    )
+    if 2 * min(len(a), len(b)) < similarity * (len(a) + len(b)):  # difflib's real_quick_ratio bound
+        return False
+    words_a, words_b = set(src.lower().split()), set(tgt.lower().split())
+    if 2 * len(words_a & words_b) < min(len(words_a), len(words_b)):
+        return False
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= similarity
 
 
 def has_bad_characters(text: str) -> bool:
@@ -139,26 +140,37 @@ def has_bad_characters(text: str) -> bool:
     return BAD_CHARACTERS.search(text) is not None
 
 
+@functools.lru_cache(maxsize=8)
+def _letter_count(text: str) -> int:
+    """Letters in a text (cached: min_letters and max_other_script both count them)."""
+    return sum(map(str.isalpha, text))
+
+
 def letter_share(text: str) -> float:
     """Letters among the non-space characters (cleaned text has single spaces only)."""
     chars = len(text) - text.count(" ")
-    return len(LETTER.findall(text)) / chars if chars else 0.0
+    return _letter_count(text) / chars if chars else 0.0
 
 
 @functools.lru_cache(maxsize=None)
-def _script_letters(lang: str) -> re.Pattern:
-    return re.compile("(?=[^\\W\\d_])[" + "".join(BLOCKS[s] for s in LANGUAGE_SCRIPTS[lang]) + "]")
+def _in_scripts(lang: str) -> re.Pattern:
+    return re.compile("[" + "".join(BLOCKS[s] for s in LANGUAGE_SCRIPTS[lang]) + "]+")
 
 
 def other_script_share(text: str, lang: str) -> float:
-    """Letters outside the language's scripts, among all letters."""
-    letters = len(LETTER.findall(text))
-    return 1 - len(_script_letters(lang).findall(text)) / letters if letters else 0.0
+    """Letters outside the language's scripts, among all letters: what is left once the scripts'
+    characters are taken out (ASCII text, for Latin-script languages, at once)."""
+    letters = _letter_count(text)
+    if not letters or (text.isascii() and "Latin" in LANGUAGE_SCRIPTS[lang]):
+        return 0.0
+    return sum(map(str.isalpha, _in_scripts(lang).sub("", text))) / letters
 
 
 def numbers(text: str) -> list[str]:
     """The numbers of a text, separators removed (1,000.5 and 1.000,5 both read 10005), sorted."""
-    return sorted(re.sub(r"[.,]", "", n) for n in NUMBER.findall(text))
+    if not DIGIT.search(text):
+        return []
+    return sorted(n.replace(",", "").replace(".", "") for n in NUMBER.findall(text))
 
 
 def pair_tests(filters: FilterConfig, src_lang: str, tgt_lang: str, skip: list[str]) -> list[tuple[str, Callable]]:
