@@ -95,6 +95,9 @@ def user_errors(command: Callable) -> Callable:
         except Interrupted as e:
             typer.echo(str(e), err=True)
             raise typer.Exit(130)
+        except KeyboardInterrupt:  # Ctrl-C outside training's own handler (preparing data, decoding, ...)
+            typer.echo("interrupted; nothing half-written is kept: run the same command again", err=True)
+            raise typer.Exit(130)
         except BrokenPipeError:  # `mtrain translate ... | head`
             sys.stderr.close()
             raise typer.Exit(0)

@@ -159,3 +159,17 @@ def test_report_is_one_self_contained_page(demo_run, tmp_path):
     assert page.count("<img") == 3  # curves + two examples
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in page and "chrF2" in page and "sentences/s" in page
     assert 'src="http' not in page and "<script" not in page
+
+
+def test_malformed_metrics_records_are_skipped_like_damaged_lines(tmp_path):
+    from mtrain.insight.plots import read_metrics
+
+    lines = [
+        {"kind": "train", "step": 1, "loss": 5.0},
+        {"kind": "valid", "step": 1, "loss": "low"},  # hand-edited: a string where a number belongs
+        {"kind": "train", "step": True, "loss": 4.0},
+        ["not", "a", "record"],
+        {"kind": "init_from", "step": 0, "path": "a.pt", "source_step": 9, "sha256": "ab"},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "{broken\n")
+    assert read_metrics(tmp_path) == [lines[0], lines[4]]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -20,7 +22,7 @@ from mtrain.run import directory as rundir
 from mtrain.run.metrics import DROPPED_METRICS_FILE
 from mtrain.training.session import train
 
-from helpers import TINY_MODEL, run_cli, tiny_config
+from helpers import ENV, ROOT, TINY_MODEL, run_cli, tiny_config
 
 
 def metrics(run_dir):
@@ -228,6 +230,16 @@ def test_how_long_and_how_often_may_change_with_a_note(finished, tmp_path):
     assert "continuing with changed settings: train.max_steps 9 -> 12" in result.stderr
 
 
+def test_a_finished_run_run_again_with_other_decode_settings_touches_nothing(finished, tmp_path):
+    run = copy_run(finished, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != rundir.LOCK_FILE}
+    config = tiny_config(run, train={"max_steps": 9, "save_every": 3, "log_every": 1, "average_last": 3, "threads": 1})
+    config.decode.beam = 2
+    train(config)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != rundir.LOCK_FILE}
+    assert after == before
+
+
 def test_another_vocabulary_or_shape_is_refused_before_the_run_directory_changes(finished, tmp_path):
     run = copy_run(finished, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in [*(run / "data").iterdir(), run / "config.yaml"]}
@@ -429,3 +441,23 @@ def test_dropout_values_are_not_the_models_shape(finished):
     checkpoint.check_shape(state, regularized, finished / "checkpoint_9.pt")
     with pytest.raises(MtrainError, match="has model.d_ff=128 but the config says 96"):
         checkpoint.check_shape(state, tiny_config(finished, model={**TINY_MODEL, "d_ff": 96}), finished)
+
+
+def test_ctrl_c_while_workers_prepare_data_is_one_line_and_leaves_nothing(tmp_path):
+    """SIGINT to the whole process group (what Ctrl-C does) while worker processes clean chunks:
+    one line, exit 130, no traceback from any worker, no data.tmp-PID left."""
+    config = tiny_config(tmp_path / "run", data={"train": {"demo": 160_000}, "valid": {}, "test": {}})
+    path = config_file(tmp_path, config)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtrain", "prepare", "-c", str(path)],
+        cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    for line in process.stderr:
+        if "reading and cleaning" in line:
+            time.sleep(0.5)  # the workers are busy with the first chunks
+            os.killpg(process.pid, signal.SIGINT)
+            break
+    rest = process.stderr.read()
+    assert process.wait(60) == 130, rest
+    assert "Traceback" not in rest and rest.strip().splitlines()[-1].startswith("interrupted;")
+    assert not list((tmp_path / "run").glob("data.tmp-*"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import signal
 from collections import deque
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -31,7 +32,7 @@ def ordered_map(function: Callable[..., Result], chunks: Iterable[tuple], worker
             yield function(*chunk)
         return
     context = multiprocessing.get_context("spawn")  # not fork: the caller may hold threads (torch's, a loader's)
-    with context.Pool(workers) as pool:
+    with context.Pool(workers, initializer=_leave_interrupts_to_the_parent) as pool:
         pending = deque()
         for chunk in itertools.chain(head, chunks):
             pending.append(pool.apply_async(function, chunk))
@@ -39,3 +40,10 @@ def ordered_map(function: Callable[..., Result], chunks: Iterable[tuple], worker
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    """Ctrl-C reaches every process of the terminal's group: the workers ignore it, the parent stops
+    and terminates them (leaving the pool's context), so one interruption is one message, not a
+    traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -125,8 +125,22 @@ def attention_figure(
 # ----------------------------------------------------------------------------- learning curves
 
 
+NUMBERS = ("step", "epoch", "loss", "nll", "ppl", "bleu", "lr", "tgt_tokens_per_s", "grad_norm", "elapsed_s")
+
+
+def well_formed(record: object) -> bool:
+    """A metrics record the plots and the report can use: a dict with a kind, a step, and numbers
+    where numbers belong (a hand-edited "loss": "low" is skipped like a damaged line)."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("kind"), str)
+        and "step" in record
+        and all(isinstance(record[k], (int, float)) and not isinstance(record[k], bool) for k in NUMBERS if k in record)
+    )
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (a damaged line is skipped)."""
+    """The records of a run's metrics.jsonl (a damaged or malformed line is skipped)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise MtrainError(f"{run_dir} has no {METRICS_FILE}; give a run directory written by mtrain train")
@@ -136,7 +150,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and "kind" in record and "step" in record:
+        if well_formed(record):
             records.append(record)
     if not records:
         raise MtrainError(f"{path} holds no training records yet")

@@ -23,6 +23,7 @@ from mtrain.run import checkpoint
 from mtrain.run import directory as rundir
 from mtrain.run.metrics import repair_metrics
 from mtrain.training.initial import InitSource, check_source, load_checkpoint_source
+from mtrain.training.progress import finished_message
 from mtrain.training.trainer import StartingPoint, Trainer
 
 log = logging.getLogger("mtrain")
@@ -172,6 +173,8 @@ def set_up_run_dir(
     repair_metrics(out_dir, int(start.state["progress"]["step"]) if start else 0)
     if start:
         restore_scheduled(config, start)
+    if start and finished_message(int(start.state["progress"]["step"]), config.train, start.state.get("elapsed_s", 0)):
+        return  # a finished run run again trains no more: its config.yaml stays the one it trained with
     origin = init.provenance if init else (start.state.get("init_from") if start else None)
     comment = (
         f"started from {origin['path']} (sha256 {origin['sha256']}, step {origin['source_step']})" if origin else ""
