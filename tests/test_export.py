@@ -20,7 +20,7 @@ from mtrain.commands.export import export_command
 from mtrain.commands.translate import open_engine
 from mtrain.data.store import PreparedData
 from mtrain.data.tokenizer import Tokenizer
-from mtrain.deploy.ctranslate2 import export_ctranslate2
+from mtrain.deploy.ctranslate2 import cached_ctranslate2, export_ctranslate2
 from mtrain.deploy.export import ExportedCheckpoint
 from mtrain.deploy.huggingface import export_huggingface
 from mtrain.errors import MtrainError
@@ -94,6 +94,10 @@ def test_conversion_is_cached_and_rebuilt_when_the_checkpoint_changes(demo, tmp_
     os.utime(copy, ns=(1, 1))  # "a new checkpoint": another modification time
     open_engine(copy, engine="ctranslate2", quantization="float32")
     assert len(list((tmp_path / "cache" / "ctranslate2").iterdir())) == 2
+    model_bin = cached_ctranslate2(copy, "float32") / "model.bin"
+    model_bin.write_bytes(model_bin.read_bytes()[:1000])  # truncated (a full disk, a crash elsewhere)
+    assert open_engine(copy, engine="ctranslate2", quantization="float32").translate(lines[:3])  # converted again
+    assert model_bin.stat().st_size > 1000
 
 
 # ----------------------------------------------------------------------------- Hugging Face, trained model

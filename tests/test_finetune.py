@@ -82,7 +82,7 @@ def test_a_fine_tuning_run_starts_from_the_weights_with_everything_else_fresh(so
 
 
 def test_an_interrupted_fine_tuning_run_resumes_exactly(source, tmp_path):
-    settings = {"max_steps": 40, "warmup_steps": 10, "save_every": 20, "freeze": ["encoder"]}
+    settings = {"max_steps": 24, "warmup_steps": 10, "save_every": 12, "freeze": ["encoder"]}
     values = {run: finetune_config(tmp_path / run, source, **settings) for run in "ab"}
     for config in values.values():
         config.model.dropout = 0.1  # dropout may differ from the source model's; its random stream resumes too

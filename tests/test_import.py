@@ -99,7 +99,7 @@ def opus_mt_directory(tmp_path, separate: bool):
     out = tmp_path / "opus-mt-en-de"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return out, model, tokenizer, en[-8:]
+    return out, model, tokenizer, en[-5:]
 
 
 @pytest.mark.parametrize("separate", [False, True], ids=["joint-vocab", "separate-vocabs"])

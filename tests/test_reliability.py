@@ -446,7 +446,7 @@ def test_dropout_values_are_not_the_models_shape(finished):
 def test_ctrl_c_while_workers_prepare_data_is_one_line_and_leaves_nothing(tmp_path):
     """SIGINT to the whole process group (what Ctrl-C does) while worker processes clean chunks:
     one line, exit 130, no traceback from any worker, no data.tmp-PID left."""
-    config = tiny_config(tmp_path / "run", data={"train": {"demo": 160_000}, "valid": {}, "test": {}})
+    config = tiny_config(tmp_path / "run", data={"train": {"demo": 120_000}, "valid": {}, "test": {}})
     path = config_file(tmp_path, config)
     process = subprocess.Popen(
         [sys.executable, "-m", "mtrain", "prepare", "-c", str(path)],

@@ -52,7 +52,7 @@ def worker_queue_size(app) -> int:
 @pytest.fixture(scope="module")
 def server(demo):
     """A real `mtrain serve` process on a free loopback port."""
-    with serve_process(demo[0], "--max-wait-ms", "20", "--drain-seconds", "8") as (url, process):
+    with serve_process(demo[0], "--max-wait-ms", "20", "--drain-seconds", "4") as (url, process):
         yield url, process
 
 
@@ -248,7 +248,7 @@ def test_sigterm_lets_the_requests_in_flight_finish_then_exits_zero(demo, server
         assert [s.result(120) for s in statuses] == [200] * 6
     assert max(finished) > signalled  # some of them were still being translated when the signal came
     assert process.wait(60) == 0
-    assert time.time() - signalled < 8 + 10  # the client that never finishes its body held it --drain-seconds at most
+    assert time.time() - signalled < 4 + 10  # the client that never finishes its body held it --drain-seconds at most
     half_sent.close()
     assert "mtrain serve stopped" in process.stderr.read()
 

@@ -86,10 +86,10 @@ def dry_run(config: Config) -> tuple[list[dict], dict[str, list]]:
     return counts, samples
 
 
-def cleaned_training_chunks(config: Config) -> Iterator[tuple[int, list[str], list[str], dict]]:
-    """(corpus index, source lines, target lines, cleaning counts) of every training chunk, in
-    data.train's order, cleaned in worker processes; duplicates are found here, across chunks
-    and corpora."""
+def cleaned_training_chunks(config: Config) -> Iterator[tuple[int, list[str], list[str], dict, dict]]:
+    """(corpus index, source lines, target lines, counts per reason, a few dropped pairs per
+    filter) of every training chunk, in data.train's order, cleaned and filtered in worker
+    processes; duplicates are found here, across chunks and corpora."""
     d, seen = config.data, set()
     raw = (
         (index, *chunk, d)

@@ -5,6 +5,7 @@ quantized) by CTranslate2's own converter; and the cache of such conversions tha
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,20 @@ def cached_ctranslate2(checkpoint_path: Path, quantization: str) -> Path:
     key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{quantization}".encode()).hexdigest()[:20]
     root = Path(os.environ.get("MTRAIN_CACHE", Path.home() / ".cache" / "mtrain"))
     target = root / "ctranslate2" / f"{path.stem}-{quantization}-{key}"
-    if not (target / "model.bin").is_file():
+    if not _cache_entry_whole(target):
         export_ctranslate2(ExportedCheckpoint(path), target, quantization, force=True)
+        (target / CACHE_RECORD).write_text(json.dumps({"model.bin": (target / "model.bin").stat().st_size}))
     return target
+
+
+CACHE_RECORD = "cache.json"  # the size model.bin had when the cache entry was made
+
+
+def _cache_entry_whole(target: Path) -> bool:
+    """A cache entry whose model.bin is the size it was written with (one truncated by a full disk
+    or a crash elsewhere is converted again, not failed on forever)."""
+    try:
+        recorded = json.loads((target / CACHE_RECORD).read_text())["model.bin"]
+        return (target / "model.bin").stat().st_size == recorded
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

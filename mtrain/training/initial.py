@@ -55,11 +55,12 @@ def load_checkpoint_source(config: Config) -> InitSource:
 
 
 def directory_digest(path: Path) -> str:
-    """One hash over a model directory's files (names and contents), for the provenance record."""
+    """One hash over a model directory's files (names and contents), for the provenance record;
+    16 hex digits of SHA-256, as `file_digest` gives for a checkpoint file."""
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(str(file.relative_to(path)).encode() + b"\0" + file_digest(file).encode())
-    return digest.hexdigest()
+    return digest.hexdigest()[:16]
 
 
 def check_source(source: InitSource, config: Config) -> None:
@@ -77,6 +78,11 @@ def check_source(source: InitSource, config: Config) -> None:
         raise MtrainError(
             f"{where} brings its own sentencepiece model(s); remove tokenizer.model/tokenizer.tgt_model "
             "(a fine-tuning run keeps the source model's vocabulary)"
+        )
+    if source.state["spm"].get("vocab") and t.sampling_alpha:
+        raise MtrainError(
+            f"{where} is an imported model with its own vocabulary, which subword sampling cannot draw from; set "
+            "tokenizer.sampling_alpha: 0"
         )
     joint = Tokenizer.from_state(source.state["spm"]).shared_ids
     if t.joint != joint:
