@@ -20,6 +20,7 @@ import typer
 
 from mtrain import __version__
 from mtrain.errors import Interrupted, MtrainError
+from mtrain.files import DISK_ERRORS
 
 if TYPE_CHECKING:
     from mtrain.config import Config
@@ -95,6 +96,11 @@ def user_errors(command: Callable) -> Callable:
         except Interrupted as e:
             typer.echo(str(e), err=True)
             raise typer.Exit(130)
+        except OSError as e:  # a full disk, a read-only or forbidden place, wherever a command writes
+            if e.errno not in DISK_ERRORS:
+                raise
+            typer.echo(f"error: {e.filename or 'writing'}: {DISK_ERRORS[e.errno]}", err=True)
+            raise typer.Exit(2)
         except KeyboardInterrupt:  # Ctrl-C outside training's own handler (preparing data, decoding, ...)
             typer.echo("interrupted; nothing half-written is kept: run the same command again", err=True)
             raise typer.Exit(130)

@@ -9,6 +9,7 @@ live one. This module imports no torch, so the config and the CLI can use it che
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -25,6 +26,7 @@ DISK_ERRORS = {
     errno.EROFS: "the file system is read-only; choose a writable directory",
     errno.EACCES: "permission denied; choose a directory you may write to",
     errno.EPERM: "operation not permitted; choose a directory you may write to",
+    errno.EIO: "an input/output error (a failing disk or network file system); check the device",
 }
 
 
@@ -44,7 +46,8 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only file system this fails too: keep the first error
+            tmp.unlink(missing_ok=True)
         raise
 
 

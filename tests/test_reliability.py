@@ -5,10 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -55,7 +58,6 @@ def finished(tmp_path_factory):
 
 
 def copy_run(source, target):
-    import shutil
 
     shutil.copytree(source, target)
     (target / rundir.LOCK_FILE).unlink(missing_ok=True)
@@ -356,15 +358,18 @@ def enospc(*args, **kwargs):
 
 
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """torch.save's zip writer reports a full disk as a RuntimeError; it is still one line."""
     config = tiny_config(tmp_path, train={"max_steps": 9, "save_every": 3, "log_every": 1})
-    real_save = checkpoint.save
+    real_save = torch.save
 
     def save_until_step_6(state, path):
         if state["progress"]["step"] >= 6:
-            enospc()
+            Path(path).write_bytes(b"PK\x03\x04 half a zip")
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file")
         real_save(state, path)
 
-    monkeypatch.setattr(checkpoint, "save", save_until_step_6)
+    monkeypatch.setattr(torch, "save", save_until_step_6)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=0))
     with pytest.raises(
         MtrainError,
         match="saving .*checkpoint_6.pt failed: no space left on the device; free some space; "
@@ -461,3 +466,26 @@ def test_ctrl_c_while_workers_prepare_data_is_one_line_and_leaves_nothing(tmp_pa
     assert process.wait(60) == 130, rest
     assert "Traceback" not in rest and rest.strip().splitlines()[-1].startswith("interrupted;")
     assert not list((tmp_path / "run").glob("data.tmp-*"))
+
+
+def test_a_full_disk_under_any_command_is_one_line(finished, tmp_path, monkeypatch):
+    """The command line turns a full disk (or a read-only target) wherever a command writes into
+    one line, exit 2: here `translate -o`."""
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("mtrain.commands.translate.atomic_write_text", full)
+    source = tmp_path / "in.en"
+    source.write_text("a man\n")
+    result = run_cli(
+        "translate",
+        "--checkpoint",
+        str(finished / "checkpoint_9.pt"),
+        "-i",
+        str(source),
+        "-o",
+        str(tmp_path / "out.de"),
+    )
+    one_line_error(result, f"{tmp_path / 'out.de'}: no space left on the device; free some space")
+    assert result.returncode == 2

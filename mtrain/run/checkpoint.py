@@ -7,6 +7,8 @@ resolved config and the sentencepiece model(s), so a checkpoint alone is enough 
 
 from __future__ import annotations
 
+import errno
+import shutil
 import zlib
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,19 @@ def weights_checksum(weights: dict[str, torch.Tensor]) -> int:
 def save(state: dict, path: Path) -> None:
     """torch.save, atomically (files.write_atomically), with the weights' checksum."""
     state = {**state, "checksum": weights_checksum(state["model"])}
-    write_atomically(Path(path), lambda tmp: torch.save(state, tmp))
+    write_atomically(Path(path), lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict, tmp: Path) -> None:
+    """torch.save, whose zip writer reports a failed write as a RuntimeError: an OSError here (a
+    full disk when the disk is nearly full, else an I/O error), which `disk_errors` turns into one line."""
+    try:
+        torch.save(state, tmp)
+    except RuntimeError as e:
+        if "PytorchStreamWriter" not in str(e):
+            raise
+        full = shutil.disk_usage(Path(tmp).parent).free < 64 << 20
+        raise OSError(errno.ENOSPC if full else errno.EIO, str(e)) from None
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
