@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from mtrain.errors import MtrainError
 
@@ -47,6 +48,24 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):  # on a read-only file system this fails too: keep the first error
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_text_output(path: Path) -> Iterator[TextIO]:
+    """A text file to write bit by bit that appears at `path` only when the block ends without an
+    error (a stream written as it is translated, say): before, `path` keeps what it held."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
 

@@ -126,7 +126,8 @@ def test_stdin_in_batches_equals_the_file_mode_and_refuses_binary(finished_run, 
     from_stdin = run_cli("translate", "--checkpoint", str(run / "checkpoint_avg.pt"), input="\n".join(lines))
     assert from_stdin.stdout == from_file.stdout and len(from_stdin.stdout.splitlines()) == len(lines)
     garbage = subprocess.run(
-        [sys.executable, "-m", "mtrain", "translate", "--checkpoint", str(run / "checkpoint_avg.pt")],
+        [sys.executable, "-m", "mtrain", "translate", "--checkpoint", str(run / "checkpoint_avg.pt")]
+        + ["--output", str(tmp_path / "out.de")],
         input=b"fine\n\xff\xfe\x00garbage\n",
         capture_output=True,
         env=ENV,
@@ -138,6 +139,7 @@ def test_stdin_in_batches_equals_the_file_mode_and_refuses_binary(finished_run, 
         garbage.stderr.decode()
         == "error: line 2 of the standard input is not UTF-8 text; convert the input, e.g. with iconv -t UTF-8\n"
     )
+    assert not list(tmp_path.glob("*out.de*"))  # stdin mode writes --output whole or not at all
 
 
 def test_not_a_checkpoint_says_so_in_a_whole_sentence(tmp_path):

@@ -8,6 +8,7 @@ Two engines share one interface (`translate_nbest(lines, beam, nbest, progress)`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -18,7 +19,7 @@ from typing import BinaryIO
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import default_threads, keep_freed_memory, set_threads
 from mtrain.errors import MtrainError
-from mtrain.files import atomic_write_text
+from mtrain.files import atomic_text_output, atomic_write_text
 from mtrain.inference.engine import TranslationEngine
 from mtrain.inference.search import Hypothesis
 from mtrain.inference.translator import Translator, check_nbest, open_translator
@@ -168,14 +169,15 @@ def _translate_stream(
     translator: TranslationEngine, output_path: Path | None, nbest: int, aligner: Aligner | None = None
 ) -> None:
     """stdin mode: the lines already waiting are translated together (a pipe goes in batches), and a
-    line typed by a person is answered at once; every answer is flushed."""
-    out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
+    line typed by a person is answered at once; every answer is flushed. An --output file appears
+    whole when the input ends (an interrupted or failed stream leaves no partial file)."""
     index = 0
-    for lines in waiting_lines(sys.stdin):
-        results = translator.translate_nbest(lines, nbest=nbest, first_line=index)
-        out.write(_format_all(index, lines, results, translator, nbest, aligner))
-        out.flush()
-        index += len(lines)
+    with atomic_text_output(output_path) if output_path else contextlib.nullcontext(sys.stdout) as out:
+        for lines in waiting_lines(sys.stdin):
+            results = translator.translate_nbest(lines, nbest=nbest, first_line=index)
+            out.write(_format_all(index, lines, results, translator, nbest, aligner))
+            out.flush()
+            index += len(lines)
 
 
 def waiting_lines(stream: BinaryIO, max_bytes: int = 1 << 20) -> Iterator[list[str]]:
