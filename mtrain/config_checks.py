@@ -17,6 +17,7 @@ from mtrain.config import (
     DataConfig,
     DecodeConfig,
     FilterConfig,
+    ModelConfig,
     TokenizerConfig,
     TrainConfig,
 )
@@ -142,6 +143,14 @@ def _validate_train(tr: TrainConfig) -> None:
     )
 
 
+def _validate_model_size(m: ModelConfig) -> None:
+    """Sizes that would exhaust memory while the model is built, refused with the bound instead."""
+    bounds = {"d_model": MAX_WIDTH, "d_ff": MAX_WIDTH, "heads": MAX_HEADS, "max_positions": MAX_POSITIONS,
+              "encoder_layers": MAX_LAYERS, "decoder_layers": MAX_LAYERS}  # fmt: skip
+    for key, most in bounds.items():
+        _require(getattr(m, key) <= most, f"model.{key} must be at most {most}, got {getattr(m, key)}")
+
+
 def validate(config: Config) -> None:
     """Refuse impossible values before any work starts."""
     d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.train, config.decode
@@ -159,6 +168,7 @@ def validate(config: Config) -> None:
     _require(d.max_len_ratio >= 1, "data.max_len_ratio must be >= 1")
     _validate_tokenizer(t)
     _require(m.d_model > 0 and m.heads > 0, "model.d_model and model.heads must be > 0")
+    _validate_model_size(m)
     _require(m.d_model % m.heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")
     _require(m.d_model % 2 == 0, "model.d_model must be even (sinusoidal positions)")
     _require(m.encoder_layers >= 1 and m.decoder_layers >= 1, "model needs at least one encoder and one decoder layer")
@@ -181,6 +191,10 @@ def validate(config: Config) -> None:
 
 
 MAX_THREADS = 1024  # more OpenMP threads than any machine has cores only stalls (or exhausts) it
+MAX_WIDTH = 65_536  # model.d_model / d_ff: beyond any trained Transformer, before memory runs out at start-up
+MAX_HEADS = 1024
+MAX_LAYERS = 1024
+MAX_POSITIONS = 1_000_000  # the position table is max_positions x d_model floats
 MAX_BEAM = 1024  # hypotheses per sentence; far beyond any useful beam, before memory runs out
 MAX_LENPEN = 10.0  # ((5 + |Y|) / 6) ** 10 already favours length beyond any use
 MIN_TEMPERATURE = 1e-6  # logits / temperature stay finite in fp32 and bf16

@@ -89,6 +89,8 @@ def test_overrides_are_typed(tmp_path):
             "d_model \\(100\\) must be divisible by model.heads \\(8\\)",
         ),
         ("data: {train: {demo: 10}}\ntrain: {warmup_steps: 0}\n", "warmup_steps must be > 0"),
+        ("data: {train: {demo: 10}}\nmodel: {d_model: 1048576}\n", "model.d_model must be at most 65536"),
+        ("data: {train: {demo: 10}}\nmodel: {max_positions: 1000000000}\n", "model.max_positions must be"),
         (
             "data: {train: {demo: 10}}\ntrain: {max_minutes: .nan}\n",
             "train.max_minutes must be a finite number, got nan",

@@ -346,3 +346,13 @@ def test_a_checkpoint_of_an_unknown_format_is_refused(demo_run, tmp_path):
     torch.save({**state, "format": 99}, path)
     with pytest.raises(MtrainError, match="has checkpoint format 99; this mtrain .* reads format 1"):
         ExportedCheckpoint(path)
+
+
+def test_a_damaged_mtrain_json_is_one_line(demo, tmp_path):
+    ckpt, lines, _ = demo
+    out = export_ctranslate2(ExportedCheckpoint(ckpt), tmp_path / "ct2", quantization="float32")
+    (out / "mtrain.json").write_text('{"engine": "ctranslate2", "model"')
+    result = run_cli("translate", "--model", str(out), "--input", "-", input="a dog\n")
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {out / 'mtrain.json'} is damaged"), (
+        result.stderr
+    )

@@ -37,10 +37,16 @@ def read_model_info(model_dir: Path) -> dict:
             f"{model_dir} is not a model directory exported by mtrain (no mtrain.json); "
             "make one with: mtrain export --checkpoint K --format ctranslate2 --output DIR"
         )
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    if info.get("engine") != "ctranslate2":
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        engine, _ = info["engine"], (info["model"]["max_positions"], info["decode"], info["src_lang"])
+    except (ValueError, KeyError, TypeError):
         raise MtrainError(
-            f"{model_dir} holds a '{info.get('engine')}' export; --model takes a CTranslate2 export "
+            f"{info_path} is damaged (not the JSON mtrain export writes); export the model again with mtrain export"
+        ) from None
+    if engine != "ctranslate2":
+        raise MtrainError(
+            f"{model_dir} holds a '{engine}' export; --model takes a CTranslate2 export "
             "(mtrain export --format ctranslate2)"
         )
     return info
