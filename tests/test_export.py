@@ -352,7 +352,7 @@ def test_a_damaged_mtrain_json_is_one_line(demo, tmp_path):
     ckpt, lines, _ = demo
     out = export_ctranslate2(ExportedCheckpoint(ckpt), tmp_path / "ct2", quantization="float32")
     (out / "mtrain.json").write_text('{"engine": "ctranslate2", "model"')
-    result = run_cli("translate", "--model", str(out), "--input", "-", input="a dog\n")
+    result = run_cli("translate", "--model", str(out), input="a dog\n")
     assert result.returncode == 2 and result.stderr.startswith(f"error: {out / 'mtrain.json'} is damaged"), (
         result.stderr
     )

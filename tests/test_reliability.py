@@ -71,7 +71,7 @@ def test_flipped_bytes_inside_the_weights_are_refused_by_name(finished, tmp_path
     damaged = tmp_path / "checkpoint_9.pt"
     damaged.write_bytes((finished / "checkpoint_9.pt").read_bytes())
     flip_weight_bytes(damaged)
-    result = run_cli("translate", "--checkpoint", str(damaged), "--input", "-", input="a man\n")
+    result = run_cli("translate", "--checkpoint", str(damaged), input="a man\n")
     one_line_error(result, f"{damaged} is damaged: its weights do not match the checksum saved with them")
 
 
