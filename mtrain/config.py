@@ -230,7 +230,9 @@ class TrainConfig:
     save_every_minutes: float = setting(0.0, "Also refresh checkpoint_last.pt this often (minutes); 0: off.")
     keep_last: int = setting(5, "Numbered checkpoints kept; older ones are deleted.")
     average_last: int = setting(
-        5, "checkpoint_avg.pt averages this many last numbered checkpoints at the end (the paper: 5 for base)."
+        5,
+        "checkpoint_avg.pt averages this many last numbered checkpoints at the end (the paper: 5 for base), "
+        "leaving out those of the warmup and of the run's first half.",
     )
     dist_timeout_minutes: float = setting(10.0, "DDP collective timeout: a rank hung this long ends the run.")
     init_from: str = setting(

@@ -489,3 +489,12 @@ def test_a_full_disk_under_any_command_is_one_line(finished, tmp_path, monkeypat
     )
     one_line_error(result, f"{tmp_path / 'out.de'}: no space left on the device; free some space")
     assert result.returncode == 2
+
+
+def test_the_end_of_run_average_leaves_out_checkpoints_of_the_early_part():
+    from mtrain.run.averaging import settled
+
+    paths = lambda *steps: [Path(f"checkpoint_{s}.pt") for s in steps]  # noqa: E731
+    assert settled(paths(150, 300, 450), warmup_steps=600) == paths(450)  # a short run: the last one alone
+    assert settled(paths(150, 300, 450), warmup_steps=100) == paths(300, 450)  # the first half left out
+    assert settled(paths(1350, 1500, 1650, 1800, 1948), warmup_steps=600) == paths(1350, 1500, 1650, 1800, 1948)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mtrain.config import TrainConfig
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors
 from mtrain.run.checkpoint import load, numbered, save
@@ -94,13 +95,36 @@ def check_no_gaps(paths: list[Path], allow_gaps: bool) -> None:
         )
 
 
-def average_run(run_dir: Path, average_last: int, save_every: int) -> list[Path]:
-    """checkpoint_avg.pt: the mean of the run's last `average_last` numbered checkpoints, unless
-    scheduled ones are missing among them (then a warning says how to average what is there).
-    Returns the checkpoints averaged (none when it was not written)."""
-    done = numbered(run_dir)[-average_last:]
-    if not done:
+def settled(paths: list[Path], warmup_steps: int) -> list[Path]:
+    """Of a run's last numbered checkpoints, those written when training had settled: after the
+    warmup and in the second half of the run (the last one always). The paper averages checkpoints
+    of the last hour of twelve; averaging checkpoints from early in a short run mixes weights that
+    still change fast (measured: test BLEU 16.1 for the average of steps 150, 300, 450 against 23.4
+    for step 450 alone)."""
+    last = step_of(paths[-1])
+    return [p for p in paths[:-1] if step_of(p) > warmup_steps and 2 * step_of(p) >= last] + paths[-1:]
+
+
+def step_of(path: Path) -> int:
+    return int(path.stem.split("_", 1)[1])
+
+
+def average_run(run_dir: Path, train: TrainConfig) -> list[Path]:
+    """checkpoint_avg.pt: the mean of the run's last train.average_last numbered checkpoints written
+    once training had settled (`settled`), unless scheduled ones are missing among them (then a
+    warning says how to average what is there). Returns the checkpoints averaged (none when it was
+    not written)."""
+    average_last, save_every, warmup_steps = train.average_last, train.save_every, train.warmup_steps
+    last = numbered(run_dir)[-average_last:]
+    if not last:
         return []
+    done = settled(last, warmup_steps)
+    if len(done) < len(last):
+        log.info(
+            "checkpoint_avg.pt leaves out %s: written during warmup (%d steps) or in the first half of the run",
+            ", ".join(p.name for p in last if p not in done),
+            warmup_steps,
+        )
     output = run_dir / "checkpoint_avg.pt"
     missing = missing_steps(done, save_every)
     if missing:

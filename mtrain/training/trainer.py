@@ -378,7 +378,7 @@ class Trainer:
             best = self.valid is not None and self.validated_step != p.step and self.validate_and_record()
             self.save(numbered=True, best=best)
         if self.dist.is_main:
-            average_run(self.out_dir, self.config.train.average_last, self.config.train.save_every)
+            average_run(self.out_dir, self.config.train)
             log.info("training finished at step %d (epoch %d) in %s", p.step, p.epoch, clock(self.elapsed()))
         self.metrics.close()
         return {"step": p.step, "epoch": p.epoch, "valid": self.final_valid}
