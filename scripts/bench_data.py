@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--sampling-alpha", type=float, default=0.0)
     parser.add_argument("--filters", choices=list(FILTERS), default="off")
+    parser.add_argument("--no-iterator", action="store_true", help="time prepare only, not the batch iterator")
     parser.add_argument("--prepare-in", metavar="DIR", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.prepare_in:
@@ -179,7 +180,7 @@ def main() -> None:
         if out.returncode:
             sys.exit(out.stderr[-3000:])
         prepared = json.loads(out.stdout.strip().splitlines()[-1])
-        iterated = iterate(tmp, args.vocab_size, args.sampling_alpha, args.max_tokens)
+        iterated = {} if args.no_iterator else iterate(tmp, args.vocab_size, args.sampling_alpha, args.max_tokens)
     print(
         json.dumps(
             {
