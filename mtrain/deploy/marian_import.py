@@ -90,6 +90,14 @@ def model_config(hf: Any, directory: Path, output_bias: bool) -> ModelConfig:
     )
 
 
+def separate_vocabularies(directory: Path, hf: Any) -> bool:
+    """Whether the tokenizer keeps a target_vocab.json (MarianTokenizer's separate_vocabs, in
+    tokenizer_config.json), else whether the config keeps the embeddings apart."""
+    path = directory / "tokenizer_config.json"
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return bool(saved.get("separate_vocabs", not getattr(hf, "share_encoder_decoder_embeddings", True)))
+
+
 def vocabularies(directory: Path, separate: bool) -> tuple[list[str], list[str]]:
     """Marian's pieces in Marian's id order: (source, target)."""
     names = ["vocab.json", "target_vocab.json" if separate else "vocab.json"]
@@ -182,7 +190,7 @@ def marian_state(directory: Path, src_lang: str | None = None, tgt_lang: str | N
     directory = Path(directory)
     hf_config, hf_weights = read_marian(directory)
     model = model_config(hf_config, directory, output_bias=bool(hf_weights["final_logits_bias"].any()))
-    shared = not getattr(hf_config, "separate_vocabs", False)  # one vocab.json for both sides
+    shared = not separate_vocabularies(directory, hf_config)  # one vocab.json for both sides
     src_pieces, tgt_pieces = vocabularies(directory, separate=not shared)
     start = hf_config.decoder_start_token_id
     start = start if start is not None else tgt_pieces.index("<pad>")
