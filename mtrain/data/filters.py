@@ -191,7 +191,8 @@ def pair_tests(filters: FilterConfig, src_lang: str, tgt_lang: str, skip: list[s
     }
     # the cheap character checks first, language identification last: a pair is dropped by the first that fires
     order = ("control_chars", "max_token_chars", "min_letters", "max_other_script", "numbers", "copy", "langid")
-    return [(name, tests[name]) for name in order if name in enabled(filters) and name not in skip]
+    on = set(enabled(filters)) - set(skip)
+    return [(name, tests[name]) for name in order if name in on]
 
 
 def filter_pairs(

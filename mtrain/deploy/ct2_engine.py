@@ -39,7 +39,8 @@ def read_model_info(model_dir: Path) -> dict:
         )
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
-        engine, _ = info["engine"], (info["model"]["max_positions"], info["decode"], info["src_lang"])
+        engine = info["engine"]
+        info["model"]["max_positions"], info["decode"], info["src_lang"]  # what the engine reads below
     except (ValueError, KeyError, TypeError):
         raise MtrainError(
             f"{info_path} is damaged (not the JSON mtrain export writes); export the model again with mtrain export"

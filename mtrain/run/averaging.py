@@ -9,7 +9,7 @@ from pathlib import Path
 from mtrain.config import TrainConfig
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors
-from mtrain.run.checkpoint import load, numbered, save
+from mtrain.run.checkpoint import load, numbered, save, step_of
 
 log = logging.getLogger("mtrain")
 
@@ -56,7 +56,7 @@ def _share_tied(averaged: dict, original: dict) -> None:
 
 def missing_steps(paths: list[Path], save_every: int) -> list[int]:
     """Scheduled steps (multiples of save_every) absent between the first and last of `paths`."""
-    steps = sorted(int(p.stem.split("_", 1)[1]) for p in paths)
+    steps = sorted(step_of(p) for p in paths)
     if save_every <= 0 or len(steps) < 2:
         return []
     scheduled = range((steps[0] // save_every + 1) * save_every, steps[-1], save_every)
@@ -88,8 +88,8 @@ def check_no_gaps(paths: list[Path], allow_gaps: bool) -> None:
     missing = missing_steps(paths, save_every)
     if missing and not allow_gaps:
         raise MtrainError(
-            f"scheduled checkpoints are missing between steps {paths[0].stem.split('_')[1]} and "
-            f"{paths[-1].stem.split('_')[1]} "
+            f"scheduled checkpoints are missing between steps {step_of(paths[0])} and "
+            f"{step_of(paths[-1])} "
             f"(steps {', '.join(map(str, missing))}); pass --allow-gaps to average {', '.join(p.name for p in paths)} "
             "anyway"
         )
@@ -103,10 +103,6 @@ def settled(paths: list[Path], warmup_steps: int) -> list[Path]:
     for step 450 alone)."""
     last = step_of(paths[-1])
     return [p for p in paths[:-1] if step_of(p) > warmup_steps and 2 * step_of(p) >= last] + paths[-1:]
-
-
-def step_of(path: Path) -> int:
-    return int(path.stem.split("_", 1)[1])
 
 
 def average_run(run_dir: Path, train: TrainConfig) -> list[Path]:

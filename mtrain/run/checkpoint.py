@@ -158,14 +158,16 @@ def describe(state: dict, path: Path, engine: str) -> dict:
     }
 
 
+def step_of(path: Path) -> int | None:
+    """The step in a checkpoint_<step>.pt name (None for checkpoint_last.pt and the like)."""
+    suffix = Path(path).stem.split("_", 1)[-1]
+    return int(suffix) if suffix.isdigit() else None
+
+
 def numbered(run_dir: Path) -> list[Path]:
     """checkpoint_<step>.pt files of a run directory, oldest first."""
-    found = []
-    for path in Path(run_dir).glob("checkpoint_*.pt"):
-        suffix = path.stem.split("_", 1)[1]
-        if suffix.isdigit():
-            found.append((int(suffix), path))
-    return [path for _, path in sorted(found)]
+    found = [(step_of(path), path) for path in Path(run_dir).glob("checkpoint_*.pt")]
+    return [path for step, path in sorted(f for f in found if f[0] is not None)]
 
 
 def newest_readable(paths: list[Path]) -> tuple[Path, dict] | None:
