@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from mtrain import __version__
+from mtrain.deploy.serve.worker import ServeLimits
 from mtrain.errors import Interrupted, MtrainError
 from mtrain.files import DISK_ERRORS
 
@@ -653,16 +654,28 @@ def serve(
     threads: int = ThreadsOption,
     device: str = DeviceOption,
     precision: str = PrecisionOption,
-    max_sentences: int = typer.Option(64, help="Most sentences in one request."),
-    max_chars: int = typer.Option(2000, help="Most characters in one sentence."),
-    max_body_bytes: int = typer.Option(1_000_000, help="Largest request body in bytes."),
+    max_sentences: int = typer.Option(ServeLimits.max_sentences, help="Most sentences in one request."),
+    max_chars: int = typer.Option(ServeLimits.max_chars, help="Most characters in one sentence."),
+    max_body_bytes: int = typer.Option(ServeLimits.max_body_bytes, help="Largest request body in bytes."),
     max_queue: int = typer.Option(
-        2048, help="Most sentences waiting for the model; beyond, requests get 503 + Retry-After."
+        ServeLimits.max_queue, help="Most sentences waiting for the model; beyond, requests get 503 + Retry-After."
     ),
-    max_wait_ms: float = typer.Option(10.0, help="How long a request may wait for others to share its batch."),
-    max_connections: int = typer.Option(256, help="Most open connections; beyond, new requests get 503."),
+    max_wait_ms: float = typer.Option(
+        ServeLimits.max_wait_ms, help="How long a request may wait for others to share its batch."
+    ),
+    max_work: int = typer.Option(
+        ServeLimits.max_work, help="Most decoding one request may ask for: its source characters x beam (else 413)."
+    ),
+    max_connections: int = typer.Option(
+        ServeLimits.max_connections, help="Most open connections; beyond, new requests get 503."
+    ),
     drain_seconds: float = typer.Option(
-        30.0, help="After SIGTERM or Ctrl-C, how long the requests in flight may take before the server exits."
+        ServeLimits.drain_seconds,
+        help="After SIGTERM or Ctrl-C, how long the requests in flight may take before the server exits.",
+    ),
+    idle_seconds: float = typer.Option(
+        ServeLimits.idle_seconds,
+        help="Close a connection whose client sends nothing for this long while the server waits for its request.",
     ),
 ) -> None:
     """Serve translations over HTTP: a page to try the model at /, POST /translate, POST /attention,
@@ -673,23 +686,14 @@ def serve(
     """
     from mtrain.commands.translate import check_model_source, open_engine
     from mtrain.deploy.serve.app import serve_command
-    from mtrain.deploy.serve.worker import ServeLimits
 
     check_model_source(checkpoint, model)  # before the server starts
     limits = ServeLimits(
         max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms,
-        max_connections=max_connections, drain_seconds=drain_seconds,
+        max_work=max_work, max_connections=max_connections, drain_seconds=drain_seconds, idle_seconds=idle_seconds,
     )  # fmt: skip
-    open_engine_args = dict(
-        checkpoint=checkpoint,
-        model_dir=model,
-        engine=engine,
-        device=device,
-        precision=precision,
-        threads=threads,
-        quantization=quantization,
-    )
-    serve_command(lambda: open_engine(**open_engine_args), host, port, limits)
+    engine_args = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, precision=precision)
+    serve_command(lambda: open_engine(**engine_args, threads=threads, quantization=quantization), host, port, limits)
 
 
 @app.command(short_help="Average the weights of checkpoints.")

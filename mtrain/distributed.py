@@ -8,6 +8,7 @@ collectives so that a dead peer ends the job instead of hanging it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -43,8 +44,26 @@ def from_env() -> DistInfo:
     )
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux; elsewhere nothing).
+
+    The launcher, torchrun and the ranks form a chain: when a link is killed outright (kill -9,
+    OOM killer), the processes below it would go on training as orphans holding the run's lock.
+    With this, each receives SIGTERM instead, which the ranks answer by saving and exiting."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init(info: DistInfo, device: torch.device, timeout_minutes: float) -> None:
-    """Join the process group when launched by torchrun with more than one process."""
+    """Join the process group when launched by torchrun with more than one process (whose death ends this one)."""
+    if launched_by_torchrun():
+        die_with_parent()
     if info.enabled and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -101,15 +120,17 @@ def launch(nproc_per_node: int, argv: list[str]) -> int:
 
     torchrun gets its own session, so a Ctrl-C reaches it once, through here: SIGINT and SIGTERM
     sent to this launcher are forwarded to torchrun, which passes them to every rank; each rank
-    saves once and exits, and so does the launcher, with the ranks' status (130: interrupted)."""
-    job = subprocess.Popen(torchrun_command(nproc_per_node, argv), start_new_session=True)
+    saves once and exits, and so does the launcher, with the ranks' status (130: interrupted).
+    SIGHUP (the terminal closed) is forwarded as SIGTERM; a launcher killed outright takes torchrun
+    with it (die_with_parent), and torchrun the ranks."""
+    job = subprocess.Popen(torchrun_command(nproc_per_node, argv), start_new_session=True, preexec_fn=die_with_parent)
     received = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        job.send_signal(signum)
+        job.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         status = job.wait()
     finally:

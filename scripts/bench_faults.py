@@ -9,6 +9,12 @@ must load; at the end the weights must equal an uninterrupted run's, metrics.jso
 step once, every scheduled numbered checkpoint must exist, and no temporary file may remain.
 Disk faults: in one process, the k-th file write of a run raises ENOSPC; training must stop with a
 one-line error and the checkpoints before must load; the run is then resumed to the end.
+User faults (scripts/user_faults.py), each tried --user-faults times: export/average/tune/translate
+outputs aimed at the run's own files, a deleted checkpoint_last.pt, flipped bytes in a checkpoint,
+a server batch with one poisoned request, 200 idle sockets, a half-sent body then SIGTERM, and the
+--nproc-per-node launcher killed with SIGKILL or SIGHUP.
+
+    python scripts/bench_faults.py --kills 0 --disk-faults 0 --user-faults 3    # the user faults only
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import user_faults  # noqa: E402 (scripts/)
 
 from mtrain.config_io import from_dict
 from mtrain.errors import MtrainError  # noqa: E402
@@ -169,10 +177,52 @@ def disk_faults(work: Path, reference: Path, faults: int, rng: random.Random) ->
     return {"disk_faults": tried, "disk_faults_held": held, **{f"disk_{k}": v for k, v in combined(checks).items()}}
 
 
+def tally(results: dict[str, list[bool]]) -> dict[str, str]:
+    return {kind: f"{sum(held)}/{len(held)}" for kind, held in results.items()}
+
+
+def user_fault_kinds(work: Path, reference: Path, repeats: int, rng: random.Random) -> dict:
+    """Each user-level fault kind `repeats` times (see scripts/user_faults.py): held/tried per kind."""
+    results: dict[str, list[bool]] = {}
+    source = work / "source.en"
+    source.write_text("\n".join((reference / "data" / "valid.en.txt").read_text().splitlines()[:20]) + "\n")
+    good = user_faults.mtrain("translate", "--checkpoint", str(reference / "checkpoint_avg.pt"), "-i", str(source))
+    for i in range(repeats):
+        run = user_faults.copy_run(reference, work / f"user-{i}")
+        config = work / f"user-{i}.yaml"
+        config.write_text(yaml.safe_dump(config_values(run)))
+        for kind, held in user_faults.aimed_at_the_run(run, rng).items():
+            results.setdefault(kind, []).append(held)
+        results.setdefault("deleted_checkpoint_last", []).append(user_faults.deleted_checkpoint_last(run, config))
+        flipped = user_faults.flipped_bytes(run, rng, good.stdout.splitlines(), source)
+        results.setdefault("flipped_checkpoint_bytes", []).append(flipped)
+    server = user_faults.Server(reference / "checkpoint_avg.pt", "--idle-seconds", "3")
+    try:
+        lines = source.read_text().splitlines()
+        for _ in range(repeats):
+            results.setdefault("poisoned_batch", []).append(user_faults.poisoned_batch(server, lines, rng))
+            results.setdefault("idle_sockets_200", []).append(user_faults.idle_sockets(server, 200, 3.0))
+    finally:
+        server.stop()
+    for _ in range(repeats):
+        held = user_faults.half_sent_body_then_sigterm(reference / "checkpoint_avg.pt", 3.0)
+        results.setdefault("half_sent_body_sigterm", []).append(held)
+    for i in range(repeats):
+        for name, sig in (("launcher_sigkill", signal.SIGKILL), ("launcher_sighup", signal.SIGHUP)):
+            run, config = work / f"{name}-{i}", work / f"{name}-{i}.yaml"
+            values = config_values(run)
+            values["train"].update(max_steps=60, save_every=10, valid_every=0)
+            config.write_text(yaml.safe_dump(values))
+            held = user_faults.launcher_signal(config, run / "metrics.jsonl", sig)
+            results.setdefault(name, []).append(held)
+    return tally(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--disk-faults", type=int, default=10)
+    parser.add_argument("--user-faults", type=int, default=3, help="tries of each user-level fault kind")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -190,8 +240,9 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         figures = {
-            **kill_faults(work, reference, args.kills, rng),
-            **disk_faults(work, reference, args.disk_faults, rng),
+            **(kill_faults(work, reference, args.kills, rng) if args.kills else {}),
+            **(disk_faults(work, reference, args.disk_faults, rng) if args.disk_faults else {}),
+            **(user_fault_kinds(work, reference, args.user_faults, rng) if args.user_faults else {}),
         }
     print(json.dumps({"bench": "faults", "steps": STEPS, **figures, "wall_s": round(time.time() - start, 1)}))
 

@@ -148,12 +148,12 @@ def run_cli_process(*args: str, input: str | None = None, timeout: float = 300) 
     )
 
 
-def train_until_sigterm(command: list[str], metrics: Path, lines: int) -> tuple[int, str]:
-    """Start a training command (`python -m ...`) in a process of its own, send it SIGTERM once its
-    metrics.jsonl has `lines` records, and wait for it: (exit status, stderr). The caller resumes."""
+def train_until_sigterm(command: list[str], metrics: Path, lines: int, sig: int = signal.SIGTERM) -> tuple[int, str]:
+    """Start a training command (`python -m ...`) in a process of its own, send it SIGTERM (or `sig`)
+    once its metrics.jsonl has `lines` records, and wait for it: (exit status, stderr). The caller resumes."""
     process = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
     wait_for_lines(metrics, lines)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
     return process.returncode, stderr
 

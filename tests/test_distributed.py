@@ -4,9 +4,11 @@ The runs train on two weighted corpora, one of them tagged."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ import yaml
 
 from mtrain.run import checkpoint
 
-from helpers import ENV, ROOT, run_cli, train_until_sigterm, two_corpora
+from helpers import ENV, ROOT, run_cli, train_until_sigterm, two_corpora, wait_for_lines
 
 MODEL = {
     "d_model": 32,
@@ -102,13 +104,14 @@ def test_two_processes_equal_one_with_the_combined_batch(single, ddp):
     assert valid("ddp") == pytest.approx(valid("single"), rel=1e-5)  # validation does not depend on world size
 
 
-def test_two_processes_resume_exactly_after_sigterm(single, ddp):
-    """The `ddp` run again, stopped by SIGTERM to `mtrain train --nproc-per-node 2` after its second
-    step and resumed: the launcher forwards the signal to every rank, they save once and exit, the
-    launcher exits 130 and leaves no rank running; the resumed run ends with the same weights."""
+def test_two_processes_resume_exactly_after_sighup(single, ddp):
+    """The `ddp` run again, stopped by SIGHUP (the terminal closed) to `mtrain train --nproc-per-node 2`
+    after its second step and resumed: the launcher forwards it as SIGTERM (as it forwards SIGTERM and
+    SIGINT) to every rank, they save once and exit, the launcher exits 130 and leaves no rank running;
+    the resumed run ends with the same weights."""
     path = config_file(single, "resumed")
     launcher = ["mtrain", "train", "-c", str(path), "--nproc-per-node", "2"]
-    status, stderr = train_until_sigterm(launcher, single / "resumed" / "metrics.jsonl", 2)
+    status, stderr = train_until_sigterm(launcher, single / "resumed" / "metrics.jsonl", 2, signal.SIGHUP)
     assert status == 130, stderr[-3000:]
     assert not subprocess.run(["pgrep", "-f", str(path)], capture_output=True, text=True).stdout.split()
     stopped = checkpoint.load(single / "resumed" / "checkpoint_last.pt")["progress"]["step"]
@@ -117,6 +120,45 @@ def test_two_processes_resume_exactly_after_sigterm(single, ddp):
     assert result.returncode == 0, result.stderr
     assert f"at step {stopped}" in result.stderr
     assert_same_weights(single / "ddp" / "checkpoint_last.pt", single / "resumed" / "checkpoint_last.pt")
+
+
+FAKE_TORCHRUN = """
+import os, subprocess, sys, time
+rank = [sys.executable, "-c", "import sys, time; from mtrain.distributed import die_with_parent; die_with_parent(); "
+        "open(sys.argv[1], 'w').write('ready'); time.sleep(120)", sys.argv[1] + ".rank"]
+subprocess.Popen(rank)
+time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for its reaper does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_a_launcher_killed_outright_leaves_no_orphans(tmp_path):
+    """kill -9 to the --nproc-per-node launcher: torchrun (faked: it starts one fake rank) gets
+    SIGTERM from the kernel, and its rank, which asked for the same as mtrain's ranks do, too."""
+    marker = tmp_path / "started"
+    script = (
+        "import sys; import mtrain.distributed as d; "
+        f"d.torchrun_command = lambda n, argv: [sys.executable, '-c', {FAKE_TORCHRUN!r}, {str(marker)!r}]; "
+        "d.launch(2, [])"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=ENV)
+    wait_for_lines(tmp_path / "started.rank", 1, timeout=60)
+    found = subprocess.run(["pgrep", "-f", str(marker)], capture_output=True, text=True).stdout.split()
+    children = [pid for pid in found if int(pid) != launcher.pid]
+    assert len(children) == 2  # the fake torchrun and its rank
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive(int(pid)) for pid in children):
+        time.sleep(0.05)
+    assert not any(alive(int(pid)) for pid in children)
 
 
 def run_fault_worker(config_path, fault: str) -> subprocess.CompletedProcess:

@@ -63,12 +63,14 @@ def test_greedy_ensemble_follows_the_mean_of_the_members_probabilities(members, 
     found = ensemble.translate_nbest(sources, beam=1)
     singles = [open_translator(path, "cpu", beam=1).translate(sources) for path in members]
     assert singles[0] != singles[1]  # the members disagree, so the mean matters
+    a, b, positions = ensemble.config.max_len_a, ensemble.config.max_len_b, models[0].config.max_positions
     for line, (hyp,) in zip(sources[:12], found):
         src_ids, prefix, logprob = tokenizer.encode_src([line])[0], [], 0.0
+        limit = max(1, min(int(a * len(src_ids)) + b, positions - 1))  # the search's length limit: then only </s>
         while True:
             logp = mean_model_logprobs(models, src_ids, prefix)
             logp[PAD] = logp[BOS] = -math.inf
-            token = int(logp.argmax())
+            token = EOS if len(prefix) + 1 >= limit else int(logp.argmax())
             logprob += float(logp[token])
             if token == EOS:
                 break

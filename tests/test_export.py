@@ -128,6 +128,21 @@ def test_huggingface_logits_and_greedy_generate_equal_mtrain(demo, tmp_path):
         assert tokenizer.decode(generated[0], skip_special_tokens=True) == expected
 
 
+def test_huggingface_beam_search_equals_mtrain_with_lenpen_zero(demo, tmp_path):
+    """The exported generation config's stopping rule is mtrain's: beam 4 gives mtrain's output
+    (with length penalty 0; otherwise the two normalise scores differently, as documented)."""
+    ckpt, lines, _ = demo
+    out = export_huggingface(ExportedCheckpoint(ckpt), tmp_path / "hf")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+    expected = open_engine(ckpt, device="cpu", precision="fp32", lenpen=0.0).translate(lines[:40], beam=4)
+    for line, want in zip(lines[:40], expected):
+        ids = tokenizer([line], return_tensors="pt")
+        limit = min(len(ids.input_ids[0]) - 1 + 50, 127)
+        generated = model.generate(**ids, length_penalty=0.0, max_new_tokens=limit - 1)  # num_beams 4 from the export
+        assert tokenizer.decode(generated[0], skip_special_tokens=True) == want
+
+
 def test_huggingface_export_carries_mtrain_generation_settings(demo, tmp_path):
     ckpt, _, _ = demo
     out = export_huggingface(ExportedCheckpoint(ckpt), tmp_path / "hf")

@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 
 from mtrain.commands.translate import open_engine
 from mtrain.data.store import PreparedData
 from mtrain.deploy.serve.app import create_app
+from mtrain.deploy.serve.connections import OncePerInterval, waiting_for_client
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
 from mtrain.inference.search import Hypothesis
 
@@ -34,7 +37,8 @@ def demo(demo_run):
 @pytest.fixture(scope="module")
 def client(demo):
     app = create_app(
-        lambda: open_engine(demo[0], device="cpu"), ServeLimits(max_sentences=8, max_chars=300, max_body_bytes=4000)
+        lambda: open_engine(demo[0], device="cpu"),
+        ServeLimits(max_sentences=8, max_chars=300, max_body_bytes=4000, max_work=3000),
     )
     with TestClient(app) as c:
         deadline = time.time() + 60
@@ -52,7 +56,7 @@ def worker_queue_size(app) -> int:
 @pytest.fixture(scope="module")
 def server(demo):
     """A real `mtrain serve` process on a free loopback port."""
-    with serve_process(demo[0], "--max-wait-ms", "20", "--drain-seconds", "4") as (url, process):
+    with serve_process(demo[0], "--max-wait-ms", "20", "--drain-seconds", "4", "--idle-seconds", "1") as (url, process):
         yield url, process
 
 
@@ -115,6 +119,11 @@ BAD_REQUESTS = [
     (json.dumps({"text": ["a"] * 9}).encode(), 413, "at most 8 (--max-sentences)"),
     (json.dumps({"text": ["a" * 301]}).encode(), 413, "at most 300 (--max-chars)"),
     (json.dumps({"text": ["a" * 250] * 20}).encode(), 413, "over 4000 bytes"),
+    (
+        json.dumps({"text": ["a" * 300] * 3, "beam": 4}).encode(),
+        413,
+        "3600 characters x beam of decoding; at most 3000",
+    ),
 ]
 
 
@@ -228,6 +237,60 @@ def test_merging_keeps_settings_apart_and_bounds_a_call():
     worker.stop()
 
 
+def test_a_request_that_breaks_a_merged_call_fails_alone():
+    calls = []
+
+    class FragileTranslator:
+        config = type("C", (), {"beam": 1, "max_tokens": 100})()
+
+        def translate_nbest(self, lines, beam=None, nbest=1):
+            calls.append(len(lines))
+            if "bad" in lines:
+                raise RuntimeError("the model broke on this input")
+            return [[line.upper()] for line in lines]
+
+    worker = BatchingWorker(FragileTranslator(), ServeLimits(max_wait_ms=300))
+    with worker.condition:  # all three are merged into one call
+        futures = [worker.submit(lines, 1, 1) for lines in (["a", "b"], ["bad"], ["c"])]
+    assert futures[0].result(timeout=10) == [["A"], ["B"]] and futures[2].result(timeout=10) == [["C"]]
+    with pytest.raises(RuntimeError, match="the model broke"):
+        futures[1].result(timeout=10)
+    assert calls == [4, 2, 1, 1]  # the merged call, then each request apart
+    worker.stop()
+
+
+def closed_by_server(connection: socket.socket) -> bool:
+    """Whether the server closed this connection (within 10 s) without answering it."""
+    connection.settimeout(10)
+    try:
+        return connection.recv(1000) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_silent_and_half_sent_connections_are_closed_after_idle_seconds(server):
+    url, _ = server
+    address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    silent, half_headers, half_body = (socket.create_connection(address) for _ in range(3))
+    half_headers.sendall(b"POST /translate HTTP/1.1\r\nhost: x\r\n")
+    half_body.sendall(b"POST /translate HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n" + b'{"text": ')
+    opened = time.time()
+    assert all(closed_by_server(c) for c in (silent, half_headers, half_body))
+    assert 0.9 < time.time() - opened < 6  # --idle-seconds 1
+    for connection in (silent, half_headers, half_body):
+        connection.close()
+
+
+def test_a_request_being_answered_is_never_cut_off():
+    def cycle(more_body: bool, response_complete: bool) -> SimpleNamespace:
+        return SimpleNamespace(more_body=more_body, response_complete=response_complete)
+
+    assert waiting_for_client(None)  # nothing sent yet, or half a request line or headers
+    assert waiting_for_client(cycle(more_body=True, response_complete=False))  # half a body
+    assert not waiting_for_client(cycle(more_body=False, response_complete=False))  # whole: being translated
+    assert waiting_for_client(cycle(more_body=False, response_complete=True))  # answered; keep-alive
+
+
 def test_sigterm_lets_the_requests_in_flight_finish_then_exits_zero(demo, server):
     ckpt, lines = demo
     url, process = server
@@ -251,6 +314,22 @@ def test_sigterm_lets_the_requests_in_flight_finish_then_exits_zero(demo, server
     assert time.time() - signalled < 4 + 10  # the client that never finishes its body held it --drain-seconds at most
     half_sent.close()
     assert "mtrain serve stopped" in process.stderr.read()
+
+
+def test_a_flood_of_one_error_is_logged_once_per_interval(caplog):
+    logger = logging.getLogger("test-flood")
+    logger.addFilter(OncePerInterval(interval=0.5))
+    with caplog.at_level("ERROR", logger="test-flood"):
+        for _ in range(1000):
+            logger.error("socket.accept() out of system resource")
+        time.sleep(0.6)
+        logger.error("socket.accept() out of system resource")
+        logger.error("another error")
+    assert [r.getMessage() for r in caplog.records] == [
+        "socket.accept() out of system resource",
+        "socket.accept() out of system resource (999 more like it in the last 0.5 s not logged)",
+        "another error",
+    ]
 
 
 def test_an_unloadable_model_ends_the_server_with_a_one_line_error(tmp_path):

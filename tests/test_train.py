@@ -15,7 +15,9 @@ from mtrain.data.batching import collate
 from mtrain.data.prepare import prepare
 from mtrain.distributed import DistInfo
 from mtrain.errors import MtrainError
+from mtrain.model.loss import label_smoothed_loss
 from mtrain.run import checkpoint
+from mtrain.training.progress import check_loss_scale
 from mtrain.training.schedule import cooldown_factor, learning_rate
 from mtrain.training.session import train
 from mtrain.training.trainer import Trainer
@@ -212,6 +214,37 @@ def test_non_finite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
     )
     with pytest.raises(MtrainError, match="5 non-finite steps in a row"):
         train(tiny_config(tmp_path, train={"max_steps": 20}))
+
+
+def test_fp16_overflow_steps_are_skipped_not_counted(tmp_path, monkeypatch, caplog):
+    """fp16 (autocast and GradScaler work on CPU too): three overflowing steps are skipped as fairseq
+    skips them: no step counted, no Adam update, nothing in the log window; the loss scale halves."""
+    import mtrain.training.trainer as train_module
+
+    calls = []
+
+    def overflowing_first_three(logits, target, eps, **kwargs):
+        loss, nll = label_smoothed_loss(logits, target, eps, **kwargs)
+        calls.append(1)
+        return (loss * math.inf, nll) if len(calls) <= 3 else (loss, nll)
+
+    monkeypatch.setattr(train_module, "resolve_precision", lambda device, precision: "fp16")
+    monkeypatch.setattr(train_module, "label_smoothed_loss", overflowing_first_three)
+    with caplog.at_level("INFO", logger="mtrain"):
+        assert train(tiny_config(tmp_path, train={"max_steps": 6, "log_every": 1}))["step"] == 6
+    assert len(calls) == 9
+    last = checkpoint.load(tmp_path / "checkpoint_last.pt")
+    assert last["scaler"]["scale"] == 65536.0 / 8
+    assert {float(s["step"]) for s in last["optimizer"]["state"].values()} == {6.0}  # six Adam updates
+    records = [r for r in _metrics(tmp_path) if r["kind"] == "train"]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6] and all(math.isfinite(r["loss"]) for r in records)
+    assert "step 1: fp16 gradient overflow; update skipped, loss scale lowered to 32768" in caplog.text
+
+
+def test_fp16_gives_up_when_no_loss_scale_helps():
+    check_loss_scale(2e-4, 40)
+    with pytest.raises(MtrainError, match="fp16 loss scale fell to 5e-05 at step 41: the gradient is not finite"):
+        check_loss_scale(5e-5, 41)
 
 
 def test_checkpoints_are_complete_and_rotated(tmp_path):

@@ -104,13 +104,18 @@ def marian_config(ck: ExportedCheckpoint) -> Any:
 
 
 def marian_generation_config(ck: ExportedCheckpoint) -> Any:
-    """mtrain's decode settings as a GenerationConfig; pad and <s> are never generated, as in mtrain."""
+    """mtrain's decode settings as a GenerationConfig; pad and <s> are never generated, as in mtrain.
+
+    early_stopping=False is transformers' stopping rule closest to mtrain's: stop when the best live
+    hypothesis, scored at the current length, cannot beat the k-th finished one (True stops as soon
+    as k have finished). With length_penalty 0 the two searches are the same; otherwise transformers
+    divides by |Y| ** lenpen where mtrain divides by the GNMT penalty ((5 + |Y|) / 6) ** lenpen."""
     transformers = require("transformers", "deploy")
     dec = ck.decode
     return transformers.GenerationConfig(
         num_beams=dec.beam,
         length_penalty=dec.lenpen,
-        early_stopping=True,
+        early_stopping=False,
         max_length=ck.model.max_positions,
         decoder_start_token_id=BOS,
         bos_token_id=BOS,

@@ -196,6 +196,32 @@ def finished_message(step: int, train: TrainConfig, elapsed: float) -> str:
     return ""
 
 
+MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
+MIN_LOSS_SCALE = 1e-4  # fairseq's min_loss_scale: below it, no scale makes the fp16 gradient finite
+
+
+def skip_non_finite(in_a_row: int, step: int, scaler: torch.amp.GradScaler) -> int:
+    """Note a skipped non-finite step, stop with a one-line error once training has diverged, and
+    return the count of such steps in a row. fp16 overflows are expected while the loss scale settles
+    (fairseq skips them too): give up only when the scale falls below MIN_LOSS_SCALE; otherwise after
+    MAX_BAD_STEPS in a row."""
+    if scaler.is_enabled():
+        check_loss_scale(scaler.get_scale(), step)
+        return 0
+    check_bad_steps(in_a_row, step, MAX_BAD_STEPS)
+    return in_a_row
+
+
+def check_loss_scale(scale: float, step: int) -> None:
+    """Note a skipped fp16 overflow step; stop with a one-line error once the loss scale is hopeless."""
+    log.info("step %d: fp16 gradient overflow; update skipped, loss scale lowered to %g", step, scale)
+    if scale < MIN_LOSS_SCALE:
+        raise MtrainError(
+            f"fp16 loss scale fell to {scale:g} at step {step}: the gradient is not finite at any scale; "
+            "training diverged; lower train.lr_scale, set train.clip_norm, or use bf16/fp32"
+        )
+
+
 def check_bad_steps(in_a_row: int, step: int, limit: int) -> None:
     """Warn about a skipped non-finite step; after `limit` in a row, stop with a one-line error."""
     log.warning("step %d: loss or gradient is not finite; update skipped (%d in a row)", step, in_a_row)

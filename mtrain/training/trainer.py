@@ -41,7 +41,6 @@ from mtrain.training.progress import (
     LogWindow,
     Progress,
     StepResult,
-    check_bad_steps,
     clock,
     finished_message,
     log_run_start,
@@ -50,13 +49,13 @@ from mtrain.training.progress import (
     log_world_size_change,
     out_of_time,
     progress_bar,
+    skip_non_finite,
     train_record,
 )
 from mtrain.training.schedule import adam, scheduled_lr
 from mtrain.training.validation import validation_loss
 
 log = logging.getLogger("mtrain")
-MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
 
 
 @dataclass
@@ -192,10 +191,10 @@ class Trainer:
         result.grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), t.clip_norm if t.clip_norm > 0 else math.inf
         )
-        result.finite = self.precision == "fp16" or bool(torch.isfinite(result.grad_norm))  # the one host sync
-        if result.finite:  # the fp16 scaler skips non-finite steps itself
+        result.finite = bool(torch.isfinite(result.grad_norm))  # the one host sync
+        if result.finite:
             self.scaler.step(self.optimizer)
-            self.scaler.update()
+        self.scaler.update()  # fp16: a smaller loss scale after an overflow, a larger one after a calm stretch
         self.optimizer.zero_grad(set_to_none=True)
         return result
 
@@ -320,10 +319,10 @@ class Trainer:
         return self.loader.step(p.epoch, p.epoch_step)
 
     def count_finite(self, result: StepResult) -> bool:
-        """Skip a step whose loss or gradient is not finite; give up after MAX_BAD_STEPS in a row."""
-        self.bad_steps = 0 if result.finite else self.bad_steps + 1
-        if self.bad_steps:
-            check_bad_steps(self.bad_steps, self.progress.step + 1, MAX_BAD_STEPS)
+        """Skip a step whose loss or gradient is not finite: not counted, no learning-rate advance, kept
+        out of the log; skip_non_finite says when training has diverged."""
+        step, in_a_row = self.progress.step + 1, self.bad_steps + 1
+        self.bad_steps = 0 if result.finite else skip_non_finite(in_a_row, step, self.scaler)
         return result.finite
 
     def log_if_due(self, lr: float) -> None:

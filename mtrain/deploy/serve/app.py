@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mtrain.data.tokenizer import Tokenizer
+from mtrain.deploy.serve.connections import OncePerInterval, idle_closing_protocol
 from mtrain.deploy.serve.page import add_page_routes
 from mtrain.deploy.serve.responses import busy_response, error_response, is_unicode_text, loading_response
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
@@ -189,6 +190,9 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         beam = body.beam or worker.translator.config.beam
         if body.nbest > beam:
             return error_response(422, f"nbest ({body.nbest}) must not exceed the beam ({beam})")
+        problem = limits.over_work_limit(body.text, beam)
+        if problem:
+            return error_response(*problem)
         request_id, start = next(request_ids), time.perf_counter()
         try:
             future = worker.submit(body.text, beam, body.nbest)
@@ -306,6 +310,9 @@ def serve_command(load_translator: Callable[[], TranslationEngine], host: str, p
             "put it behind a reverse proxy for public use",
             host,
         )
+    flood = OncePerInterval()  # 'Too many open files' and the like: one line per interval, not per event
+    for name in ("asyncio", "uvicorn.error"):
+        logging.getLogger(name).addFilter(flood)
     failure: list[str] = []
     server = _draining_server_class()(
         uvicorn.Config(
@@ -315,6 +322,7 @@ def serve_command(load_translator: Callable[[], TranslationEngine], host: str, p
             log_level="warning",
             access_log=False,
             timeout_keep_alive=5,
+            http=idle_closing_protocol(limits.idle_seconds),
             limit_concurrency=limits.max_connections,
             timeout_graceful_shutdown=limits.drain_seconds,
         )  # fmt: skip

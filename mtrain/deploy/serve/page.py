@@ -101,6 +101,9 @@ def add_page_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             return error_response(
                 413, f"text has {len(body.text)} characters; at most {limits.max_chars} (--max-chars)"
             )
+        too_much = limits.over_work_limit([body.text], body.beam or worker.translator.config.beam)
+        if too_much:
+            return error_response(*too_much)
         try:
             future = worker.submit_task(lambda translator: attention_payload(translator, body.text, body.beam))
         except QueueFull:

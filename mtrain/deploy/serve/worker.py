@@ -15,9 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mtrain.errors import MtrainError
-from mtrain.inference.engine import TranslationEngine
+
+if TYPE_CHECKING:  # `mtrain serve --help` reads ServeLimits' defaults without loading torch
+    from mtrain.inference.engine import TranslationEngine
 
 CALL_SENTENCES = 256  # most sentences merged into one model call: bounds the wait of the first of them
 
@@ -32,17 +35,41 @@ class ServeLimits:
     max_queue: int = 2048  # sentences waiting for the model, all requests together
     max_wait_ms: float = 10.0  # how long the first waiting request may wait for others to join its batch
     max_beam: int = 16
+    max_work: int = 512_000  # per request: source characters x beam (the largest request at beam 4)
     max_connections: int = 256  # open connections; beyond, new requests get 503 (idle sockets cannot exhaust the fds)
     drain_seconds: float = 30.0  # after SIGTERM, how long requests in flight (or half-sent) may take
+    idle_seconds: float = 10.0  # a client silent this long while the server waits for its request is cut off
 
     def check(self) -> None:
-        for name in ("max_sentences", "max_chars", "max_body_bytes", "max_queue", "max_beam", "max_connections"):
+        counts = (
+            "max_sentences",
+            "max_chars",
+            "max_body_bytes",
+            "max_queue",
+            "max_beam",
+            "max_work",
+            "max_connections",
+        )
+        for name in counts:
             if getattr(self, name) < 1:
                 raise MtrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise MtrainError(f"--max-wait-ms must be between 0 and 10000, got {self.max_wait_ms}")
         if not 0 < self.drain_seconds <= 3600:
             raise MtrainError(f"--drain-seconds must be more than 0 and at most 3600, got {self.drain_seconds}")
+        if not 0 < self.idle_seconds <= 3600:
+            raise MtrainError(f"--idle-seconds must be more than 0 and at most 3600, got {self.idle_seconds}")
+
+    def over_work_limit(self, text: list[str], beam: int) -> tuple[int, str] | None:
+        """The status and message when a request asks for more decoding than one request may: source
+        characters x beam (a 64 x 2,000-character request at beam 16 once held the model for 56 s)."""
+        work = sum(len(line) for line in text) * beam
+        if work <= self.max_work:
+            return None
+        return 413, (
+            f"this request asks for {work} characters x beam of decoding; at most {self.max_work} (--max-work): "
+            "send fewer or shorter sentences per request, or ask for a smaller beam"
+        )
 
 
 class QueueFull(Exception):
@@ -133,17 +160,24 @@ class BatchingWorker:
             if batch[0].task is not None:
                 self._run_task(batch[0])
                 continue
-            lines = [line for job in batch for line in job.lines]
-            try:
-                results = self.translator.translate_nbest(lines, beam=batch[0].beam, nbest=batch[0].nbest)
-            except Exception as e:  # noqa: BLE001 - handed to every waiting request, which reports it
-                for job in batch:
-                    job.future.set_exception(e)
-                continue
-            start = 0
+            self._translate(batch)
+
+    def _translate(self, batch: list[Job]) -> None:
+        """One model call for the merged requests; if it fails, each request again on its own, so a
+        request that breaks the model fails alone instead of taking the others with it."""
+        lines = [line for job in batch for line in job.lines]
+        try:
+            results = self.translator.translate_nbest(lines, beam=batch[0].beam, nbest=batch[0].nbest)
+        except Exception as e:  # noqa: BLE001 - the request reports it
+            if len(batch) == 1:
+                return batch[0].future.set_exception(e)
             for job in batch:
-                job.future.set_result(results[start : start + len(job.lines)])
-                start += len(job.lines)
+                self._translate([job])
+            return
+        start = 0
+        for job in batch:
+            job.future.set_result(results[start : start + len(job.lines)])
+            start += len(job.lines)
 
     def _run_task(self, job: Job) -> None:
         try:
