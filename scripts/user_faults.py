@@ -103,7 +103,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         command = [sys.executable, "-m", "mtrain", "serve", "--checkpoint", str(checkpoint), "--port", str(self.port)]
-        self.process = subprocess.Popen([*command, "--threads", "1", *options], cwd=ROOT, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen([*command, "--threads", "1", *options], cwd=ROOT, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -149,8 +149,10 @@ def idle_sockets(server: Server, count: int, idle_seconds: float) -> bool:
         s.settimeout(5)
         try:
             closed += s.recv(1) == b""
-        except (ConnectionResetError, TimeoutError):
-            closed += 0
+        except ConnectionResetError:
+            closed += 1
+        except TimeoutError:
+            pass
         s.close()
     return answered and closed == count
 

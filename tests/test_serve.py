@@ -276,7 +276,7 @@ def test_silent_and_half_sent_connections_are_closed_after_idle_seconds(server):
     half_body.sendall(b"POST /translate HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n" + b'{"text": ')
     opened = time.time()
     assert all(closed_by_server(c) for c in (silent, half_headers, half_body))
-    assert 0.9 < time.time() - opened < 6  # --idle-seconds 1
+    assert 0.5 < time.time() - opened < 6  # --idle-seconds 1
     for connection in (silent, half_headers, half_body):
         connection.close()
 
