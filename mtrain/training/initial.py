@@ -4,9 +4,15 @@ Continued training and domain fine-tuning as Marian (--pretrained-model), fairse
 --reset-optimizer --reset-lr-scheduler) and OpenNMT (train_from, reset_optim) do them: the
 weights and the vocabulary (sentencepiece models) come from the source model; Adam, the step
 counter, the warmup schedule, the time budget, the best validation score and checkpoint
-averaging all start fresh, from this run's config. Only the dropout values may differ from
-the source model's shape. The run records where it started in every checkpoint, metrics.jsonl
-and the report.
+averaging all start fresh, from this run's config. Only the dropout values, and fewer encoder or
+decoder layers, may differ from the source model's shape. The run records where it started in
+every checkpoint, metrics.jsonl and the report.
+
+Fewer layers make a student that starts from its teacher ("shrink and fine-tune", Shleifer and
+Rush, 2020): it keeps the embeddings and takes evenly spaced layers of each stack, the first and
+the last among them, which trains to the teacher's quality much faster than a student from random
+weights. With sequence-level distillation (`mtrain distill`) it is how a shallow-decoder student
+gets within a point of its teacher in minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 from torch import nn
 
-from mtrain.config import Config
+from mtrain.config import Config, ModelConfig
 from mtrain.data.sources import file_digest
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.errors import MtrainError
@@ -90,13 +96,55 @@ def check_source(source: InitSource, config: Config) -> None:
             f"{where} has {'one joint' if joint else 'a source and a target'} vocabulary but the config "
             f"says tokenizer.joint: {str(t.joint).lower()}; set tokenizer.joint: {str(joint).lower()}"
         )
-    difference = checkpoint.shape_difference(saved["model"], config.model, checkpoint.REGULARIZATION)
+    free = (*checkpoint.REGULARIZATION, *LAYER_COUNTS)
+    difference = checkpoint.shape_difference(saved["model"], config.model, free)
     if difference is not None:
         key, theirs, ours = difference
         raise MtrainError(
             f"{where} has model.{key}={theirs} but the config says {ours}; set model.{key}: {theirs} (the shape "
-            "must match the weights; only the dropout values may differ)"
+            "must match the weights; only the dropout values and fewer layers may differ)"
         )
+    for key in LAYER_COUNTS:
+        theirs, ours = saved["model"][key], getattr(config.model, key)
+        if ours > theirs:
+            raise MtrainError(
+                f"{where} has model.{key}={theirs} but the config asks for {ours}; a model started from it may "
+                f"have {theirs} or fewer (it takes evenly spaced layers), not more"
+            )
+
+
+LAYER_COUNTS = ("encoder_layers", "decoder_layers")
+
+
+def spaced_layers(source: int, kept: int) -> list[int]:
+    """Which of `source` layers a `kept`-layer stack takes: evenly spaced, the first and the last
+    among them (one layer: the first), as Shleifer and Rush (2020) copy a teacher into a student."""
+    if kept == 1:
+        return [0]
+    return [round(i * (source - 1) / (kept - 1)) for i in range(kept)]
+
+
+def student_weights(state: dict, model: ModelConfig) -> dict:
+    """The source's weights for a model with `model`'s layer counts: the kept layers of each stack
+    renumbered 0, 1, ...; everything else as it is."""
+    saved = state["config"]["model"]
+    renumber = {
+        stack: {
+            f"{stack}.{old}.": f"{stack}.{new}."
+            for new, old in enumerate(spaced_layers(saved[key], getattr(model, key)))
+        }
+        for stack, key in (("encoder", "encoder_layers"), ("decoder", "decoder_layers"))
+    }
+    weights = {}
+    for name, tensor in state["model"].items():
+        stack = name.split(".")[0]
+        if stack not in renumber:
+            weights[name] = tensor
+            continue
+        prefix = ".".join(name.split(".")[:2]) + "."
+        if prefix in renumber[stack]:
+            weights[renumber[stack][prefix] + name[len(prefix) :]] = tensor
+    return weights
 
 
 def freeze(model: nn.Module, parts: list[str]) -> None:

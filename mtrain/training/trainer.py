@@ -36,7 +36,7 @@ from mtrain.model.transformer import Transformer
 from mtrain.run import checkpoint
 from mtrain.run.averaging import average_run
 from mtrain.run.metrics import MetricsLog
-from mtrain.training.initial import InitSource, freeze
+from mtrain.training.initial import InitSource, freeze, student_weights
 from mtrain.training.progress import (
     LogWindow,
     Progress,
@@ -121,7 +121,7 @@ class Trainer:
 
     def initialize(self, source: InitSource) -> None:
         """A new run from train.init_from's weights; everything else starts fresh."""
-        self.model.load_state_dict(source.state["model"])
+        self.model.load_state_dict(student_weights(source.state, self.config.model))
         self.init_from = source.provenance
         self.metrics.write({"kind": "init_from", "step": 0, **self.init_from})
         log.info("starting from the weights of %s (step %d, sha256 %s)", *self.init_from.values())
