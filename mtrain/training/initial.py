@@ -10,9 +10,9 @@ every checkpoint, metrics.jsonl and the report.
 
 Fewer layers make a student that starts from its teacher ("shrink and fine-tune", Shleifer and
 Rush, 2020): it keeps the embeddings and takes evenly spaced layers of each stack, the first and
-the last among them, which trains to the teacher's quality much faster than a student from random
-weights. With sequence-level distillation (`mtrain distill`) it is how a shallow-decoder student
-gets within a point of its teacher in minutes on a CPU.
+the last among them. It starts far closer to the teacher than random weights do: the distillation
+recipe's one-decoder-layer student reaches 35.9 test BLEU in 20 CPU minutes (its teacher: 38.7),
+where one from random weights had 3.1 after 12 (docs/guides/distillation.md).
 """
 
 from __future__ import annotations
