@@ -14,10 +14,12 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mtrain.config_io import load_config  # noqa: E402
-from mtrain.data.filters import check, pair_tests  # noqa: E402
+from mtrain.data.filters import Side, check, pair_tests  # noqa: E402
 
 
 def main() -> None:
@@ -34,11 +36,13 @@ def main() -> None:
         Path(f"{args.corpus}.{suffix}").read_text(encoding="utf-8").splitlines() for suffix in ("en", "de", "noise")
     )
     by_kind, dropped_by = Counter(kinds), defaultdict(Counter)
-    for s, t, kind in zip(en, de, kinds):
-        s, t = " ".join(s.split()), " ".join(t.split())
-        name = next((name for name, test in tests if test(s, t)), None)
-        if name is not None:
-            dropped_by[kind][name] += 1
+    sides = Side([" ".join(s.split()) for s in en]), Side([" ".join(t.split()) for t in de])
+    alive = np.ones(len(kinds), dtype=bool)
+    for name, test in tests:  # a pair counts for the first filter that drops it, as in prepare
+        dropped = test(*sides, alive) & alive
+        for i in np.flatnonzero(dropped):
+            dropped_by[kinds[i]][name] += 1
+        alive &= ~dropped
     names = [name for name, _ in tests]
     print("| kind | pairs | dropped | " + " | ".join(names) + " |")
     print("|---|---|---|" + "---|" * len(names))

@@ -3,14 +3,18 @@ the same result in one process and in worker processes, and the refusals."""
 
 from __future__ import annotations
 
+import difflib
 import json
+import random
+import re
 
+import numpy as np
 import pytest
 
 from mtrain.config import FilterConfig
 from mtrain.data import clean
 from mtrain.data.demo import generate
-from mtrain.data.filters import filter_pairs, pair_tests
+from mtrain.data.filters import BAD_CHARACTERS, BLOCKS, Side, filter_pairs, numbers, pair_tests
 from mtrain.data.prepare import fingerprint, prepare
 from mtrain.errors import MtrainError
 
@@ -55,6 +59,58 @@ def test_numbers_and_copies_look_past_formatting():
     }
     kept = run_filters({"copy": True}, [("The house is red.", "Das Haus ist rot.")])
     assert kept[2] == {"copy": 0}
+
+
+# The filters' definitions, one pair at a time in plain Python: what the chunk-at-a-time checks
+# (numpy tables, one regular expression pass per chunk) must give, character for character
+def _letters(text):
+    return sum(map(str.isalpha, text))
+
+
+def _letter_share(text):
+    chars = len(text) - text.count(" ")
+    return _letters(text) / chars if chars else 0.0
+
+
+def _non_latin_share(text):
+    outside = _letters(re.sub(f"[{BLOCKS['Latin']}]", "", text))
+    return outside / _letters(text) if _letters(text) else 0.0
+
+
+def _copy(s, t):
+    a, b = (re.sub(r"[\W_]+", "", x.lower()) for x in (s, t))
+    words_a, words_b = set(s.lower().split()), set(t.lower().split())
+    similar = difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= 0.9
+    return a == b or (similar and 2 * len(words_a & words_b) >= min(len(words_a), len(words_b)))
+
+
+PLAIN = {
+    "control_chars": lambda s, t: any(BAD_CHARACTERS.search(x) for x in (s, t)),
+    "max_token_chars": lambda s, t: any(len(w) > 30 for x in (s, t) for w in re.split(r"\s", x)),
+    "min_letters": lambda s, t: min(_letter_share(s), _letter_share(t)) < 0.5,
+    "max_other_script": lambda s, t: max(_non_latin_share(s), _non_latin_share(t)) > 0.2,
+    "numbers": lambda s, t: numbers(s) != numbers(t),
+    "copy": _copy,
+}
+
+
+def test_chunk_checks_give_what_each_filter_defines_pair_by_pair():
+    rng = random.Random(3)
+    pieces = list("abcXYZ äöüßÉİΣσς 0123456789.,_-!?\t\x07\x7f\ufffd\ud800\ufdd0\u0307") + [
+        "Женщина", "日本語", "\U00020000", "https://example.com/" + "z" * 20, "1,000.5", "1.000,5", "ΣΑΣ", ""
+    ]  # fmt: skip
+    src = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    tgt = [rng.choice([s, s.upper(), s + "!", src[rng.randrange(len(src))]]) for s in src]
+    tests = dict(pair_tests(FilterConfig(**ALL_ON), "en", "de", []))
+    sides, everything = (Side(src), Side(tgt)), np.ones(len(src), dtype=bool)
+    for name, plain in PLAIN.items():
+        expected = [plain(s, t) for s, t in zip(src, tgt)]
+        assert tests[name](*sides, everything).tolist() == expected, name
+        assert 100 < sum(expected) < len(src) - 100, name  # the sample exercises both outcomes
+        if name in ("numbers", "copy"):  # the costly checks look only at the pairs still kept
+            even = np.arange(len(src)) % 2 == 0
+            assert tests[name](*sides, even).tolist() == (np.array(expected) & even).tolist(), name
+    assert Side([]).count(np.ones(0x110000, dtype=bool)).tolist() == []
 
 
 def noisy_corpus(directory, count=1200):

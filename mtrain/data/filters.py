@@ -8,7 +8,10 @@ before training (OpusCleaner's filters in Mozilla's translations pipeline, Maria
 language-id and ratio filters, OpenNMT-py's clean transform). Each filter here is off by
 default, counts what it drops under its own name (the config key), and can be skipped per
 corpus (`skip_filters`). Filters run in prepare's worker processes, chunk by chunk: they
-depend on the pair alone, so the result does not depend on the number of workers.
+depend on the pair alone, so the result does not depend on the number of workers. The character
+checks look every character of a chunk up in tables indexed by code point (numpy), and the costly
+checks (copies, numbers, CLD2) read only the pairs the cheaper ones kept: filtering costs a
+fraction of encoding (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import functools
 import re
 from dataclasses import asdict
 from typing import Callable
+
+import numpy as np
 
 from mtrain.config import FilterConfig
 from mtrain.config_checks import FILTERS
@@ -58,7 +63,8 @@ LANGUAGE_SCRIPTS = {  # the scripts a language is written in
 DIGIT = re.compile(r"\d")
 BAD_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-NOT_WORD = re.compile(r"[\W_]+")
+UNICODE = 0x110000  # code points
+NEWLINE = ord("\n")
 
 
 def enabled(filters: FilterConfig) -> list[str]:
@@ -111,104 +117,204 @@ def known_languages() -> set[str]:
 
 def language_matches(text: str, lang: str, threshold: float) -> bool:
     """Whether CLD2 (Google's Compact Language Detector 2, its tables compiled into pycld2) finds
-    `lang` to be the main language of `text`, covering at least `threshold` of it."""
+    `lang` to be the main language of `text`, covering at least `threshold` of it. The text is read
+    as plain text (CLD2 would otherwise skip what looks like HTML tags and entities)."""
     try:
-        _, _, ((_, code, percent, _), *_) = _cld2().detect(text, bestEffort=True)
+        _, _, ((_, code, percent, _), *_) = _cld2().detect(text, isPlainText=True, bestEffort=True)
     except (UnicodeEncodeError, _cld2().error):  # lone surrogates, or bytes CLD2 refuses: not the language
         return False
     return _language(code) == lang and percent >= 100 * threshold
 
 
-def is_copy(src: str, tgt: str, similarity: float) -> bool:
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+class Side:
+    """One side of a chunk of pairs as a single text and its code points, so that the character
+    filters look up every character in a table (indexed by code point) at numpy speed: one pass
+    over the chunk instead of Python calls per line and character."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self.text = "\n".join(lines)  # cleaned lines hold no newline
+        self.points = _code_points(self.text).astype(np.intp)  # an index into the tables
+        breaks = np.flatnonzero(self.points == NEWLINE)
+        self.starts = np.concatenate(([0], breaks + 1)) if lines else breaks
+        self.ends = np.concatenate((breaks, [len(self.points)])) if lines else breaks
+
+    def count(self, table: np.ndarray) -> np.ndarray:
+        """Per line, how many of its characters the table marks."""
+        if not len(self.points):
+            return np.zeros(len(self.lines), dtype=np.int32)
+        counts = np.add.reduceat(table[self.points], self.starts, dtype=np.int32)
+        counts[self.starts == self.ends] = 0  # reduceat gives an empty line its next character
+        return counts
+
+    @functools.cached_property
+    def letters(self) -> np.ndarray:
+        """Per line, its letters (min_letters and max_other_script both need them)."""
+        return self.count(_tables()["alpha"])
+
+    def lines_with(self, table: np.ndarray) -> np.ndarray:
+        """Per line, whether a character of it is marked."""
+        return self._lines_at(np.flatnonzero(table[self.points]))
+
+    def lines_with_run(self, table: np.ndarray, longer_than: int) -> np.ndarray:
+        """Per line, whether it holds a run of unmarked characters longer than `longer_than` (a
+        long token, with the table marking white space, the newlines between lines included)."""
+        marked = np.concatenate(([-1], np.flatnonzero(table[self.points]), [len(self.points)]))
+        long_run = np.diff(marked) - 1 > longer_than
+        return self._lines_at(marked[:-1][long_run] + 1)
+
+    def _lines_at(self, offsets: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(self.lines), dtype=bool)
+        found[np.searchsorted(self.starts, offsets, side="right") - 1] = True
+        return found
+
+    def share(self, part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+        """part / whole per line, 0 where whole is 0."""
+        return np.divide(part, whole, out=np.zeros(len(self.lines)), where=whole > 0)
+
+    def normalized(self) -> list[str]:
+        """Each line lowercased, with its letters and digits only (what re's [\\W_]+ leaves)."""
+        lowered = _code_points(self.text.lower())
+        kept = lowered[_tables()["alnum"][lowered] | (lowered == NEWLINE)]
+        return kept.tobytes().decode("utf-32-le", "surrogatepass").split("\n")
+
+
+@functools.lru_cache(maxsize=1)
+def _tables() -> dict[str, np.ndarray]:
+    """Per code point: letter (str.isalpha), letter or digit (str.isalnum, re's \\w less _), white
+    space (str.isspace, re's \\s), the space character, decimal digit (re's \\d), BAD_CHARACTERS.
+    Built once per process (half a second), and only when a filter is on."""
+    everything = _everything()
+    return {
+        "alpha": np.fromiter(map(str.isalpha, everything), dtype=bool, count=UNICODE),
+        "alnum": np.fromiter(map(str.isalnum, everything), dtype=bool, count=UNICODE),
+        "space": np.fromiter(map(str.isspace, everything), dtype=bool, count=UNICODE),
+        "blank": np.arange(UNICODE) == ord(" "),
+        "digit": _matched(DIGIT, everything),
+        "bad": _matched(BAD_CHARACTERS, everything),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _everything() -> str:
+    """Every code point, in order: what the tables are made from."""
+    return "".join(map(chr, range(UNICODE)))
+
+
+def _matched(pattern: re.Pattern, everything: str) -> np.ndarray:
+    marked = np.zeros(UNICODE, dtype=bool)
+    for m in pattern.finditer(everything):
+        marked[m.start() : m.end()] = True
+    return marked
+
+
+@functools.lru_cache(maxsize=None)
+def _letters_outside(lang: str) -> np.ndarray:
+    """Per code point, whether it is a letter outside the language's scripts."""
+    scripts = re.compile("[" + "".join(BLOCKS[s] for s in LANGUAGE_SCRIPTS[lang]) + "]+")
+    return _tables()["alpha"] & ~_matched(scripts, _everything())
+
+
+def letter_shares(side: Side) -> np.ndarray:
+    """Letters among the non-space characters of each line (cleaned text has single spaces only)."""
+    return side.share(side.letters, side.ends - side.starts - side.count(_tables()["blank"]))
+
+
+def other_script_shares(side: Side, lang: str) -> np.ndarray:
+    """Letters outside the language's scripts, among all letters of each line."""
+    return side.share(side.count(_letters_outside(lang)), side.letters)
+
+
+def copies(src: Side, tgt: Side, alive: np.ndarray, similarity: float) -> np.ndarray:
     """The same text on both sides (letters and digits, lowercased), or nearly: difflib's ratio of
     the two at least `similarity`, tried only for sides of similar length that share at least half
-    of their words (what near-copies do; the check is cheap, difflib is not)."""
-    a, b = NOT_WORD.sub("", src.lower()), NOT_WORD.sub("", tgt.lower())
-    if a == b:
-        return True
-    if 2 * min(len(a), len(b)) < similarity * (len(a) + len(b)):  # difflib's real_quick_ratio bound
-        return False
+    of their words (what near-copies do; the checks are cheap, difflib is not)."""
+    a_lines, b_lines = src.normalized(), tgt.normalized()
+    a_len, b_len = (np.array([len(x) for x in lines]) for lines in (a_lines, b_lines))
+    similar_length = 2 * np.minimum(a_len, b_len) >= similarity * (a_len + b_len)  # difflib's real_quick_ratio
+    found = np.zeros(len(src.lines), dtype=bool)
+    for i in np.flatnonzero(alive & similar_length).tolist():  # identical sides have the same length
+        a, b = a_lines[i], b_lines[i]
+        found[i] = a == b or _near_copy(src.lines[i], tgt.lines[i], a, b, similarity)
+    return found
+
+
+def _near_copy(src: str, tgt: str, a: str, b: str, similarity: float) -> bool:
     words_a, words_b = set(src.lower().split()), set(tgt.lower().split())
     if 2 * len(words_a & words_b) < min(len(words_a), len(words_b)):
         return False
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= similarity
 
 
-def has_bad_characters(text: str) -> bool:
-    """Control characters (tab aside), U+FFFD (what undecodable bytes became), lone surrogates or
-    Unicode noncharacters."""
-    return BAD_CHARACTERS.search(text) is not None
-
-
-@functools.lru_cache(maxsize=8)
-def _letter_count(text: str) -> int:
-    """Letters in a text (cached: min_letters and max_other_script both count them)."""
-    return sum(map(str.isalpha, text))
-
-
-def letter_share(text: str) -> float:
-    """Letters among the non-space characters (cleaned text has single spaces only)."""
-    chars = len(text) - text.count(" ")
-    return _letter_count(text) / chars if chars else 0.0
-
-
-@functools.lru_cache(maxsize=None)
-def _in_scripts(lang: str) -> re.Pattern:
-    return re.compile("[" + "".join(BLOCKS[s] for s in LANGUAGE_SCRIPTS[lang]) + "]+")
-
-
-def other_script_share(text: str, lang: str) -> float:
-    """Letters outside the language's scripts, among all letters: what is left once the scripts'
-    characters are taken out (ASCII text, for Latin-script languages, at once)."""
-    letters = _letter_count(text)
-    if not letters or (text.isascii() and "Latin" in LANGUAGE_SCRIPTS[lang]):
-        return 0.0
-    return sum(map(str.isalpha, _in_scripts(lang).sub("", text))) / letters
-
-
 def numbers(text: str) -> list[str]:
     """The numbers of a text, separators removed (1,000.5 and 1.000,5 both read 10005), sorted."""
-    if not DIGIT.search(text):
-        return []
     return sorted(n.replace(",", "").replace(".", "") for n in NUMBER.findall(text))
 
 
-def pair_tests(filters: FilterConfig, src_lang: str, tgt_lang: str, skip: list[str]) -> list[tuple[str, Callable]]:
-    """(name, test) of each filter on for this corpus; a test returns True to drop the pair."""
-    f, (src, tgt) = filters, (_language(src_lang), _language(tgt_lang))
-    long_token = re.compile(f"\\S{{{f.max_token_chars + 1},}}")
-    threshold = f.langid_threshold
-    tests = {
-        "langid": lambda s, t: not (language_matches(s, src, threshold) and language_matches(t, tgt, threshold)),
-        "copy": lambda s, t: is_copy(s, t, f.copy_similarity),
-        "control_chars": lambda s, t: has_bad_characters(s) or has_bad_characters(t),
-        "min_letters": lambda s, t: min(letter_share(s), letter_share(t)) < f.min_letters,
-        "max_other_script": lambda s, t: (
-            max(other_script_share(s, src), other_script_share(t, tgt)) > f.max_other_script
+def different_numbers(src: Side, tgt: Side, alive: np.ndarray) -> np.ndarray:
+    """Pairs whose sides hold different numbers; only pairs with a digit on a side are read."""
+    found = np.zeros(len(src.lines), dtype=bool)
+    digits = _tables()["digit"]
+    for i in np.flatnonzero(alive & (src.lines_with(digits) | tgt.lines_with(digits))).tolist():
+        found[i] = numbers(src.lines[i]) != numbers(tgt.lines[i])
+    return found
+
+
+def wrong_language(src: Side, tgt: Side, alive: np.ndarray, langs: tuple[str, str], threshold: float) -> np.ndarray:
+    """Pairs where CLD2 does not find each side's language (asked only of pairs still kept)."""
+    found = np.zeros(len(src.lines), dtype=bool)
+    for i in np.flatnonzero(alive).tolist():
+        s, t = src.lines[i], tgt.lines[i]
+        found[i] = not (language_matches(s, langs[0], threshold) and language_matches(t, langs[1], threshold))
+    return found
+
+
+def _either(src: Side, tgt: Side, check: Callable, *args) -> np.ndarray:  # noqa: ANN002
+    return check(src, *args) | check(tgt, *args)
+
+
+Test = Callable[[Side, Side, np.ndarray], np.ndarray]  # (sources, targets, pairs still kept) -> pairs to drop
+
+
+def pair_tests(filters: FilterConfig, src_lang: str, tgt_lang: str, skip: list[str]) -> list[tuple[str, Test]]:
+    """(name, test) of each filter on for this corpus; a test marks the pairs it drops among those
+    still kept (the costly ones look at no others)."""
+    f, langs = filters, (_language(src_lang), _language(tgt_lang))
+    tests: dict[str, Test] = {
+        "control_chars": lambda s, t, alive: _either(s, t, Side.lines_with, _tables()["bad"]),
+        "max_token_chars": lambda s, t, alive: _either(
+            s, t, Side.lines_with_run, _tables()["space"], f.max_token_chars
         ),
-        "max_token_chars": lambda s, t: long_token.search(s) is not None or long_token.search(t) is not None,
-        "numbers": lambda s, t: numbers(s) != numbers(t),
+        "min_letters": lambda s, t, alive: np.minimum(letter_shares(s), letter_shares(t)) < f.min_letters,
+        "max_other_script": lambda s, t, alive: (
+            np.maximum(other_script_shares(s, langs[0]), other_script_shares(t, langs[1])) > f.max_other_script
+        ),
+        "numbers": different_numbers,
+        "copy": lambda s, t, alive: copies(s, t, alive, f.copy_similarity),
+        "langid": lambda s, t, alive: wrong_language(s, t, alive, langs, f.langid_threshold),
     }
     # the cheap character checks first, language identification last: a pair is dropped by the first that fires
-    order = ("control_chars", "max_token_chars", "min_letters", "max_other_script", "numbers", "copy", "langid")
     on = set(enabled(filters)) - set(skip)
-    return [(name, tests[name]) for name in order if name in on]
+    return [(name, test) for name, test in tests.items() if name in on]
 
 
 def filter_pairs(
-    src: list[str], tgt: list[str], tests: list[tuple[str, Callable]]
+    src: list[str], tgt: list[str], tests: list[tuple[str, Test]]
 ) -> tuple[list[str], list[str], dict[str, int], dict[str, list]]:
-    """The pairs no test drops; per filter, how many it dropped and the first SAMPLES of them."""
-    counts = {name: 0 for name, _ in tests}
-    samples: dict[str, list] = {name: [] for name, _ in tests}
-    kept_src, kept_tgt = [], []
-    for s, t in zip(src, tgt):
-        dropped_by = next((name for name, test in tests if test(s, t)), None)
-        if dropped_by is None:
-            kept_src.append(s)
-            kept_tgt.append(t)
-            continue
-        counts[dropped_by] += 1
-        if len(samples[dropped_by]) < SAMPLES:
-            samples[dropped_by].append((s, t))
-    return kept_src, kept_tgt, counts, samples
+    """The pairs no test drops; per filter, how many it dropped and the first SAMPLES of them. A
+    pair counts for the first filter that drops it."""
+    if not tests:
+        return src, tgt, {}, {}
+    counts, samples = {}, {}
+    sides, alive = (Side(src), Side(tgt)), np.ones(len(src), dtype=bool)
+    for name, test in tests:
+        dropped = np.flatnonzero(test(*sides, alive) & alive)
+        counts[name] = len(dropped)
+        samples[name] = [(src[i], tgt[i]) for i in dropped[:SAMPLES]]
+        alive[dropped] = False
+    kept = np.flatnonzero(alive).tolist()
+    return [src[i] for i in kept], [tgt[i] for i in kept], counts, samples
