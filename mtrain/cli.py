@@ -7,12 +7,15 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -90,7 +93,8 @@ def user_errors(command: Callable) -> Callable:
     def wrapper(*args: object, **kwargs: object) -> object:
         _setup_logging()
         try:
-            return command(*args, **kwargs)
+            with _terminate_as_interrupt():
+                return command(*args, **kwargs)
         except MtrainError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
@@ -110,6 +114,21 @@ def user_errors(command: Callable) -> Callable:
             raise typer.Exit(0)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's or `kill`'s stop) unwinds like Ctrl-C: every half-written file is
+    removed on the way out instead of the process dying where it stands. Training and serving
+    install their own handlers (save and stop, drain) while they run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _config(path: Path, overrides: Optional[list[str]]):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 import typing
 from pathlib import Path
@@ -115,8 +114,34 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+MAX_NODES = 100_000  # values in a config tree once aliases are expanded; real configs hold a few hundred
+
+
+def plain_copy(value: Any) -> Any:
+    """A deep copy of a YAML tree that we may change, refusing a tree that refers to itself
+    (`data: &x {self: *x}`) or whose aliases expand past MAX_NODES values (a few hundred bytes
+    of nested aliases can stand for billions: "billion laughs")."""
+    count = 0
+
+    def copy(node: Any, ancestors: tuple[int, ...]) -> Any:
+        nonlocal count
+        count += 1
+        if count > MAX_NODES:
+            raise MtrainError(f"the config expands to more than {MAX_NODES} values (aliases); write the values out")
+        if isinstance(node, (dict, list)):
+            if id(node) in ancestors:
+                raise MtrainError("the config refers to itself (an alias inside its own anchor); write the values out")
+            inner = (*ancestors, id(node))
+            if isinstance(node, dict):
+                return {key: copy(item, inner) for key, item in node.items()}
+            return [copy(item, inner) for item in node]
+        return node
+
+    return copy(value, ())
+
+
 def from_dict(values: dict, overrides: list[str] = ()) -> Config:
-    tree = json.loads(json.dumps(values))  # a deep copy we may change
+    tree = plain_copy(values)
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value)

@@ -2,9 +2,13 @@
 
 Every file mtrain writes for later use (checkpoints, config.yaml, translations, prepared data)
 is written under a temporary name in the same directory and renamed over the final name:
-a reader sees the old file or the new one, never a mix. The temporary name carries the
-writer's pid, so a later run can tell the leftovers of a killed process from the files of a
-live one. This module imports no torch, so the config and the CLI can use it cheaply.
+a reader sees the old file or the new one, never a mix. A temporary name starts with
+`.mtrain~` (a prefix no user file has) and carries the writer's host and pid, so a later run
+removes only what mtrain provably wrote, and of that only the leftovers of a killed process on
+this host, never a live writer's (a pid check alone is no proof of authorship: `notes.tmp-1999`
+is a user's file). Each writer clears the dead leftovers of the path it writes before it
+writes, so a command killed with kill -9 leaves litter only until that command runs again.
+This module imports no torch, so the config and the CLI can use it cheaply.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import errno
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,15 +36,36 @@ DISK_ERRORS = {
 }
 
 
-def temporary_name(path: Path) -> Path:
-    """`.{name}.{pid}.tmp` beside `path`: hidden, and traceable to the process writing it."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+TEMPORARY_PREFIX = ".mtrain~"
+
+
+def _host() -> str:
+    return socket.gethostname().replace("~", "-").replace("/", "-") or "localhost"
+
+
+def temporary_name(path: Path, role: str = "tmp") -> Path:
+    """`.mtrain~{role}~{host}~{pid}~{name}` beside `path`: hidden, mtrain's by its prefix, and traceable
+    to the process writing it. `role` is "tmp" for what is being written, "old" for what is being
+    replaced."""
+    path = Path(path)
+    return path.with_name(f"{TEMPORARY_PREFIX}{role}~{_host()}~{os.getpid()}~{path.name}")
+
+
+def parse_temporary(name: str) -> tuple[str, int, str] | None:
+    """(host, pid, the final name) of a name `temporary_name` made, else None."""
+    if not name.startswith(TEMPORARY_PREFIX):
+        return None
+    parts = name[len(TEMPORARY_PREFIX) :].split("~", 3)
+    if len(parts) != 4 or parts[0] not in ("tmp", "old") or not parts[2].isdigit() or not parts[3]:
+        return None
+    return parts[1], int(parts[2]), parts[3]
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write(temporary_path)`, make the bytes durable, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
     tmp = temporary_name(path)
     try:
         write(tmp)
@@ -57,6 +83,7 @@ def atomic_text_output(path: Path) -> Iterator[TextIO]:
     """A text file to write bit by bit that appears at `path` only when the block ends without an
     error (a stream written as it is translated, say): before, `path` keeps what it held."""
     path = Path(path)
+    remove_stale_temporaries(path.parent, path.name)
     tmp = temporary_name(path)
     try:
         with open(tmp, "w", encoding="utf-8") as out:
@@ -102,37 +129,33 @@ def process_alive(pid: int) -> bool:
     """Whether a process with this id exists on this machine."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # none, or a number no pid can be
         return False
     except PermissionError:  # exists, owned by someone else
         return True
     return True
 
 
-def _writer_pid(name: str) -> int | None:
-    """The pid in a temporary name: `.x.PID.tmp` (files), `data.tmp-PID` and `data.old-PID` (prepared data)."""
-    if name.startswith(".") and name.endswith(".tmp"):
-        pid = name[:-4].rsplit(".", 1)[-1]
-    else:
-        pid = next((name.rsplit(marker, 1)[1] for marker in (".tmp-", ".old-") if marker in name), "")
-    return int(pid) if pid.isdigit() else None
-
-
-def remove_stale_temporaries(directory: Path, prefix: str = "") -> list[Path]:
-    """Delete the temporary files and directories that killed processes left in `directory`
-    (their pid no longer runs), only those named after `prefix` when given; returns what was removed."""
-    removed = []
-    if not Path(directory).is_dir():
+def remove_stale_temporaries(directory: Path, name: str = "") -> list[Path]:
+    """Delete what killed mtrain processes of this host left in `directory` (temporary files and
+    directories, and the old versions they were replacing), only those for the final name `name`
+    when given; returns what was removed. Nothing without mtrain's prefix is ever touched."""
+    removed: list[Path] = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:  # no such directory, or not readable: nothing of ours to clear
         return removed
-    for path in Path(directory).iterdir():
-        if prefix and not path.name.lstrip(".").startswith(prefix + "."):
+    for path in entries:
+        parsed = parse_temporary(path.name)
+        if parsed is None or (name and parsed[2] != name):
             continue
-        pid = _writer_pid(path.name)
-        if pid is None or pid == os.getpid() or process_alive(pid):
+        host, pid, _ = parsed
+        if host != _host() or pid == os.getpid() or process_alive(pid):
             continue
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink()
         removed.append(path)
     return removed

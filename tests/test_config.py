@@ -75,6 +75,11 @@ def test_overrides_are_typed(tmp_path):
         load_config(path, ["train.max_steps"])
 
 
+LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)  # 9 levels of 9 aliases (72 in all): 9**9 values once expanded, in under 500 bytes
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -137,6 +142,9 @@ def test_overrides_are_typed(tmp_path):
         ("data: {src_lang: x/y, train: {demo: 10}}\n", "data.src_lang 'x/y' must be a language code"),
         ("data: {train: {demo: 10}}\nmodel: {d_model: 256}\nmodel: {heads: 2}\n", "key 'model' appears twice .*line 3"),
         ("a: &a [1]\nb: [" + ", ".join(["*a"] * 150) + "]\n", "uses 150 aliases \\(\\*name\\); at most 100"),
+        (LAUGHS, "expands to more than 100000 values"),
+        ("data: &x {self: *x}\n", "refers to itself"),
+        ("train: {seed: 2024-01-01}\ndata: {train: {demo: 10}}\n", "'train.seed' must be int"),
     ],
 )
 def test_config_mistakes(tmp_path, text, message):

@@ -5,6 +5,7 @@ student trains on it and exports, and bad teachers are one-line errors."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from mtrain.commands import distill
 from mtrain.commands.translate import open_engine
 from mtrain.config_io import save_config
+from mtrain.errors import MtrainError
 from mtrain.run import checkpoint
 
 from helpers import ROOT, run_cli, tiny_config
@@ -81,8 +83,35 @@ def test_an_interrupted_distillation_resumes_to_the_identical_corpus(demo_run, t
     assert calls == [60]  # only the unfinished chunk was translated
     for lang in ("en", "de"):
         assert Path(f"{resumed}.{lang}").read_bytes() == Path(f"{whole}.{lang}").read_bytes()
-    with pytest.raises(Exception, match="holds a distillation by other teachers, settings or sources"):
+    with pytest.raises(Exception, match="holds a distillation of other sources, or by other teachers, engine"):
         distill.distill_corpus(engine, sources, folder, {"t": 2}, "en", "de")
+
+
+def test_other_sources_of_the_same_count_are_distilled_again_not_reused(demo_run, tmp_path):
+    """With the default engine (CTranslate2 int8, as `mtrain distill` chooses it), distill.json
+    records what made the corpus; sources replaced by other sentences of the same count are
+    refused, not reused."""
+    sources = distill.training_sources(student(tmp_path))
+    corpus = tmp_path / "corpus"
+    for lang, lines in (("en", sources), ("de", sources)):
+        Path(f"{corpus}.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    config = tiny_config(tmp_path / "student", data={"train": {"path": str(corpus)}})
+    teacher = demo_run / "checkpoint_avg.pt"
+
+    def run():
+        return distill.distill_command(
+            config, [teacher], lambda _: open_engine(teacher, engine="ctranslate2"), lambda c: {}, None
+        )
+
+    run()
+    record = json.loads((tmp_path / "student" / "distilled" / "distill.json").read_text())
+    assert record["engine"]["name"] == "ctranslate2" and record["engine"]["quantization"] == "int8"
+    assert record["sources"]["lines"] == STUDENT_PAIRS and len(record["sources"]["sha256"]) == 64
+    run()  # the same sources: found complete
+    shuffled = sources[1:] + sources[:1]  # other sentences in each line, the same count
+    Path(f"{corpus}.en").write_text("".join(line + "\n" for line in shuffled), encoding="utf-8")
+    with pytest.raises(MtrainError, match="holds a distillation of other sources"):
+        run()
 
 
 def test_the_student_trains_on_the_distilled_corpus_and_exports(demo_run, tmp_path):
@@ -134,13 +163,9 @@ def test_bad_teachers_are_one_line_errors(demo_run, tmp_path):
     for config, teacher, message in cases:
         result = run_cli("distill", "--config", str(config), "--teacher", str(teacher))
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
-    result = run_cli(
-        "distill",
-        "--config",
-        str(config_file),
-        "--teacher",
-        str(demo_run / "checkpoint_avg.pt"),
-        "--original-weight",
-        "-1",
-    )
-    assert result.returncode == 2 and "--original-weight must be >= 0" in result.stderr
+    for weight in ("-1", "nan", "inf"):
+        result = run_cli(
+            "distill", "--config", str(config_file), "--teacher", str(demo_run / "checkpoint_avg.pt"),
+            "--original-weight", weight,
+        )  # fmt: skip
+        assert result.returncode == 2 and "--original-weight must be a number >= 0" in result.stderr

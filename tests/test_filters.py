@@ -3,7 +3,6 @@ the same result in one process and in worker processes, and the refusals."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import random
 import re
@@ -53,6 +52,21 @@ def test_text_language_identification_cannot_read_is_not_the_language():
     }
 
 
+def test_copies_and_numbers_mean_what_they_say():
+    """Near-copies whose words differ slightly are copies; text without letters or digits is not; a
+    long pair costs no quadratic time; 1.5 is not 15, Arabic-Indic 12 is 12; a chunk may end on an
+    empty line."""
+    copy = [("colour flavour behaviour neighbour", "color flavor behavior neighbor"), ("...", "!!!")]
+    assert run_filters({"copy": True}, copy)[2] == {"copy": 1}
+    long_pair = ("abc def ghij " * 800, "abc def ghik " * 800)  # 10,400 characters a side
+    assert run_filters({"copy": True}, [long_pair])[2] == {"copy": 1}
+    assert numbers("1.5 kg") != numbers("15 kg") and numbers("\u0661\u0662 Katzen") == numbers("12 cats")
+    assert numbers("1,000 or 2.5") == numbers("1.000 oder 2,5")
+    letter_e = np.arange(0x110000) == ord("e")
+    assert Side(["some text", ""]).count(letter_e).tolist() == [2, 0]
+    assert run_filters({"min_letters": 0.5}, [("Fine.", "Gut."), ("", "")])[2] == {"min_letters": 1}
+
+
 def test_numbers_and_copies_look_past_formatting():
     assert run_filters({"numbers": True}, [("It costs 1,000.50 euros.", "Es kostet 1.000,50 Euro.")])[2] == {
         "numbers": 0
@@ -77,11 +91,21 @@ def _non_latin_share(text):
     return outside / _letters(text) if _letters(text) else 0.0
 
 
+def _longest_common_subsequence(a, b):
+    row = [0] * (len(b) + 1)
+    for x in a:
+        diagonal, row[0] = 0, 0
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], diagonal + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
 def _copy(s, t):
+    """Letters and digits, lowercased, non-empty, with 2 x LCS / both lengths >= 0.9."""
     a, b = (re.sub(r"[\W_]+", "", x.lower()) for x in (s, t))
-    words_a, words_b = set(s.lower().split()), set(t.lower().split())
-    similar = difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= 0.9
-    return a == b or (similar and 2 * len(words_a & words_b) >= min(len(words_a), len(words_b)))
+    if not a or 2 * min(len(a), len(b)) < 0.9 * (len(a) + len(b)):  # the lengths alone rule it out
+        return False
+    return 2 * _longest_common_subsequence(a, b) >= 0.9 * (len(a) + len(b))
 
 
 PLAIN = {
@@ -100,7 +124,8 @@ def test_chunk_checks_give_what_each_filter_defines_pair_by_pair():
         "Женщина", "日本語", "\U00020000", "https://example.com/" + "z" * 20, "1,000.5", "1.000,5", "ΣΑΣ", ""
     ]  # fmt: skip
     src = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
-    tgt = [rng.choice([s, s.upper(), s + "!", src[rng.randrange(len(src))]]) for s in src]
+    tgt = [rng.choice([s, s.upper(), s + "!", s[:-1] + "q", src[rng.randrange(len(src))]]) for s in src]
+    src, tgt = src + ["x", ""], tgt + ["", ""]  # the chunk ends on empty lines
     tests = dict(pair_tests(FilterConfig(**ALL_ON), "en", "de", []))
     sides, everything = (Side(src), Side(tgt)), np.ones(len(src), dtype=bool)
     for name, plain in PLAIN.items():

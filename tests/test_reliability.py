@@ -19,6 +19,7 @@ import torch
 from mtrain import files
 from mtrain.data.prepare import prepare
 from mtrain.data.store import PreparedData
+from mtrain.deploy.export import staged_directory
 from mtrain.errors import MtrainError
 from mtrain.run import checkpoint
 from mtrain.run import directory as rundir
@@ -88,9 +89,18 @@ def test_every_checkpoint_is_a_file_of_its_own(finished):
 def flip_weight_bytes(path):
     """Flip 4,000 bytes inside the largest weight's data, where torch.load notices nothing."""
     state = checkpoint.load(path)
-    name = max(state["model"], key=lambda k: state["model"][k].numel())
+    flip_bytes_of(path, max(state["model"].values(), key=lambda t: t.numel()))
+
+
+def flip_optimizer_bytes(path):
+    """Flip bytes inside Adam's second moments of the largest weight: only a resume reads them."""
+    moments = checkpoint.load(path)["optimizer"]["state"].values()
+    flip_bytes_of(path, max((m["exp_avg_sq"] for m in moments), key=lambda t: t.numel()))
+
+
+def flip_bytes_of(path, tensor):
     data = bytearray(path.read_bytes())
-    start = data.find(state["model"][name].numpy().tobytes()[:64])
+    start = data.find(tensor.numpy().tobytes()[:64])
     assert start > 0
     data[start + 100 : start + 4100] = bytes(b ^ 0xFF for b in data[start + 100 : start + 4100])
     path.write_bytes(bytes(data))
@@ -100,6 +110,7 @@ DAMAGE = {  # how checkpoint_last.pt is damaged, and what the error says about i
     "truncated": (lambda last: last.write_bytes(last.read_bytes()[:1000]), "checkpoint_last.pt is unreadable"),
     "deleted": (lambda last: last.unlink(), "checkpoint_last.pt is missing"),
     "flipped bytes": (flip_weight_bytes, "checkpoint_last.pt is unreadable"),
+    "flipped optimizer bytes": (flip_optimizer_bytes, "checkpoint_last.pt is unreadable"),
 }
 
 
@@ -330,24 +341,69 @@ def test_a_manifest_of_random_bytes_is_rebuilt_or_refused_in_one_line(finished, 
     assert prepare(tiny_config(run)).manifest["splits"]["train"]["pairs"] > 0
 
 
-def test_temporaries_of_killed_processes_are_removed_and_a_live_writers_kept(finished, tmp_path):
+def test_only_mtrains_own_temporaries_of_dead_writers_are_removed(finished, tmp_path):
+    """User files that look like temporaries survive (a pid check is no proof of authorship);
+    mtrain's own leftovers of a dead process on this host go; a live writer's, and another host's,
+    stay."""
     run = copy_run(finished, tmp_path / "run")
     dead = int(
         subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
     )
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    def ours(role, pid, name, host=files._host()):
+        return f"{files.TEMPORARY_PREFIX}{role}~{host}~{pid}~{name}"
+
+    users = [
+        run / f"thesis.old-{dead}",
+        run / f"notes.tmp-{dead}",
+        run / f".draft.{dead}.tmp",
+        run / f"data.old-{dead}",
+    ]
+    litter = [
+        run / ours("tmp", dead, "checkpoint_last.pt"),
+        run / ours("tmp", dead, "data"),
+        run / ours("old", dead, "data"),
+    ]
+    kept = [
+        run / ours("tmp", live.pid, "checkpoint_last.pt"),
+        run / ours("tmp", dead, "checkpoint_last.pt", "other-host"),
+    ]
     try:
-        (run / f".checkpoint_last.pt.{dead}.tmp").write_bytes(b"half")
-        (run / f"data.tmp-{dead}").mkdir()
-        (run / f".checkpoint_last.pt.{live.pid}.tmp").write_bytes(b"being written")
+        for path in users[::2] + litter[1:]:
+            path.mkdir()
+            (path / "work.txt").write_text("keep me")
+        for path in users[1::2] + litter[:1] + kept:
+            path.write_bytes(b"half")
         result = run_cli(
             "train", "-c", str(config_file(tmp_path, tiny_config(run, train={"max_steps": 9, "save_every": 3})))
         )
         assert result.returncode == 0, result.stderr
-        assert not (run / f".checkpoint_last.pt.{dead}.tmp").exists() and not (run / f"data.tmp-{dead}").exists()
-        assert (run / f".checkpoint_last.pt.{live.pid}.tmp").exists()
+        assert all(path.exists() for path in users + kept)
+        assert not any(path.exists() for path in litter)
     finally:
         live.kill()
+
+
+def test_every_writer_clears_its_own_dead_leftovers(tmp_path):
+    """What kill -9 of export, average, tune --write or translate -o leaves is cleared by the next
+    write of the same path (and only of that path)."""
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
+    target, other = tmp_path / "model.avg.pt", tmp_path / "other.pt"
+    litter = tmp_path / files.temporary_name(target).name.replace(f"~{os.getpid()}~", f"~{dead}~")
+    elsewhere = tmp_path / files.temporary_name(other).name.replace(f"~{os.getpid()}~", f"~{dead}~")
+    litter.write_bytes(b"half"), elsewhere.write_bytes(b"half")
+    files.atomic_write_text(target, "whole")
+    assert target.read_text() == "whole" and not litter.exists() and elsewhere.exists()
+    folder = tmp_path / "ct2"
+    stale_dir = tmp_path / files.temporary_name(folder).name.replace(f"~{os.getpid()}~", f"~{dead}~")
+    stale_dir.mkdir()
+    with staged_directory(folder, force=False) as staged:
+        staged.mkdir()
+        (staged / "x").write_text("x")
+    assert not stale_dir.exists() and (folder / "x").is_file()
 
 
 # ----------------------------------------------------------------------------- disk faults
@@ -448,9 +504,11 @@ def test_dropout_values_are_not_the_models_shape(finished):
         checkpoint.check_shape(state, tiny_config(finished, model={**TINY_MODEL, "d_ff": 96}), finished)
 
 
-def test_ctrl_c_while_workers_prepare_data_is_one_line_and_leaves_nothing(tmp_path):
-    """SIGINT to the whole process group (what Ctrl-C does) while worker processes clean chunks:
-    one line, exit 130, no traceback from any worker, no data.tmp-PID left."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_an_interrupted_prepare_is_one_line_and_leaves_nothing(tmp_path, stop):
+    """SIGINT to the whole process group (what Ctrl-C does), or SIGTERM to mtrain alone (what kill
+    does), while worker processes clean chunks: one line, exit 130, no traceback from any worker, no
+    temporary left."""
     config = tiny_config(tmp_path / "run", data={"train": {"demo": 120_000}, "valid": {}, "test": {}})
     path = config_file(tmp_path, config)
     process = subprocess.Popen(
@@ -460,12 +518,15 @@ def test_ctrl_c_while_workers_prepare_data_is_one_line_and_leaves_nothing(tmp_pa
     for line in process.stderr:
         if "reading and cleaning" in line:
             time.sleep(0.5)  # the workers are busy with the first chunks
-            os.killpg(process.pid, signal.SIGINT)
+            if stop == "ctrl-c":
+                os.killpg(process.pid, signal.SIGINT)
+            else:
+                process.terminate()
             break
     rest = process.stderr.read()
     assert process.wait(60) == 130, rest
     assert "Traceback" not in rest and rest.strip().splitlines()[-1].startswith("interrupted;")
-    assert not list((tmp_path / "run").glob("data.tmp-*"))
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [rundir.LOCK_FILE]
 
 
 def test_a_full_disk_under_any_command_is_one_line(finished, tmp_path, monkeypatch):

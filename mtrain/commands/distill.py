@@ -10,16 +10,19 @@ references.
 The distilled corpus is plain text in the student's run directory, `distilled/train.{lang}`,
 line-aligned with the training sources. It is written in chunks, each translated, then renamed
 into place whole; an interrupted distillation resumes after the last finished chunk, and a
-`distilled/distill.json` records what made them (teachers, decode settings, sources), so chunks
-of another teacher are never mixed in.
+`distilled/distill.json` records what made them (the teachers' and the sources' SHA-256, the
+decode settings, the engine with its quantization and precision), so translations of other
+sentences, or by another teacher or engine, are never mixed in or reused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -61,10 +64,7 @@ def check_teachers(teachers: list[Path], config: Config) -> dict:
                 f"the student config's tokenizer.model {config.tokenizer.model} is not the teacher's vocabulary; "
                 "leave it out (the student trains its own) or give the teacher's run's data/spm.model"
             )
-    return {
-        "teachers": [{"path": str(p), "sha256": file_digest(Path(p))} for p in teachers],
-        "decode": states[0]["config"]["decode"],
-    }
+    return {"teachers": [{"path": str(p), "sha256": file_digest(Path(p))} for p in teachers]}
 
 
 def training_sources(config: Config) -> list[str]:
@@ -75,6 +75,28 @@ def training_sources(config: Config) -> list[str]:
         for src, _ in corpus_chunks(spec, "train", d.src_lang, d.tgt_lang, size=1 << 16):
             lines += src
     return lines
+
+
+def sources_digest(sources: list[str]) -> str:
+    """SHA-256 of the source lines (each ended by a newline): other sentences with the same line
+    count are other sources."""
+    digest = hashlib.sha256()
+    for line in sources:
+        digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()
+
+
+def engine_identity(engine: TranslationEngine) -> dict:
+    """What decides the teacher's output besides its weights: engine, quantization, precision, decoding."""
+    return {
+        "name": engine.info.get("engine", "torch"),
+        "quantization": getattr(engine, "quantization", None),
+        "precision": getattr(engine, "precision", None),
+        "beam": engine.config.beam,
+        "lenpen": engine.config.lenpen,
+        "max_len_a": engine.config.max_len_a,
+        "max_len_b": engine.config.max_len_b,
+    }
 
 
 def distill_corpus(
@@ -91,10 +113,14 @@ def distill_corpus(
     corpus prefix `folder/train`."""
     folder.mkdir(parents=True, exist_ok=True)
     record, done = folder / "distill.json", folder / f"train.{tgt_lang}"
-    identity = {**identity, "sources": len(sources), "chunk_lines": CHUNK_LINES}
-    if record.is_file() and json.loads(record.read_text()) != identity:
+    identity = {
+        **identity,
+        "sources": {"lines": len(sources), "sha256": sources_digest(sources)},
+        "chunk_lines": CHUNK_LINES,
+    }
+    if record.is_file() and _read_record(record) != identity:
         raise MtrainError(
-            f"{folder} holds a distillation by other teachers, settings or sources ({record}); "
+            f"{folder} holds a distillation of other sources, or by other teachers, engine or settings ({record}); "
             f"delete {folder} to distill again"
         )
     atomic_write_text(record, json.dumps(identity, indent=2) + "\n")
@@ -111,6 +137,13 @@ def distill_corpus(
             progress(len(lines))
     _join(chunks, folder, sources, src_lang, tgt_lang)
     return folder / "train"
+
+
+def _read_record(record: Path) -> object:
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):  # damaged: not the record of this distillation
+        return None
 
 
 def _join(chunks: Path, folder: Path, sources: list[str], src_lang: str, tgt_lang: str) -> None:
@@ -160,12 +193,11 @@ def distill_command(
     original_weight: float = 0.0,
 ) -> dict:
     """Distill, train the student, export it; each step resumes where an earlier run stopped."""
-    if original_weight < 0:
-        raise MtrainError(f"--original-weight must be >= 0 (0: distilled data only), got {original_weight}")
+    if not math.isfinite(original_weight) or original_weight < 0:
+        raise MtrainError(f"--original-weight must be a number >= 0 (0: distilled data only), got {original_weight}")
     identity = check_teachers(teachers, config)
     engine = open_teacher(identity)
-    identity["engine"] = engine.info.get("engine", "torch")
-    identity["decode"] = {"beam": engine.config.beam, "lenpen": engine.config.lenpen}
+    identity["engine"] = engine_identity(engine)
     sources = training_sources(config)
     folder = Path(config.out_dir) / DISTILLED
     log.info("distilling %d training sources with %d teacher(s) into %s", len(sources), len(teachers), folder)

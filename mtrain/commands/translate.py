@@ -65,10 +65,13 @@ def open_engine(
         from mtrain.deploy.ct2_engine import CTranslate2Translator
 
         if model_dir is None:
-            model_dir = cached_ctranslate2(paths[0], quantization or DEFAULT_QUANTIZATION)
+            quantization = quantization or DEFAULT_QUANTIZATION
+            model_dir = cached_ctranslate2(paths[0], quantization)
         elif not Path(model_dir).is_dir():
             raise MtrainError(f"--model {model_dir} is not a directory; give a directory made by mtrain export")
-        return CTranslate2Translator(Path(model_dir), device, threads or default_threads(), **overrides)
+        translator = CTranslate2Translator(Path(model_dir), device, threads or default_threads(), **overrides)
+        translator.quantization = quantization  # None: as the exported directory was written
+        return translator
     set_threads(threads)
     return open_translator(paths, device, precision, **overrides)
 

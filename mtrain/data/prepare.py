@@ -22,7 +22,6 @@ import itertools
 import json
 import logging
 import multiprocessing
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -48,7 +47,7 @@ from mtrain.data.store import (
 )
 from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model
 from mtrain.errors import MtrainError
-from mtrain.files import disk_errors
+from mtrain.files import disk_errors, remove_stale_temporaries, temporary_name
 from mtrain.special import BOS, EOS, PAD, UNK
 
 log = logging.getLogger("mtrain")
@@ -194,7 +193,8 @@ def prepare(config: Config, expected_spm: dict | None = None, given_spm: dict | 
     elif (target / "manifest.json").exists():
         log.info("config or inputs changed since %s was prepared (or its manifest is damaged); rebuilding", target)
 
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(target.parent, target.name)
+    tmp = temporary_name(target)
     try:
         with disk_errors(f"preparing data in {target}", "the data prepared before is intact; free space and run again"):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -350,7 +350,7 @@ def _encode_reference(spec: CorpusConfig, section: str, config: Config, tokenize
 
 def _swap_in(new: Path, target: Path) -> None:
     """Replace `target` by the complete directory `new` (each rename is atomic)."""
-    old = target.with_name(f"{target.name}.old-{os.getpid()}")
+    old = temporary_name(target, "old")
     if target.exists():
         target.rename(old)
     new.rename(target)

@@ -30,6 +30,7 @@ import torch
 
 from mtrain.data.tokenizer import VOCABULARY_FILE
 from mtrain.errors import MtrainError
+from mtrain.files import remove_stale_temporaries, temporary_name
 from mtrain.run import checkpoint
 
 EXPORT_MARKER = "mtrain.json"  # what every exported directory holds beside the engine's files
@@ -96,7 +97,8 @@ def _staging_dir(output: Path, force: bool) -> Path:
                 "only an earlier export; choose a new or empty directory"
             )
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.resolve().with_name(f".{output.resolve().name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(output.resolve().parent, output.resolve().name)
+    tmp = temporary_name(output.resolve())
     shutil.rmtree(tmp, ignore_errors=True)
     return tmp
 
@@ -104,7 +106,7 @@ def _staging_dir(output: Path, force: bool) -> Path:
 def _publish(tmp: Path, output: Path) -> None:
     """Swap the finished temporary directory into place."""
     if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
+        old = temporary_name(output, "old")
         os.replace(output, old)
         os.replace(tmp, output)
         shutil.rmtree(old, ignore_errors=True)

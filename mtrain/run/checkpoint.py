@@ -36,9 +36,37 @@ def weights_checksum(weights: dict[str, torch.Tensor]) -> int:
     return crc
 
 
+def _crc(value: Any, crc: int) -> int:
+    """CRC-32 over a state's tree: its types, keys, tensors' dtypes, shapes and bytes, and values."""
+    if isinstance(value, torch.Tensor):
+        crc = zlib.crc32(f"T{value.dtype}{tuple(value.shape)}".encode(), crc)
+        return zlib.crc32(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
+    if isinstance(value, dict):
+        crc = zlib.crc32(f"D{len(value)}".encode(), crc)
+        for key in sorted(value, key=repr):
+            crc = _crc(value[key], zlib.crc32(repr(key).encode(), crc))
+        return crc
+    if isinstance(value, (list, tuple)):
+        crc = zlib.crc32(f"L{len(value)}".encode(), crc)
+        for item in value:
+            crc = _crc(item, crc)
+        return crc
+    if isinstance(value, bytes):
+        return zlib.crc32(value, zlib.crc32(f"B{len(value)}".encode(), crc))
+    return zlib.crc32(f"{type(value).__name__}:{value!r}".encode(), crc)
+
+
+def state_checksum(state: dict) -> int:
+    """CRC-32 of everything a checkpoint holds besides its checksums: the optimizer's moments, the
+    progress, the random streams, the data order, the config and the vocabularies, so that no flipped
+    byte a resume would read goes unnoticed."""
+    return _crc({k: v for k, v in state.items() if k not in ("checksum", "state_checksum")}, 0)
+
+
 def save(state: dict, path: Path) -> None:
-    """torch.save, atomically (files.write_atomically), with the weights' checksum."""
+    """torch.save, atomically (files.write_atomically), with the weights' checksum and the whole state's."""
     state = {**state, "checksum": weights_checksum(state["model"])}
+    state["state_checksum"] = state_checksum(state)
     write_atomically(Path(path), lambda tmp: _torch_save(state, tmp))
 
 
@@ -77,6 +105,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         raise MtrainError(
             f"{path} is damaged: its weights do not match the checksum saved with them; use another checkpoint "
             "(a numbered one, or train's --recover)"
+        )
+    if "state_checksum" in state and state["state_checksum"] != state_checksum(state):
+        raise MtrainError(
+            f"{path} is damaged: what it holds besides the weights (optimizer state, progress, settings) does not "
+            "match the checksum saved with it; use another checkpoint (a numbered one, or train's --recover)"
         )
     state["spm"].setdefault("vocab", None)  # checkpoints from before imported vocabularies: the same shape
     if state.get("format", FORMAT) != FORMAT:

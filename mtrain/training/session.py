@@ -159,9 +159,7 @@ def set_up_run_dir(
     """Rank 0, under the run's lock: clear leftovers (and, with --restart, the old outputs), prepare
     data, cut metrics back to the resumed step, then (only now) write config.yaml."""
     out_dir = Path(config.out_dir)
-    removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(
-        config.data_dir.parent, prefix=config.data_dir.name
-    )
+    removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(config.data_dir.parent, config.data_dir.name)
     if removed:
         log.info(
             "removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(p.name for p in removed)
