@@ -101,6 +101,9 @@ def user_errors(command: Callable) -> Callable:
         except Interrupted as e:
             typer.echo(str(e), err=True)
             raise typer.Exit(130)
+        except BrokenPipeError:  # `mtrain translate ... | head`
+            sys.stderr.close()
+            raise typer.Exit(0)
         except OSError as e:  # a full disk, a read-only or forbidden place, wherever a command writes
             if e.errno not in DISK_ERRORS:
                 raise
@@ -109,9 +112,6 @@ def user_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:  # Ctrl-C outside training's own handler (preparing data, decoding, ...)
             typer.echo("interrupted; nothing half-written is kept: run the same command again", err=True)
             raise typer.Exit(130)
-        except BrokenPipeError:  # `mtrain translate ... | head`
-            sys.stderr.close()
-            raise typer.Exit(0)
 
     return wrapper
 
@@ -696,6 +696,10 @@ def serve(
         ServeLimits.idle_seconds,
         help="Close a connection whose client sends nothing for this long while the server waits for its request.",
     ),
+    receive_seconds: float = typer.Option(
+        ServeLimits.receive_seconds,
+        help="Close a connection whose request (line, headers, body) has not arrived whole this long after it began.",
+    ),
 ) -> None:
     """Serve translations over HTTP: a page to try the model at /, POST /translate, POST /attention,
     GET /health, /info, /openapi.json.
@@ -710,6 +714,7 @@ def serve(
     limits = ServeLimits(
         max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms,
         max_work=max_work, max_connections=max_connections, drain_seconds=drain_seconds, idle_seconds=idle_seconds,
+        receive_seconds=receive_seconds,
     )  # fmt: skip
     engine_args = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, precision=precision)
     serve_command(lambda: open_engine(**engine_args, threads=threads, quantization=quantization), host, port, limits)

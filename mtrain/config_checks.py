@@ -195,6 +195,7 @@ MAX_WIDTH = 65_536  # model.d_model / d_ff: beyond any trained Transformer, befo
 MAX_HEADS = 1024
 MAX_LAYERS = 1024
 MAX_POSITIONS = 1_000_000  # the position table is max_positions x d_model floats
+MAX_VOCABULARY = 1_048_576  # embedding rows of an imported model: far beyond any subword vocabulary
 MAX_BEAM = 1024  # hypotheses per sentence; far beyond any useful beam, before memory runs out
 MAX_LENPEN = 10.0  # ((5 + |Y|) / 6) ** 10 already favours length beyond any use
 MIN_TEMPERATURE = 1e-6  # logits / temperature stay finite in fp32 and bf16

@@ -108,10 +108,21 @@ def default_threads() -> int:
     return max(1, available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def set_threads(threads: int = 0) -> int:
-    """Use `threads` CPU threads for torch's operations (0: `default_threads()`); returns the number."""
+def check_threads(threads: int) -> None:
+    """Refuse a thread count no machine runs well: more threads than the CPUs this process may use
+    only stall each other, and hundreds of them exhaust a memory limit before any work starts."""
     if not 0 <= threads <= MAX_THREADS:
         raise MtrainError(f"--threads must be from 0 (the default) to {MAX_THREADS}, got {threads}")
+    if threads > available_cpus():
+        raise MtrainError(
+            f"--threads {threads} is more than the {available_cpus()} CPUs this process may use; give at most "
+            f"{available_cpus()} (0: the default)"
+        )
+
+
+def set_threads(threads: int = 0) -> int:
+    """Use `threads` CPU threads for torch's operations (0: `default_threads()`); returns the number."""
+    check_threads(threads)
     count = threads or default_threads()
     torch.set_num_threads(count)
     return count

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -119,10 +120,21 @@ def disk_errors(action: str, then: str = "") -> Iterator[None]:
     what still holds and how to go on ("the previous checkpoint is intact; ...")."""
     try:
         yield
-    except OSError as e:
-        if e.errno not in DISK_ERRORS:
+    except Exception as e:
+        code = error_number(e)
+        if code not in DISK_ERRORS:
             raise
-        raise MtrainError(f"{action} failed: {DISK_ERRORS[e.errno]}{'; ' + then if then else ''}") from None
+        raise MtrainError(f"{action} failed: {DISK_ERRORS[code]}{'; ' + then if then else ''}") from None
+
+
+def error_number(error: BaseException) -> int | None:
+    """The errno behind an exception: an OSError's own, or the one that libraries written in Rust
+    (safetensors, tokenizers) put in their message instead of raising an OSError: "... (os error 28)",
+    or in older versions "IoError(Os { code: 28, kind: StorageFull, ... })"."""
+    if isinstance(error, OSError):
+        return error.errno
+    found = re.search(r"\(os error (\d+)\)|Os \{ code: (\d+)", str(error))
+    return int(found.group(1) or found.group(2)) if found else None
 
 
 def process_alive(pid: int) -> bool:

@@ -253,7 +253,8 @@ BAD_TRANSLATE_OPTIONS = [
     (dict(precision="fp8"), "--precision 'fp8' is not one of auto, fp32, bf16, fp16"),
     (dict(precision="fp16", device="cpu"), "--precision fp16 needs a CUDA device"),
     (dict(engine="onnx"), "--engine 'onnx' is not one of torch, ctranslate2"),
-    (dict(threads=-1), "--threads must be >= 0"),
+    (dict(threads=-1), "--threads must be from 0 (the default) to 1024, got -1"),
+    (dict(threads=1024), "--threads 1024 is more than the"),
     (dict(sampling="top"), "decode.sampling (--sampling) must be topk or multinomial, got 'top'"),
     (dict(sampling="topk", topk=0), "decode.topk (--topk) must be >= 1"),
     (

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -279,14 +280,28 @@ def test_export_bad_inputs_are_one_line_errors_and_leave_nothing(demo, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "not-a-checkpoint.pt"]
 
 
-def test_an_export_that_fails_midway_leaves_no_directory(demo, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Error while serializing: I/O error: No space left on device (os error 28)",
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })',
+    ],
+)
+def test_a_full_disk_in_the_safetensors_writer_is_one_line_and_leaves_no_directory(
+    demo, tmp_path, monkeypatch, message
+):
+    """safetensors (Rust) reports a full disk as a SafetensorError, not an OSError."""
+    from safetensors import SafetensorError
+
     ckpt, _, _ = demo
 
-    def broken_save(self, *args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def broken_save(self, directory, *args, **kwargs):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "model.safetensors").write_bytes(b"half")
+        raise SafetensorError(message)
 
     monkeypatch.setattr(transformers.MarianMTModel, "save_pretrained", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(MtrainError, match="writing .*hf failed: no space left on the device; free some space; nothing"):
         export_huggingface(ExportedCheckpoint(ckpt), tmp_path / "hf")
     assert list(tmp_path.iterdir()) == []
 
@@ -304,6 +319,11 @@ def test_model_dir_must_be_a_ctranslate2_export(demo, tmp_path):
         open_engine(model_dir=tmp_path / "hf")
     with pytest.raises(MtrainError, match="not a model directory exported by mtrain"):
         open_engine(model_dir=tmp_path)
+    export_ctranslate2(ExportedCheckpoint(ckpt), tmp_path / "ct2", quantization="int8")
+    model_bin = tmp_path / "ct2" / "model.bin"
+    model_bin.write_bytes(model_bin.read_bytes()[: model_bin.stat().st_size // 2])
+    with pytest.raises(MtrainError, match="CTranslate2 cannot load .*model.bin .*damaged or incomplete: export"):
+        open_engine(model_dir=tmp_path / "ct2")
 
 
 # ----------------------------------------------------------------------------- the command line

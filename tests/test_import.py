@@ -16,7 +16,8 @@ from mtrain.data.demo import generate
 from mtrain.deploy.ctranslate2 import export_ctranslate2
 from mtrain.deploy.export import ExportedCheckpoint
 from mtrain.deploy.huggingface import export_huggingface
-from mtrain.deploy.marian_import import import_huggingface
+from mtrain.deploy.marian_import import import_huggingface, marian_init_source
+from mtrain.errors import MtrainError
 from mtrain.run import checkpoint
 from mtrain.special import BOS, EOS
 
@@ -52,6 +53,11 @@ def sentencepiece_model(lines: list[str], size: int) -> bytes:
     return buffer.getvalue()
 
 
+# pieces OPUS-MT vocabularies hold beyond the sentencepiece models': a multilingual model's target
+# token, and a piece of the vocabulary no sentencepiece model cuts
+VOCABULARY_ONLY = [">>fra<<", "\u2581qqdoor"]
+
+
 def marian_vocab(*models: bytes) -> dict[str, int]:
     """Marian's vocab.json: </s> 0, <unk> 1, the models' other pieces, <pad> last."""
     pieces = ["</s>", "<unk>"]
@@ -60,7 +66,7 @@ def marian_vocab(*models: bytes) -> dict[str, int]:
         pieces += [
             p for p in map(processor.id_to_piece, range(processor.get_piece_size())) if p not in pieces + ["<s>"]
         ]
-    return {p: i for i, p in enumerate(pieces + ["<pad>"])}
+    return {p: i for i, p in enumerate(pieces + VOCABULARY_ONLY + ["<pad>"])}
 
 
 def opus_mt_directory(tmp_path, separate: bool):
@@ -113,6 +119,9 @@ def test_an_opus_mt_model_computes_what_hugging_face_computes(tmp_path, separate
     source_vocab = json.loads((directory / "vocab.json").read_text())
     target_ids = json.loads((directory / ("target_vocab.json" if separate else "vocab.json")).read_text())
     to_hf = torch.tensor([target_ids.get(p, hf_tokenizer.pad_token_id) for p in state["spm"]["vocab"]["tgt"]])
+    pieces = [i for i in range(len(to_hf)) if i != BOS]  # <s> is the decoder start row, a copy
+    assert sorted(to_hf[pieces].tolist()) == list(range(len(target_ids)))  # every Marian piece, once
+    lines[:2] = [f">>fra<< {lines[0]}", f">>fra<<{lines[1]}"]  # kept whole as MarianTokenizer does
     batch = hf_tokenizer(lines[:4], return_tensors="pt", padding=True)
     ours_src = engine.tokenizer.encode_src(lines[:4])
     assert [
@@ -127,7 +136,13 @@ def test_an_opus_mt_model_computes_what_hugging_face_computes(tmp_path, separate
     with torch.no_grad():
         ours = engine.model(src, tgt)
         theirs = hf_model(**batch, decoder_input_ids=to_hf[tgt]).logits
-    assert (ours - theirs[..., to_hf]).abs().max().item() <= 1e-4
+    # log-probabilities over the whole vocabulary: a dropped or duplicated piece would show
+    assert (ours[..., pieces].log_softmax(-1) - theirs[..., to_hf[pieces]].log_softmax(-1)).abs().max() <= 1e-4
+    # decoding as MarianTokenizer does: <unk> left out, a vocabulary-only piece's "▁" a space
+    output = [engine.tokenizer.tgt_id(p) for p in ("\u2581qqdoor", "<unk>")] + ours[0].argmax(-1).tolist()
+    output = [i for i in output if i != BOS]
+    assert engine.tokenizer.decode_tgt(output) == hf_tokenizer.decode(to_hf[output], skip_special_tokens=True)
+    assert engine.tokenizer.decode_tgt(output).startswith("qqdoor")
 
     greedy = engine.translate(lines, beam=1)
     for line, expected in zip(lines, greedy):  # one at a time: mtrain's length limit is per sentence
@@ -149,7 +164,7 @@ def test_a_marian_directory_starts_a_fine_tuning_run(tmp_path):
         tmp_path / "run",
         data={"train": {"demo": 300}, "valid": {"demo": 20}, "test": {}},
         model={**shape, "activation": "swish", "output_bias": True},
-        train={"init_from": str(directory), "max_steps": 2, "save_every": 0, "log_every": 1},
+        train={"init_from": str(directory), "max_steps": 2, "save_every": 0, "log_every": 1, "lr_scale": 1e-12},
     )
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config.to_dict()))
     result = run_cli("train", "-c", str(tmp_path / "run.yaml"))
@@ -158,8 +173,12 @@ def test_a_marian_directory_starts_a_fine_tuning_run(tmp_path):
     trained = checkpoint.load(tmp_path / "run" / "checkpoint_last.pt")
     assert trained["spm"] == imported["spm"] and trained["spm"]["vocab"] is not None
     assert trained["init_from"]["path"] == str(directory) and trained["progress"]["step"] == 2
-    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[1])
-    assert first["kind"] == "train" and first["loss"] < 7  # the imported weights, not random ones, on its vocabulary
+    # a learning rate too small to move a weight: what the run saved is what it started from
+    for name, weight in trained["model"].items():
+        assert torch.allclose(weight, imported["model"][name], atol=1e-6), name
+    with pytest.raises(MtrainError, match=r"translates en->de \(its tokenizer_config.json\), not the config's fr->en"):
+        marian_init_source(directory, "fr", "en")
+    marian_init_source(directory, "en-US", "de")  # the same languages
 
 
 def test_what_mtrain_cannot_express_is_refused_in_one_line(tmp_path):
@@ -175,4 +194,76 @@ def test_what_mtrain_cannot_express_is_refused_in_one_line(tmp_path):
     (directory / "vocab.json").unlink()
     result = run_cli("import", str(directory), "-o", str(tmp_path / "x.pt"))
     assert result.returncode == 2 and "has no vocab.json" in result.stderr
+    assert not (tmp_path / "x.pt").exists()
+
+
+class Pickled:  # what a pickled pytorch_model.bin may hold besides tensors: refused by weights_only loading
+    pass
+
+
+def _edit_json(name: str, **changes):
+    def edit(directory):
+        path = directory / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+    return edit
+
+
+def _write(name: str, text: str):
+    return lambda directory: (directory / name).write_text(text)
+
+
+def _longer_vocab(directory):
+    vocab = json.loads((directory / "vocab.json").read_text())
+    (directory / "vocab.json").write_text(json.dumps({**vocab, "\u2581extra": len(vocab)}))
+
+
+def _shorter_vocab(directory):
+    vocab = json.loads((directory / "vocab.json").read_text())
+    (directory / "vocab.json").write_text(json.dumps({p: i for p, i in vocab.items() if i < len(vocab) - 1}))
+
+
+def _pickled_weights(directory):
+    (directory / "model.safetensors").unlink()
+    torch.save({"model.shared.weight": torch.zeros(2, 2), "x": Pickled()}, directory / "pytorch_model.bin")
+
+
+MALFORMED = {
+    "vocab longer than the embedding": (_longer_vocab, "pieces but the model's embedding has"),
+    "vocab shorter than the embedding": (_shorter_vocab, "pieces but the model's embedding has"),
+    "vocab with string ids": (_edit_json("vocab.json", **{"\u2581a": "3"}), "ids are not the whole numbers"),
+    "vocab with float ids": (_edit_json("vocab.json", **{"</s>": 0.0}), "ids are not the whole numbers"),
+    "vocab a list": (_write("vocab.json", "[1, 2]"), "vocab.json holds a JSON list, not an object"),
+    "vocab truncated": (_write("vocab.json", '{"</s>": 0, "<un'), "vocab.json is not valid JSON"),
+    "no weights": (lambda d: (d / "model.safetensors").unlink(), "has no weights (model.safetensors"),
+    "config truncated": (_write("config.json", '{"model_type": "mar'), "config.json is not valid JSON"),
+    "config a list": (_write("config.json", "[]"), "config.json holds a JSON list"),
+    "positions 1e12": (_edit_json("config.json", max_position_embeddings=1e12), "max_position_embeddings must be"),
+    "d_model 1e9": (_edit_json("config.json", d_model=10**9), "d_model must be a whole number from 1 to 65536"),
+    "vocab_size -5": (_edit_json("config.json", vocab_size=-5), "vocab_size must be a whole number"),
+    "vocab_size not the weights'": (_edit_json("config.json", vocab_size=500), "transformers cannot load"),
+    "a million layers": (_edit_json("config.json", encoder_layers=10**6), "encoder_layers must be a whole number"),
+    "num_beams text": (_write("generation_config.json", '{"num_beams": "abc"}'), "num_beams must be a whole"),
+    "num_beams 1e9": (_write("generation_config.json", '{"num_beams": 1000000000}'), "num_beams must be a whole"),
+    "tokenizer config not JSON": (_write("tokenizer_config.json", "{separate"), "tokenizer_config.json is not valid"),
+    "pickled weights": (_pickled_weights, "transformers cannot load this model"),
+}
+
+
+def test_every_malformed_directory_is_one_line_through_import_and_init_from(tmp_path):
+    """Damaged files, sizes beyond mtrain's bounds (checked before anything is allocated), pickles:
+    one line each, from `mtrain import` and from train.init_from alike, and nothing written."""
+    directory, *_ = opus_mt_directory(tmp_path, separate=False)
+    intact = {p.name: p.read_bytes() for p in directory.iterdir()}
+    for what, (damage, message) in MALFORMED.items():
+        for p in directory.iterdir():
+            p.unlink()
+        for name, data in intact.items():
+            (directory / name).write_bytes(data)
+        damage(directory)
+        result = run_cli("import", str(directory), "-o", str(tmp_path / "x.pt"))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (what, result.stderr)
+        assert message in result.stderr, (what, result.stderr)
+        with pytest.raises(MtrainError, match="cannot be imported|fix it and import"):
+            marian_init_source(directory, "en", "de")
     assert not (tmp_path / "x.pt").exists()

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from mtrain import files
+from mtrain.commands.tune import write_setting
 from mtrain.data.prepare import prepare
 from mtrain.data.store import PreparedData
 from mtrain.deploy.export import staged_directory
@@ -182,7 +183,7 @@ def test_checkpoints_without_or_with_a_mismatched_tokenizer_are_refused(finished
     )
     other = tiny_config(tmp_path / "other", tokenizer={"vocab_size": 150})
     state["spm"] = {"src": prepare(other).tokenizer().src_model, "tgt": None}
-    torch.save(state, tmp_path / "mixed.pt")
+    checkpoint.save(state, tmp_path / "mixed.pt")
     one_line_error(
         run_cli("translate", "--checkpoint", str(tmp_path / "mixed.pt"), input="a\n"),
         "150 pieces but the weights have 200 rows",
@@ -433,7 +434,33 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
     ):
         train(config)
     assert checkpoint.load(tmp_path / "checkpoint_last.pt")["progress"]["step"] == 3
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(files.TEMPORARY_PREFIX)]
+
+
+def test_a_checkpoint_that_does_not_fit_in_memory_is_not_called_damaged(finished, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(checkpoint.torch, "load", no_memory)
+    with pytest.raises(MtrainError, match="not enough memory to load .*checkpoint_9.pt; free memory"):
+        checkpoint.load(finished / "checkpoint_9.pt")
+
+
+def test_a_full_disk_under_average_and_tune_write_is_one_line(finished, tmp_path, monkeypatch):
+    """`average -o` and `tune --write -o` save through torch.save too: its RuntimeError is one line."""
+
+    def full_save(state, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(torch, "save", full_save)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=0))
+    run = copy_run(finished, tmp_path / "run")
+    result = run_cli("average", str(run), "--last", "2", "-o", str(tmp_path / "avg.pt"))
+    one_line_error(result, f"saving {tmp_path / 'avg.pt'} failed: no space left on the device")
+    with pytest.raises(MtrainError, match="writing .*tuned.pt failed: no space left on the device; free some space"):
+        write_setting(run / "checkpoint_9.pt", {"beam": 2, "lenpen": 0.6}, tmp_path / "tuned.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_a_full_disk_while_appending_metrics_or_preparing_is_one_line(tmp_path, monkeypatch):

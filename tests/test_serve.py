@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -18,6 +19,7 @@ from mtrain.commands.translate import open_engine
 from mtrain.data.store import PreparedData
 from mtrain.deploy.serve.app import create_app
 from mtrain.deploy.serve.connections import OncePerInterval, waiting_for_client
+from mtrain.deploy.serve.responses import result_unless_client_left
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
 from mtrain.inference.search import Hypothesis
 
@@ -56,7 +58,8 @@ def worker_queue_size(app) -> int:
 @pytest.fixture(scope="module")
 def server(demo):
     """A real `mtrain serve` process on a free loopback port."""
-    with serve_process(demo[0], "--max-wait-ms", "20", "--drain-seconds", "4", "--idle-seconds", "1") as (url, process):
+    options = ("--max-wait-ms", "20", "--drain-seconds", "4", "--idle-seconds", "1", "--receive-seconds", "3")
+    with serve_process(demo[0], *options) as (url, process):
         yield url, process
 
 
@@ -257,6 +260,100 @@ def test_a_request_that_breaks_a_merged_call_fails_alone():
         futures[1].result(timeout=10)
     assert calls == [4, 2, 1, 1]  # the merged call, then each request apart
     worker.stop()
+
+
+class BlockingTranslator:
+    """Holds the model's thread on its first call until released; records every call's lines."""
+
+    config = type("C", (), {"beam": 1, "max_tokens": 100})()
+
+    def __init__(self):
+        self.started, self.release, self.calls = threading.Event(), threading.Event(), []
+
+    def translate_nbest(self, lines, beam=None, nbest=1):
+        self.calls.append(list(lines))
+        self.started.set()
+        self.release.wait(30)
+        return [[line.upper()] for line in lines]
+
+
+def test_a_cancelled_request_is_dropped_and_the_worker_lives_on():
+    """A client that goes away cancels its job's future: the worker drops it unrun and keeps serving
+    (it once died on set_result of a cancelled future, and every later request hung)."""
+    translator = BlockingTranslator()
+    worker = BatchingWorker(translator, ServeLimits(max_wait_ms=0))
+    first = worker.submit(["a"], 1, 1)
+    assert translator.started.wait(10)
+    gone = worker.submit(["gone"], 1, 1)
+    assert gone.cancel()
+    translator.release.set()
+    assert first.result(timeout=10) == [["A"]]
+    assert worker.submit(["c"], 1, 1).result(timeout=10) == [["C"]] and worker.alive()
+    assert translator.calls == [["a"], ["c"]]
+    worker.stop()
+
+
+def test_a_request_whose_client_left_is_never_decoded():
+    translator = BlockingTranslator()
+    worker = BatchingWorker(translator, ServeLimits(max_wait_ms=0))
+    worker.submit(["busy"], 1, 1)
+    assert translator.started.wait(10)
+
+    async def client_leaves_at_once():
+        return {"type": "http.disconnect"}
+
+    future = worker.submit(["left"], 1, 1)
+    assert asyncio.run(result_unless_client_left(future, client_leaves_at_once)) == (False, None)
+    translator.release.set()
+    assert worker.submit(["next"], 1, 1).result(timeout=10) == [["NEXT"]]
+    assert translator.calls == [["busy"], ["next"]]
+    worker.stop()
+
+
+def test_health_reports_a_dead_worker(demo):
+    app = create_app(lambda: open_engine(demo[0], device="cpu"), ServeLimits())
+    with TestClient(app) as c:
+        deadline = time.time() + 60
+        while c.get("/health").status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        app.state.mtrain["worker"].stop()  # the thread ends, as one killed by a bug would
+        response = c.get("/health")
+        assert response.status_code == 503 and "worker thread has stopped" in response.json()["error"]
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_one_under_it_is_read(client):
+    too_big = client.post("/translate", content=iter([b'{"text": ["' + b"a" * 3000, b"a" * 3000 + b'"]}']))
+    assert too_big.status_code == 413 and "--max-body-bytes" in too_big.json()["error"]
+    fine = client.post(
+        "/translate", content=iter([b'{"text": ', b'["A dog."]}']), headers={"content-type": "application/json"}
+    )
+    assert fine.status_code == 200 and len(fine.json()["translations"]) == 1
+
+
+def test_a_client_sending_a_byte_at_a_time_is_closed_after_receive_seconds(server):
+    """Never idle for --idle-seconds (1), yet its request is not whole after --receive-seconds (3)."""
+    url, _ = server
+    slow = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    opened, closed = time.time(), False
+    request = b"POST /translate HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n" + b" " * 100
+    for byte in request:
+        try:
+            slow.sendall(bytes([byte]))
+        except OSError:
+            closed = True
+            break
+        slow.settimeout(0.4)
+        try:
+            if slow.recv(1000) == b"":
+                closed = True
+                break
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            closed = True
+            break
+    assert closed and 2.5 < time.time() - opened < 8
+    slow.close()
 
 
 def closed_by_server(connection: socket.socket) -> bool:

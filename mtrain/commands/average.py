@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from mtrain.errors import MtrainError
+from mtrain.files import disk_errors
 from mtrain.run.averaging import average, best_validated, check_no_gaps
 from mtrain.run.checkpoint import is_weights_only, load, numbered, save
 
@@ -37,7 +38,8 @@ def average_command(
     else:
         paths = list(inputs)
     check_output(Path(output), paths, force)
-    save(average(paths), output)
+    with disk_errors(f"saving {output}", "the checkpoints averaged are intact; free space and average again"):
+        save(average(paths), output)
     return paths
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mtrain.data.tokenizer import Tokenizer
-from mtrain.device import default_threads, keep_freed_memory, set_threads
+from mtrain.device import check_threads, default_threads, keep_freed_memory, set_threads
 from mtrain.errors import MtrainError
 from mtrain.files import atomic_text_output, atomic_write_text
 from mtrain.inference.engine import TranslationEngine
@@ -51,8 +51,7 @@ def open_engine(
         raise MtrainError(f"--engine '{engine}' is not one of {', '.join(ENGINES)}")
     check_model_source(checkpoint, model_dir)
     paths = checkpoint if isinstance(checkpoint, list) else [checkpoint]
-    if threads < 0:
-        raise MtrainError(f"--threads must be >= 0 (0: the engine's default), got {threads}")
+    check_threads(threads)
     if model_dir is not None or engine == "ctranslate2":
         if len(paths) > 1:
             raise MtrainError(

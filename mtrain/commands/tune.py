@@ -25,6 +25,7 @@ from mtrain.evaluation.tune import (
     parse_lenpens,
     tune,
 )
+from mtrain.files import disk_errors
 from mtrain.inference.engine import TranslationEngine
 from mtrain.run import checkpoint
 from mtrain.run.directory import prepared_data_dir
@@ -58,7 +59,8 @@ def write_setting(checkpoint_path: Path, row: dict, output: Path | None) -> Path
     target = Path(output) if output is not None else Path(checkpoint_path)
     if target.is_dir():
         raise MtrainError(f"--output {target} is a directory; give a file name")
-    checkpoint.save(state, target)
+    with disk_errors(f"writing {target}", "the checkpoint tuned is intact; free space and tune again"):
+        checkpoint.save(state, target)
     return target
 
 

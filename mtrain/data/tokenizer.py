@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -18,6 +19,13 @@ from mtrain.config import TokenizerConfig
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD, UNK
 
+# An imported Marian model's text goes in and out as MarianTokenizer's does: a leading ">>fra<<"
+# (a multilingual model's target language) is one piece, whatever sentencepiece would cut; pieces
+# the vocabulary has but the target sentencepiece model lacks decode with their "▁" as a space;
+# the special pieces (<unk> included) are left out, as `decode(..., skip_special_tokens=True)` does.
+MARIAN_LANGUAGE_CODE = re.compile(">>.+<<")
+WORD_START = "\u2581"
+SPECIAL_IDS = frozenset((PAD, UNK, BOS, EOS))
 VOCABULARY_FILE = "vocabulary.json"  # an imported model's pieces in id order, {"src": [...], "tgt": [...]}
 
 
@@ -123,14 +131,18 @@ class Tokenizer:
         if self._ids is None:
             return processor.encode(lines, out_type=int, num_threads=threads)
         ids = self._ids[side]
+        codes = [MARIAN_LANGUAGE_CODE.match(line) for line in lines]
+        texts = [MARIAN_LANGUAGE_CODE.sub("", line) for line in lines]
         return [
-            [ids.get(p, UNK) for p in pieces] for pieces in processor.encode(lines, out_type=str, num_threads=threads)
+            [ids.get(p, UNK) for p in ([code.group(0)] if code else []) + pieces]
+            for code, pieces in zip(codes, processor.encode(texts, out_type=str, num_threads=threads))
         ]
 
     def decode_tgt(self, ids: list[int]) -> str:
         if self.vocab is None:
             return self.tgt.decode(ids)
-        return self.tgt.decode_pieces([self.vocab["tgt"][i] for i in ids])
+        pieces = [self.vocab["tgt"][i] for i in ids if i not in SPECIAL_IDS]
+        return self.tgt.decode_pieces(pieces).replace(WORD_START, " ").strip()
 
     def src_piece(self, token: int) -> str:
         return self.vocab["src"][token] if self.vocab else self.src.id_to_piece(token)

@@ -70,9 +70,15 @@ class CTranslate2Translator:
         self.info = info
         self.max_src = info["model"]["max_positions"] - 1
         self.device = select_device(device)
-        self.engine = ctranslate2.Translator(
-            str(model_dir), device=self.device.type, intra_threads=threads, inter_threads=1
-        )
+        try:
+            self.engine = ctranslate2.Translator(
+                str(model_dir), device=self.device.type, intra_threads=threads, inter_threads=1
+            )
+        except RuntimeError as e:  # a truncated or damaged model.bin (CTranslate2 reports no OSError)
+            raise MtrainError(
+                f"CTranslate2 cannot load {model_dir}/model.bin ({str(e).strip().splitlines()[0]}); it is damaged or "
+                "incomplete: export the model again"
+            ) from None
 
     def _max_length(self, source_length: int) -> int:
         """mtrain's limit a * |source| + b counts </s>; CTranslate2's counts the tokens before it."""

@@ -30,7 +30,7 @@ import torch
 
 from mtrain.data.tokenizer import VOCABULARY_FILE
 from mtrain.errors import MtrainError
-from mtrain.files import remove_stale_temporaries, temporary_name
+from mtrain.files import disk_errors, remove_stale_temporaries, temporary_name
 from mtrain.run import checkpoint
 
 EXPORT_MARKER = "mtrain.json"  # what every exported directory holds beside the engine's files
@@ -72,8 +72,9 @@ def staged_directory(output: Path, force: bool) -> Iterator[Path]:
     block fails, nothing is left behind and `output` is untouched."""
     tmp = _staging_dir(output, force)
     try:
-        yield tmp
-        _publish(tmp, Path(output))
+        with disk_errors(f"writing {output}", "nothing was replaced there; free space and export again"):
+            yield tmp
+            _publish(tmp, Path(output))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -20,13 +20,22 @@ What OPUS-MT directories hold and how each part maps:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mtrain.config import Config, CorpusConfig, DataConfig, ModelConfig, TokenizerConfig
-from mtrain.config_checks import LANGUAGE_CODE
+from mtrain.config import Config, CorpusConfig, DataConfig, DecodeConfig, ModelConfig, TokenizerConfig
+from mtrain.config_checks import (
+    LANGUAGE_CODE,
+    MAX_BEAM,
+    MAX_HEADS,
+    MAX_LAYERS,
+    MAX_POSITIONS,
+    MAX_VOCABULARY,
+    MAX_WIDTH,
+)
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.deploy.huggingface import marian_permutation
 from mtrain.errors import MtrainError
@@ -41,19 +50,61 @@ SPECIAL_PIECES = {PAD: "<pad>", UNK: "<unk>", BOS: "<s>", EOS: "</s>"}
 ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "swish": "swish", "silu": "swish"}
 
 
+def read_json(path: Path) -> dict:
+    """A JSON object from a model directory, or a one-line error that names the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise MtrainError(f"{path} is not valid JSON ({e}); it cannot be imported") from None
+    if not isinstance(value, dict):
+        raise MtrainError(f"{path} holds a JSON {type(value).__name__}, not an object; it cannot be imported")
+    return value
+
+
+# MarianConfig's sizes, held to the bounds of mtrain's own configs before anything is allocated
+SIZES = {
+    "d_model": MAX_WIDTH, "encoder_ffn_dim": MAX_WIDTH, "decoder_ffn_dim": MAX_WIDTH,
+    "encoder_attention_heads": MAX_HEADS, "decoder_attention_heads": MAX_HEADS,
+    "encoder_layers": MAX_LAYERS, "decoder_layers": MAX_LAYERS,
+    "max_position_embeddings": MAX_POSITIONS, "vocab_size": MAX_VOCABULARY, "decoder_vocab_size": MAX_VOCABULARY,
+}  # fmt: skip
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def check_sizes(config: dict, path: Path) -> None:
+    for key, most in SIZES.items():
+        value = config.get(key)
+        if value is None:  # MarianConfig's default (or, for decoder_vocab_size, vocab_size)
+            continue
+        if type(value) is not int or not 1 <= value <= most:
+            raise MtrainError(
+                f"{path}: {key} must be a whole number from 1 to {most}, got {value!r}; it cannot be imported"
+            )
+
+
 def read_marian(directory: Path) -> tuple[Any, dict[str, torch.Tensor]]:
-    """The MarianConfig and weights of a directory, read by transformers (no code runs from it)."""
+    """The MarianConfig and weights of a directory, read by transformers (no code runs from it)
+    once its files are known to be sound: what transformers would allocate is within bounds."""
     transformers = require("transformers", "deploy")
     if not (directory / "config.json").is_file():
         raise MtrainError(f"{directory} has no config.json; give a Hugging Face MarianMTModel directory")
-    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    config = read_json(directory / "config.json")
     if config.get("model_type") != "marian":
         raise MtrainError(
             f"{directory} holds a '{config.get('model_type')}' model; mtrain imports MarianMTModel (model_type "
             "marian) only, e.g. the OPUS-MT models"
         )
+    check_sizes(config, directory / "config.json")
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        raise MtrainError(f"{directory} has no weights ({' or '.join(WEIGHT_FILES)}); it cannot be imported")
     transformers.utils.logging.disable_progress_bar()
-    model = transformers.MarianMTModel.from_pretrained(str(directory), trust_remote_code=False)
+    try:
+        model = transformers.MarianMTModel.from_pretrained(str(directory), trust_remote_code=False)
+    except Exception as e:  # whatever transformers meets in a damaged directory is about that directory
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MtrainError(
+            f"{directory}: transformers cannot load this model ({first}); it cannot be imported"
+        ) from None
     return model.config, {k: v.detach().float() for k, v in model.state_dict().items()}
 
 
@@ -93,38 +144,52 @@ def model_config(hf: Any, directory: Path, output_bias: bool) -> ModelConfig:
 def separate_vocabularies(directory: Path, hf: Any) -> bool:
     """Whether the tokenizer keeps a target_vocab.json (MarianTokenizer's separate_vocabs, in
     tokenizer_config.json), else whether the config keeps the embeddings apart."""
-    path = directory / "tokenizer_config.json"
-    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    saved = tokenizer_settings(directory)
     return bool(saved.get("separate_vocabs", not getattr(hf, "share_encoder_decoder_embeddings", True)))
 
 
-def vocabularies(directory: Path, separate: bool) -> tuple[list[str], list[str]]:
-    """Marian's pieces in Marian's id order: (source, target)."""
+def tokenizer_settings(directory: Path) -> dict:
+    """The MarianTokenizer's tokenizer_config.json ({} without one)."""
+    path = directory / "tokenizer_config.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def vocabularies(directory: Path, separate: bool, rows: tuple[int, int]) -> tuple[list[str], list[str]]:
+    """Marian's pieces in Marian's id order: (source, target), one per embedding row (`rows`)."""
     names = ["vocab.json", "target_vocab.json" if separate else "vocab.json"]
     lists = []
-    for name in names:
+    for name, count in zip(names, rows):
         path = directory / name
         if not path.is_file():
             raise MtrainError(f"{directory} has no {name} (the MarianTokenizer's vocabulary); it cannot be imported")
-        mapping = json.loads(path.read_text(encoding="utf-8"))
-        pieces = [None] * len(mapping)
+        mapping = read_json(path)
+        if len(mapping) != count:
+            raise MtrainError(
+                f"{path} has {len(mapping)} pieces but the model's embedding has {count} rows (the vocabulary of "
+                "another model?); it cannot be imported"
+            )
+        pieces: list[str | None] = [None] * count
         for piece, index in mapping.items():
-            if not 0 <= index < len(pieces) or pieces[index] is not None:
-                raise MtrainError(f"{path}: ids are not 0..{len(pieces) - 1}, each once; it cannot be imported")
+            if type(index) is not int or not 0 <= index < count or pieces[index] is not None:
+                raise MtrainError(
+                    f"{path}: ids are not the whole numbers 0..{count - 1}, each once; it cannot be imported"
+                )
             pieces[index] = piece
         lists.append(pieces)
     return lists[0], lists[1]
 
 
 def reorder(pieces: list[str], start_id: int) -> tuple[list[str], torch.Tensor]:
-    """mtrain's vocabulary for Marian's `pieces`: the four specials at mtrain's ids, then the rest
-    in Marian's order; and for each mtrain id the Marian row it takes (<s>: the decoder start row)."""
+    """mtrain's vocabulary for Marian's `pieces`: the four specials at mtrain's ids, then every
+    other piece in Marian's order; and for each mtrain id the Marian row it takes (<s>: the decoder
+    start row, a second copy of it when that row is an ordinary piece's)."""
     where = {p: i for i, p in enumerate(pieces)}
     for special in ("<pad>", "</s>", "<unk>"):
         if special not in where:
             raise MtrainError(f"the Marian vocabulary has no {special}; it cannot be imported")
     rows = [where["<pad>"], where["<unk>"], start_id, where["</s>"]]
-    taken = set(rows) | {where.get("<s>", -1)}
+    # the start row may be an ordinary piece (separate vocabularies: the source's pad id): it stays
+    taken = {where["<pad>"], where["<unk>"], where["</s>"], where.get("<s>", -1)}
     rest = [i for i in range(len(pieces)) if i not in taken]
     return [SPECIAL_PIECES[i] for i in range(4)] + [pieces[i] for i in rest], torch.tensor(rows + rest)
 
@@ -174,8 +239,7 @@ def _mtrain_layer(hf: dict, inverse: torch.Tensor, stack: str, i: int) -> dict[s
 
 def languages(directory: Path, src_lang: str | None, tgt_lang: str | None) -> tuple[str, str]:
     """The language pair: given, else the MarianTokenizer's source_lang/target_lang."""
-    path = directory / "tokenizer_config.json"
-    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    saved = tokenizer_settings(directory)
     pair = (src_lang or saved.get("source_lang"), tgt_lang or saved.get("target_lang"))
     if not all(code and LANGUAGE_CODE.fullmatch(str(code)) for code in pair):
         raise MtrainError(
@@ -191,7 +255,8 @@ def marian_state(directory: Path, src_lang: str | None = None, tgt_lang: str | N
     hf_config, hf_weights = read_marian(directory)
     model = model_config(hf_config, directory, output_bias=bool(hf_weights["final_logits_bias"].any()))
     shared = not separate_vocabularies(directory, hf_config)  # one vocab.json for both sides
-    src_pieces, tgt_pieces = vocabularies(directory, separate=not shared)
+    rows = (hf_weights["model.encoder.embed_tokens.weight"].size(0), hf_weights["lm_head.weight"].size(0))
+    src_pieces, tgt_pieces = vocabularies(directory, not shared, rows)
     start = hf_config.decoder_start_token_id
     start = start if start is not None else tgt_pieces.index("<pad>")
     # <s> never starts a source: with one shared vocabulary its row is the decoder's, else any row
@@ -205,9 +270,7 @@ def marian_state(directory: Path, src_lang: str | None = None, tgt_lang: str | N
         tokenizer=TokenizerConfig(vocab_size=len(src_vocab), joint=shared),
         model=model,
     )
-    generation = directory / "generation_config.json"
-    if generation.is_file():
-        config.decode.beam = int(json.loads(generation.read_text(encoding="utf-8")).get("num_beams") or 4)
+    config.decode.beam = beam_size(directory)
     weights = mtrain_weights(hf_weights, model, src_rows, tgt_rows)
     return {
         "format": checkpoint.FORMAT,
@@ -217,6 +280,19 @@ def marian_state(directory: Path, src_lang: str | None = None, tgt_lang: str | N
         "progress": {"step": 0},
         "imported_from": str(directory),
     }
+
+
+def beam_size(directory: Path) -> int:
+    """generation_config.json's num_beams (mtrain's default without one), held to decode.beam's bounds."""
+    path = directory / "generation_config.json"
+    beams = read_json(path).get("num_beams") if path.is_file() else None
+    if beams is None:
+        return DecodeConfig().beam
+    if type(beams) is not int or not 1 <= beams <= MAX_BEAM:
+        raise MtrainError(
+            f"{path}: num_beams must be a whole number from 1 to {MAX_BEAM}, got {beams!r}; fix it and import again"
+        )
+    return beams
 
 
 def _sentencepiece(directory: Path, vocab: dict, shared: bool) -> dict:
@@ -269,6 +345,26 @@ def import_huggingface(
 def marian_init_source(directory: str | Path, src_lang: str, tgt_lang: str) -> InitSource:
     """train.init_from given a MarianMTModel directory: imported in memory, hashed for the record."""
     directory = Path(directory)
+    check_pair(directory, src_lang, tgt_lang)
     state = marian_state(directory, src_lang, tgt_lang)
     check_loads(state, directory)
     return InitSource(directory, state, directory_digest(directory))
+
+
+def check_pair(directory: Path, src_lang: str, tgt_lang: str) -> None:
+    """A Marian model fine-tunes only on the pair it translates (tokenizer_config.json's source_lang
+    and target_lang, where it names them); a multilingual one is stated by importing it for the pair."""
+    saved = tokenizer_settings(directory)
+    have = (saved.get("source_lang"), saved.get("target_lang"))
+    if all(have) and [_language(code) for code in have] != [_language(src_lang), _language(tgt_lang)]:
+        raise MtrainError(
+            f"train.init_from {directory} translates {have[0]}->{have[1]} (its tokenizer_config.json), not the "
+            f"config's {src_lang}->{tgt_lang}; give a model of this pair, or, if it covers it (a multilingual "
+            f"model), mtrain import {directory} --src-lang {src_lang} --tgt-lang {tgt_lang} -o model.pt and start "
+            "from that file"
+        )
+
+
+def _language(code: object) -> str:
+    """The primary language subtag: en-US and en_GB are en."""
+    return re.split("[-_]", str(code).lower())[0]

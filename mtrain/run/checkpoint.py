@@ -89,6 +89,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         raise MtrainError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:  # an intact file may still not fit: not damage
+        raise MtrainError(
+            f"not enough memory to load {path}; free memory, or raise the process's memory limit"
+        ) from None
     except Exception:  # a truncated file, another format, or a pickle with code in it
         raise MtrainError(
             f"{path} is not an mtrain checkpoint (not a PyTorch file, or a damaged one); "

@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.deploy.serve.connections import OncePerInterval, idle_closing_protocol
 from mtrain.deploy.serve.page import add_page_routes
-from mtrain.deploy.serve.responses import busy_response, error_response, is_unicode_text, loading_response
+from mtrain.deploy.serve.responses import (
+    CLIENT_GONE,
+    busy_response,
+    error_response,
+    is_unicode_text,
+    loading_response,
+    result_unless_client_left,
+)
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
 from mtrain.errors import MtrainError
 from mtrain.extras import require
@@ -97,6 +104,7 @@ def create_app(
     app.state.mtrain = state  # the worker (once loaded) and the load error, for tests and embedding apps
     _add_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(AnswerWhenCancelled)  # added last: the outermost
     _add_routes(app, state, limits)
     add_page_routes(app, state, limits)
     return app
@@ -148,6 +156,8 @@ def _translate_request(limits: ServeLimits) -> type:
 
 
 def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
+    from fastapi import Request
+
     TranslateRequest = _translate_request(limits)
     request_ids = itertools.count(1)
 
@@ -160,6 +170,8 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             return error_response(503, f"the model could not be loaded: {state['error']}")
         if ready_worker() is None:
             return loading_response()
+        if not ready_worker().alive():
+            return error_response(503, "the model's worker thread has stopped; restart the server (see its log)")
         return {"status": "ok"}
 
     @app.get("/info")
@@ -180,7 +192,7 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         }
 
     @app.post("/translate")
-    async def translate(body: TranslateRequest):
+    async def translate(body: TranslateRequest, request: Request):
         worker = ready_worker()
         if worker is None:
             return loading_response()
@@ -198,7 +210,9 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             future = worker.submit(body.text, beam, body.nbest)
         except QueueFull:
             return busy_response()
-        results = await asyncio.wrap_future(future)
+        answered, results = await result_unless_client_left(future, request.receive)
+        if not answered:
+            return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
         return _respond(worker.translator.tokenizer, results, body.nbest, body.scores, request_id, start)
 
 
@@ -238,7 +252,9 @@ def _respond(
 
 
 class BodySizeLimit:
-    """ASGI middleware: refuse bodies over `max_bytes` (by Content-Length, or while reading) with 413."""
+    """ASGI middleware: refuse bodies over `max_bytes` with 413, by Content-Length or, for a body
+    sent without one (chunked), by reading it whole first (at most `max_bytes`, then handing it on):
+    an error raised while the application reads would reach it as a parse error."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -247,30 +263,57 @@ class BodySizeLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._refuse(scope, receive, send)
-        received = 0
-
-        async def counted():
-            nonlocal received
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                return await self._refuse(scope, receive, send)
+            return await self.app(scope, receive, send)
+        body, more = [], True
+        while more:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # the client left before the body ended
+                return
+            body.append(message.get("body", b""))
+            more = message.get("more_body", False)
+            if sum(map(len, body)) > self.max_bytes:
+                return await self._refuse(scope, receive, send)
+        whole = {"type": "http.request", "body": b"".join(body), "more_body": False}
+        given = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> dict:
+            nonlocal given
+            if given:
+                return await receive()
+            given = True
+            return whole
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: dict, receive: Receive, send: Send) -> None:
         response = error_response(413, f"request body over {self.max_bytes} bytes (--max-body-bytes)")
         await response(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class AnswerWhenCancelled:
+    """ASGI middleware: a request still running when uvicorn's drain time (--drain-seconds) is over is
+    cancelled; it gets a 503 if nothing was sent yet, and the log no CancelledError traceback."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if scope["type"] == "http" and not started:
+                with contextlib.suppress(Exception):
+                    await error_response(503, "the server is shutting down; retry")(scope, receive, send)
 
 
 def _draining_server_class():
@@ -322,7 +365,7 @@ def serve_command(load_translator: Callable[[], TranslationEngine], host: str, p
             log_level="warning",
             access_log=False,
             timeout_keep_alive=5,
-            http=idle_closing_protocol(limits.idle_seconds),
+            http=idle_closing_protocol(limits.idle_seconds, limits.receive_seconds),
             limit_concurrency=limits.max_connections,
             timeout_graceful_shutdown=limits.drain_seconds,
         )  # fmt: skip

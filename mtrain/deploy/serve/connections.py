@@ -4,7 +4,9 @@ uvicorn closes a keep-alive connection idle for `timeout_keep_alive` after a res
 timer for a connection that sends nothing, or half a request line, headers or body: thousands of
 such sockets held every file descriptor of the server (fault pass of 2026-11-30). The protocol
 below closes a connection whose client has sent nothing for `--idle-seconds` while the server
-waits for it; a request whose body has arrived is never cut, however long it takes to translate.
+waits for it, and one whose request has not arrived whole `--receive-seconds` after its first byte
+(a client sending a byte a second is never idle, and 260 of them once held every connection); a
+request whose body has arrived is never cut, however long it takes to translate.
 """
 
 from __future__ import annotations
@@ -16,24 +18,42 @@ import time
 LOG_INTERVAL_S = 10.0  # the same error from the event loop is logged once per interval
 
 
-def idle_closing_protocol(idle_seconds: float) -> type:
-    """uvicorn's h11 protocol with a deadline on the client's silence (imported when serving starts)."""
+def idle_closing_protocol(idle_seconds: float, receive_seconds: float) -> type:
+    """uvicorn's h11 protocol with deadlines on the client's silence and on the arrival of each whole
+    request (imported when serving starts)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class IdleClosingH11Protocol(H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
-            self.idle_timer = None
+            self.idle_timer = self.request_timer = None
             self._arm()
 
         def data_received(self, data: bytes) -> None:
             self._arm()
+            if self.request_timer is None and waiting_for_client(self.cycle):  # a request begins
+                self.request_timer = self.loop.call_later(receive_seconds, self._close_if_incomplete)
             super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            self._end_request_timer()  # the next request gets a deadline of its own
+            super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self.idle_timer is not None:
                 self.idle_timer.cancel()
+            self._end_request_timer()
             super().connection_lost(exc)
+
+        def _end_request_timer(self) -> None:
+            if self.request_timer is not None:
+                self.request_timer.cancel()
+            self.request_timer = None
+
+        def _close_if_incomplete(self) -> None:
+            self.request_timer = None
+            if waiting_for_client(self.cycle) and not self.transport.is_closing():
+                self.transport.close()
 
         def _arm(self) -> None:
             if self.idle_timer is not None:

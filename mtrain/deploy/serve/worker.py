@@ -39,6 +39,7 @@ class ServeLimits:
     max_connections: int = 256  # open connections; beyond, new requests get 503 (idle sockets cannot exhaust the fds)
     drain_seconds: float = 30.0  # after SIGTERM, how long requests in flight (or half-sent) may take
     idle_seconds: float = 10.0  # a client silent this long while the server waits for its request is cut off
+    receive_seconds: float = 20.0  # a request not whole this long after its first byte is cut off (slow clients)
 
     def check(self) -> None:
         counts = (
@@ -57,8 +58,11 @@ class ServeLimits:
             raise MtrainError(f"--max-wait-ms must be between 0 and 10000, got {self.max_wait_ms}")
         if not 0 < self.drain_seconds <= 3600:
             raise MtrainError(f"--drain-seconds must be more than 0 and at most 3600, got {self.drain_seconds}")
-        if not 0 < self.idle_seconds <= 3600:
-            raise MtrainError(f"--idle-seconds must be more than 0 and at most 3600, got {self.idle_seconds}")
+        for name in ("idle_seconds", "receive_seconds"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise MtrainError(
+                    f"--{name.replace('_', '-')} must be more than 0 and at most 3600, got {getattr(self, name)}"
+                )
 
     def over_work_limit(self, text: list[str], beam: int) -> tuple[int, str] | None:
         """The status and message when a request asks for more decoding than one request may: source
@@ -155,12 +159,23 @@ class BatchingWorker:
         self.jobs, self.waiting = kept, self.waiting - count
         return taken
 
+    def alive(self) -> bool:
+        """Whether the model's thread still takes work (/health asks)."""
+        return self.thread.is_alive()
+
     def _run(self) -> None:
+        """Take batches until stopped. A job whose client went away (its future cancelled) is dropped
+        before it runs; no exception of one batch, whatever it is, ends the thread."""
         while batch := self._next_batch():
-            if batch[0].task is not None:
-                self._run_task(batch[0])
-                continue
-            self._translate(batch)
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            try:
+                if batch and batch[0].task is not None:
+                    self._run_task(batch[0])
+                elif batch:
+                    self._translate(batch)
+            except BaseException as e:  # noqa: BLE001 - the requests of this batch report it; the thread goes on
+                for job in batch:
+                    _settle(job.future, exception=e)
 
     def _translate(self, batch: list[Job]) -> None:
         """One model call for the merged requests; if it fails, each request again on its own, so a
@@ -170,17 +185,27 @@ class BatchingWorker:
             results = self.translator.translate_nbest(lines, beam=batch[0].beam, nbest=batch[0].nbest)
         except Exception as e:  # noqa: BLE001 - the request reports it
             if len(batch) == 1:
-                return batch[0].future.set_exception(e)
+                return _settle(batch[0].future, exception=e)
             for job in batch:
                 self._translate([job])
             return
         start = 0
         for job in batch:
-            job.future.set_result(results[start : start + len(job.lines)])
+            _settle(job.future, result=results[start : start + len(job.lines)])
             start += len(job.lines)
 
     def _run_task(self, job: Job) -> None:
         try:
-            job.future.set_result(job.task(self.translator))
+            _settle(job.future, result=job.task(self.translator))
         except Exception as e:  # noqa: BLE001 - the request that asked reports it
-            job.future.set_exception(e)
+            _settle(job.future, exception=e)
+
+
+def _settle(future: Future, result: object = None, exception: BaseException | None = None) -> None:
+    """Give a running job's future its outcome; one already settled stays as it is."""
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)
