@@ -555,36 +555,22 @@ def eval_bleu(
     paper_bleu: bool = PaperBleuOption,
     baseline: Optional[Path] = BaselineOption,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    tgt_lang: Optional[str] = typer.Option(
+        None,
+        "--tgt-lang",
+        metavar="CODE",
+        help="The references' language: zh, ja and ko get sacreBLEU's own tokenizer (default: the model's target).",
+    ),
 ) -> None:
     """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
     from mtrain.commands.evaluate import eval_command
 
+    options = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, precision=precision,
+                   threads=threads, quantization=quantization, beam=beam, lenpen=lenpen,
+                   max_tokens=max_tokens)  # fmt: skip
     translating = bool(checkpoint) or model is not None
-    options = (
-        dict(
-            checkpoint=checkpoint,
-            model_dir=model,
-            engine=engine,
-            device=device,
-            precision=precision,
-            threads=threads,
-            quantization=quantization,
-            beam=beam,
-            lenpen=lenpen,
-            max_tokens=max_tokens,
-        )
-        if translating
-        else None
-    )
-    eval_command(
-        ref,
-        hyp=hyp,
-        src=src,
-        translator_options=options,
-        paper_bleu=paper_bleu,
-        as_json=json_output,
-        baseline=baseline,
-    )
+    eval_command(ref, hyp=hyp, src=src, translator_options=options if translating else None, paper_bleu=paper_bleu,
+                 as_json=json_output, baseline=baseline, tgt_lang=tgt_lang)  # fmt: skip
 
 
 @app.command(short_help="Export a model for CTranslate2 or Hugging Face.")
@@ -711,11 +697,9 @@ def serve(
     from mtrain.deploy.serve.app import serve_command
 
     check_model_source(checkpoint, model)  # before the server starts
-    limits = ServeLimits(
-        max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms,
-        max_work=max_work, max_connections=max_connections, drain_seconds=drain_seconds, idle_seconds=idle_seconds,
-        receive_seconds=receive_seconds,
-    )  # fmt: skip
+    limits = ServeLimits(max_sentences, max_chars, max_body_bytes, max_queue, max_wait_ms, max_work=max_work,
+        max_connections=max_connections, drain_seconds=drain_seconds, idle_seconds=idle_seconds,
+        receive_seconds=receive_seconds)  # fmt: skip
     engine_args = dict(checkpoint=checkpoint, model_dir=model, engine=engine, device=device, precision=precision)
     serve_command(lambda: open_engine(**engine_args, threads=threads, quantization=quantization), host, port, limits)
 

@@ -185,6 +185,35 @@ def test_eval_bleu_equals_the_sacrebleu_command(tmp_path):
     assert ours["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
 
 
+CJK = {
+    "zh": ("我喜欢猫。", "我喜欢狗。", "tok:zh|"),
+    "ja": ("猫が好きです。", "犬が好きです。", "tok:ja-mecab-"),
+    "ko": ("나는 고양이를 좋아한다.", "나는 개를 좋아한다.", "tok:ko-mecab-"),
+}
+
+
+@pytest.mark.parametrize("language", CJK)
+def test_chinese_japanese_and_korean_targets_get_sacrebleus_own_tokenizer(tmp_path, language, monkeypatch):
+    """What `sacrebleu -l en-xx` scores: 13a would see each unspaced sentence as one word (BLEU 0 here)."""
+    hypothesis, reference, tokenizer = CJK[language]
+    hyp, ref = tmp_path / "hyp", tmp_path / "ref"
+    hyp.write_text(hypothesis + "\n")
+    ref.write_text(reference + "\n")
+    ours = json.loads(
+        run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref), "--json", "--tgt-lang", language).stdout
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-l", f"en-{language}", "-b", "-w", "4"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert ours["bleu"] == pytest.approx(float(out), abs=1e-4) and ours["bleu"] > 0
+    assert tokenizer in ours["bleu_signature"]
+    if language != "zh":  # MeCab missing: the extra to install, in one line
+        monkeypatch.setitem(sys.modules, "MeCab" if language == "ja" else "mecab_ko", None)
+        result = run_cli("eval-bleu", "--hyp", str(hyp), "--ref", str(ref), "--tgt-lang", language)
+        assert result.returncode == 2 and "pip install 'mtrain[cjk]'" in result.stderr, result.stderr
+
+
 def test_eval_bleu_tests_the_difference_to_a_baseline_with_sacrebleus_paired_bootstrap(tmp_path):
     """A system that fixes half of the baseline's mistakes on 200 sentences is significantly better;
     the baseline against itself differs by nothing (whatever sacreBLEU's p-value). The figures are sacreBLEU's own."""

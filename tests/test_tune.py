@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from mtrain.evaluation.bootstrap import resample_indices, resampled_bleu, sentence_statistics, win_rates
+from mtrain.evaluation.bootstrap import p_values, resample_indices, resampled_bleu, sentence_statistics
 from mtrain.evaluation.scores import corpus_scores
 from mtrain.evaluation.tune import edge_notes, holdout_split, parse_beams, parse_lenpens, robust_choice
 from mtrain.inference.translator import open_translator
@@ -124,8 +126,8 @@ def test_the_tie_rule_prefers_the_length_nearest_the_references_within_the_inter
     """The grid's edge wins the argmax by a hair with a long output; a setting the bootstrap cannot
     tell from it, with the right length, is chosen; a clearly worse one is not in the tied set."""
     rows = [row(0.4, 39.00, 0.950), row(1.0, 40.80, 1.001), row(1.2, 40.85, 1.004), row(2.0, 40.97, 1.024)]
-    wins = [0.99, 0.71, 0.66, 0.0]  # how often the best (lenpen 2.0) beats each on the resampled sets
-    chosen, tied = robust_choice(rows, wins)
+    p = [0.01, 0.29, 0.34, 1.0]  # paired bootstrap p-values of each one's difference from the best (lenpen 2.0)
+    chosen, tied = robust_choice(rows, p)
     assert chosen["lenpen"] == 1.0 and [r["lenpen"] for r in tied] == [1.0, 1.2, 2.0]
     # equal distance to the reference length: the smaller length penalty, then the smaller beam
     chosen, _ = robust_choice([row(1.4, 40.0, 0.99), row(0.8, 40.0, 1.01), row(0.8, 40.1, 1.01, beam=2)], [0.5] * 3)
@@ -148,8 +150,26 @@ def test_bootstrap_ties_come_from_per_sentence_statistics():
     assert resampled_bleu(statistics[1], [subset])[0] == pytest.approx(
         corpus_scores([same_but_one[i] for i in subset], [[references[i] for i in subset]])["bleu"]
     )
-    wins = win_rates(statistics, 0, resample_indices(len(references)))
-    assert wins[0] == 0.0 and wins[1] < 0.95 <= wins[2]  # one changed sentence of 20 is a tie; "the dog" is not
+    p = p_values(statistics, 0, resample_indices(len(references)))
+    assert p[0] == 1.0 and p[1] >= 0.05 > p[2]  # one changed sentence of 20 is a tie; "the dog" is not
+
+
+def test_tune_and_eval_bleu_share_one_p_value_definition():
+    """tune's p-values are sacreBLEU's paired bootstrap ones (what eval-bleu --baseline reports):
+    the same resamples give the same p-value."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    references = [f"the {w} dog runs to the {v} house" for w in ("big", "small", "red", "old", "new") for v in "abcdef"]
+    system = [r if i % 3 else r.replace("dog", "cat") for i, r in enumerate(references)]
+    baseline = [r if i % 4 else "a dog runs" for i, r in enumerate(references)]
+    test = PairedTest([("baseline", baseline), ("system", system)], {"bleu": BLEU()}, [references], test_type="bs",
+                      n_samples=1000)  # fmt: skip
+    _, results = test()
+    theirs = results["BLEU"][1].p_value
+    indices = resample_indices(len(references))  # sacreBLEU's resamples: its seed, its draw
+    statistics = [sentence_statistics(h, references) for h in (system, baseline)]
+    assert p_values(statistics, 0, indices)[1] == pytest.approx(theirs)
 
 
 def test_the_holdout_split_is_deterministic_and_disjoint():
@@ -177,3 +197,23 @@ def test_tune_reports_the_tied_set_and_the_held_out_scores(demo_run):
     assert any(line.startswith("tied with the best (BLEU ") for line in lines)
     (held,) = [line for line in lines if line.startswith("held out (150 sentences, not used for the choice)")]
     assert "the checkpoint's own setting beam 4 lenpen 0.6" in held
+    assert re.search(r"; [+-]\d+\.\d\d BLEU, p = [01]\.\d{4} \(paired bootstrap\): ", held), held
+
+
+def test_the_held_out_references_cannot_change_the_choice(demo_run, tmp_path):
+    """Garbling every held-out reference leaves the table, the tied set and the choice as they were;
+    only the held-out line changes."""
+    src, ref = demo_run / "data" / "valid.en.txt", demo_run / "data" / "valid.de.txt"
+    references = ref.read_text().splitlines()
+    _, held = holdout_split(len(references), 0.5)
+    for i in held:
+        references[i] = "xyz"
+    garbled = tmp_path / "garbled.de"
+    garbled.write_text("\n".join(references) + "\n")
+    args = ["--checkpoint", str(demo_run / "checkpoint_avg.pt"), "--beam", "1", "--lenpen", "0,0.6,2"]
+    args += ["--holdout-fraction", "0.5", "--src", str(src)]
+    outputs = [run_cli("tune", *args, "--ref", str(path)) for path in (ref, garbled)]
+    assert all(result.returncode == 0 for result in outputs), outputs[1].stderr
+    kept, changed = ([line for line in r.stdout.splitlines() if not line.startswith("held out")] for r in outputs)
+    assert kept == changed and any(line.startswith("chosen: ") for line in kept)
+    assert outputs[0].stdout != outputs[1].stdout  # the held-out scores did see the garbled references

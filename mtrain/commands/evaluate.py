@@ -10,6 +10,7 @@ from mtrain.data.sources import read_lines
 from mtrain.errors import MtrainError
 from mtrain.evaluation.bootstrap import describe_bootstrap, paired_bootstrap
 from mtrain.evaluation.scores import corpus_scores
+from mtrain.run import checkpoint
 
 
 def read_references(paths: list[Path], count: int | None) -> list[list[str]]:
@@ -32,6 +33,16 @@ def read_aligned(path: Path, count: int | None, role: str, advice: str) -> list[
     return lines
 
 
+def model_target_language(translator_options: dict) -> str | None:
+    """The target language of the model eval-bleu translated with (it picks BLEU's tokenizer)."""
+    if translator_options.get("model_dir") is not None:
+        from mtrain.deploy.ct2_engine import read_model_info
+
+        return read_model_info(Path(translator_options["model_dir"])).get("tgt_lang")
+    paths = translator_options["checkpoint"]
+    return checkpoint.load(paths[0] if isinstance(paths, list) else paths)["config"]["data"]["tgt_lang"]
+
+
 def eval_command(
     ref_paths: list[Path],
     hyp: Path | None = None,
@@ -40,6 +51,7 @@ def eval_command(
     paper_bleu: bool = False,
     as_json: bool = False,
     baseline: Path | None = None,
+    tgt_lang: str | None = None,
 ) -> dict:
     """`mtrain eval-bleu`: score --hyp, or translate --src with a model (`translator_options` for
     `translate.open_engine`: checkpoint or model_dir, engine, beam, ...) and score that; with a
@@ -60,15 +72,16 @@ def eval_command(
         lines = read_lines(Path(src))
         read_references(ref_paths, len(lines))  # fail before translating, not after
         hyps = open_engine(**translator_options).translate(lines)
+        tgt_lang = tgt_lang or model_target_language(translator_options)
     if not hyps:
         raise MtrainError("there is nothing to score: the translations are empty (0 lines)")
     refs = read_references(ref_paths, len(hyps))
-    result = corpus_scores(hyps, refs, paper_bleu)
+    result = corpus_scores(hyps, refs, paper_bleu, tgt_lang)
     if baseline is not None:
         baseline_lines = read_aligned(
             baseline, len(hyps), "the baseline ", "compare two systems' translations of the same source file"
         )
-        result.update(paired_bootstrap(hyps, baseline_lines, refs))
+        result.update(paired_bootstrap(hyps, baseline_lines, refs, tgt_lang))
     if as_json:
         print(json.dumps(result))
     else:

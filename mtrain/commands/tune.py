@@ -11,10 +11,12 @@ from mtrain.config_io import decode_config
 from mtrain.data.sources import read_lines
 from mtrain.device import keep_freed_memory
 from mtrain.errors import MtrainError
+from mtrain.evaluation.bootstrap import paired_bootstrap
 from mtrain.evaluation.scores import corpus_scores
 from mtrain.evaluation.tune import (
     HEADER,
     RULES,
+    SIGNIFICANCE,
     best_row,
     choose,
     edge_notes,
@@ -92,8 +94,11 @@ def tune_command(
     tune_src, tune_ref = [sources[i] for i in tuned], [references[i] for i in tuned]
     echo(f"tuning on {src_path} ({len(tune_src)} sentences): {len(beam_grid) * len(lenpen_grid)} settings")
     echo(HEADER)
-    rows, outputs = tune(translator, tune_src, tune_ref, beam_grid, lenpen_grid, lambda row: echo(format_row(row)))
-    chosen, tied = choose(rows, outputs, tune_ref, rule)
+    tgt_lang = checkpoint.load(checkpoint_paths[0])["config"]["data"]["tgt_lang"]  # BLEU's tokenizer for it
+    rows, outputs = tune(
+        translator, tune_src, tune_ref, beam_grid, lenpen_grid, lambda row: echo(format_row(row)), tgt_lang
+    )
+    chosen, tied = choose(rows, outputs, tune_ref, rule, tgt_lang)
     for line in explain_choice(chosen, tied, best_row(rows), rule):
         echo(line)
     echo(f"chosen: beam {chosen['beam']}, lenpen {chosen['lenpen']:g} ({_scores(chosen)})")
@@ -102,7 +107,7 @@ def tune_command(
     result = {"rows": rows, "best": chosen, "tied": tied}
     if held:
         result["holdout"] = _holdout(
-            translator, [sources[i] for i in held], [references[i] for i in held], chosen, default
+            translator, [sources[i] for i in held], [references[i] for i in held], chosen, default, tgt_lang
         )
         echo(_describe_holdout(result["holdout"]))
     if write:
@@ -134,25 +139,40 @@ def _validation(checkpoint_path: Path, src: Path | None, ref: Path | None) -> tu
 
 
 def _holdout(
-    translator: TranslationEngine, sources: list[str], references: list[str], chosen: dict, default: dict
+    translator: TranslationEngine,
+    sources: list[str],
+    references: list[str],
+    chosen: dict,
+    default: dict,
+    tgt_lang: str | None = None,
 ) -> dict:
-    """BLEU, chrF and length ratio of the chosen and the default setting on the held-out sentences."""
-    report = {"sentences": len(sources)}
+    """BLEU, chrF and length ratio of the chosen and the default setting on the held-out sentences,
+    and the paired bootstrap p-value of their BLEU difference (sacreBLEU's, as eval-bleu --baseline)."""
+    report: dict = {"sentences": len(sources)}
+    outputs = {}
     for name, setting in (("chosen", chosen), ("default", default)):
         translator.config = dataclasses.replace(translator.config, beam=setting["beam"], lenpen=setting["lenpen"])
-        scores = corpus_scores(translator.translate(sources, beam=setting["beam"]), [references])
+        outputs[name] = translator.translate(sources, beam=setting["beam"])
+        scores = corpus_scores(outputs[name], [references], tgt_lang=tgt_lang)
         report[name] = {key: setting[key] for key in ("beam", "lenpen")} | {
             key: scores[key] for key in ("bleu", "chrf", "length_ratio")
         }
+    same = outputs["chosen"] == outputs["default"]
+    report["bleu_p_value"] = (
+        1.0 if same else paired_bootstrap(outputs["chosen"], outputs["default"], [references], tgt_lang)["bleu_p_value"]
+    )
     return report
 
 
 def _describe_holdout(report: dict) -> str:
     chosen, default = report["chosen"], report["default"]
+    delta, p = chosen["bleu"] - default["bleu"], report["bleu_p_value"]
+    verdict = "no difference" if delta == 0 else "significant" if p < SIGNIFICANCE else "not significant"
     return (
         f"held out ({report['sentences']} sentences, not used for the choice): chosen beam {chosen['beam']} lenpen "
         f"{chosen['lenpen']:g} ({_scores(chosen)}); the checkpoint's own setting beam {default['beam']} lenpen "
-        f"{default['lenpen']:g} ({_scores(default)})"
+        f"{default['lenpen']:g} ({_scores(default)}); {delta:+.2f} BLEU, p = {p:.4f} (paired bootstrap): {verdict} "
+        f"at p < {SIGNIFICANCE:g}"
     )
 
 

@@ -11,10 +11,12 @@ import logging
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
+from mtrain.evaluation.scores import bleu_metric
+
 BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for -paired-bs
 
 
-def paired_bootstrap(hyps: list[str], baseline: list[str], refs: list[list[str]]) -> dict:
+def paired_bootstrap(hyps: list[str], baseline: list[str], refs: list[list[str]], tgt_lang: str | None = None) -> dict:
     """Is `hyps` better or worse than `baseline` beyond what the choice of test sentences explains?
 
     Paired bootstrap resampling (Koehn 2004, "Statistical Significance Tests for Machine Translation
@@ -24,7 +26,7 @@ def paired_bootstrap(hyps: list[str], baseline: list[str], refs: list[list[str]]
     from sacrebleu.significance import PairedTest
 
     logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # its step-by-step INFO lines are noise here
-    metrics = {"bleu": BLEU(), "chrf": CHRF()}
+    metrics = {"bleu": bleu_metric(tgt_lang), "chrf": CHRF()}
     test = PairedTest(
         [("baseline", baseline), ("system", hyps)], metrics, refs, test_type="bs", n_samples=BOOTSTRAP_SAMPLES
     )
@@ -54,17 +56,17 @@ def describe_bootstrap(report: dict) -> str:
     return "\n".join(lines)
 
 
-def sentence_statistics(hyps: list[str], references: list[str]) -> np.ndarray:
+def sentence_statistics(hyps: list[str], references: list[str], tgt_lang: str | None = None) -> np.ndarray:
     """sacreBLEU's sufficient statistics of each sentence (hypothesis and reference lengths, n-gram
     matches and totals for n = 1..4): summed over any subset of sentences they give that subset's
     corpus BLEU, exactly as `BLEU().corpus_score` computes it."""
-    return np.array(BLEU()._extract_corpus_statistics(hyps, [references]), dtype=np.int64)
+    return np.array(bleu_metric(tgt_lang)._extract_corpus_statistics(hyps, [references]), dtype=np.int64)
 
 
 def resample_indices(sentences: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = 12345) -> np.ndarray:
     """`samples` resampled test sets (sentence indices drawn with replacement), the same for every
     system compared, which is what makes the bootstrap paired (Koehn, 2004)."""
-    return np.random.default_rng(seed).integers(0, sentences, size=(samples, sentences))
+    return np.random.default_rng(seed).choice(sentences, size=(samples, sentences), replace=True)  # sacreBLEU's draw
 
 
 def resampled_bleu(statistics: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -73,8 +75,22 @@ def resampled_bleu(statistics: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.array([bleu._compute_score_from_stats(list(statistics[rows].sum(0))).score for rows in indices])
 
 
-def win_rates(statistics: list[np.ndarray], best: int, indices: np.ndarray) -> list[float]:
-    """For each system, the share of resampled test sets on which system `best` scores strictly
-    higher BLEU: at 0.95 or more `best` is significantly better (p < 0.05); below, the two are tied."""
+def paired_p_value(system: np.ndarray, baseline: np.ndarray, observed: float) -> float:
+    """The p-value of an observed BLEU difference between two systems scored on the same resampled
+    test sets, as sacreBLEU's paired bootstrap defines it (`sacrebleu.significance`, after multeval):
+    the resampled absolute differences, centred on their mean, exceed the observed one in
+    (count + 1) / (samples + 1) of the cases. Two-sided. One definition for `tune` and
+    `eval-bleu --baseline`; an observed difference of zero is no difference (p = 1)."""
+    if observed == 0:
+        return 1.0
+    differences = np.abs(system - baseline)
+    return float((np.sum(differences - differences.mean() > abs(observed)) + 1) / (len(differences) + 1))
+
+
+def p_values(statistics: list[np.ndarray], best: int, indices: np.ndarray) -> list[float]:
+    """For each system, the paired bootstrap p-value of its difference from system `best` (1 for
+    `best` itself): below 0.05 `best` is significantly better; at or above, the two are tied."""
+    bleu = BLEU()
+    full = [bleu._compute_score_from_stats(list(s.sum(0))).score for s in statistics]
     scores = [resampled_bleu(s, indices) for s in statistics]
-    return [float(np.mean(scores[best] > s)) for s in scores]
+    return [paired_p_value(scores[i], scores[best], full[best] - full[i]) for i in range(len(statistics))]

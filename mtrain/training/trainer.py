@@ -209,7 +209,7 @@ class Trainer:
             translator = Translator(self.model, self.tokenizer, self.config.decode, self.device, self.precision)
             valid = [self.data.raw_text("valid", lang) for lang in (self.data.src_lang, self.data.tgt_lang)]
             result["bleu"] = distributed.broadcast_object(
-                greedy_bleu(translator, *valid) if self.dist.is_main else None
+                greedy_bleu(translator, *valid, tgt_lang=self.data.tgt_lang) if self.dist.is_main else None
             )
         return result
 
