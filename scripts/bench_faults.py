@@ -12,7 +12,10 @@ one-line error and the checkpoints before must load; the run is then resumed to 
 User faults (scripts/user_faults.py), each tried --user-faults times: export/average/tune/translate
 outputs aimed at the run's own files, a deleted checkpoint_last.pt, flipped bytes in a checkpoint,
 a server batch with one poisoned request, 200 idle sockets, a half-sent body then SIGTERM, and the
---nproc-per-node launcher killed with SIGKILL or SIGHUP.
+--nproc-per-node launcher killed with SIGKILL or SIGHUP; and the third pass's
+(scripts/user_faults_third.py): user files named like temporaries at a training start, export,
+average -o and tune --write killed with SIGKILL and run again, prepare stopped with SIGTERM or SIGKILL,
+five large requests whose clients leave, and 100 clients sending a byte at a time.
 
     python scripts/bench_faults.py --kills 0 --disk-faults 0 --user-faults 3    # the user faults only
 """
@@ -38,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import user_faults  # noqa: E402 (scripts/)
+import user_faults_third as third  # noqa: E402 (scripts/)
 
 from mtrain.config_io import from_dict
 from mtrain.errors import MtrainError  # noqa: E402
@@ -196,14 +200,33 @@ def user_fault_kinds(work: Path, reference: Path, repeats: int, rng: random.Rand
         results.setdefault("deleted_checkpoint_last", []).append(user_faults.deleted_checkpoint_last(run, config))
         flipped = user_faults.flipped_bytes(run, rng, good.stdout.splitlines(), source)
         results.setdefault("flipped_checkpoint_bytes", []).append(flipped)
-    server = user_faults.Server(reference / "checkpoint_avg.pt", "--idle-seconds", "3")
+    max_work = 60_000  # about 64 sentences at beam 16: what one request (and one merged call) may decode
+    options = ("--idle-seconds", "3", "--receive-seconds", "4", "--max-work", str(max_work))
+    server = user_faults.Server(reference / "checkpoint_avg.pt", *options)
     try:
         lines = source.read_text().splitlines()
         for _ in range(repeats):
             results.setdefault("poisoned_batch", []).append(user_faults.poisoned_batch(server, lines, rng))
             results.setdefault("idle_sockets_200", []).append(user_faults.idle_sockets(server, 200, 3.0))
+            results.setdefault("abandoned_requests", []).append(third.abandoned_requests(server, lines, max_work))
+            results.setdefault("byte_at_a_time_100", []).append(third.byte_at_a_time_clients(server, 100, 4.0))
     finally:
         server.stop()
+    for i in range(repeats):
+        run = user_faults.copy_run(reference, work / f"third-{i}")
+        config = work / f"third-{i}.yaml"
+        config.write_text(yaml.safe_dump(config_values(run)))
+        results.setdefault("user_files_named_like_temporaries", []).append(
+            third.user_files_survive_a_start(run, config)
+        )
+        for kind, held in third.killed_writers_leave_nothing(run, rng).items():
+            results.setdefault(kind, []).append(held)
+        for name, sig in (("prepare_sigterm", signal.SIGTERM), ("prepare_sigkill", signal.SIGKILL)):
+            prepare = config_values(work / f"{name}-{i}")
+            prepare["data"]["train"] = {"demo": 120_000}
+            (work / f"{name}-{i}.yaml").write_text(yaml.safe_dump(prepare))
+            held = third.prepare_stopped(work / f"{name}-{i}.yaml", work / f"{name}-{i}" / "data", rng, sig)
+            results.setdefault(name, []).append(held)
     for _ in range(repeats):
         held = user_faults.half_sent_body_then_sigterm(reference / "checkpoint_avg.pt", 3.0)
         results.setdefault("half_sent_body_sigterm", []).append(held)

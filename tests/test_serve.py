@@ -237,6 +237,12 @@ def test_merging_keeps_settings_apart_and_bounds_a_call():
         futures = [worker.submit([f"t{i}"], 1, 1) for i in range(300)]
     [f.result(timeout=10) for f in futures]
     assert calls == [(1, 256), (1, 44)]
+    calls.clear()  # and by work: one call decodes at most one request's --max-work
+    worker.limits = ServeLimits(max_wait_ms=300, max_sentences=1000, max_work=1000)
+    with worker.condition:
+        futures = [worker.submit(["x" * 100] * 4, 2, 1) for i in range(5)]  # 800 characters x beam each
+    [f.result(timeout=10) for f in futures]
+    assert calls == [(2, 4)] * 5
     worker.stop()
 
 
@@ -411,6 +417,30 @@ def test_sigterm_lets_the_requests_in_flight_finish_then_exits_zero(demo, server
     assert time.time() - signalled < 4 + 10  # the client that never finishes its body held it --drain-seconds at most
     half_sent.close()
     assert "mtrain serve stopped" in process.stderr.read()
+
+
+def test_requests_cut_off_by_the_end_of_the_drain_get_503_and_no_traceback(demo):
+    """--drain-seconds over with requests still decoding: uvicorn cancels them; each gets a 503 (or
+    its connection closes) and the log shows no CancelledError traceback."""
+    ckpt, lines = demo
+    with serve_process(ckpt, "--drain-seconds", "1", "--max-wait-ms", "1") as (url, process):
+
+        def request(i: int) -> int:
+            body = {"text": lines[(8 * i) % 64 :][:8], "beam": 16}
+            try:
+                return httpx.post(f"{url}/translate", json=body, timeout=60).status_code
+            except httpx.TransportError:
+                return 0  # closed without an answer
+
+        with ThreadPoolExecutor(24) as pool:
+            statuses = [pool.submit(request, i) for i in range(24)]
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            statuses = [s.result(60) for s in statuses]
+        assert process.wait(60) == 0
+        log = process.stderr.read()
+    assert set(statuses) - {200} and set(statuses) <= {200, 503, 0}, statuses  # the drain did cut some off
+    assert "Traceback" not in log and "CancelledError" not in log, log
 
 
 def test_a_flood_of_one_error_is_logged_once_per_interval(caplog):

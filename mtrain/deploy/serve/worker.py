@@ -89,6 +89,11 @@ class Job:
     arrived: float = field(default_factory=time.monotonic)
     task: Callable[[TranslationEngine], object] | None = None  # set: run this instead of translating
 
+    @property
+    def work(self) -> int:
+        """Source characters x beam, what --max-work bounds."""
+        return sum(len(line) for line in self.lines) * self.beam
+
 
 class BatchingWorker:
     """The one thread that runs the model: it merges waiting jobs with equal settings into one call."""
@@ -144,16 +149,15 @@ class BatchingWorker:
             return self._take((self.jobs[0].beam, self.jobs[0].nbest))
 
     def _take(self, settings: tuple[int, int]) -> list[Job]:
-        """Waiting jobs with these settings, oldest first, up to CALL_SENTENCES sentences (at least one job)."""
-        taken, kept, count = [], deque(), 0
+        """Waiting jobs with these settings, oldest first, up to CALL_SENTENCES sentences and one
+        request's --max-work (at least one job): a merged call takes no longer than the largest
+        single request, and jobs left waiting can still be dropped if their clients leave."""
+        taken, kept, count, work = [], deque(), 0, 0
         for job in self.jobs:
-            if (
-                job.task is None
-                and (job.beam, job.nbest) == settings
-                and (not taken or count + len(job.lines) <= CALL_SENTENCES)
-            ):
+            fits = count + len(job.lines) <= CALL_SENTENCES and work + job.work <= self.limits.max_work
+            if job.task is None and (job.beam, job.nbest) == settings and (not taken or fits):
                 taken.append(job)
-                count += len(job.lines)
+                count, work = count + len(job.lines), work + job.work
             else:
                 kept.append(job)
         self.jobs, self.waiting = kept, self.waiting - count
