@@ -145,8 +145,14 @@ def _validate_train(tr: TrainConfig) -> None:
 
 def _validate_model_size(m: ModelConfig) -> None:
     """Sizes that would exhaust memory while the model is built, refused with the bound instead."""
-    bounds = {"d_model": MAX_WIDTH, "d_ff": MAX_WIDTH, "heads": MAX_HEADS, "max_positions": MAX_POSITIONS,
-              "encoder_layers": MAX_LAYERS, "decoder_layers": MAX_LAYERS}  # fmt: skip
+    bounds = {
+        "d_model": MAX_WIDTH,
+        "d_ff": MAX_WIDTH,
+        "heads": MAX_HEADS,
+        "max_positions": MAX_POSITIONS,
+        "encoder_layers": MAX_LAYERS,
+        "decoder_layers": MAX_LAYERS,
+    }
     for key, most in bounds.items():
         _require(getattr(m, key) <= most, f"model.{key} must be at most {most}, got {getattr(m, key)}")
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from mtrain.commands.translate import open_engine
 from mtrain.data.sources import read_lines  # noqa: E402
+from mtrain.deploy.engines import open_engine
 from mtrain.evaluation.scores import corpus_scores
 from mtrain.special import EOS, PAD  # noqa: E402
 

@@ -121,7 +121,7 @@ def app_command_names() -> list[str]:
     from mtrain.cli import app
 
     group = typer.main.get_command(app)
-    return [name for name in group.commands if name != "plot"] + ["plot"]
+    return [name for name in group.list_commands(None) if name != "plot"] + ["plot"]  # as --help lists them
 
 
 def render() -> dict[str, str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtrain.commands.translate import open_engine  # noqa: E402
 from mtrain.data.sources import read_lines  # noqa: E402
+from mtrain.deploy.engines import open_engine  # noqa: E402
 
 
 def main() -> None:

@@ -296,7 +296,7 @@ BAD_TRANSLATE_OPTIONS = [
 
 @pytest.mark.parametrize("options,message", BAD_TRANSLATE_OPTIONS, ids=[m for _, m in BAD_TRANSLATE_OPTIONS])
 def test_bad_translate_options_are_refused_with_their_name(demo_run, options, message):
-    from mtrain.commands.translate import open_engine
+    from mtrain.deploy.engines import open_engine
     from mtrain.errors import MtrainError
 
     with pytest.raises(MtrainError) as error:
@@ -367,7 +367,7 @@ def test_eval_bleu_of_empty_files_is_a_one_line_error(tmp_path):
 
 
 def test_sampling_is_reproducible_line_by_line_and_top_1_is_greedy(demo_run, demo):
-    from mtrain.commands.translate import open_engine
+    from mtrain.deploy.engines import open_engine
 
     lines = demo[3].raw_text("test", "en")[:24]
     sample = lambda **o: open_engine(demo_run / "checkpoint_avg.pt", sampling="topk", **o)

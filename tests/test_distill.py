@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mtrain.commands import distill
-from mtrain.commands.translate import open_engine
 from mtrain.config_io import save_config
+from mtrain.deploy.engines import open_engine
 from mtrain.errors import MtrainError
 from mtrain.run import checkpoint
+from mtrain.training import distillation as distill
 
 from helpers import ROOT, run_cli, tiny_config
 

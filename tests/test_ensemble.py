@@ -9,10 +9,11 @@ import math
 import pytest
 import torch
 
-from mtrain.commands.translate import Aligner, open_engine
-from mtrain.commands.tune import tune_command
+from mtrain.cli.translate import Aligner
+from mtrain.cli.tune import tune_command
 from mtrain.config import TokenizerConfig
 from mtrain.data.tokenizer import train_model
+from mtrain.deploy.engines import open_engine
 from mtrain.errors import MtrainError
 from mtrain.evaluation.scores import corpus_scores
 from mtrain.inference.ensemble import Ensemble
@@ -153,5 +154,5 @@ def test_what_an_ensemble_cannot_do_is_one_line_error(members):
     with pytest.raises(MtrainError, match="one model's cross-attention; give a single --checkpoint"):
         Aligner(open_engine(members, device="cpu"), 0)
     with pytest.raises(MtrainError, match="--write stores the setting in one checkpoint"):
-        tune_command(members, "4", "0.6", None, None, True, None, lambda: None)
+        tune_command(members, translator_factory=lambda: None, beams="4", lenpens="0.6", write=True)
     assert open_engine(members[:1], device="cpu").model.__class__.__name__ == "Transformer"

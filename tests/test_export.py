@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtrain.commands.export import export_command
-from mtrain.commands.translate import open_engine
+from mtrain.cli.export import export_command
 from mtrain.data.store import PreparedData
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.deploy.ctranslate2 import cached_ctranslate2, export_ctranslate2
+from mtrain.deploy.engines import open_engine
 from mtrain.deploy.export import ExportedCheckpoint
 from mtrain.deploy.huggingface import export_huggingface
 from mtrain.errors import MtrainError

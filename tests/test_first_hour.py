@@ -52,7 +52,7 @@ def test_a_non_terminal_log_shows_progress_after_the_first_step(finished_run):
 def test_threads_option_is_honoured(finished_run):
     _, _, log = finished_run
     assert "1 CPU thread(s) per process" in log
-    from mtrain.commands.translate import open_engine
+    from mtrain.deploy.engines import open_engine
 
     before = torch.get_num_threads()
     try:

@@ -11,9 +11,9 @@ import sentencepiece as spm
 import torch
 import yaml
 
-from mtrain.commands.translate import open_engine
 from mtrain.data.demo import generate
 from mtrain.deploy.ctranslate2 import export_ctranslate2
+from mtrain.deploy.engines import open_engine
 from mtrain.deploy.export import ExportedCheckpoint
 from mtrain.deploy.huggingface import export_huggingface
 from mtrain.deploy.marian_import import import_huggingface, marian_init_source

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mtrain.commands.translate import open_engine
 from mtrain.data.store import PreparedData
+from mtrain.deploy.engines import open_engine
 from mtrain.deploy.serve.app import create_app
 from mtrain.deploy.serve.worker import ServeLimits
 

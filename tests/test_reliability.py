@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from mtrain import files
-from mtrain.commands.tune import write_setting
 from mtrain.data.prepare import prepare
 from mtrain.data.store import PreparedData
 from mtrain.deploy.export import staged_directory
 from mtrain.errors import MtrainError
+from mtrain.evaluation.tune import write_setting
 from mtrain.run import checkpoint
 from mtrain.run import directory as rundir
 from mtrain.run.metrics import DROPPED_METRICS_FILE
@@ -563,7 +563,7 @@ def test_a_full_disk_under_any_command_is_one_line(finished, tmp_path, monkeypat
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr("mtrain.commands.translate.atomic_write_text", full)
+    monkeypatch.setattr("mtrain.cli.translate.atomic_write_text", full)
     source = tmp_path / "in.en"
     source.write_text("a man\n")
     result = run_cli(

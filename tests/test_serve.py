@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mtrain.commands.translate import open_engine
 from mtrain.data.store import PreparedData
+from mtrain.deploy.engines import open_engine
 from mtrain.deploy.serve.app import create_app
 from mtrain.deploy.serve.connections import OncePerInterval, waiting_for_client
 from mtrain.deploy.serve.responses import result_unless_client_left

@@ -4,7 +4,7 @@ The length penalty lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016, used by the
 section 6.1 with alpha 0.6) trades the search's bias towards short outputs against BLEU's
 brevity penalty; the best alpha differs between language pairs and models, and the paper
 chose its own on the development set. This decodes the validation sources for every setting
-of a grid and scores each with sacreBLEU; commands/tune.py can store the best setting in the
+of a grid and scores each with sacreBLEU; `write_setting` stores the chosen setting in the
 checkpoint, so `mtrain translate` uses it without flags. The test set is never used here.
 
 On a validation set of a thousand sentences many settings score within the bootstrap's noise of
@@ -21,12 +21,24 @@ import math
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from mtrain.config_checks import MAX_BEAM, MAX_LENPEN
+from mtrain.config_io import decode_config
+from mtrain.data.sources import read_lines
 from mtrain.errors import MtrainError
-from mtrain.evaluation.bootstrap import BOOTSTRAP_SAMPLES, p_values, resample_indices, sentence_statistics
+from mtrain.evaluation.bootstrap import (
+    BOOTSTRAP_SAMPLES,
+    p_values,
+    paired_bootstrap,
+    resample_indices,
+    sentence_statistics,
+)
 from mtrain.evaluation.scores import corpus_scores
+from mtrain.files import disk_errors
 from mtrain.inference.engine import TranslationEngine
+from mtrain.run import checkpoint
+from mtrain.run.directory import prepared_data_dir
 
 
 def parse_beams(text: str) -> list[int]:
@@ -181,3 +193,89 @@ def edge_notes(chosen: dict, beams: list[int], lenpens: list[float]) -> list[str
 
 
 HEADER = "beam  lenpen    BLEU    chrF     BP  ratio  seconds"
+
+
+def validation_files(checkpoint_path: Path, src: Path | None, ref: Path | None) -> tuple[Path, Path]:
+    """--src/--ref, or the validation text of the checkpoint's prepared data (data.dir, or its run's data/)."""
+    if src is not None or ref is not None:
+        if src is None or ref is None:
+            raise MtrainError("give both --src and --ref (the validation sources and references), or neither")
+        found = (Path(src), Path(ref))
+    else:
+        config = checkpoint.load(checkpoint_path)["config"]
+        data = prepared_data_dir(config, Path(checkpoint_path).parent)
+        found = tuple(data / f"valid.{config['data'][side]}.txt" for side in ("src_lang", "tgt_lang"))
+    for path in found:
+        if not path.is_file():
+            raise MtrainError(
+                f"no validation data: {path} not found; give --src FILE --ref FILE (the validation set; "
+                "never tune on the test set)"
+            )
+    return found
+
+
+def write_setting(checkpoint_path: Path, row: dict, output: Path | None) -> Path:
+    """Store the chosen beam and length penalty as the checkpoint's decode settings (atomically),
+    in place or in a copy at `output`."""
+    state = checkpoint.load(checkpoint_path)
+    decode = decode_config(state["config"]["decode"], beam=row["beam"], lenpen=row["lenpen"])  # checked as a config is
+    state["config"]["decode"] = dataclasses.asdict(decode)
+    target = Path(output) if output is not None else Path(checkpoint_path)
+    if target.is_dir():
+        raise MtrainError(f"--output {target} is a directory; give a file name")
+    with disk_errors(f"writing {target}", "the checkpoint tuned is intact; free space and tune again"):
+        checkpoint.save(state, target)
+    return target
+
+
+def validation_set(checkpoint_path: Path, src: Path | None, ref: Path | None) -> tuple[list[str], list[str], Path]:
+    """The validation sources and references tune chooses on, and the sources' path."""
+    src_path, ref_path = validation_files(checkpoint_path, src, ref)
+    sources, references = read_lines(src_path), read_lines(ref_path)
+    if len(sources) != len(references) or not sources:
+        raise MtrainError(
+            f"{src_path} has {len(sources)} lines and {ref_path} {len(references)}; they must be the same, non-zero"
+        )
+    return sources, references, src_path
+
+
+def held_out_report(
+    translator: TranslationEngine,
+    sources: list[str],
+    references: list[str],
+    chosen: dict,
+    default: dict,
+    tgt_lang: str | None = None,
+) -> dict:
+    """BLEU, chrF and length ratio of the chosen and the default setting on the held-out sentences,
+    and the paired bootstrap p-value of their BLEU difference (sacreBLEU's, as eval-bleu --baseline)."""
+    report: dict = {"sentences": len(sources)}
+    outputs = {}
+    for name, setting in (("chosen", chosen), ("default", default)):
+        translator.config = dataclasses.replace(translator.config, beam=setting["beam"], lenpen=setting["lenpen"])
+        outputs[name] = translator.translate(sources, beam=setting["beam"])
+        scores = corpus_scores(outputs[name], [references], tgt_lang=tgt_lang)
+        report[name] = {key: setting[key] for key in ("beam", "lenpen")} | {
+            key: scores[key] for key in ("bleu", "chrf", "length_ratio")
+        }
+    same = outputs["chosen"] == outputs["default"]
+    report["bleu_p_value"] = (
+        1.0 if same else paired_bootstrap(outputs["chosen"], outputs["default"], [references], tgt_lang)["bleu_p_value"]
+    )
+    return report
+
+
+def describe_held_out(report: dict) -> str:
+    chosen, default = report["chosen"], report["default"]
+    delta, p = chosen["bleu"] - default["bleu"], report["bleu_p_value"]
+    verdict = "no difference" if delta == 0 else "significant" if p < SIGNIFICANCE else "not significant"
+    return (
+        f"held out ({report['sentences']} sentences, not used for the choice): chosen beam {chosen['beam']} "
+        f"lenpen {chosen['lenpen']:g} ({describe_scores(chosen)}); the checkpoint's own setting beam "
+        f"{default['beam']} lenpen {default['lenpen']:g} ({describe_scores(default)}); {delta:+.2f} BLEU, "
+        f"p = {p:.4f} (paired bootstrap): {verdict} at p < {SIGNIFICANCE:g}"
+    )
+
+
+def describe_scores(row: dict) -> str:
+    return f"BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f}, length ratio {row['length_ratio']:.3f}"

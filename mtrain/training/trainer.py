@@ -73,9 +73,16 @@ def training_batches(
     t = config.train
     sampler = subword_sampler(data, tokenizer, config.tokenizer.sampling_alpha, t.seed)
     batches = TrainBatches(
-        data.split("train"), t.max_tokens, t.seed, config.model.max_positions, t.update_freq,
-        dist.world_size, dist.rank, weights=[c.weight for c in config.data.train], segmentation=sampler,
-    )  # fmt: skip
+        data.split("train"),
+        t.max_tokens,
+        t.seed,
+        config.model.max_positions,
+        t.update_freq,
+        dist.world_size,
+        dist.rank,
+        weights=[c.weight for c in config.data.train],
+        segmentation=sampler,
+    )
     if batches.skipped:
         log.warning("%d training pairs are longer than model.max_positions and are skipped", batches.skipped)
     return batches

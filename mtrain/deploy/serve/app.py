@@ -368,7 +368,7 @@ def serve_command(load_translator: Callable[[], TranslationEngine], host: str, p
             http=idle_closing_protocol(limits.idle_seconds, limits.receive_seconds),
             limit_concurrency=limits.max_connections,
             timeout_graceful_shutdown=limits.drain_seconds,
-        )  # fmt: skip
+        )
     )
 
     def stop(message: str) -> None:

@@ -1,9 +1,7 @@
-"""`mtrain translate`: pick an engine, feed it lines, write one result per input line.
+"""`mtrain translate`: pick an engine (mtrain.deploy.engines), feed it lines, write one result per
+input line: a file to a file (atomically, with a progress bar), or stdin to stdout as lines arrive.
 
-Two engines share one interface (`translate_nbest(lines, beam, nbest, progress)`):
-- `torch`, the reference: mtrain's own batched beam search on the checkpoint (inference/);
-- `ctranslate2`: the checkpoint converted once to CTranslate2 (cached, rebuilt when the
-  checkpoint file changes) or a directory made by `mtrain export --format ctranslate2`.
+torch and the decoders load inside the functions, so that `mtrain --help` starts at once.
 """
 
 from __future__ import annotations
@@ -14,65 +12,107 @@ import select
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Optional
 
-from mtrain.data.tokenizer import Tokenizer
-from mtrain.device import check_threads, default_threads, keep_freed_memory, set_threads
+import typer
+
+from mtrain.cli.options import (
+    BeamOption,
+    DeviceOption,
+    EngineOption,
+    LenpenOption,
+    MaxTokensOption,
+    ModelDirOption,
+    PrecisionOption,
+    QuantizationOption,
+    ThreadsOption,
+)
+from mtrain.cli.shell import command
 from mtrain.errors import MtrainError
 from mtrain.files import atomic_text_output, atomic_write_text
-from mtrain.inference.engine import TranslationEngine
-from mtrain.inference.search import Hypothesis
-from mtrain.inference.translator import Translator, check_nbest, open_translator
 
-ENGINES = ("torch", "ctranslate2")
+if TYPE_CHECKING:
+    from mtrain.data.tokenizer import Tokenizer
+    from mtrain.inference.engine import TranslationEngine
+    from mtrain.inference.search import Hypothesis
+    from mtrain.inference.translator import Translator
+
+SamplingOption = typer.Option(
+    None,
+    metavar="topk|multinomial",
+    help="Draw each token at random instead of searching (back-translation): from the --topk most "
+    "probable tokens, or from all. Reproducible: line i's draws depend only on (--seed, i).",
+)
+AlignmentOption = typer.Option(
+    False,
+    "--alignment",
+    help="Append word alignments from the cross-attention: 'text ||| 0-0 1-2 ...' "
+    "(Pharaoh i-j, source-target, from 0).",
+)
+AlignmentLayerOption = typer.Option(
+    0,
+    metavar="L",
+    show_default=False,
+    help="Decoder layer (from 1) whose cross-attention aligns (default: the last, best by alignment error rate).",
+)
 
 
-def check_model_source(checkpoint: Path | list[Path] | None, model_dir: Path | None) -> None:
-    """Exactly one of a checkpoint (or several: an ensemble) and an exported directory."""
-    if (checkpoint is None or checkpoint == []) == (model_dir is None):
-        raise MtrainError("give either --checkpoint FILE or --model DIR (an exported CTranslate2 directory)")
+@command(short_help="Translate text, one output line per input line.")
+def translate(
+    checkpoint: Optional[list[Path]] = typer.Option(
+        None,
+        "--checkpoint",
+        metavar="FILE",
+        help="A checkpoint, e.g. runs/demo/checkpoint_avg.pt. Repeat it to translate with an ensemble: "
+        "the checkpoints' next-token probabilities are averaged (they must share one vocabulary).",
+    ),
+    model: Optional[Path] = ModelDirOption,
+    input: Optional[Path] = typer.Option(
+        None,
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="Source text, one sentence a line (default: stdin; lines already waiting are translated together).",
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Where translations go (default: stdout); written atomically."
+    ),
+    beam: Optional[int] = BeamOption,
+    lenpen: Optional[float] = LenpenOption,
+    max_tokens: Optional[int] = MaxTokensOption,
+    nbest: int = typer.Option(1, help="Print this many hypotheses per line as 'index ||| translation ||| score'."),
+    sampling: Optional[str] = SamplingOption,
+    topk: Optional[int] = typer.Option(None, help="Tokens to draw from with --sampling topk (default: 10)."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature; < 1 sharpens (default: 1)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed of --sampling (default: 1)."),
+    engine: str = EngineOption,
+    quantization: Optional[str] = QuantizationOption,
+    threads: int = ThreadsOption,
+    device: str = DeviceOption,
+    precision: str = PrecisionOption,
+    alignment: bool = AlignmentOption,
+    alignment_layer: int = AlignmentLayerOption,
+) -> None:
+    """Translate text with a checkpoint or an exported model: one output line per input line."""
+    from mtrain.deploy.engines import open_engine
 
-
-def open_engine(
-    checkpoint: Path | list[Path] | None = None,
-    model_dir: Path | None = None,
-    engine: str = "torch",
-    device: str = "auto",
-    precision: str = "auto",
-    threads: int = 0,
-    quantization: str | None = None,
-    **overrides: object,
-) -> TranslationEngine:
-    """A translator for a checkpoint (either engine), several checkpoints as an ensemble (torch
-    engine), or an exported CTranslate2 directory. `overrides` (beam, lenpen, max_tokens, ...)
-    replace the model's decode settings; `quantization` (None: ctranslate2.DEFAULT_QUANTIZATION) applies
-    to a checkpoint converted for CTranslate2."""
-    if engine not in ENGINES:
-        raise MtrainError(f"--engine '{engine}' is not one of {', '.join(ENGINES)}")
-    check_model_source(checkpoint, model_dir)
-    paths = checkpoint if isinstance(checkpoint, list) else [checkpoint]
-    check_threads(threads)
-    if model_dir is not None or engine == "ctranslate2":
-        if len(paths) > 1:
-            raise MtrainError(
-                "several --checkpoint (an ensemble) decode with the torch engine only; drop --engine ctranslate2"
-            )
-        from mtrain.deploy.ctranslate2 import DEFAULT_QUANTIZATION, cached_ctranslate2
-        from mtrain.extras import require
-
-        require("ctranslate2", "deploy")
-        from mtrain.deploy.ct2_engine import CTranslate2Translator
-
-        if model_dir is None:
-            quantization = quantization or DEFAULT_QUANTIZATION
-            model_dir = cached_ctranslate2(paths[0], quantization)
-        elif not Path(model_dir).is_dir():
-            raise MtrainError(f"--model {model_dir} is not a directory; give a directory made by mtrain export")
-        translator = CTranslate2Translator(Path(model_dir), device, threads or default_threads(), **overrides)
-        translator.quantization = quantization  # None: as the exported directory was written
-        return translator
-    set_threads(threads)
-    return open_translator(paths, device, precision, **overrides)
+    translator = open_engine(
+        checkpoint,
+        model,
+        engine,
+        device,
+        precision,
+        threads,
+        quantization,
+        beam=beam,
+        lenpen=lenpen,
+        max_tokens=max_tokens,
+        sampling=sampling,
+        topk=topk,
+        temperature=temperature,
+        seed=seed,
+    )
+    translate_command(translator, input, output, nbest, Aligner(translator, alignment_layer) if alignment else None)
 
 
 def format_hypotheses(
@@ -125,6 +165,9 @@ def translate_command(
     aligner: Aligner | None = None,
 ) -> None:
     """A file in, a file out (atomically, with a progress bar), or stdin to stdout line by line."""
+    from mtrain.device import keep_freed_memory
+    from mtrain.inference.translator import check_nbest
+
     if translator.config.sampling and nbest != 1:
         raise MtrainError("--sampling draws one translation per line; leave out --nbest")
     check_nbest(nbest, 1 if translator.config.sampling else translator.config.beam)

@@ -1,16 +1,99 @@
-"""`mtrain eval-bleu`: score a hypothesis file (or translate first) against references, and with
-`--baseline` test whether the difference to another system is significant."""
+"""`mtrain eval-bleu`: score a hypothesis file (or translate first) against references with
+sacreBLEU, and with `--baseline` test whether the difference to another system is significant."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
+import typer
+
+from mtrain.cli.options import (
+    BeamOption,
+    DeviceOption,
+    EngineOption,
+    LenpenOption,
+    MaxTokensOption,
+    ModelDirOption,
+    PrecisionOption,
+    QuantizationOption,
+    ThreadsOption,
+)
+from mtrain.cli.shell import command
 from mtrain.data.sources import read_lines
 from mtrain.errors import MtrainError
-from mtrain.evaluation.bootstrap import describe_bootstrap, paired_bootstrap
-from mtrain.evaluation.scores import corpus_scores
-from mtrain.run import checkpoint
+
+PaperBleuOption = typer.Option(
+    False, "--paper-bleu", help="Also report the paper's tokenized BLEU with compound splitting."
+)
+BaselineOption = typer.Option(
+    None,
+    "--baseline",
+    metavar="FILE",
+    help="Another system's translations of the same source: also test whether the two differ significantly "
+    "(sacreBLEU's paired bootstrap, 1000 resamples).",
+)
+
+
+@command("eval-bleu", short_help="Score translations with sacreBLEU (BLEU and chrF).")
+def eval_bleu(
+    ref: list[Path] = typer.Option(
+        ..., "--ref", "-r", metavar="FILE", help="Reference file (repeat for several references)."
+    ),
+    hyp: Optional[Path] = typer.Option(None, "--hyp", metavar="FILE", help="Translations to score."),
+    checkpoint: Optional[list[Path]] = typer.Option(
+        None,
+        "--checkpoint",
+        metavar="FILE",
+        help="Translate --src with this checkpoint, then score (repeat it for an ensemble).",
+    ),
+    model: Optional[Path] = ModelDirOption,
+    src: Optional[Path] = typer.Option(
+        None, "--src", metavar="FILE", help="Source file to translate (with --checkpoint or --model)."
+    ),
+    beam: Optional[int] = BeamOption,
+    lenpen: Optional[float] = LenpenOption,
+    max_tokens: Optional[int] = MaxTokensOption,
+    engine: str = EngineOption,
+    quantization: Optional[str] = QuantizationOption,
+    threads: int = ThreadsOption,
+    device: str = DeviceOption,
+    precision: str = PrecisionOption,
+    paper_bleu: bool = PaperBleuOption,
+    baseline: Optional[Path] = BaselineOption,
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    tgt_lang: Optional[str] = typer.Option(
+        None,
+        "--tgt-lang",
+        metavar="CODE",
+        help="The references' language: zh, ja and ko get sacreBLEU's own tokenizer (default: the model's target).",
+    ),
+) -> None:
+    """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
+    options = dict(
+        checkpoint=checkpoint,
+        model_dir=model,
+        engine=engine,
+        device=device,
+        precision=precision,
+        threads=threads,
+        quantization=quantization,
+        beam=beam,
+        lenpen=lenpen,
+        max_tokens=max_tokens,
+    )
+    translating = bool(checkpoint) or model is not None
+    eval_command(
+        ref,
+        hyp=hyp,
+        src=src,
+        translator_options=options if translating else None,
+        paper_bleu=paper_bleu,
+        as_json=json_output,
+        baseline=baseline,
+        tgt_lang=tgt_lang,
+    )
 
 
 def read_references(paths: list[Path], count: int | None) -> list[list[str]]:
@@ -39,6 +122,8 @@ def model_target_language(translator_options: dict) -> str | None:
         from mtrain.deploy.ct2_engine import read_model_info
 
         return read_model_info(Path(translator_options["model_dir"])).get("tgt_lang")
+    from mtrain.run import checkpoint
+
     paths = translator_options["checkpoint"]
     return checkpoint.load(paths[0] if isinstance(paths, list) else paths)["config"]["data"]["tgt_lang"]
 
@@ -56,6 +141,9 @@ def eval_command(
     """`mtrain eval-bleu`: score --hyp, or translate --src with a model (`translator_options` for
     `translate.open_engine`: checkpoint or model_dir, engine, beam, ...) and score that; with a
     `baseline` (another system's translations), also test whether the two differ significantly."""
+    from mtrain.evaluation.bootstrap import describe_bootstrap, paired_bootstrap
+    from mtrain.evaluation.scores import corpus_scores
+
     if (hyp is None) == (translator_options is None):
         raise MtrainError("give either --hyp FILE, or a model (--checkpoint CKPT or --model DIR) with --src FILE")
     if baseline is not None and not baseline.is_file():
@@ -67,7 +155,7 @@ def eval_command(
     else:
         if src is None or not Path(src).is_file():
             raise MtrainError(f"translating needs an existing --src file (got {src})")
-        from mtrain.commands.translate import open_engine
+        from mtrain.deploy.engines import open_engine
 
         lines = read_lines(Path(src))
         read_references(ref_paths, len(lines))  # fail before translating, not after

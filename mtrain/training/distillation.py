@@ -1,5 +1,5 @@
-"""`mtrain distill`: sequence-level knowledge distillation (Kim and Rush, 2016) from a teacher (one
-checkpoint or an ensemble) into a student described by its own config.
+"""Sequence-level knowledge distillation (Kim and Rush, 2016), what `mtrain distill` runs: from a
+teacher (one checkpoint or an ensemble) into a student described by its own config.
 
 The teacher translates the student's training sources with its beam search; the translations
 replace the training targets, and the student trains on them (optionally mixed with the original

@@ -1,1 +1,0 @@
-"""The glue of one CLI command each: check the request, call the layers below, print."""
