@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 def setting(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
@@ -205,6 +205,11 @@ class TrainConfig:
         1.0,
         "Factor on the paper's rate: lr = lr_scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) (equation 3).",
     )
+    lr: float = setting(
+        0.0,
+        "The peak learning rate, reached at the end of warmup, with the same shape: lr * min((warmup/step)^0.5, "
+        "step/warmup), e.g. 5e-5 for fine-tuning; 0: the paper's rate scaled by lr_scale.",
+    )
     warmup_steps: int = setting(4000, "Steps of linear warmup before the inverse-square-root decay (the paper: 4000).")
     cooldown: float = setting(
         0.0,
@@ -280,6 +285,11 @@ class Config:
     decode: DecodeConfig = setting(
         factory=DecodeConfig, help="Search settings, stored with every checkpoint (mtrain tune writes its choice here)."
     )
+
+    # The keys ("model.d_model", ...) its YAML file and --set gave, which config_io records; None:
+    # built in code, everything stated. A fine-tuning run takes the model settings it does not state
+    # from the model it starts from (training.initial.inherit_model).
+    stated: ClassVar[frozenset[str] | None] = None
 
     @property
     def data_dir(self) -> Path:

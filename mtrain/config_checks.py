@@ -84,7 +84,7 @@ def _validate_tokenizer(t: TokenizerConfig) -> None:
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 FREEZABLE = ("embeddings", "encoder", "decoder")  # train.freeze's choices
 FILTERS = ("langid", "copy", "control_chars", "min_letters", "max_other_script", "max_token_chars", "numbers")
-TRAIN_FLOATS = ("lr_scale", "cooldown", "adam_beta1", "adam_beta2", "adam_eps", "label_smoothing", "clip_norm",
+TRAIN_FLOATS = ("lr_scale", "lr", "cooldown", "adam_beta1", "adam_beta2", "adam_eps", "label_smoothing", "clip_norm",
                 "max_minutes", "save_every_minutes")  # fmt: skip
 
 
@@ -103,6 +103,12 @@ def _validate_train(tr: TrainConfig) -> None:
     _require(tr.max_steps >= 1, "train.max_steps must be >= 1")
     _require(tr.warmup_steps > 0, "train.warmup_steps must be > 0")
     _require(tr.lr_scale > 0, "train.lr_scale must be > 0")
+    _require(0 <= tr.lr < 1, f"train.lr must be >= 0 and below 1 (0: the paper's rate), got {tr.lr}")
+    _require(
+        not tr.lr or tr.lr_scale == 1.0,
+        "train.lr and train.lr_scale both set the learning rate; keep one (lr: the peak, or lr_scale: the paper's "
+        "rate scaled)",
+    )
     _require(0 <= tr.cooldown <= 1, f"train.cooldown must be a fraction of the budget in [0, 1], got {tr.cooldown}")
     _require(0 <= tr.adam_beta1 < 1 and 0 <= tr.adam_beta2 < 1, "train.adam_beta1/adam_beta2 must be in [0, 1)")
     _require(tr.adam_eps > 0, "train.adam_eps must be > 0")

@@ -147,6 +147,9 @@ def from_dict(values: dict, overrides: list[str] = ()) -> Config:
         _set_path(tree, key, value)
     config = _build(Config, tree)
     validate(config)
+    config.stated = frozenset(
+        f"{section}.{key}" for section, values in tree.items() if isinstance(values, dict) for key in values
+    )
     return config
 
 

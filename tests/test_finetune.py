@@ -89,6 +89,26 @@ def test_a_fine_tuning_run_starts_from_the_weights_with_everything_else_fresh(so
     assert f"started from {source} (step 20, sha256 {origin['sha256']})" in origin_line(records)  # the report
 
 
+def test_a_fine_tuning_config_names_the_model_and_the_data_and_gives_the_peak_lr(source, tmp_path):
+    """No model section: the shape (and tokenizer.joint) comes from the source and is written to
+    config.yaml; train.lr is the rate at the end of warmup."""
+    values = {
+        "out_dir": str(tmp_path / "ft"),
+        "data": {"train": {"demo": 600}, "valid": {"demo": 50}, "test": {}},
+        "train": {"init_from": str(source), "lr": 5e-4, "warmup_steps": 2, "max_steps": 3, "log_every": 1},
+    }
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = run_cli("train", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    written = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
+    assert written["model"] == checkpoint.load(source)["config"]["model"] and written["model"]["d_model"] == 64
+    records = [yaml.safe_load(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 5e-4 * (2 / 3) ** 0.5])  # warmup, the peak, then 1/sqrt(step)
+    assert run_cli("train", "-c", str(path)).returncode == 0  # run again: the same inherited shape, nothing refused
+
+
 def test_an_interrupted_fine_tuning_run_resumes_exactly(source, tmp_path):
     settings = {"max_steps": 24, "warmup_steps": 10, "save_every": 12, "freeze": ["encoder"]}
     values = {run: finetune_config(tmp_path / run, source, **settings) for run in "ab"}
@@ -112,7 +132,7 @@ def test_an_interrupted_fine_tuning_run_resumes_exactly(source, tmp_path):
     [
         (
             {"model": {**TINY_MODEL, "d_model": 32}},
-            "has model.d_model=64 but the config says 32; set model.d_model: 64",
+            "has model.d_model=64 but the config says 32; leave model.d_model out to take the source's",
         ),
         (
             {"model": {**TINY_MODEL, "encoder_layers": 3}},
@@ -122,7 +142,7 @@ def test_an_interrupted_fine_tuning_run_resumes_exactly(source, tmp_path):
         ({"tokenizer": {"model": "x.model"}}, "brings its own sentencepiece model(s); remove tokenizer.model"),
         (
             {"tokenizer": {"joint": False}, "model": {**TINY_MODEL, "tie_embeddings": "none"}},
-            "says tokenizer.joint: false; set tokenizer.joint: true",
+            "says tokenizer.joint: false; leave tokenizer.joint out to take the source's",
         ),
         ({"train.init_from": "missing.pt"}, "checkpoint not found: missing.pt"),
         ({"train.init_from": "."}, "is a directory; give an mtrain checkpoint, or a Hugging Face MarianMTModel"),

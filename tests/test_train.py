@@ -34,6 +34,18 @@ def test_learning_rate_follows_the_paper_formula():
     assert learning_rate(100, d, warmup, scale=2.0) == pytest.approx(2 * learning_rate(100, d, warmup))
 
 
+def test_train_lr_is_the_peak_at_the_end_of_warmup():
+    """train.lr: the paper's shape with that value at step = warmup, whatever the width."""
+    for d in (64, 512):
+        assert learning_rate(4000, d, 4000, peak=5e-5) == pytest.approx(5e-5)
+        assert learning_rate(1000, d, 4000, peak=5e-5) == pytest.approx(5e-5 / 4)  # linear warmup
+        assert learning_rate(16000, d, 4000, peak=5e-5) == pytest.approx(5e-5 / 2)  # inverse square root
+    with pytest.raises(MtrainError, match="train.lr and train.lr_scale both set the learning rate; keep one"):
+        tiny_config("x", train={"lr": 1e-4, "lr_scale": 2.0})
+    with pytest.raises(MtrainError, match="train.lr must be >= 0 and below 1"):
+        tiny_config("x", train={"lr": 3.0})
+
+
 def test_cooldown_factor_is_one_then_falls_linearly_to_zero():
     assert [cooldown_factor(spent, 0.0) for spent in (0.0, 0.9, 1.0)] == [1.0, 1.0, 1.0]
     assert [cooldown_factor(spent, 0.2) for spent in (0.0, 0.8, 0.9, 1.0, 1.5)] == pytest.approx(

@@ -184,7 +184,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout (section 5.4): zero each element with probability p, scale the rest by 1/(1-p).
 
     F.dropout draws a CPU mask with one 64-bit random number per element, on one core (its
-    vectorised generator serves Intel CPUs only): a tenth of a training step here. Each 64-bit
+    vectorised generator serves Intel CPUs only), a visible share of a CPU training step
+    (docs/benchmarks.md). Each 64-bit
     draw gives four 16-bit uniforms instead, with p rounded to a multiple of 2^-16."""
     if not training or p == 0.0:
         return x

@@ -10,13 +10,16 @@ every checkpoint, metrics.jsonl and the report.
 
 Fewer layers make a student that starts from its teacher ("shrink and fine-tune", Shleifer and
 Rush, 2020): it keeps the embeddings and takes evenly spaced layers of each stack, the first and
-the last among them. It starts far closer to the teacher than random weights do: the distillation
-recipe's one-decoder-layer student reaches 35.9 test BLEU in 20 CPU minutes (its teacher: 38.7),
-where one from random weights had 3.1 after 12 (docs/guides/distillation.md).
+the last among them, and so starts far closer to the teacher than random weights do (the
+distillation guide has the figures).
+
+A fine-tuning config need not repeat the source's shape: what it leaves out of `model` (and
+tokenizer.joint) is taken from the source (`inherit_model`), what it states is checked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -69,6 +72,21 @@ def directory_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def inherit_model(config: Config, saved: dict) -> None:
+    """Give `config` the model settings it does not state (and tokenizer.joint) from `saved`, the
+    config of the model the run starts from, as `from_pretrained` takes a model's shape: a
+    fine-tuning config names the model and the data, not d_model, heads and layers again. What it
+    states is kept, and checked against the source by `check_source`. Changes `config` in place."""
+    if config.stated is None:  # built in code: everything is stated
+        return
+    model = {k: v for k, v in saved["model"].items() if f"model.{k}" not in config.stated}
+    model = {k: v for k, v in model.items() if k in ModelConfig.__dataclass_fields__}
+    if model:
+        config.model = dataclasses.replace(config.model, **model)
+    if "tokenizer.joint" not in config.stated:
+        config.tokenizer = dataclasses.replace(config.tokenizer, joint=saved["tokenizer"]["joint"])
+
+
 def check_source(source: InitSource, config: Config) -> None:
     """Refuse a config that disagrees with the source model: its language pair, a tokenizer of
     its own, its shape (but for dropout)."""
@@ -94,15 +112,15 @@ def check_source(source: InitSource, config: Config) -> None:
     if t.joint != joint:
         raise MtrainError(
             f"{where} has {'one joint' if joint else 'a source and a target'} vocabulary but the config "
-            f"says tokenizer.joint: {str(t.joint).lower()}; set tokenizer.joint: {str(joint).lower()}"
+            f"says tokenizer.joint: {str(t.joint).lower()}; leave tokenizer.joint out to take the source's"
         )
     free = (*checkpoint.REGULARIZATION, *LAYER_COUNTS)
     difference = checkpoint.shape_difference(saved["model"], config.model, free)
     if difference is not None:
         key, theirs, ours = difference
         raise MtrainError(
-            f"{where} has model.{key}={theirs} but the config says {ours}; set model.{key}: {theirs} (the shape "
-            "must match the weights; only the dropout values and fewer layers may differ)"
+            f"{where} has model.{key}={theirs} but the config says {ours}; leave model.{key} out to take the "
+            "source's (the shape must match the weights; only the dropout values and fewer layers may differ)"
         )
     for key in LAYER_COUNTS:
         theirs, ours = saved["model"][key], getattr(config.model, key)

@@ -8,10 +8,15 @@ import torch
 from mtrain.config import TrainConfig
 
 
-def learning_rate(step: int, d_model: int, warmup: int, scale: float = 1.0) -> float:
-    """lrate = scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), step counted from 1."""
+def learning_rate(step: int, d_model: int, warmup: int, scale: float = 1.0, peak: float = 0.0) -> float:
+    """lrate = scale * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), step counted from 1; with
+    a `peak` (train.lr), the same shape with that value at step = warmup instead:
+    peak * min((warmup / step)^0.5, step / warmup)."""
     step = max(step, 1)
-    return scale * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+    shape = min(step**-0.5, step * warmup**-1.5)
+    if peak:
+        return peak * shape * warmup**0.5
+    return scale * d_model**-0.5 * shape
 
 
 def cooldown_factor(budget_spent: float, cooldown: float) -> float:
@@ -31,7 +36,7 @@ def scheduled_lr(train: TrainConfig, d_model: int, step: int, elapsed_s: float) 
     """The learning rate of step `step + 1`: the paper's schedule times the cooldown factor. The
     budget spent is the larger of the step and the time budget's shares; `elapsed_s` is the
     ranks' mean clock, so that every rank takes the same lr."""
-    lr = learning_rate(step + 1, d_model, train.warmup_steps, train.lr_scale)
+    lr = learning_rate(step + 1, d_model, train.warmup_steps, train.lr_scale, train.lr)
     budget_spent = step / train.max_steps
     if train.max_minutes:
         budget_spent = max(budget_spent, elapsed_s / (60 * train.max_minutes))

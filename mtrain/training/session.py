@@ -22,7 +22,7 @@ from mtrain.files import atomic_copy, disk_errors, remove_stale_temporaries
 from mtrain.run import checkpoint
 from mtrain.run import directory as rundir
 from mtrain.run.metrics import repair_metrics
-from mtrain.training.initial import InitSource, check_source, load_checkpoint_source
+from mtrain.training.initial import InitSource, check_source, inherit_model, load_checkpoint_source
 from mtrain.training.progress import finished_message
 from mtrain.training.trainer import StartingPoint, Trainer
 
@@ -118,9 +118,12 @@ def initial_model(
             f"{config.out_dir} holds a run that did not start from train.init_from (its {start.path.name}); give "
             "the fine-tuning run a new out_dir"
         )
+    if start is not None and config.train.init_from:  # resumed: the run's own model, inherited as at its start
+        inherit_model(config, start.state["config"])
     if not config.train.init_from or start is not None:
         return None
     init = load_init(config)
+    inherit_model(config, init.state["config"])
     check_source(init, config)
     return init
 
