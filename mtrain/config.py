@@ -184,10 +184,16 @@ class ModelConfig:
         "Longest sequence in tokens the positional encodings cover (sources longer than this are truncated when"
         " translating).",
     )
+    positions: str = setting(
+        "interleaved",
+        "Layout of the sinusoidal table (section 3.5): interleaved (sin and cos alternate, as the paper and "
+        "tensor2tensor) or halves (every sin, then every cos, as fairseq and Marian; imported Marian models).",
+    )
 
 
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 ACTIVATIONS = ("relu", "gelu", "swish")
+POSITION_LAYOUTS = ("interleaved", "halves")
 SAMPLING = ("", "topk", "multinomial")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

@@ -10,6 +10,7 @@ import re
 from mtrain.config import (
     ACTIVATIONS,
     DEVICES,
+    POSITION_LAYOUTS,
     PRECISIONS,
     SAMPLING,
     Config,
@@ -197,6 +198,10 @@ def validate(config: Config) -> None:
     _require(m.max_positions >= 8, "model.max_positions must be >= 8")
     _require(
         m.activation in ACTIVATIONS, f"model.activation must be one of {', '.join(ACTIVATIONS)}, got '{m.activation}'"
+    )
+    _require(
+        m.positions in POSITION_LAYOUTS,
+        f"model.positions must be one of {', '.join(POSITION_LAYOUTS)}, got '{m.positions}'",
     )
     _validate_train(tr)
     validate_decode(dec)

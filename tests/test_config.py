@@ -165,7 +165,7 @@ def test_cli_reports_a_mistake_on_one_line_without_traceback(tmp_path):
         result.stderr.strip()
         == "error: config: unknown key 'model.haeds'; did you mean 'model.heads'? (valid keys here: d_model, heads, "
         "encoder_layers, decoder_layers, d_ff, dropout, attention_dropout, activation_dropout, pre_norm, "
-        "tie_embeddings, activation, output_bias, max_positions)"
+        "tie_embeddings, activation, output_bias, max_positions, positions)"
     )
     assert "Traceback" not in result.stderr
 

@@ -35,7 +35,7 @@ def ctranslate2_spec(ck: ExportedCheckpoint) -> Any:
     spec = transformer_spec.TransformerSpec.from_config(
         (m.encoder_layers, m.decoder_layers), m.heads, pre_norm=m.pre_norm, activation=activation
     )
-    positions = sinusoidal_positions(m.max_positions, m.d_model).numpy()
+    positions = sinusoidal_positions(m.max_positions, m.d_model, m.positions).numpy()
     _ct2_stack(spec.encoder, w, "encoder", m, positions)
     _ct2_stack(spec.decoder, w, "decoder", m, positions)
     spec.encoder.embeddings[0].weight = w["src_embed.weight"]

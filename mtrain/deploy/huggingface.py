@@ -11,66 +11,25 @@ from typing import Any
 import torch
 
 from mtrain.deploy.export import ExportedCheckpoint, staged_directory
+from mtrain.deploy.marian_weights import stream_order, to_marian
 from mtrain.errors import MtrainError
 from mtrain.extras import require
 from mtrain.special import BOS, EOS, PAD, UNK
 
 
-def marian_permutation(d_model: int) -> torch.Tensor:
-    """mtrain's position table interleaves sin and cos (dimension 2i: sin, 2i+1: cos); Marian's
-    puts every sin first, then every cos. Reading mtrain's residual-stream dimensions in the order
-    [0, 2, 4, ..., 1, 3, 5, ...] turns one table into the other; applied to every weight that
-    reads or writes the residual stream it changes no output (layer norm, attention and the
-    feed-forward networks are all equivariant to a fixed permutation of their input features)."""
-    return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
-
-
 def marian_state_dict(ck: ExportedCheckpoint) -> dict[str, torch.Tensor]:
-    """mtrain's weights under MarianMTModel's names, with the residual stream permuted."""
+    """mtrain's weights under MarianMTModel's names (marian_weights' table), in Marian's stream order."""
     w, m = ck.weights, ck.model
-    perm = marian_permutation(m.d_model)
+    order = stream_order(m)
     out = {
-        "model.encoder.embed_tokens.weight": w["src_embed.weight"][:, perm],
-        "model.decoder.embed_tokens.weight": w["tgt_embed.weight"][:, perm],
-        "lm_head.weight": w["output.weight"][:, perm],
+        "model.encoder.embed_tokens.weight": w["src_embed.weight"][:, order],
+        "model.decoder.embed_tokens.weight": w["tgt_embed.weight"][:, order],
+        "lm_head.weight": w["output.weight"][:, order],
         "final_logits_bias": w["output.bias"][None] if m.output_bias else torch.zeros(1, w["output.weight"].size(0)),
     }
     if m.tie_embeddings == "all":
         out["model.shared.weight"] = out["model.encoder.embed_tokens.weight"]
-    for stack, count in (("encoder", m.encoder_layers), ("decoder", m.decoder_layers)):
-        for i in range(count):
-            out.update(_marian_layer(w, perm, stack, i, m.d_model))
-    return out
-
-
-def _marian_layer(w: dict, perm: torch.Tensor, stack: str, i: int, d: int) -> dict[str, torch.Tensor]:
-    ours, hf, out = f"{stack}.{i}", f"model.{stack}.layers.{i}", {}
-
-    def reads(name: str, hf_name: str) -> None:  # a linear map from the residual stream: permute its input features
-        out[f"{hf_name}.weight"], out[f"{hf_name}.bias"] = w[f"{name}.weight"][:, perm], w[f"{name}.bias"]
-
-    def writes(name: str, hf_name: str) -> None:  # a linear map into the residual stream: permute its outputs
-        out[f"{hf_name}.weight"], out[f"{hf_name}.bias"] = w[f"{name}.weight"][perm], w[f"{name}.bias"][perm]
-
-    def norm(name: str, hf_name: str) -> None:
-        out[f"{hf_name}.weight"], out[f"{hf_name}.bias"] = w[f"{name}.weight"][perm], w[f"{name}.bias"][perm]
-
-    def attention(name: str, hf_name: str) -> None:
-        weight, bias = w[f"{name}.in_proj.weight"], w[f"{name}.in_proj.bias"]
-        for j, proj in enumerate(("q_proj", "k_proj", "v_proj")):
-            out[f"{hf_name}.{proj}.weight"] = weight[j * d : (j + 1) * d][:, perm]
-            out[f"{hf_name}.{proj}.bias"] = bias[j * d : (j + 1) * d]
-        writes(f"{name}.out_proj", f"{hf_name}.out_proj")
-
-    attention(f"{ours}.self_attn", f"{hf}.self_attn")
-    norm(f"{ours}.sub1.norm", f"{hf}.self_attn_layer_norm")
-    if stack == "decoder":
-        attention(f"{ours}.cross_attn", f"{hf}.encoder_attn")
-        norm(f"{ours}.sub2.norm", f"{hf}.encoder_attn_layer_norm")
-    reads(f"{ours}.ffn.0", f"{hf}.fc1")
-    writes(f"{ours}.ffn.2", f"{hf}.fc2")
-    norm(f"{ours}.sub{3 if stack == 'decoder' else 2}.norm", f"{hf}.final_layer_norm")
-    return out
+    return {**out, **to_marian(w, m)}
 
 
 def marian_config(ck: ExportedCheckpoint) -> Any:

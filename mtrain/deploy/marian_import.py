@@ -3,9 +3,9 @@ or an mtrain export) as an mtrain checkpoint, the inverse of huggingface.py's ex
 
 What OPUS-MT directories hold and how each part maps:
 - config.json (MarianConfig): post-norm layers, scaled embeddings, static sinusoidal positions in
-  Marian's [sin | cos] layout (mtrain interleaves them: the residual stream is permuted back, as
-  the export permutes it forward), the FFN's activation (swish in OPUS-MT), final_logits_bias
-  (mtrain's model.output_bias).
+  Marian's [sin | cos] layout (the model gets `model.positions: halves`, so every weight is read
+  as it is: marian_weights.py holds the one name table of import and export), the FFN's activation
+  (swish in OPUS-MT), final_logits_bias (mtrain's model.output_bias).
 - vocab.json (and target_vocab.json for separate vocabularies): Marian's own piece-to-id map over
   the pieces of source.spm and target.spm. mtrain's special ids are fixed (pad 0, unk 1, <s> 2,
   </s> 3), so the vocabulary is reordered: those four first, then every other piece in Marian's
@@ -37,7 +37,7 @@ from mtrain.config_checks import (
     MAX_WIDTH,
 )
 from mtrain.data.tokenizer import Tokenizer
-from mtrain.deploy.huggingface import marian_permutation
+from mtrain.deploy.marian_weights import from_marian
 from mtrain.errors import MtrainError
 from mtrain.extras import require
 from mtrain.files import disk_errors
@@ -108,8 +108,9 @@ def read_marian(directory: Path) -> tuple[Any, dict[str, torch.Tensor]]:
     return model.config, {k: v.detach().float() for k, v in model.state_dict().items()}
 
 
-def model_config(hf: Any, directory: Path, output_bias: bool) -> ModelConfig:
-    """mtrain's shape for a MarianConfig; what mtrain cannot express is refused by name."""
+def model_config(hf: Any, directory: Path, output_bias: bool, separate: bool) -> ModelConfig:
+    """mtrain's shape for a MarianConfig (`separate`: the vocabularies are); what mtrain cannot
+    express is refused by name."""
     unsupported = [
         (getattr(hf, "normalize_before", False), "normalize_before: true (pre-norm)"),
         (not getattr(hf, "scale_embedding", True), "scale_embedding: false"),
@@ -123,7 +124,7 @@ def model_config(hf: Any, directory: Path, output_bias: bool) -> ModelConfig:
             raise MtrainError(
                 f"{directory}: {what} is not supported by mtrain's Transformer; this model cannot be imported"
             )
-    separate = getattr(hf, "separate_vocabs", False) or not getattr(hf, "share_encoder_decoder_embeddings", True)
+    one_embedding = getattr(hf, "share_encoder_decoder_embeddings", True) and not separate
     tied = getattr(hf, "tie_word_embeddings", True)
     return ModelConfig(
         d_model=hf.d_model,
@@ -134,18 +135,19 @@ def model_config(hf: Any, directory: Path, output_bias: bool) -> ModelConfig:
         dropout=hf.dropout,
         attention_dropout=hf.attention_dropout,
         activation_dropout=hf.activation_dropout,
-        tie_embeddings="none" if not tied else ("decoder" if separate else "all"),
+        tie_embeddings="none" if not tied else ("all" if one_embedding else "decoder"),
         activation=ACTIVATIONS[hf.activation_function],
         output_bias=output_bias,
         max_positions=hf.max_position_embeddings,
+        positions="halves",  # Marian's sinusoidal layout: its weights are read as they are
     )
 
 
-def separate_vocabularies(directory: Path, hf: Any) -> bool:
+def separate_vocabularies(settings: dict, hf: Any) -> bool:
     """Whether the tokenizer keeps a target_vocab.json (MarianTokenizer's separate_vocabs, in
-    tokenizer_config.json), else whether the config keeps the embeddings apart."""
-    saved = tokenizer_settings(directory)
-    return bool(saved.get("separate_vocabs", not getattr(hf, "share_encoder_decoder_embeddings", True)))
+    tokenizer_config.json: `settings`), else whether the config keeps the embeddings apart: the one
+    place this is decided."""
+    return bool(settings.get("separate_vocabs", not getattr(hf, "share_encoder_decoder_embeddings", True)))
 
 
 def tokenizer_settings(directory: Path) -> dict:
@@ -195,51 +197,20 @@ def reorder(pieces: list[str], start_id: int) -> tuple[list[str], torch.Tensor]:
 
 
 def mtrain_weights(hf: dict[str, torch.Tensor], m: ModelConfig, src_rows: torch.Tensor, tgt_rows: torch.Tensor) -> dict:
-    """Marian's weights under mtrain's names, rows in mtrain's vocabulary order, the residual stream
-    back in mtrain's order (the inverse of the export's permutation)."""
-    inverse = torch.argsort(marian_permutation(m.d_model))
+    """Marian's weights under mtrain's names (marian_weights' table), rows in mtrain's vocabulary
+    order; the model keeps Marian's position layout (halves), so no tensor is permuted."""
     out = {
-        "src_embed.weight": hf["model.encoder.embed_tokens.weight"][src_rows][:, inverse],
-        "tgt_embed.weight": hf["model.decoder.embed_tokens.weight"][tgt_rows][:, inverse],
-        "output.weight": hf["lm_head.weight"][tgt_rows][:, inverse],
+        "src_embed.weight": hf["model.encoder.embed_tokens.weight"][src_rows],
+        "tgt_embed.weight": hf["model.decoder.embed_tokens.weight"][tgt_rows],
+        "output.weight": hf["lm_head.weight"][tgt_rows],
     }
     if m.output_bias:
         out["output.bias"] = hf["final_logits_bias"][0][tgt_rows]
-    for stack, count in (("encoder", m.encoder_layers), ("decoder", m.decoder_layers)):
-        for i in range(count):
-            out.update(_mtrain_layer(hf, inverse, stack, i))
-    return out
+    return {**out, **from_marian(hf, m)}
 
 
-def _mtrain_layer(hf: dict, inverse: torch.Tensor, stack: str, i: int) -> dict[str, torch.Tensor]:
-    ours, theirs, out = f"{stack}.{i}", f"model.{stack}.layers.{i}", {}
-
-    def reads(name: str, hf_name: str) -> None:  # from the residual stream: its input features move back
-        out[f"{name}.weight"], out[f"{name}.bias"] = hf[f"{hf_name}.weight"][:, inverse], hf[f"{hf_name}.bias"]
-
-    def writes(name: str, hf_name: str) -> None:  # into the residual stream (and layer norms): outputs move back
-        out[f"{name}.weight"], out[f"{name}.bias"] = hf[f"{hf_name}.weight"][inverse], hf[f"{hf_name}.bias"][inverse]
-
-    def attention(name: str, hf_name: str) -> None:
-        projections = [f"{hf_name}.{p}" for p in ("q_proj", "k_proj", "v_proj")]
-        out[f"{name}.in_proj.weight"] = torch.cat([hf[f"{p}.weight"] for p in projections])[:, inverse]
-        out[f"{name}.in_proj.bias"] = torch.cat([hf[f"{p}.bias"] for p in projections])
-        writes(f"{name}.out_proj", f"{hf_name}.out_proj")
-
-    attention(f"{ours}.self_attn", f"{theirs}.self_attn")
-    writes(f"{ours}.sub1.norm", f"{theirs}.self_attn_layer_norm")
-    if stack == "decoder":
-        attention(f"{ours}.cross_attn", f"{theirs}.encoder_attn")
-        writes(f"{ours}.sub2.norm", f"{theirs}.encoder_attn_layer_norm")
-    reads(f"{ours}.ffn.0", f"{theirs}.fc1")
-    writes(f"{ours}.ffn.2", f"{theirs}.fc2")
-    writes(f"{ours}.sub{3 if stack == 'decoder' else 2}.norm", f"{theirs}.final_layer_norm")
-    return out
-
-
-def languages(directory: Path, src_lang: str | None, tgt_lang: str | None) -> tuple[str, str]:
-    """The language pair: given, else the MarianTokenizer's source_lang/target_lang."""
-    saved = tokenizer_settings(directory)
+def languages(directory: Path, saved: dict, src_lang: str | None, tgt_lang: str | None) -> tuple[str, str]:
+    """The language pair: given, else the MarianTokenizer's source_lang/target_lang (in `saved`)."""
     pair = (src_lang or saved.get("source_lang"), tgt_lang or saved.get("target_lang"))
     if not all(code and LANGUAGE_CODE.fullmatch(str(code)) for code in pair):
         raise MtrainError(
@@ -253,8 +224,9 @@ def marian_state(directory: Path, src_lang: str | None = None, tgt_lang: str | N
     """The checkpoint state of a MarianMTModel directory (weights only, step 0)."""
     directory = Path(directory)
     hf_config, hf_weights = read_marian(directory)
-    model = model_config(hf_config, directory, output_bias=bool(hf_weights["final_logits_bias"].any()))
-    shared = not separate_vocabularies(directory, hf_config)  # one vocab.json for both sides
+    settings = tokenizer_settings(directory)
+    shared = not separate_vocabularies(settings, hf_config)  # one vocab.json for both sides
+    model = model_config(hf_config, directory, bool(hf_weights["final_logits_bias"].any()), not shared)
     rows = (hf_weights["model.encoder.embed_tokens.weight"].size(0), hf_weights["lm_head.weight"].size(0))
     src_pieces, tgt_pieces = vocabularies(directory, not shared, rows)
     start = hf_config.decoder_start_token_id
@@ -263,7 +235,7 @@ def marian_state(directory: Path, src_lang: str | None = None, tgt_lang: str | N
     src_vocab, src_rows = reorder(src_pieces, start if shared else src_pieces.index("<pad>"))
     tgt_vocab, tgt_rows = reorder(tgt_pieces, start)
     spm = _sentencepiece(directory, {"src": src_vocab, "tgt": tgt_vocab}, shared)
-    pair = languages(directory, src_lang, tgt_lang)
+    pair = languages(directory, settings, src_lang, tgt_lang)
     config = Config(
         out_dir=str(directory),
         data=DataConfig(src_lang=pair[0], tgt_lang=pair[1], train=[CorpusConfig(path=str(directory))]),

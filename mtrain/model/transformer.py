@@ -27,13 +27,16 @@ from mtrain.config import ModelConfig
 from mtrain.special import PAD
 
 
-def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
-    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d))."""
+def sinusoidal_positions(length: int, d_model: int, layout: str = "interleaved") -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)) (section 3.5);
+    with layout "halves" the same values as fairseq and Marian lay them out: every sin, then every cos."""
     position = torch.arange(length, dtype=torch.float64).unsqueeze(1)
     inv_freq = torch.pow(10000.0, -torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    sin, cos = torch.sin(position * inv_freq), torch.cos(position * inv_freq)
+    if layout == "halves":
+        return torch.cat([sin, cos], dim=1).float()
     table = torch.zeros(length, d_model, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(position * inv_freq)
-    table[:, 1::2] = torch.cos(position * inv_freq)
+    table[:, 0::2], table[:, 1::2] = sin, cos
     return table.float()
 
 
@@ -279,7 +282,9 @@ class Transformer(nn.Module):
             self.src_embed if config.tie_embeddings == "all" else nn.Embedding(tgt_vocab_size, d, padding_idx=PAD)
         )
         self.output = nn.Linear(d, tgt_vocab_size, bias=config.output_bias)
-        self.register_buffer("positions", sinusoidal_positions(config.max_positions, d), persistent=False)
+        self.register_buffer(
+            "positions", sinusoidal_positions(config.max_positions, d, config.positions), persistent=False
+        )
         self.dropout = Dropout(config.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
