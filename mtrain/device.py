@@ -125,7 +125,29 @@ def set_threads(threads: int = 0) -> int:
     check_threads(threads)
     count = threads or default_threads()
     torch.set_num_threads(count)
+    note = busy_machine_note(count)
+    if note:
+        log.warning(note)
     return count
+
+
+def busy_machine_note(threads: int) -> str | None:
+    """One line when other work already keeps this machine's CPUs busy (the 1-minute load average,
+    of processes running or waiting, beside the CPUs this process may use): OpenMP threads that
+    wait for cores slow every step several times over (docs/guides/training.md has figures), and
+    fewer threads then run faster. None when `threads` fit beside that work."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this system
+        return None
+    cpus = available_cpus()
+    fitting = max(1, int(cpus - load + 0.5))
+    if threads <= fitting:
+        return None
+    return (
+        f"this machine is busy: load average {load:.1f} on {cpus} CPUs, and mtrain runs {threads} threads; threads "
+        f"that wait for cores slow every step: give --threads {fitting} (train.threads: {fitting}) while that work runs"
+    )
 
 
 def keep_freed_memory() -> bool:

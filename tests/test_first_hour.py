@@ -49,6 +49,28 @@ def test_a_non_terminal_log_shows_progress_after_the_first_step(finished_run):
     assert "TensorBoard logging" in log
 
 
+@pytest.mark.parametrize("load, warned", [(1.8, True), (0.2, False)])
+def test_a_busy_machine_is_named_with_the_threads_that_fit(monkeypatch, caplog, load, warned):
+    """A stubbed load reading: 2 CPUs, other work keeping 1.8 of them busy; 2 threads would wait for
+    cores, so one line says what mtrain sees and what to give instead. Idle: nothing."""
+    import mtrain.device as device
+
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(device, "available_cpus", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level("WARNING", logger="mtrain"):
+            assert device.set_threads(2) == 2
+    finally:
+        torch.set_num_threads(before)
+    lines = [r.getMessage() for r in caplog.records if "busy" in r.getMessage()]
+    expected = (
+        "this machine is busy: load average 1.8 on 2 CPUs, and mtrain runs 2 threads; threads that wait for cores "
+        "slow every step: give --threads 1 (train.threads: 1) while that work runs"
+    )
+    assert lines == ([expected] if warned else [])
+
+
 def test_threads_option_is_honoured(finished_run):
     _, _, log = finished_run
     assert "1 CPU thread(s) per process" in log

@@ -34,6 +34,17 @@ def test_learning_rate_follows_the_paper_formula():
     assert learning_rate(100, d, warmup, scale=2.0) == pytest.approx(2 * learning_rate(100, d, warmup))
 
 
+def test_the_eta_says_warming_up_until_the_pace_is_known(monkeypatch):
+    """Start-up (data, first batches) is not extrapolated: no ETA for the first steps after the first."""
+    from mtrain.training import progress
+
+    clock = iter([100.0, 110.0])
+    monkeypatch.setattr(progress.time, "time", lambda: next(clock))
+    eta = progress.EtaClock()
+    assert [eta.seconds(step, 105) for step in (1, 2, 5)] == [None, None, None]
+    assert eta.seconds(6, 105) == pytest.approx(10 / 5 * 99)  # 10 s for the 5 steps after the first
+
+
 def test_train_lr_is_the_peak_at_the_end_of_warmup():
     """train.lr: the paper's shape with that value at step = warmup, whatever the width."""
     for d in (64, 512):

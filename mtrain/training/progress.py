@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -97,9 +98,29 @@ def train_record(
     }
 
 
-def log_train_line(record: dict, train: TrainConfig, eta_s: float) -> None:
-    """The log line of a train record: step of max, loss, speed, elapsed time and ETA."""
-    if train.max_minutes:
+ETA_STEPS = 5  # steps after the first before the log line estimates the time left
+
+
+class EtaClock:
+    """Time left to max_steps at the pace since the first step it is asked about (the first log
+    line, after this process's first step); None ("warming up") until ETA_STEPS more steps have
+    passed, so that start-up does not read as a run of hours."""
+
+    def __init__(self) -> None:
+        self.origin: tuple[float, int] | None = None
+
+    def seconds(self, step: int, max_steps: int) -> float | None:
+        self.origin = self.origin or (time.time(), step)
+        origin_time, origin_step = self.origin
+        if step - origin_step < ETA_STEPS:
+            return None
+        return (time.time() - origin_time) / (step - origin_step) * (max_steps - step)
+
+
+def log_train_line(record: dict, train: TrainConfig, eta_s: float | None) -> None:
+    """The log line of a train record: step of max, loss, speed, elapsed time and ETA (None: still
+    warming up, too early to tell)."""
+    if train.max_minutes and eta_s is not None:
         eta_s = max(0.0, min(eta_s, 60 * train.max_minutes - record["elapsed_s"]))
     log.info(
         "step %d/%d (%.1f%%) | epoch %d | lr %.2e | loss %.3f | nll %.3f | ppl %.2f | %.0f tgt tok/s | gnorm %.2f | "
@@ -115,7 +136,7 @@ def log_train_line(record: dict, train: TrainConfig, eta_s: float) -> None:
         record["tgt_tokens_per_s"],
         record["grad_norm"],
         clock(record["elapsed_s"]),
-        clock(eta_s),
+        "warming up" if eta_s is None else clock(eta_s),
     )
 
 

@@ -38,6 +38,7 @@ from mtrain.run.averaging import average_run
 from mtrain.run.metrics import MetricsLog
 from mtrain.training.initial import InitSource, freeze, student_weights
 from mtrain.training.progress import (
+    EtaClock,
     LogWindow,
     Progress,
     StepResult,
@@ -118,6 +119,7 @@ class Trainer:
         self.started = self.last_save = time.time()
         self.final_valid, self.validated_step = {}, -1  # the latest validation and its step
         self.window = LogWindow(started=self.started)  # sums since the last log line
+        self.eta = EtaClock()
         self.first_step = self.saved_step = 0  # this process's first step; the last numbered checkpoint's
         self.bad_steps = 0  # non-finite steps in a row
         self.bar = tqdm(disable=True)  # the progress bar, opened by run() when stderr is a terminal
@@ -343,8 +345,7 @@ class Trainer:
         record = train_record(p, lr, sums, grad_norm / w.steps, speed, self.elapsed())
         self.metrics.write(record)
         if self.dist.is_main:
-            eta = (time.time() - self.started) / (p.step - self.first_step + 1) * (t.max_steps - p.step)
-            log_train_line(record, t, eta)
+            log_train_line(record, t, self.eta.seconds(p.step, t.max_steps))
             self.bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{speed:.0f}", refresh=False)
         self.window = LogWindow(started=time.time())
 
