@@ -125,7 +125,8 @@ def set_threads(threads: int = 0) -> int:
     check_threads(threads)
     count = threads or default_threads()
     torch.set_num_threads(count)
-    note = busy_machine_note(count)
+    chosen = threads or os.environ.get("OMP_NUM_THREADS")  # a number the user chose is theirs to keep
+    note = None if chosen else busy_machine_note(count)
     if note:
         log.warning(note)
     return count

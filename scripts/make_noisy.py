@@ -6,7 +6,7 @@ German side (another line's English), the source copied to the target, misaligne
 of another line) and junk (URLs, digits, symbols, mojibake). Writes {out}.en, {out}.de and
 {out}.noise (each line's kind of noise, or "clean"), and prints one JSON line with the counts.
 
-    python scripts/make_noisy.py --multi30k ../shared/data/multi30k --out runs/noise-data/train
+    python scripts/make_noisy.py --multi30k data/multi30k --out runs/noise-data/train
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def corrupt(en: list[str], de: list[str], fr: list[str], share: float, seed: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--multi30k", default="../shared/data/multi30k")
+    parser.add_argument("--multi30k", default="data/multi30k")
     parser.add_argument("--out", default="runs/noise-data/train")
     parser.add_argument("--share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)

@@ -19,7 +19,7 @@ shift || true
 steps=${STEPS:-800}
 parallel=${PARALLEL:-10000}
 threads=${THREADS:-2}
-data=../shared/data/multi30k
+data=${DATA:-data}/multi30k
 mkdir -p "$work/text"
 zcat "$data/train.en.gz" | sed -n "1,${parallel}p" >"$work/text/parallel.en"
 zcat "$data/train.de.gz" | sed -n "1,${parallel}p" >"$work/text/parallel.de"

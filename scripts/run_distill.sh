@@ -14,10 +14,10 @@ set -euo pipefail
 teacher=${1:-runs/multi30k-en-de/checkpoint_avg.pt}
 shift || true
 overrides=("$@")
-test_src=../shared/data/multi30k/test_2016_flickr.en.gz
-test_ref=../shared/data/multi30k/test_2016_flickr.de.gz
-valid_src=../shared/data/multi30k/val.en.gz
-valid_ref=../shared/data/multi30k/val.de.gz
+test_src=${DATA:-data}/multi30k/test_2016_flickr.en.gz
+test_ref=${DATA:-data}/multi30k/test_2016_flickr.de.gz
+valid_src=${DATA:-data}/multi30k/val.en.gz
+valid_ref=${DATA:-data}/multi30k/val.de.gz
 models=()
 
 measure() {  # name checkpoint [tune]: (tune,) export int8, score on validation; timed later, with the others

@@ -6,12 +6,14 @@
 # source included, is scored on newstest2014 (in-domain) and on Multi30K test 2016 (forgetting) with
 # the same decoding: int8 CTranslate2, beam 4, length penalty 0.6. Prints a Markdown table.
 # Usage: bash scripts/run_finetune.sh [source checkpoint] [extra --set overrides for both runs...]
+# Data: $DATA/multi30k (mtrain data get multi30k; DATA defaults to data) and $DATA/wmt14/newstest2013.{en,de},
+# newstest2014.{en,de} (e.g. sacrebleu -t wmt13 -l en-de --echo src > data/wmt14/newstest2013.en, and ref, wmt14).
 set -euo pipefail
 source_ckpt=${1:-runs/multi30k-en-de/checkpoint_avg.pt}
 shift || true
 overrides=("$@")
-wmt=../shared/data/wmt14
-m30k=../shared/data/multi30k
+wmt=${DATA:-data}/wmt14
+m30k=${DATA:-data}/multi30k
 data=runs/finetune-data
 mkdir -p "$data"
 for lang in en de; do
@@ -45,7 +47,7 @@ start=$(date +%s)
 mtrain train -c configs/finetune-news.yaml --set "train.init_from=$source_ckpt" "${overrides[@]}"
 score "plain fine-tuning (news only), $(minutes runs/finetune-news) min" runs/finetune-news/checkpoint_best.pt
 mtrain train -c configs/finetune-news.yaml --set "train.init_from=$source_ckpt" --set out_dir=runs/finetune-news-mixed \
-  --set 'data.train=[{path: runs/finetune-data/nt13-train, weight: 4}, {path: ../shared/data/multi30k/train}]' \
+  --set "data.train=[{path: runs/finetune-data/nt13-train, weight: 4}, {path: $m30k/train}]" \
   "${overrides[@]}"
 score "mixed fine-tuning (news 4x + Multi30K), $(minutes runs/finetune-news-mixed) min" runs/finetune-news-mixed/checkpoint_best.pt
 end=$(date +%s)

@@ -9,7 +9,7 @@ set -euo pipefail
 minutes=${MINUTES:-57}
 overrides=("$@")
 filters='data.filters={langid: true, copy: true, control_chars: true, min_letters: 0.5, max_other_script: 0.1, max_token_chars: 40, numbers: true}'
-python scripts/make_noisy.py --multi30k ../shared/data/multi30k --out runs/noise-data/train
+python scripts/make_noisy.py --multi30k ${DATA:-data}/multi30k --out runs/noise-data/train
 python scripts/filter_scores.py --config configs/multi30k.yaml --corpus runs/noise-data/train --set "$filters" \
   | tee runs/noise-data/filter-scores.md
 rows=()

@@ -6,11 +6,16 @@ and nothing outside the repository is read.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from helpers import tiny_config
+# The suite chooses its threads (the CPUs it may use, as mtrain's default would), for itself and the
+# commands it starts: a machine busy with the suite's own work is not news to each of them.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+
+from helpers import tiny_config  # noqa: E402
 
 # The demo model the learning test and most decoding tests use; trained once per session (about
 # a minute on 2 cores). The recipe learns the demo task from 30,000 pairs in 300 steps of 2500 tokens: lr 2x the

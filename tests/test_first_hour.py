@@ -51,16 +51,19 @@ def test_a_non_terminal_log_shows_progress_after_the_first_step(finished_run):
 
 @pytest.mark.parametrize("load, warned", [(1.8, True), (0.2, False)])
 def test_a_busy_machine_is_named_with_the_threads_that_fit(monkeypatch, caplog, load, warned):
-    """A stubbed load reading: 2 CPUs, other work keeping 1.8 of them busy; 2 threads would wait for
-    cores, so one line says what mtrain sees and what to give instead. Idle: nothing."""
+    """A stubbed load reading: 2 CPUs, other work keeping 1.8 of them busy; the default 2 threads would
+    wait for cores, so one line says what mtrain sees and what to give instead. Idle, or a number of
+    threads the user chose: nothing."""
     import mtrain.device as device
 
     monkeypatch.setattr(device.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(device, "available_cpus", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     try:
         with caplog.at_level("WARNING", logger="mtrain"):
-            assert device.set_threads(2) == 2
+            assert device.set_threads(0) == 2  # the default: every CPU
+            assert device.set_threads(2) == 2  # chosen: kept, and nothing said
     finally:
         torch.set_num_threads(before)
     lines = [r.getMessage() for r in caplog.records if "busy" in r.getMessage()]

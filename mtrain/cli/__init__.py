@@ -9,7 +9,19 @@ the machinery it needs when it runs.
 from __future__ import annotations
 
 # the rooms register their commands with the app when imported
-from mtrain.cli import average, distill, evaluate, export, insight, prepare, serve, train, translate, tune  # noqa: F401
+from mtrain.cli import (  # noqa: F401
+    average,
+    data,
+    distill,
+    evaluate,
+    export,
+    insight,
+    prepare,
+    serve,
+    train,
+    translate,
+    tune,
+)
 from mtrain.cli.shell import app
 
 

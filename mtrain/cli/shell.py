@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mtrain.config import Config
 
 
-COMMAND_ORDER = ["prepare", "train", "translate", "distill", "tune", "eval-bleu", "export", "import", "serve",
+COMMAND_ORDER = ["data", "prepare", "train", "translate", "distill", "tune", "eval-bleu", "export", "import", "serve",
                  "average", "attention", "report", "plot", "metrics", "positions"]  # fmt: skip
 
 
