@@ -81,3 +81,97 @@ def test_no_page_speaks_of_targets_met_or_lines_asked_for():
         if NOTEBOOK.search(line)
     ]
     assert not found, found
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every `mtrain ...` command line in a code block of the README and the docs (continuation
+    lines joined, comments and a leading `$ ` dropped), as (where, words after `mtrain`)."""
+    import shlex
+
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        if page.parent.name == "reference":  # generated from the app itself
+            continue
+        block, pending, start = False, "", 0
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                block = not block
+                continue
+            text = pending + line.strip().removeprefix("$ ")
+            if not block or not text.startswith("mtrain "):
+                pending = ""
+                continue
+            start = start if pending else number
+            if text.endswith("\\"):
+                pending = text[:-1] + " "
+                continue
+            pending = ""
+            words = shlex.split(text.split(" #")[0], comments=False)
+            found.append((f"{page.relative_to(ROOT)}:{start}", words[1:]))
+    return found
+
+
+def test_every_documented_command_and_option_exists():
+    """A command or an option the docs show that the command line no longer has fails here."""
+    import typer
+
+    from mtrain.cli import app
+
+    group, missing = typer.main.get_command(app), []
+    assert len(documented_commands()) > 30
+    for where, words in documented_commands():
+        command, rest = group, list(words)
+        while rest and hasattr(command, "commands") and rest[0] in command.commands:
+            command = command.commands[rest.pop(0)]
+        if hasattr(command, "commands"):
+            missing.append(f"{where}: no command {' '.join(words[:2])}")
+            continue
+        options = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+        for word in rest:
+            option = word.split("=")[0].strip("[]")
+            if option.startswith("-") and option not in options:
+                missing.append(f"{where}: mtrain {command.name} has no {option}")
+    assert not missing, missing
+
+
+# The guides' demo-sized examples, as the guides show them; the test runs them on the suite's
+# small demo model (a teacher and source in place of runs/demo) with fewer steps and pairs.
+GUIDE_EXAMPLES = {
+    "docs/guides/fine-tuning.md": [
+        "mtrain train --config configs/demo-finetune.yaml",
+        "mtrain translate --checkpoint runs/demo-finetune/checkpoint_avg.pt --input "
+        "runs/demo-finetune/data/test.en.txt --output runs/demo-finetune/test.hyp.de",
+        "mtrain eval-bleu --hyp runs/demo-finetune/test.hyp.de --ref runs/demo-finetune/data/test.de.txt",
+    ],
+    "docs/guides/distillation.md": [
+        "mtrain distill --config configs/demo-student.yaml --teacher runs/demo/checkpoint_avg.pt",
+        "mtrain translate --model runs/demo-student/ct2-int8 --input runs/demo-student/data/test.en.txt "
+        "--output runs/demo-student/test.hyp.de",
+        "mtrain eval-bleu --hyp runs/demo-student/test.hyp.de --ref runs/demo-student/data/test.de.txt",
+    ],
+}
+QUICK = ["--set", "train.max_steps=6", "--set", "data.train.demo=600", "--set", "train.valid_every=0"]
+
+
+def test_the_guides_demo_examples_run(demo_run, tmp_path):
+    from helpers import run_cli
+
+    for guide, commands in GUIDE_EXAMPLES.items():
+        text = " ".join((ROOT / guide).read_text().split())
+        for command in commands:
+            assert command in text, f"{guide} no longer shows: {command}"
+            words = command.replace("runs/demo/", f"{demo_run}/").replace("runs/", f"{tmp_path}/").split()[1:]
+            if words[0] == "train":
+                words += [
+                    *QUICK,
+                    "--set",
+                    f"train.init_from={demo_run}/checkpoint_avg.pt",
+                    "--set",
+                    f"out_dir={tmp_path}/demo-finetune",
+                ]
+            if words[0] == "distill":
+                words += [*QUICK, "--set", f"out_dir={tmp_path}/demo-student"]
+            result = run_cli(*words)
+            assert result.returncode == 0, (command, result.stderr)
+            if words[0] == "eval-bleu":
+                assert "BLEU = " in result.stdout

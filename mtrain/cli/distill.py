@@ -10,13 +10,15 @@ from typing import Optional
 
 import typer
 
-from mtrain.cli.options import ConfigOption, DeviceOption, PrecisionOption, SetOption, ThreadsOption
+from mtrain.cli.options import DeviceOption, PrecisionOption, SetOption, ThreadsOption
 from mtrain.cli.shell import command, load_config
 
 
 @command(short_help="Distill a teacher into a small student, then export it.")
 def distill(
-    config: Path = ConfigOption,
+    config: Path = typer.Option(
+        ..., "--config", "-c", metavar="FILE", help="The student's YAML file, e.g. configs/demo-student.yaml."
+    ),
     set_: Optional[list[str]] = SetOption,
     teacher: list[Path] = typer.Option(
         ...,

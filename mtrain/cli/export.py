@@ -51,7 +51,10 @@ def export(
         ..., "--output", "-o", metavar="DIR", help="The directory to write (replaced only with --force)."
     ),
     quantization: Optional[str] = typer.Option(
-        None, metavar="TYPE", help="ctranslate2: int8 (default), int8_float32, float32, int16, bfloat16, float16, ..."
+        None,
+        metavar="TYPE",
+        help="ctranslate2: int8 (default), int8_float32, int16, float32 run on any CPU; float16, bfloat16 and "
+        "int8_float16 need a GPU (or a CPU that ctranslate2.get_supported_compute_types('cpu') lists them for).",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output directory."),
 ) -> None:
