@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,16 +120,18 @@ def _save_marian_tokenizer(ck: ExportedCheckpoint, output: Path) -> None:
                 json.dumps({p: i for i, p in enumerate(ck.tgt_pieces)}), encoding="utf-8"
             )
             separate = {"target_vocab_file": str(files / "target_vocab.json"), "separate_vocabs": True}
-        tokenizer = transformers.MarianTokenizer(
-            source_spm=str(files / "source.spm"),
-            target_spm=str(files / "target.spm"),
-            vocab=str(files / "vocab.json"),
-            source_lang=ck.config["data"]["src_lang"],
-            target_lang=ck.config["data"]["tgt_lang"],
-            unk_token=ck.tgt_pieces[UNK],
-            eos_token="</s>",
-            pad_token=ck.tgt_pieces[PAD],
-            model_max_length=ck.model.max_positions,
-            **separate,
-        )
+        with warnings.catch_warnings():  # MarianTokenizer asks for sacremoses, which only its text normalization uses
+            warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+            tokenizer = transformers.MarianTokenizer(
+                source_spm=str(files / "source.spm"),
+                target_spm=str(files / "target.spm"),
+                vocab=str(files / "vocab.json"),
+                source_lang=ck.config["data"]["src_lang"],
+                target_lang=ck.config["data"]["tgt_lang"],
+                unk_token=ck.tgt_pieces[UNK],
+                eos_token="</s>",
+                pad_token=ck.tgt_pieces[PAD],
+                model_max_length=ck.model.max_positions,
+                **separate,
+            )
         tokenizer.save_pretrained(str(output))
