@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,16 +44,56 @@ def test_the_readme_is_short_and_links_into_the_docs():
         assert (ROOT / link).exists(), f"README links to a missing {link}"
 
 
-def test_the_site_builds_strictly(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The documentation site, built strictly (a broken link or anchor fails the build)."""
     pytest.importorskip("mkdocs")
+    out = tmp_path_factory.mktemp("site")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_the_site_builds_strictly(site):
+    assert (site / "index.html").is_file() and (site / "guides" / "training.html").is_file()
+
+
+VISUAL_PAGES = ["index.html", "guides/training.html", "reference/configuration.html", "results.html"]
+
+
+def test_the_site_opened_from_disk_fits_a_laptop_and_a_phone(site, tmp_path):
+    """Opened from disk (file://, no server), at 1280 px and at phone width: nothing wider than the
+    window (long tables and code scroll inside their own boxes). Screenshots in tmp_path (and, with
+    MTRAIN_SCREENSHOTS=DIR, there too)."""
+    from test_page import BROWSER_REQUIRED, CHROMIUM, launch_chromium
+
+    if CHROMIUM is None and not BROWSER_REQUIRED:
+        pytest.skip("no Chromium here (Debian: apt install chromium); .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    wide = []
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        for width, height in ((1280, 900), (390, 844)):
+            page = browser.new_page(viewport={"width": width, "height": height})
+            for name in VISUAL_PAGES:
+                page.goto((site / name).as_uri())
+                overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                if overflow > 0:
+                    wide.append(f"{name} at {width} px: {overflow} px too wide")
+                shot = tmp_path / f"{name.replace('/', '-').removesuffix('.html')}-{width}.png"
+                page.screenshot(path=str(shot))
+                if os.environ.get("MTRAIN_SCREENSHOTS"):
+                    shutil.copy(shot, Path(os.environ["MTRAIN_SCREENSHOTS"]) / f"site-{shot.name}")
+            page.close()
+        browser.close()
+    assert not wide, wide
 
 
 def test_the_readme_results_table_follows_the_results_page():
