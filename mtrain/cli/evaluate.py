@@ -116,18 +116,6 @@ def read_aligned(path: Path, count: int | None, role: str, advice: str) -> list[
     return lines
 
 
-def model_target_language(translator_options: dict) -> str | None:
-    """The target language of the model eval-bleu translated with (it picks BLEU's tokenizer)."""
-    if translator_options.get("model_dir") is not None:
-        from mtrain.deploy.ct2_engine import read_model_info
-
-        return read_model_info(Path(translator_options["model_dir"])).get("tgt_lang")
-    from mtrain.run import checkpoint
-
-    paths = translator_options["checkpoint"]
-    return checkpoint.load(paths[0] if isinstance(paths, list) else paths)["config"]["data"]["tgt_lang"]
-
-
 def eval_command(
     ref_paths: list[Path],
     hyp: Path | None = None,
@@ -159,8 +147,9 @@ def eval_command(
 
         lines = read_lines(Path(src))
         read_references(ref_paths, len(lines))  # fail before translating, not after
-        hyps = open_engine(**translator_options).translate(lines)
-        tgt_lang = tgt_lang or model_target_language(translator_options)
+        engine = open_engine(**translator_options)
+        hyps = engine.translate(lines)
+        tgt_lang = tgt_lang or engine.info.get("tgt_lang")  # the model's target language picks BLEU's tokenizer
     if not hyps:
         raise MtrainError("there is nothing to score: the translations are empty (0 lines)")
     refs = read_references(ref_paths, len(hyps))

@@ -106,7 +106,6 @@ def tune_command(
     choice, and the chosen setting and the untuned default are both scored on it."""
     from mtrain.device import keep_freed_memory
     from mtrain.evaluation import tune as tuning
-    from mtrain.run import checkpoint
 
     _check_options(checkpoint_paths, write, output, rule)
     lenpen_grid = tuning.parse_lenpens(lenpens)
@@ -121,7 +120,7 @@ def tune_command(
     tune_src, tune_ref = [sources[i] for i in tuned], [references[i] for i in tuned]
     echo(f"tuning on {src_path} ({len(tune_src)} sentences): {len(beam_grid) * len(lenpen_grid)} settings")
     echo(tuning.HEADER)
-    tgt_lang = checkpoint.load(checkpoint_paths[0])["config"]["data"]["tgt_lang"]  # BLEU's tokenizer for it
+    tgt_lang = translator.info.get("tgt_lang")  # the model's target language picks BLEU's tokenizer
     rows, outputs = tuning.tune(
         translator, tune_src, tune_ref, beam_grid, lenpen_grid, lambda row: echo(tuning.format_row(row)), tgt_lang
     )

@@ -7,7 +7,6 @@ A file already there with the right checksum is not downloaded again, so files p
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -16,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtrain.data.sources import file_digest
 from mtrain.errors import MtrainError
 
 CHUNK = 1 << 16
@@ -55,14 +55,6 @@ MULTI30K = Dataset(
 DATASETS = {MULTI30K.name: MULTI30K}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def get_dataset(dataset: Dataset, directory: Path) -> dict[str, int]:
     """Every file of `dataset` in `directory` (made if needed), checked; returns how many were
     downloaded and how many were there already."""
@@ -70,7 +62,7 @@ def get_dataset(dataset: Dataset, directory: Path) -> dict[str, int]:
     counts = {"downloaded": 0, "present": 0}
     for name, sha256 in dataset.files.items():
         target = directory / name
-        if target.is_file() and file_sha256(target) == sha256:
+        if target.is_file() and file_digest(target, digits=64) == sha256:
             counts["present"] += 1
             continue
         download(dataset, name, directory)
@@ -90,7 +82,7 @@ def download(dataset: Dataset, name: str, directory: Path) -> None:
             f"cannot download {url} ({reason}); run again to resume, or without internet put the {dataset.name} files "
             f"({', '.join(dataset.files)}) into {directory} by hand: they are checked, not downloaded"
         ) from None
-    found = file_sha256(part)
+    found = file_digest(part, digits=64)
     if found != dataset.files[name]:
         part.unlink()
         raise MtrainError(

@@ -83,12 +83,13 @@ def read_lines(path: Path) -> list[str]:
     return list(iter_lines(path))
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: Path, digits: int = 16) -> str:
+    """The first `digits` hex digits of the file's SHA-256 (64: all of it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()[:digits]
 
 
 def input_files(spec: CorpusConfig, src_lang: str, tgt_lang: str) -> list[Path]:

@@ -220,11 +220,16 @@ def languages(directory: Path, saved: dict, src_lang: str | None, tgt_lang: str 
     return str(pair[0]), str(pair[1])
 
 
-def marian_state(directory: Path, src_lang: str | None = None, tgt_lang: str | None = None) -> dict:
-    """The checkpoint state of a MarianMTModel directory (weights only, step 0)."""
+def marian_state(
+    directory: Path, src_lang: str | None = None, tgt_lang: str | None = None, config_pair: bool = False
+) -> dict:
+    """The checkpoint state of a MarianMTModel directory (weights only, step 0). The languages are
+    --src-lang/--tgt-lang overrides, or with `config_pair` a config's pair the model must translate."""
     directory = Path(directory)
-    hf_config, hf_weights = read_marian(directory)
     settings = tokenizer_settings(directory)
+    if config_pair:
+        check_pair(directory, settings, src_lang, tgt_lang)
+    hf_config, hf_weights = read_marian(directory)
     shared = not separate_vocabularies(settings, hf_config)  # one vocab.json for both sides
     model = model_config(hf_config, directory, bool(hf_weights["final_logits_bias"].any()), not shared)
     rows = (hf_weights["model.encoder.embed_tokens.weight"].size(0), hf_weights["lm_head.weight"].size(0))
@@ -317,16 +322,15 @@ def import_huggingface(
 def marian_init_source(directory: str | Path, src_lang: str, tgt_lang: str) -> InitSource:
     """train.init_from given a MarianMTModel directory: imported in memory, hashed for the record."""
     directory = Path(directory)
-    check_pair(directory, src_lang, tgt_lang)
-    state = marian_state(directory, src_lang, tgt_lang)
+    state = marian_state(directory, src_lang, tgt_lang, config_pair=True)
     check_loads(state, directory)
     return InitSource(directory, state, directory_digest(directory))
 
 
-def check_pair(directory: Path, src_lang: str, tgt_lang: str) -> None:
+def check_pair(directory: Path, saved: dict, src_lang: str, tgt_lang: str) -> None:
     """A Marian model fine-tunes only on the pair it translates (tokenizer_config.json's source_lang
-    and target_lang, where it names them); a multilingual one is stated by importing it for the pair."""
-    saved = tokenizer_settings(directory)
+    and target_lang in `saved`, where it names them); a multilingual one is stated by importing it
+    for the pair."""
     have = (saved.get("source_lang"), saved.get("target_lang"))
     if all(have) and [_language(code) for code in have] != [_language(src_lang), _language(tgt_lang)]:
         raise MtrainError(

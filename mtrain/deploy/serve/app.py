@@ -267,14 +267,14 @@ class BodySizeLimit:
             if not length.isdigit() or int(length) > self.max_bytes:
                 return await self._refuse(scope, receive, send)
             return await self.app(scope, receive, send)
-        body, more = [], True
+        body, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] != "http.request":  # the client left before the body ended
                 return
             body.append(message.get("body", b""))
-            more = message.get("more_body", False)
-            if sum(map(len, body)) > self.max_bytes:
+            size, more = size + len(body[-1]), message.get("more_body", False)
+            if size > self.max_bytes:
                 return await self._refuse(scope, receive, send)
         whole = {"type": "http.request", "body": b"".join(body), "more_body": False}
         given = False
