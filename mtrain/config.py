@@ -45,6 +45,11 @@ class CorpusConfig:
     tag: str = setting(
         "", "Training corpora: a token put before every source sentence, e.g. <BT> for back-translated data."
     )
+    augment: AugmentConfig | None = setting(
+        None,
+        "Training corpora: this corpus's own data.augment settings instead of data.augment's, e.g. {} for none "
+        "on back-translated data; unset: data.augment's.",
+    )
     skip_filters: list[str] = setting(
         factory=list,
         help="Training corpora: data.filters not applied to this corpus (a clean one need not pay for langid), "
@@ -97,6 +102,38 @@ class FilterConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training pairs changed on the fly into the text users send (after OpusTrainer's modifiers),
+    each with the probability that a pair is changed that way; every epoch draws anew from the
+    run's seed and the epoch (exact on resume, one draw on every DDP rank). Validation and test
+    data are never changed. At most one of upper, title and lower changes a pair; strip_punct and
+    typos are drawn independently and come after the case."""
+
+    upper: float = setting(0.0, "UPPER CASE on both sides (str.upper: German ß becomes SS).")
+    title: float = setting(
+        0.0,
+        "Title Case on both sides: the first letter of every space-separated word upper-cased, the rest of the "
+        "word unchanged (acronyms and German nouns keep their capitals).",
+    )
+    lower: float = setting(0.0, "lower case on the source only (chat-style input; the target keeps its case).")
+    typos: float = setting(
+        0.0,
+        "Typos on the source only: one character edit (swap two letters, drop one, double one, or a QWERTY "
+        "neighbour key) in each of 15% of its words (at least one); words with digits, URLs and addresses untouched.",
+    )
+    strip_punct: float = setting(0.0, "The final punctuation removed from both sides.")
+
+    def is_on(self) -> bool:
+        return any(getattr(self, name) for name in AUGMENT_MODIFIERS)
+
+    def changes_case(self) -> bool:
+        return bool(self.upper or self.title or self.lower)
+
+
+AUGMENT_MODIFIERS = ("upper", "title", "lower", "typos", "strip_punct")
+
+
+@dataclass
 class DataConfig:
     src_lang: str = setting(
         "en", "Source language code: the file suffix of plain-text corpora and the key in `datasets` records."
@@ -121,6 +158,14 @@ class DataConfig:
     filters: FilterConfig = setting(
         factory=FilterConfig, help="Language, copy and noise filters for the training pairs; all off by default."
     )
+    augment: AugmentConfig = setting(
+        factory=AugmentConfig,
+        help="Case, typo and punctuation changes to training pairs, drawn anew every epoch; all off by default.",
+    )
+
+    def corpus_augments(self) -> list[AugmentConfig]:
+        """Each training corpus's augmentation: its own, or data.augment's."""
+        return [c.augment if c.augment is not None else self.augment for c in self.train]
 
 
 @dataclass

@@ -9,10 +9,12 @@ import re
 
 from mtrain.config import (
     ACTIVATIONS,
+    AUGMENT_MODIFIERS,
     DEVICES,
     POSITION_LAYOUTS,
     PRECISIONS,
     SAMPLING,
+    AugmentConfig,
     Config,
     CorpusConfig,
     DataConfig,
@@ -52,17 +54,34 @@ def _validate_corpora(d: DataConfig) -> None:
             not c.tag or (c.tag.split() == [c.tag] and c.tag not in SPECIAL_PIECES),
             f"{where}.tag '{c.tag}' must be one word and not one of {', '.join(SPECIAL_PIECES)}, e.g. <BT>",
         )
+        if c.augment is not None:
+            _validate_augment(c.augment, f"{where}.augment")
         unknown = sorted(set(c.skip_filters) - set(FILTERS))
         _require(not unknown, f"{where}.skip_filters: {', '.join(unknown)} is not a filter ({', '.join(FILTERS)})")
     for split in ("valid", "test"):
         c = getattr(d, split)
         _validate_corpus(c, f"data.{split}")
         _require(
-            c.weight == 1.0 and not c.tag and not c.skip_filters,
-            f"data.{split}: weight, tag and skip_filters are for training corpora (validation and test data are "
-            "never filtered)",
+            c.weight == 1.0 and not c.tag and not c.skip_filters and c.augment is None,
+            f"data.{split}: weight, tag, skip_filters and augment are for training corpora (validation and test "
+            "data are never filtered or changed)",
         )
     _validate_filters(d.filters)
+    _validate_augment(d.augment, "data.augment")
+
+
+def _validate_augment(a: AugmentConfig, where: str) -> None:
+    for name in AUGMENT_MODIFIERS:
+        value = getattr(a, name)
+        _require(
+            math.isfinite(value) and 0 <= value <= 1,
+            f"{where}.{name} is the probability that a pair is changed: from 0 to 1, got {value}",
+        )
+    _require(
+        a.upper + a.title + a.lower <= 1,
+        f"{where}: upper + title + lower is {a.upper + a.title + a.lower:g}, above 1 (at most one of them changes a "
+        "pair); lower them",
+    )
 
 
 def _validate_filters(f: FilterConfig) -> None:

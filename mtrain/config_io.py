@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ def _type_name(tp: Any) -> str:
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Check (and gently coerce) one YAML value against a field's type."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # X | None: null (or unset) is None
+        (inner,) = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        return None if value is None else _convert(value, inner, where)
     if dataclasses.is_dataclass(tp):
         if value is None:
             value = {}

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -34,6 +35,8 @@ HELP_WIDTH = 100
 
 def yaml_value(value: object) -> str:
     """A default as it would be written in a YAML config."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -48,6 +51,16 @@ def markdown_text(text: str) -> str:
     return " ".join(text.split()).replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
+def type_name(tp: object) -> str:
+    """A field's type as a config writer reads it: a dataclass is a mapping, X | None is 'X or null'."""
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return f"{type_name(args[0])} or null"
+    return getattr(tp, "__name__", str(tp))
+
+
 def field_rows(cls: type, prefix: str) -> list[str]:
     """One table row per field: key, type, default, help."""
     hints = typing.get_type_hints(cls, vars(config_module))
@@ -56,7 +69,7 @@ def field_rows(cls: type, prefix: str) -> list[str]:
         if dataclasses.is_dataclass(hints[f.name]) or f.name == "train" and cls.__name__ == "DataConfig":
             continue  # a section of its own
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        kind = type_name(hints[f.name])
         rows.append(
             f"| `{prefix}{f.name}` | {kind} | `{yaml_value(default)}` | {markdown_text(f.metadata.get('help', ''))} |"
         )
@@ -70,6 +83,10 @@ def sections() -> list[tuple[str, type, str]]:
     found = [("Top level", Config, "")]
     for name, _ in nested:
         found.append((f"`{name}`", hints[name], f"{name}."))
+        inner = typing.get_type_hints(hints[name], vars(config_module))
+        for field in dataclasses.fields(hints[name]):
+            if dataclasses.is_dataclass(inner[field.name]) and inner[field.name] is not CorpusConfig:
+                found.append((f"`{name}.{field.name}`", inner[field.name], f"{name}.{field.name}."))
         if name == "data":
             found.append(
                 ("Corpora: `data.train` (or each item of its list), `data.valid`, `data.test`", CorpusConfig, "")

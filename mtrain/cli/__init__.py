@@ -17,6 +17,7 @@ from mtrain.cli import (  # noqa: F401
     export,
     insight,
     prepare,
+    robustness,
     serve,
     train,
     translate,

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from mtrain.config import Config
 
 
-COMMAND_ORDER = ["data", "prepare", "train", "translate", "distill", "tune", "eval-bleu", "export", "import", "serve",
-                 "average", "attention", "report", "plot", "metrics", "positions"]  # fmt: skip
+COMMAND_ORDER = ["data", "prepare", "train", "translate", "distill", "tune", "eval-bleu", "eval-robustness", "export",
+                 "import", "serve", "average", "attention", "report", "plot", "metrics", "positions"]  # fmt: skip
 
 
 class ReadableGroup(typer.core.TyperGroup):

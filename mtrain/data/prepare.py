@@ -45,7 +45,7 @@ from mtrain.data.store import (
     pack,
     read_manifest,
 )
-from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model
+from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model, with_case_counterparts
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors, remove_stale_temporaries, temporary_name
 from mtrain.special import BOS, EOS, PAD, UNK
@@ -56,7 +56,7 @@ CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text bet
 
 def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
     """What prepared data depends on: the data/tokenizer config (but for the settings only training
-    reads, such as corpus weights), the input files' contents and the sentencepiece models given
+    reads, such as corpus weights and augmentation), the input files' contents and the sentencepiece models given
     by train.init_from's model."""
     d = config.data
     files = []
@@ -68,13 +68,17 @@ def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
             files.append(Path(model))
     inputs = [{"path": str(p), "size": p.stat().st_size, "sha256": file_digest(p)} for p in files if p.is_file()]
     settings = {"data": asdict(d), "tokenizer": asdict(config.tokenizer)}
+    del settings["data"]["augment"]  # training changes pairs on the fly
     for corpus in settings["data"]["train"]:
-        del corpus["weight"]
+        del corpus["weight"], corpus["augment"]
     for corpus in [*settings["data"]["train"], settings["data"]["valid"], settings["data"]["test"]]:
+        corpus.pop("augment", None)
         if not corpus["skip_filters"]:
             del corpus["skip_filters"]  # settings added later hash as before while unused: no rebuild
     if not enabled(d.filters):
         del settings["data"]["filters"]
+    if _covers_case_changes(config):
+        settings["case_counterparts"] = True
     del settings["tokenizer"]["sampling_alpha"]
     if given_spm is not None:
         given = [given_spm["src"], given_spm["tgt"] or b"", json.dumps(given_spm.get("vocab")).encode()]
@@ -128,6 +132,8 @@ def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | N
     tags = sorted({c.tag for c in config.data.train if c.tag})
     chosen = _sample_mask(pairs, _sample_size(t), seed)
     src, tgt = (_sampled_lines(tmp / name, chosen) for name in CLEAN_TEXT)
+    if _covers_case_changes(config):
+        src, tgt = with_case_counterparts(src), with_case_counterparts(tgt)
     if t.joint:
         return {
             "spm.model": load_model_file(t.model) if t.model else train_model(itertools.chain(src, tgt), t, seed, tags)
@@ -135,6 +141,11 @@ def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | N
     src_model = load_model_file(t.model) if t.model else train_model(src, t, seed, tags)
     tgt_model = load_model_file(t.tgt_model) if t.tgt_model else train_model(tgt, t, seed)
     return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
+
+
+def _covers_case_changes(config: Config) -> bool:
+    """Whether trained sentencepiece models must cover the letters case augmentation writes."""
+    return any(a.changes_case() for a in config.data.corpus_augments())
 
 
 def _sample_size(t: TokenizerConfig) -> int:

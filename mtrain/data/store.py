@@ -60,6 +60,22 @@ class IndexedArray:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets).astype(np.int64)
 
+    def replaced(self, rows: np.ndarray, sequences: list[list[int]]) -> IndexedArray:
+        """A copy with the sequences at `rows` (ascending) replaced; the others are copied in runs."""
+        if len(rows) == 0:
+            return self
+        lengths = self.lengths.copy()
+        lengths[rows] = [len(s) for s in sequences]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        data = np.empty(int(offsets[-1]), self.data.dtype)
+        run_starts, run_ends = np.concatenate([[0], rows + 1]), np.concatenate([rows, [len(self)]])
+        for start, end in zip(run_starts.tolist(), run_ends.tolist()):
+            if start < end:
+                data[offsets[start] : offsets[end]] = self.data[self.offsets[start] : self.offsets[end]]
+        for row, sequence in zip(rows.tolist(), sequences):
+            data[offsets[row] : offsets[row + 1]] = sequence
+        return IndexedArray(offsets, data)
+
 
 @dataclass
 class Split:

@@ -61,12 +61,13 @@ class SubwordSampler:
         tags = np.array([-1 if t is None else t for t in tag_ids], np.int64)
         self.tag_of_pair = tags[split.corpus] if split.corpus is not None else np.full(len(split), -1)
 
-    def __call__(self, epoch: int) -> Split:
-        started = time.perf_counter()
+    def __call__(self, epoch: int, text: Split | None = None) -> Split:
+        """`text`: the epoch's pairs when they differ from the prepared ones (data/augment.py)."""
+        started, text = time.perf_counter(), self.split if text is None else text
         split = Split(
-            self._resegment(self.split.src, self.src, self.tag_of_pair, [self.seed, epoch, 0]),
-            self._resegment(self.split.tgt, self.tgt, np.full(len(self.split), -1), [self.seed, epoch, 1]),
-            self.split.corpus,
+            self._resegment(text.src, self.src, self.tag_of_pair, [self.seed, epoch, 0]),
+            self._resegment(text.tgt, self.tgt, np.full(len(text), -1), [self.seed, epoch, 1]),
+            text.corpus,
         )
         log.info(
             "subword sampling: epoch %d re-segmented in %.1f s (%d source, %d target tokens; best: %d, %d)",

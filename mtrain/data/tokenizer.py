@@ -11,7 +11,7 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
@@ -58,6 +58,19 @@ def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int, user_s
             ) from None
         raise MtrainError(f"sentencepiece training failed: {message}") from None
     return buffer.getvalue()
+
+
+def with_case_counterparts(lines: Iterable[str]) -> Iterator[str]:
+    """`lines`, then one line of the upper- and lower-case forms of their letters that they lack:
+    a model trained on them covers every letter case augmentation writes (an "Ü" where the corpus
+    only has "ü"), where it would otherwise encode <unk> (with character_coverage 1.0)."""
+    seen: set[str] = set()
+    for line in lines:
+        seen.update(line)
+        yield line
+    missing = {c for letter in seen for c in letter.upper() + letter.lower()} - seen
+    if missing:
+        yield " ".join(sorted(missing))
 
 
 def load_model_file(path: str) -> bytes:
@@ -139,10 +152,24 @@ class Tokenizer:
         ]
 
     def decode_tgt(self, ids: list[int]) -> str:
+        return self.decode_tgt_batch([ids])[0]
+
+    def decode_src_batch(self, sequences: list[list[int]]) -> list[str]:
+        return self._decode(self.src, "src", sequences)
+
+    def decode_tgt_batch(self, sequences: list[list[int]]) -> list[str]:
+        return self._decode(self.tgt, "tgt", sequences)
+
+    def _decode(self, processor: spm.SentencePieceProcessor, side: str, sequences: list[list[int]]) -> list[str]:
+        if not sequences:
+            return []
         if self.vocab is None:
-            return self.tgt.decode(ids)
-        pieces = [self.vocab["tgt"][i] for i in ids if i not in SPECIAL_IDS]
-        return self.tgt.decode_pieces(pieces).replace(WORD_START, " ").strip()
+            return processor.decode(sequences)
+        pieces = self.vocab[side]
+        return [
+            processor.decode_pieces([pieces[i] for i in ids if i not in SPECIAL_IDS]).replace(WORD_START, " ").strip()
+            for ids in sequences
+        ]
 
     def src_piece(self, token: int) -> str:
         return self.vocab["src"][token] if self.vocab else self.src.id_to_piece(token)

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from mtrain import distributed
 from mtrain.config import Config
+from mtrain.data.augment import training_text
 from mtrain.data.batching import Batch, Prefetcher, TrainBatches, eval_batches
 from mtrain.data.store import PreparedData
-from mtrain.data.subword import subword_sampler
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, restore_rng_state, rng_state
 from mtrain.errors import Interrupted
@@ -70,9 +70,8 @@ class StartingPoint:
 def training_batches(
     config: Config, data: PreparedData, tokenizer: Tokenizer, dist: distributed.DistInfo
 ) -> TrainBatches:
-    """This rank's share of every step's batches: weighted corpora, subword sampling, world size."""
+    """This rank's share of every step's batches: weighted corpora, augmentation, subword sampling, world size."""
     t = config.train
-    sampler = subword_sampler(data, tokenizer, config.tokenizer.sampling_alpha, t.seed)
     batches = TrainBatches(
         data.split("train"),
         t.max_tokens,
@@ -82,7 +81,7 @@ def training_batches(
         dist.world_size,
         dist.rank,
         weights=[c.weight for c in config.data.train],
-        segmentation=sampler,
+        segmentation=training_text(config, data, tokenizer),
     )
     if batches.skipped:
         log.warning("%d training pairs are longer than model.max_positions and are skipped", batches.skipped)
