@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     data = PreparedData(args.run / "data")
-    settings = [c.augment if c.augment is not None else config.data.augment for c in config.data.train]
+    settings = config.data.corpus_augments()
     augmenter = Augmenter(data.split("train"), data.tokenizer(), settings, [c["tag_id"] for c in data.corpora], 1)
     seconds, changed = [], []
     for epoch in (1, 2, 3):

@@ -146,11 +146,17 @@ def _write_config(path, config_values):
 
 
 def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
-    """Two weighted corpora, one tagged, with subword sampling: a resumed run still sees the same
-    pairs in the same segmentation."""
+    """Two weighted corpora, one tagged, with augmentation and subword sampling: a resumed run
+    still sees the same pairs, changed the same way, in the same segmentation."""
+    corpora = two_corpora(tmp_path)
+    corpora[1]["augment"] = {"lower": 0.3}  # the tagged corpus's own
     values = {
         "out_dir": str(tmp_path / "a"),
-        "data": {"train": two_corpora(tmp_path), "valid": {"demo": 50}},
+        "data": {
+            "train": corpora,
+            "valid": {"demo": 50},
+            "augment": {"upper": 0.1, "title": 0.1, "typos": 0.2, "strip_punct": 0.1},
+        },
         "tokenizer": {"vocab_size": 150, "type": "unigram", "sampling_alpha": 0.2},
         "model": {
             "d_model": 32,

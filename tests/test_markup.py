@@ -1,0 +1,81 @@
+"""Markup kept through translation (data/markup.py): parse, strip, put back on constructed cases,
+with a word alignment given by hand, so each case checks the placement rules alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtrain.data.markup import Segment, parse, translate_markup
+from mtrain.errors import MtrainError
+
+
+def monotone(texts: list[str]) -> list[tuple[str, set]]:
+    """The identity "translation": every word aligned to itself."""
+    return [(text, {(i, i) for i in range(len(text.split()))}) for text in texts]
+
+
+def kept(document: str, fmt: str = "html") -> str:
+    return translate_markup([document], fmt, monotone)[0]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "A <b>big</b> dog runs.",  # one word
+        "<b>A</b> dog runs <i>fast</i>",  # at the sentence's start and end
+        "<b>A dog runs.</b>",  # around the whole sentence
+        "A <b>big <i>brown</i></b> dog.",  # nested, ending together
+        "A <b>big</b> <i>brown</i> dog.",  # adjacent
+        "<b>A</b> <i>dog</i> <u>runs</u>.",  # three siblings
+        'A <a href="/x?a=1&amp;b=2" title=\'say "hi"\'>link</a> here.',  # attributes with both quotes and entities
+        "Tom &amp; Jerry &lt;3 &eacute;t&eacute; &#8364;5.",  # entities in the text, written back as they were
+        "A dog<br> runs <img src=x.png alt=''>.",  # void elements
+        "Run <code>ls -la &gt; x</code> now.",  # not translated
+        'Say <span translate="no">Mozilla  Firefox</span> please.',
+        "A <b></b> dog.",  # an empty element
+        '"<b>dog</b>" runs.',  # punctuation outside the element
+        "<!-- note --> a <B>Loud</B> dog",  # a comment; upper-case tag names
+        "<p>One.</p>\n<p>Two <b>dogs</b>.</p>",  # block elements: segments
+    ],
+)
+def test_an_identity_translation_gives_the_document_back(document):
+    assert kept(document) == document
+
+
+def test_elements_follow_their_words_through_reordering():
+    def reverse(texts):
+        return [
+            (" ".join(reversed(t.split())), {(i, len(t.split()) - 1 - i) for i in range(len(t.split()))}) for t in texts
+        ]
+
+    assert translate_markup(["one <b>two</b> three"], "html", reverse) == ["three <b>two</b> one"]
+    assert translate_markup(['<a href="#">one two</a> three'], "html", reverse) == ['three <a href="#">two one</a>']
+    # siblings keep the source's order (well-formed, in order): the second is emptied where they swap
+    assert translate_markup(["one <b>two</b> <i>three</i>"], "html", reverse) == ["three <b>two</b> <i></i> one"]
+
+
+def test_an_element_whose_words_align_to_nothing_goes_before_the_next_words_target():
+    def drop_second(texts):  # "a b c" -> "A C": b aligns to nothing
+        return [("A C", {(0, 0), (2, 1)}) for _ in texts]
+
+    assert translate_markup(["a <b>b</b> c"], "html", drop_second) == ["A <b></b> C"]
+    assert translate_markup(["a b <br>"], "html", monotone) == ["a b <br>"]  # nothing follows: at the end
+
+
+def test_the_text_the_model_sees_has_no_markup_and_decoded_entities():
+    parts = parse("<p>A <b>big</b> &amp; <code>x()</code> dog.</p><p>  </p>", "html")
+    segments = [p for p in parts if isinstance(p, Segment)]
+    assert [s.text for s in segments] == ["A big & dog."]
+    assert parts[0] == "<p>" and parts[-3:] == ["<p>", "  ", "</p>"]  # markup without text passes through
+
+
+def test_malformed_html_is_repaired_and_malformed_xml_refused():
+    assert kept("a <b>b</i> c") == "a <b>b c</b>"  # the stray end tag dropped, the open element closed
+    assert kept("a <b>open") == "a <b>open</b>"
+    assert kept('A <Name k="v">big</Name> <x/>dog.', "xml") == 'A <Name k="v">big</Name> <x/>dog.'
+    with pytest.raises(MtrainError, match="not well-formed XML .*mismatched tag.*; fix it or use --format html"):
+        kept("a <b>c</i>", "xml")
+
+
+def test_text_format_passes_markup_as_text():
+    assert translate_markup(["a <b>b</b>"], "text", monotone) == ["a <b>b</b>"]
