@@ -109,6 +109,19 @@ def test_nbest_returns_scored_hypotheses_best_first(client):
     assert [h["score"] for h in result[0]] == sorted((h["score"] for h in result[0]), reverse=True)
 
 
+def test_format_html_keeps_the_markup_as_translate_does(client, demo, tmp_path):
+    tagged = [
+        'The <b>dog</b> sees a <a href="/cat?x=1&amp;y=2">cat</a>.',
+        "<p>The cat sees a dog.</p><p>A <i>dog</i>.</p>",
+    ]
+    response = client.post("/translate", json={"text": tagged, "format": "html"})
+    assert response.status_code == 200, response.text
+    (tmp_path / "in.en").write_text("".join(t + "\n" for t in tagged), encoding="utf-8")
+    cli = run_cli("translate", "--checkpoint", str(demo[0]), "-i", str(tmp_path / "in.en"), "--format", "html")
+    assert response.json()["translations"] == cli.stdout.splitlines()
+    assert response.json()["translations"][0] == 'Der <b>Hund</b> sieht eine <a href="/cat?x=1&amp;y=2">Katze</a>.'
+
+
 BAD_REQUESTS = [
     (b'{"text": ["a"', 400, "not valid JSON"),
     ('{"text": ["\xff"]}'.encode("latin-1"), 400, "not valid JSON"),
@@ -119,6 +132,9 @@ BAD_REQUESTS = [
     (b'{"text": ["a"], "beam": "4"}', 422, "beam: Input should be a valid integer"),
     (b'{"text": ["a"], "beam": 2, "nbest": 3}', 422, "nbest (3) must not exceed the beam (2)"),
     (b'{"text": []}', 422, "at least one sentence"),
+    (b'{"text": ["a"], "format": "rtf"}', 422, "format: Input should be 'text', 'html' or 'xml'"),
+    (b'{"text": ["a"], "format": "html", "nbest": 2}', 422, "format html gives one translation per sentence"),
+    (b'{"text": ["a <b>c</i>"], "format": "xml"}', 422, "not well-formed XML (mismatched tag at column 7)"),
     (json.dumps({"text": ["a"] * 9}).encode(), 413, "at most 8 (--max-sentences)"),
     (json.dumps({"text": ["a" * 301]}).encode(), 413, "at most 300 (--max-chars)"),
     (json.dumps({"text": ["a" * 250] * 20}).encode(), 413, "over 4000 bytes"),

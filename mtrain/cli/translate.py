@@ -10,7 +10,7 @@ import contextlib
 import os
 import select
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Optional
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from mtrain.inference.search import Hypothesis
     from mtrain.inference.translator import Translator
 
+Render = Callable[..., str]  # (first line number, lines, progress=None) -> their output text
+
 SamplingOption = typer.Option(
     None,
     metavar="topk|multinomial",
@@ -48,6 +50,13 @@ AlignmentOption = typer.Option(
     "--alignment",
     help="Append word alignments from the cross-attention: 'text ||| 0-0 1-2 ...' "
     "(Pharaoh i-j, source-target, from 0).",
+)
+FormatOption = typer.Option(
+    "text",
+    "--format",
+    metavar="text|html|xml",
+    help='html or xml: keep inline markup (tags put back around the aligned words, code and translate="no" '
+    "untouched, block elements translated separately; docs/guides/markup.md).",
 )
 AlignmentLayerOption = typer.Option(
     0,
@@ -92,10 +101,18 @@ def translate(
     precision: str = PrecisionOption,
     alignment: bool = AlignmentOption,
     alignment_layer: int = AlignmentLayerOption,
+    markup_format: str = FormatOption,
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
+    from mtrain.data.markup import FORMATS
     from mtrain.deploy.engines import open_engine
 
+    if markup_format not in FORMATS:
+        raise MtrainError(f"--format must be one of {', '.join(FORMATS)}, got {markup_format!r}")
+    if markup_format != "text" and (nbest != 1 or alignment):
+        raise MtrainError(
+            f"--format {markup_format} writes one translation per line with its tags; leave out --nbest and --alignment"
+        )
     translator = open_engine(
         checkpoint,
         model,
@@ -112,6 +129,12 @@ def translate(
         temperature=temperature,
         seed=seed,
     )
+    if markup_format != "text":
+        from mtrain.insight.markup import MarkupTranslator
+
+        markup = MarkupTranslator(translator, markup_format, alignment_layer)
+        translate_command(translator, input, output, render=lambda first, lines, progress=None: _lines(markup(lines)))
+        return
     translate_command(translator, input, output, nbest, Aligner(translator, alignment_layer) if alignment else None)
 
 
@@ -163,16 +186,22 @@ def translate_command(
     output_path: Path | None,
     nbest: int = 1,
     aligner: Aligner | None = None,
+    render: Render | None = None,
 ) -> None:
-    """A file in, a file out (atomically, with a progress bar), or stdin to stdout line by line."""
+    """A file in, a file out (atomically, with a progress bar), or stdin to stdout line by line.
+    `render(first line number, lines, progress)` makes a group of lines' output (default: the
+    translations, n-best lists or alignments `format_hypotheses` writes)."""
     from mtrain.device import keep_freed_memory
     from mtrain.inference.translator import check_nbest
 
     if translator.config.sampling and nbest != 1:
         raise MtrainError("--sampling draws one translation per line; leave out --nbest")
     check_nbest(nbest, 1 if translator.config.sampling else translator.config.beam)
+    render = render or (
+        lambda first, lines, progress=None: _hypotheses(translator, first, lines, nbest, aligner, progress)
+    )
     if input_path is None:
-        _translate_stream(translator, output_path, nbest, aligner)
+        _translate_stream(output_path, render)
         return
     keep_freed_memory()  # a batch job: the decoder's per-step buffers are reused, not mapped afresh
     from tqdm import tqdm
@@ -187,22 +216,22 @@ def translate_command(
         raise MtrainError(f"--output {output_path} is the input file; write the translations to another file")
     lines = read_lines(Path(input_path))
     with tqdm(total=len(lines), unit="sent", desc="translating", disable=None, file=sys.stderr) as bar:
-        results = translator.translate_nbest(lines, nbest=nbest, progress=bar)
-    text = _format_all(0, lines, results, translator, nbest, aligner)
+        text = render(0, lines, bar)
     if output_path:
         atomic_write_text(Path(output_path), text)
     else:
         sys.stdout.write(text)
 
 
-def _format_all(
+def _hypotheses(
+    translator: TranslationEngine,
     first: int,
     lines: list[str],
-    results: list[list[Hypothesis]],
-    translator: TranslationEngine,
     nbest: int,
     aligner: Aligner | None,
+    progress: object = None,
 ) -> str:
+    results = translator.translate_nbest(lines, nbest=nbest, progress=progress, first_line=first)
     links = aligner(lines, results) if aligner else [None] * len(results)
     return "".join(
         format_hypotheses(first + i, hyps, translator.tokenizer, nbest, link) + "\n"
@@ -210,17 +239,18 @@ def _format_all(
     )
 
 
-def _translate_stream(
-    translator: TranslationEngine, output_path: Path | None, nbest: int, aligner: Aligner | None = None
-) -> None:
+def _lines(texts: list[str]) -> str:
+    return "".join(text + "\n" for text in texts)
+
+
+def _translate_stream(output_path: Path | None, render: Render) -> None:
     """stdin mode: the lines already waiting are translated together (a pipe goes in batches), and a
     line typed by a person is answered at once; every answer is flushed. An --output file appears
     whole when the input ends (an interrupted or failed stream leaves no partial file)."""
     index = 0
     with atomic_text_output(output_path) if output_path else contextlib.nullcontext(sys.stdout) as out:
         for lines in waiting_lines(sys.stdin):
-            results = translator.translate_nbest(lines, nbest=nbest, first_line=index)
-            out.write(_format_all(index, lines, results, translator, nbest, aligner))
+            out.write(render(index, lines))
             out.flush()
             index += len(lines)
 

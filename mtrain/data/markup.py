@@ -104,7 +104,7 @@ def _check_xml(document: str) -> None:
     except expat.ExpatError as e:
         raise MtrainError(
             f"the input is not well-formed XML ({expat.ErrorString(e.code)} at column {max(e.offset - 14, 0)}); "
-            "fix it or use --format html"
+            "fix it or translate it as html"
         ) from None
 
 

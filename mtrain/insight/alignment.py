@@ -40,10 +40,16 @@ def word_numbers(pieces: list[str]) -> list[int]:
 
 
 def align_words(
-    cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str], shift: bool = ALIGNMENT_SHIFT
+    cross: torch.Tensor,
+    source_pieces: list[str],
+    target_pieces: list[str],
+    shift: bool = ALIGNMENT_SHIFT,
+    cover_source: bool = False,
 ) -> set[tuple[int, int]]:
     """(source word, target word) links from one layer's head-averaged cross-attention (rows:
-    <s> y_1 ... y_n queries, columns: source pieces + </s>)."""
+    <s> y_1 ... y_n queries, columns: source pieces + </s>). `cover_source`: a source word no target
+    word attends to most is linked to the target word that attends to it most (markup needs a
+    place for every source word)."""
     if not source_pieces or not target_pieces:
         return set()
     n = len(target_pieces)
@@ -52,7 +58,11 @@ def align_words(
     src_words, tgt_words = torch.tensor(word_numbers(source_pieces)), torch.tensor(word_numbers(target_pieces))
     by_source = torch.zeros(n, int(src_words.max()) + 1).index_add_(1, src_words, rows)
     by_word = torch.zeros(int(tgt_words.max()) + 1, by_source.size(1)).index_add_(0, tgt_words, by_source)
-    return {(int(i), j) for j, i in enumerate(by_word.argmax(1))}
+    links = {(int(i), j) for j, i in enumerate(by_word.argmax(1))}
+    if cover_source:
+        linked = {i for i, _ in links}
+        links |= {(i, int(j)) for i, j in enumerate(by_word.argmax(0)) if i not in linked}
+    return links
 
 
 def alignments(
@@ -62,6 +72,7 @@ def alignments(
     layer: int,
     shift: bool = ALIGNMENT_SHIFT,
     batch_size: int = 64,
+    cover_source: bool = False,
 ) -> list[set[tuple[int, int]]]:
     """Word alignments of translations (target ids) of `lines`, from 1-based decoder `layer`."""
     if not 1 <= layer <= len(translator.model.decoder):
@@ -78,7 +89,7 @@ def alignments(
         for b, r in enumerate(rows):
             src_pieces = [translator.tokenizer.src_piece(i) for i in sources[r]]
             tgt_pieces = [translator.tokenizer.tgt_piece(i) for i in targets[r]]
-            found[r] = align_words(cross[b, layer - 1].mean(0), src_pieces, tgt_pieces, shift)
+            found[r] = align_words(cross[b, layer - 1].mean(0), src_pieces, tgt_pieces, shift, cover_source)
     return found
 
 

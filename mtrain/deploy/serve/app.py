@@ -1,6 +1,7 @@
 """`mtrain serve`: an HTTP translation service (FastAPI + uvicorn) with dynamic batching.
 
     POST /translate  {"text": ["...", ...], "beam": 4, "nbest": 1}  ->  {"translations": [...]}
+                     {"text": ["A <b>big</b> dog."], "format": "html"}: the tags kept (insight/markup.py)
     POST /attention  {"text": "...", "beam": 4}  ->  the best translation, its cross-attention, alignment
     GET  /           a page to try the model in a browser: translate, n-best, attention (page.py)
     GET  /health     200 once the model is loaded, 503 before
@@ -28,22 +29,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtrain.data.tokenizer import Tokenizer
 from mtrain.deploy.serve.connections import OncePerInterval, idle_closing_protocol
 from mtrain.deploy.serve.page import add_page_routes
 from mtrain.deploy.serve.responses import (
     CLIENT_GONE,
     busy_response,
     error_response,
-    is_unicode_text,
     loading_response,
+    over_limit,
     result_unless_client_left,
+    translations_response,
 )
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
 from mtrain.errors import MtrainError
 from mtrain.extras import require
 from mtrain.inference.engine import TranslationEngine
-from mtrain.inference.search import Hypothesis
 from mtrain.inference.translator import Translator
 
 if TYPE_CHECKING:  # FastAPI is an optional extra: mtrain serve imports it when it starts
@@ -139,6 +139,8 @@ def _add_error_handlers(app: "FastAPI") -> None:
 
 def _translate_request(limits: ServeLimits) -> type:
     """The body of POST /translate, its bounds from the server's limits."""
+    from typing import Literal
+
     from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
     class TranslateRequest(BaseModel):
@@ -151,6 +153,9 @@ def _translate_request(limits: ServeLimits) -> type:
             1, ge=1, le=limits.max_beam, description="Hypotheses per sentence, with scores when > 1."
         )
         scores: StrictBool = Field(False, description="Give {text, score} objects even when nbest is 1.")
+        format: Literal["text", "html", "xml"] = Field(
+            "text", description="html or xml: inline markup kept around the aligned words (docs/guides/markup.md)."
+        )
 
     return TranslateRequest
 
@@ -196,7 +201,7 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         worker = ready_worker()
         if worker is None:
             return loading_response()
-        problem = _over_limit(body.text, limits)
+        problem = over_limit(body.text, limits)
         if problem:
             return error_response(*problem)
         beam = body.beam or worker.translator.config.beam
@@ -205,6 +210,8 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         problem = limits.over_work_limit(body.text, beam)
         if problem:
             return error_response(*problem)
+        if body.format != "text":
+            return await _translate_markup(worker, body, request)
         request_id, start = next(request_ids), time.perf_counter()
         try:
             future = worker.submit(body.text, beam, body.nbest)
@@ -213,42 +220,32 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         answered, results = await result_unless_client_left(future, request.receive)
         if not answered:
             return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
-        return _respond(worker.translator.tokenizer, results, body.nbest, body.scores, request_id, start)
+        return translations_response(worker.translator.tokenizer, results, body.nbest, body.scores, request_id, start)
 
 
-def _over_limit(text: list[str], limits: ServeLimits) -> tuple[int, str] | None:
-    """The status and message of what is wrong with a request's sentences, or None."""
-    if not text:
-        return 422, "text must hold at least one sentence"
-    if len(text) > limits.max_sentences:
-        return 413, f"{len(text)} sentences in one request; at most {limits.max_sentences} (--max-sentences)"
-    for i, line in enumerate(text):
-        if len(line) > limits.max_chars:
-            return 413, f"text.{i} has {len(line)} characters; at most {limits.max_chars} (--max-chars)"
-        if not is_unicode_text(line):
-            return 400, f"text.{i} is not valid Unicode (it holds a lone surrogate, e.g. \\ud800); send UTF-8 text"
-    return None
+async def _translate_markup(worker: BatchingWorker, body: object, request: "Request") -> object:
+    """POST /translate with format html or xml: one translation per sentence, its tags put back."""
+    from mtrain.insight.markup import MarkupTranslator
 
-
-def _respond(
-    tokenizer: Tokenizer, results: list[list[Hypothesis]], nbest: int, scores: bool, request_id: int, start: float
-) -> dict:
-    """The translations; with `nbest` > 1 or `scores`, `nbest` scored hypotheses per sentence (an empty
-    sentence's one empty hypothesis repeated, as `mtrain translate --nbest` prints it)."""
-    tokens = sum(len(hyps[0].tokens) + 1 for hyps in results)
-    log.info(
-        "request %d | %d sentences | %d target tokens | %.1f ms",
-        request_id,
-        len(results),
-        tokens,
-        1000 * (time.perf_counter() - start),
-    )
-    if nbest == 1 and not scores:
-        return {"translations": [tokenizer.decode_tgt(hyps[0].tokens) for hyps in results]}
-    padded = [hyps + hyps[-1:] * (nbest - len(hyps)) for hyps in results]
-    return {
-        "translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in padded]
-    }
+    if body.nbest != 1 or body.scores:
+        return error_response(
+            422, f"format {body.format} gives one translation per sentence; leave out nbest and scores"
+        )
+    if not isinstance(worker.translator, Translator):
+        return error_response(422, f"format {body.format} needs the PyTorch model (it aligns through its attention)")
+    try:
+        future = worker.submit_task(
+            lambda translator: MarkupTranslator(translator, body.format, beam=body.beam)(body.text)
+        )
+    except QueueFull:
+        return busy_response()
+    try:
+        answered, translations = await result_unless_client_left(future, request.receive)
+    except MtrainError as e:
+        return error_response(422, str(e))
+    if not answered:
+        return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
+    return {"translations": translations}
 
 
 class BodySizeLimit:

@@ -1,14 +1,24 @@
-"""What every route of `mtrain serve` shares: the error response, one line of JSON
+"""What the routes of `mtrain serve` answer: the error response, one line of JSON
 `{"error": "..."}`, never a traceback, with the status that says whose fault it was (4xx the
-client's, 5xx the server's); and the check that a sentence is text the tokenizer can take."""
+client's, 5xx the server's); the checks that a request's sentences are text the tokenizer can
+take, within the server's limits; and the translations."""
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+from mtrain.data.tokenizer import Tokenizer
+from mtrain.inference.search import Hypothesis
+
 if TYPE_CHECKING:  # FastAPI is an optional extra: mtrain serve imports it when it starts
     from fastapi.responses import JSONResponse
+
+    from mtrain.deploy.serve.worker import ServeLimits
+
+log = logging.getLogger("mtrain")
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> "JSONResponse":
@@ -63,3 +73,38 @@ async def _disconnected(receive: Callable[[], Awaitable[dict]]) -> None:
     """Returns when the client has gone (ASGI's http.disconnect; the body was read before)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def over_limit(text: list[str], limits: "ServeLimits") -> tuple[int, str] | None:
+    """The status and message of what is wrong with a request's sentences, or None."""
+    if not text:
+        return 422, "text must hold at least one sentence"
+    if len(text) > limits.max_sentences:
+        return 413, f"{len(text)} sentences in one request; at most {limits.max_sentences} (--max-sentences)"
+    for i, line in enumerate(text):
+        if len(line) > limits.max_chars:
+            return 413, f"text.{i} has {len(line)} characters; at most {limits.max_chars} (--max-chars)"
+        if not is_unicode_text(line):
+            return 400, f"text.{i} is not valid Unicode (it holds a lone surrogate, e.g. \\ud800); send UTF-8 text"
+    return None
+
+
+def translations_response(
+    tokenizer: Tokenizer, results: list[list[Hypothesis]], nbest: int, scores: bool, request_id: int, start: float
+) -> dict:
+    """The translations; with `nbest` > 1 or `scores`, `nbest` scored hypotheses per sentence (an empty
+    sentence's one empty hypothesis repeated, as `mtrain translate --nbest` prints it)."""
+    tokens = sum(len(hyps[0].tokens) + 1 for hyps in results)
+    log.info(
+        "request %d | %d sentences | %d target tokens | %.1f ms",
+        request_id,
+        len(results),
+        tokens,
+        1000 * (time.perf_counter() - start),
+    )
+    if nbest == 1 and not scores:
+        return {"translations": [tokenizer.decode_tgt(hyps[0].tokens) for hyps in results]}
+    padded = [hyps + hyps[-1:] * (nbest - len(hyps)) for hyps in results]
+    return {
+        "translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in padded]
+    }
