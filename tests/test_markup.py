@@ -153,3 +153,21 @@ def test_stdin_with_markup_answers_each_line_and_refuses_malformed_xml(demo_run)
     assert result.returncode == 0 and result.stdout == "Der <b>Hund</b> sieht eine Katze.\n\n"
     refused = run_cli("translate", "--checkpoint", ckpt, "--format", "xml", input="The <b>dog</i>.\n")
     assert refused.returncode == 2 and "not well-formed XML (mismatched tag at column 11)" in refused.stderr
+
+
+def test_ctranslate2_places_the_tags_where_the_torch_engine_does(demo_run, tmp_path, monkeypatch):
+    from mtrain.deploy.ctranslate2 import export_ctranslate2
+    from mtrain.deploy.engines import open_engine
+    from mtrain.deploy.export import ExportedCheckpoint
+    from mtrain.insight.markup import MarkupTranslator
+
+    monkeypatch.setenv("MTRAIN_CACHE", str(tmp_path / "cache"))
+    ckpt = demo_run / "checkpoint_avg.pt"
+    sources, _, _ = generate_aligned(60, seed=99)
+    rng = np.random.default_rng(3)
+    tagged = [noise.inline_element(s, rng) for s in sources]
+    torch_engine = open_engine(ckpt, device="cpu", precision="fp32")
+    ct2 = open_engine(model_dir=export_ctranslate2(ExportedCheckpoint(ckpt), tmp_path / "ct2", "float32"), device="cpu")
+    ours, theirs = (MarkupTranslator(engine, "html", beam=1)(tagged) for engine in (torch_engine, ct2))
+    assert all(tags_kept(s, t) for s, t in zip(tagged, theirs))
+    assert sum(a == b for a, b in zip(ours, theirs)) >= 57, [(a, b) for a, b in zip(ours, theirs) if a != b]

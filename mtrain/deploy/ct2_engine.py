@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from mtrain.config_io import decode_config
 from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer
 from mtrain.device import select_device
@@ -95,6 +97,28 @@ class CTranslate2Translator:
     ) -> list[list[Hypothesis]]:
         """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis.
         The score is CTranslate2's normalised log-probability (it reports no plain sum)."""
+        return self._search(lines, beam, nbest, progress)
+
+    def translate_aligned(self, lines: list[str], beam: int | None = None) -> list[tuple[str, set[tuple[int, int]]]]:
+        """Each line's best translation and its word alignment, from the attention CTranslate2
+        returns (the exported alignment layer and heads; markup needs every source word placed)."""
+        from mtrain.insight.alignment import align_words
+
+        attention: dict[int, list] = {}
+        results = self._search(lines, beam, 1, None, attention)
+        ids = encode_sources(self.tokenizer, lines, self.max_src)
+        aligned = []
+        for r, hyps in enumerate(results):
+            src = [self.tokenizer.src_piece(t) for t in ids[r]]
+            tgt = [self.tokenizer.tgt_piece(t) for t in hyps[0].tokens]
+            links = align_words(torch.tensor(attention[r]), src, tgt, cover_source=True) if r in attention else set()
+            aligned.append((self.tokenizer.decode_tgt(hyps[0].tokens), links))
+        return aligned
+
+    def _search(
+        self, lines: list[str], beam: int | None, nbest: int, progress: Progress | None, attention: dict | None = None
+    ) -> list[list[Hypothesis]]:
+        """translate_nbest's search; with `attention`, the best hypothesis's attention rows by line."""
         c = self.config
         beam = check_nbest(nbest, beam or c.beam)
         ids = encode_sources(self.tokenizer, lines, self.max_src)
@@ -112,6 +136,7 @@ class CTranslate2Translator:
                 max_batch_size=c.max_tokens // beam,
                 batch_type="tokens",
                 max_decoding_length=max(limits),
+                return_attention=attention is not None,
             )
             for r, limit, result in zip(rows, limits, found):
                 # One limit per call: a sentence that ran past its own limit is cut there, which is
@@ -121,6 +146,8 @@ class CTranslate2Translator:
                     Hypothesis([self.tokenizer.tgt_id(p) for p in hyp[:limit]], score, score)
                     for hyp, score in zip(result.hypotheses, result.scores)
                 ]
+                if attention is not None and result.hypotheses[0]:
+                    attention[r] = result.attention[0][:limit]
             if progress is not None:
                 progress.update(len(rows))
         return results

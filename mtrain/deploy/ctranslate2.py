@@ -33,7 +33,11 @@ def ctranslate2_spec(ck: ExportedCheckpoint) -> Any:
     m, w = ck.model, {k: v.numpy() for k, v in ck.weights.items()}
     activation = getattr(common_spec.Activation, m.activation.upper())  # RELU, GELU, SWISH
     spec = transformer_spec.TransformerSpec.from_config(
-        (m.encoder_layers, m.decoder_layers), m.heads, pre_norm=m.pre_norm, activation=activation
+        (m.encoder_layers, m.decoder_layers),
+        m.heads,
+        pre_norm=m.pre_norm,
+        activation=activation,
+        alignment_heads=m.heads,  # return_attention: the last layer averaged over heads, as translate --alignment
     )
     positions = sinusoidal_positions(m.max_positions, m.d_model, m.positions).numpy()
     _ct2_stack(spec.encoder, w, "encoder", m, positions)

@@ -12,21 +12,23 @@ from mtrain.insight.alignment import alignments, default_alignment_layer
 
 
 class MarkupTranslator:
-    """`markup(documents)` -> the documents translated, their markup kept (`fmt`: html or xml)."""
+    """`markup(documents)` -> the documents translated, their markup kept (`fmt`: html or xml).
+    The torch engine aligns through the cross-attention of `layer` (an ensemble: of its first
+    member); CTranslate2 through the attention it returns (`translate_aligned`)."""
 
     def __init__(self, translator: object, fmt: str, layer: int = 0, beam: int | None = None):
-        if not isinstance(translator, Translator):
-            raise MtrainError(
-                f"--format {fmt} needs the torch engine (it aligns words through mtrain's cross-attention); drop "
-                "--engine ctranslate2 / --model"
-            )
         self.translator, self.fmt, self.beam = translator, fmt, beam
-        self.aligning = translator  # an ensemble aligns through its first member's attention
+        self.aligning: Translator | None = None  # CTranslate2 aligns by itself
+        if not isinstance(translator, Translator):
+            if layer:
+                raise MtrainError(
+                    "--alignment-layer reads mtrain's own model; CTranslate2 aligns with its exported one"
+                )
+            return
+        self.aligning = translator
         if isinstance(translator.model, Ensemble):
-            first = translator.model.members[0]
-            self.aligning = Translator(
-                first, translator.tokenizer, translator.config, translator.device, translator.precision
-            )
+            t = translator
+            self.aligning = Translator(t.model.members[0], t.tokenizer, t.config, t.device, t.precision)
         self.layer = layer or default_alignment_layer(len(self.aligning.model.decoder))
 
     def __call__(self, documents: list[str]) -> list[str]:
@@ -34,6 +36,8 @@ class MarkupTranslator:
 
     def aligned_translations(self, texts: list[str]) -> list[tuple[str, Links]]:
         """Each text's best translation and its word alignment (source word, target word)."""
+        if self.aligning is None:
+            return self.translator.translate_aligned(texts, self.beam)
         targets = [hyps[0].tokens for hyps in self.translator.translate_nbest(texts, beam=self.beam)]
         links = alignments(self.aligning, texts, targets, self.layer, cover_source=True)
         return [(self.translator.tokenizer.decode_tgt(t), found) for t, found in zip(targets, links)]
