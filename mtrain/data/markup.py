@@ -31,7 +31,8 @@ BLOCK_ELEMENTS = frozenset(
      "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "head", "header", "html", "li", "main",
      "nav", "ol", "p", "section", "table", "tbody", "td", "tfoot", "th", "thead", "title", "tr", "ul"}
 )  # fmt: skip
-UNTRANSLATED_ELEMENTS = frozenset({"code", "kbd", "pre", "samp", "script", "style", "textarea", "var"})
+UNTRANSLATED_ELEMENTS = frozenset({"code", "kbd", "samp", "var"})  # and translate="no": kept as written
+HIDDEN_ELEMENTS = frozenset({"pre", "script", "style", "textarea"})  # kept as written, not shown to the model
 TAG_NAME = re.compile(r"<\s*([^\s/>]+)")
 END_TAG_NAME = re.compile(r"</\s*([^\s>]+)")
 
@@ -52,6 +53,7 @@ class Element:
     punct_after: bool = False  # and closes it before its last word's trailing punctuation ("<b>dog</b>.")
     space_before: bool = True  # an element at a position: written after a space (else glued to the word before)
     space_after: bool = True  # and followed by one
+    verbatim: bool = False  # `start` is the whole untranslated element: it replaces the target words aligned to it
 
 
 @dataclass
@@ -126,6 +128,7 @@ class _MarkupParser(HTMLParser):
         self._new_segment()
         self.untranslated: list[str] = []  # the raw text of an element passed through untouched
         self.untranslated_name, self.untranslated_depth = "", 0
+        self.untranslated_shown, self.untranslated_begin = False, 0  # its text in the model's input, from
 
     def _new_segment(self) -> None:
         self.chunks: list[str] = []  # the segment's plain text
@@ -154,7 +157,7 @@ class _MarkupParser(HTMLParser):
             self.untranslated.append(self.end_tag_text)
             self.untranslated_depth -= tag == self.untranslated_name
             if not self.untranslated_depth:
-                self._at_position("".join(self.untranslated))
+                self._untranslated_done()
             return
         if self.html_rules and tag in BLOCK_ELEMENTS:
             self._end_segment()
@@ -168,7 +171,7 @@ class _MarkupParser(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         if self.untranslated_depth:
-            self.untranslated.append(data)
+            self._untranslated_text(data, data)
         else:
             self._text(data, data)
 
@@ -190,7 +193,7 @@ class _MarkupParser(HTMLParser):
     def finish(self) -> list[Part]:
         if self.untranslated_depth:  # an untranslated element left open: passed through as it was
             self.untranslated_depth = 0
-            self._at_position("".join(self.untranslated))
+            self._untranslated_done()
         self._end_segment()
         return self.parts
 
@@ -204,11 +207,13 @@ class _MarkupParser(HTMLParser):
         if self.html_rules and tag in BLOCK_ELEMENTS:
             self._end_segment()
             self.parts.append(raw)
-        elif (self.html_rules and tag in UNTRANSLATED_ELEMENTS) or ("translate", "no") in attrs:
+        elif self.html_rules and tag in HIDDEN_ELEMENTS | UNTRANSLATED_ELEMENTS or ("translate", "no") in attrs:
             if void:
                 self._at_position(raw)
             else:
                 self.untranslated, self.untranslated_name, self.untranslated_depth = [raw], tag, 1
+                self.untranslated_shown = not (self.html_rules and tag in HIDDEN_ELEMENTS)
+                self.untranslated_begin = self.length
         elif void:
             self._at_position(raw)
         else:
@@ -235,6 +240,22 @@ class _MarkupParser(HTMLParser):
         self.spans.append((element, self.length, self.length))
         self.raw.append(raw)
 
+    def _untranslated_text(self, text: str, raw: str) -> None:
+        self.untranslated.append(raw)
+        if self.untranslated_shown:  # the model sees it, so that the sentence around it stays whole
+            self.chunks.append(text)
+            self.length += len(text)
+
+    def _untranslated_done(self) -> None:
+        raw = "".join(self.untranslated)
+        if not self.untranslated_shown or not "".join(self.chunks)[self.untranslated_begin :].strip():
+            self._at_position(raw)
+            return
+        element = Element(start=raw, end="", verbatim=True)
+        (self.stack[-1].element.children if self.stack else self.top).append(element)
+        self.spans.append((element, self.untranslated_begin, self.length))
+        self.raw.append(raw)
+
     def _raw_at_position(self, raw: str) -> None:
         if self.untranslated_depth:
             self.untranslated.append(raw)
@@ -247,10 +268,10 @@ class _MarkupParser(HTMLParser):
         self.length += len(text)
 
     def _entity(self, raw: str) -> None:
-        if self.untranslated_depth:
-            self.untranslated.append(raw)
-            return
         character = html.unescape(raw)
+        if self.untranslated_depth:
+            self._untranslated_text(character, raw)
+            return
         if character != raw:
             self.entities.setdefault(character, raw)
         self._text(character, raw)
@@ -295,9 +316,9 @@ def render(segment: Segment, translation: str, links: Links) -> str:
     for element in _walk(segment.elements):
         _place(element, links, len(words))
     _fit(segment.elements, 0, len(words))
-    tokens: list[tuple[str, object]] = []
-    _emit(segment.elements, 0, len(words), words, tokens)
-    return segment.lead + _join(tokens, segment.entities) + segment.trail
+    out = _Output(segment.entities)
+    _emit(segment.elements, 0, len(words), words, out)
+    return segment.lead + out.text() + segment.trail
 
 
 def _walk(elements: list[Element]):
@@ -330,53 +351,78 @@ def _fit(elements: list[Element], low: int, high: int) -> None:
         _fit(element.children, element.first, element.last)
 
 
-def _emit(elements: list[Element], low: int, high: int, words: list[str], tokens: list) -> None:
-    """Words and tags in output order: ("word", text), ("open" / "close" / "void", element)."""
+def _emit(elements: list[Element], low: int, high: int, words: list[str], out: _Output) -> None:
+    """Words and tags in output order."""
     position = low
     for element in elements:
-        tokens += [("word", w) for w in words[position : element.first]]
-        if element.end:
-            tokens.append(("open", element))
-            _emit(element.children, element.first, element.last, words, tokens)
-            tokens.append(("close", element))
+        for word in words[position : element.first]:
+            out.word(*_split_punctuation(word))
+        if element.verbatim and element.last > element.first:
+            out.verbatim(element, words[element.first : element.last])
+        elif element.end:
+            out.open(element)
+            _emit(element.children, element.first, element.last, words, out)
+            out.close(element)
         else:
-            tokens.append(("void", element))
+            out.void(element)
         position = element.last
-    tokens += [("word", w) for w in words[position:high]]
+    for word in words[position:high]:
+        out.word(*_split_punctuation(word))
 
 
-def _join(tokens: list, entities: dict[str, str]) -> str:
-    """Words separated by spaces, opening tags glued to the next word (after its leading
-    punctuation where the source opened after it), closing tags to the previous one (before its
-    trailing punctuation where the source closed before it)."""
-    out: list[str] = []
-    pending: list[Element | str] = []  # opened (or written whole) before the next word
-    punct_index = -1  # where the last word's trailing punctuation sits in `out`
-    for kind, value in tokens:
-        if kind == "open":
-            pending.append(value)
-        elif kind == "void" and not value.space_before and punct_index >= 0:
-            out.append(value.start)  # glued to the word before, as in the source
-        elif kind == "void":
-            pending.append(value.start + " " * value.space_after)
-        elif kind == "close" and any(p is value for p in pending):  # closed before any word: an empty element
-            index = next(i for i, p in enumerate(pending) if p is value)
-            pending[index:] = [value.start + "".join(pending[index + 1 :]) + value.end + " " * value.space_after]
-        elif kind == "close":
-            if value.punct_after and punct_index == len(out) - 1 and out[punct_index]:
-                out.insert(punct_index, value.end)
-                punct_index += 1
-            else:
-                out.append(value.end)
+class _Output:
+    """The rendered segment: words separated by spaces, opening tags glued to the next word (after
+    its leading punctuation where the source opened after it), closing tags to the previous one
+    (before its trailing punctuation where the source closed before it)."""
+
+    def __init__(self, entities: dict[str, str]):
+        self.entities = entities
+        self.out: list[str] = []
+        self.pending: list[Element | str] = []  # opened (or written whole) before the next word
+        self.punct_index = -1  # where the last word's trailing punctuation sits in `out`
+
+    def open(self, element: Element) -> None:
+        self.pending.append(element)
+
+    def void(self, element: Element) -> None:
+        if not element.space_before and self.punct_index >= 0:
+            self.out.append(element.start)  # glued to the word before, as in the source
         else:
-            out.append(" " if punct_index >= 0 else "")
-            lead, core, trail = _split_punctuation(value)
-            inside = next((i for i, p in enumerate(pending) if isinstance(p, Element) and p.punct_before), len(pending))
-            out += [_tag(p) for p in pending[:inside]] + [_escape(lead, entities)]
-            out += [_tag(p) for p in pending[inside:]] + [_escape(core, entities), _escape(trail, entities)]
-            punct_index, pending = len(out) - 1, []
-    tail = "".join(_tag(p) for p in pending).rstrip(" ")
-    return "".join(out) + (" " if tail and punct_index >= 0 else "") + tail
+            self.pending.append(element.start + " " * element.space_after)
+
+    def close(self, element: Element) -> None:
+        index = next((i for i, p in enumerate(self.pending) if p is element), None)
+        if index is not None:  # closed before any word: an empty element
+            inner = "".join(_tag(p) for p in self.pending[index + 1 :])
+            self.pending[index:] = [element.start + inner + element.end + " " * element.space_after]
+        elif element.punct_after and self.punct_index == len(self.out) - 1 and self.out[self.punct_index]:
+            self.out.insert(self.punct_index, element.end)
+            self.punct_index += 1
+        else:
+            self.out.append(element.end)
+
+    def word(self, lead: str, core: str, trail: str) -> None:
+        self._write(_escape(lead, self.entities), _escape(core, self.entities), _escape(trail, self.entities))
+
+    def verbatim(self, element: Element, replaced: list[str]) -> None:
+        """The untranslated element in place of the target words aligned to it, keeping their
+        outer punctuation where the source had it outside the element."""
+        lead = _split_punctuation(replaced[0])[0] if element.punct_before else ""
+        trail = _split_punctuation(replaced[-1])[2] if element.punct_after else ""
+        self._write(_escape(lead, self.entities), element.start, _escape(trail, self.entities))
+
+    def _write(self, lead: str, core: str, trail: str) -> None:
+        self.out.append(" " if self.punct_index >= 0 else "")
+        inside = next(
+            (i for i, p in enumerate(self.pending) if isinstance(p, Element) and p.punct_before), len(self.pending)
+        )
+        self.out += [_tag(p) for p in self.pending[:inside]] + [lead]
+        self.out += [_tag(p) for p in self.pending[inside:]] + [core, trail]
+        self.punct_index, self.pending = len(self.out) - 1, []
+
+    def text(self) -> str:
+        tail = "".join(_tag(p) for p in self.pending).rstrip(" ")
+        return "".join(self.out) + (" " if tail and self.punct_index >= 0 else "") + tail
 
 
 def _tag(pending: Element | str) -> str:
