@@ -237,9 +237,11 @@ def test_eval_robustness_on_the_demo_model(demo_run, tmp_path):
     assert report["clean"]["bleu"] == round(bleu["bleu"], 2) and report["clean"]["chrf"] == round(bleu["chrf"], 2)
     assert report["upper"]["bleu"] < report["clean"]["bleu"]  # the demo model never saw UPPER CASE
     assert 0 <= report["tags"]["tags_kept"] <= 100
-    table = run_cli("eval-robustness", "--checkpoint", ckpt, "--src", str(src), "--ref", str(ref))
+    table = run_cli("eval-robustness", "--checkpoint", ckpt, "--src", str(src), "--ref", str(ref), "--format", "html")
     assert table.stdout.splitlines()[0].split()[:3] == ["variant", "BLEU", "chrF"]
     assert len(table.stdout.splitlines()) == 7
+    tags = table.stdout.splitlines()[-1].split()  # with markup handling: every tag kept, the text as clean
+    assert tags[0] == "tags" and tags[-1] == "100.0%" and tags[1] == f"{report['clean']['bleu']:.2f}"
 
 
 @pytest.mark.parametrize(
@@ -249,6 +251,7 @@ def test_eval_robustness_on_the_demo_model(demo_run, tmp_path):
         (["--checkpoint", "C", "--src", "missing.en", "--ref", "REF"], "source file not found: missing.en"),
         (["--checkpoint", "C", "--src", "SRC", "--ref", "missing.de"], "reference file not found: missing.de"),
         (["--checkpoint", "C", "--src", "SRC", "--ref", "SHORT"], "line counts differ: the reference"),
+        (["--checkpoint", "C", "--src", "SRC", "--ref", "REF", "--format", "xml"], "--format must be text or html"),
     ],
 )
 def test_eval_robustness_mistakes_are_one_line(tmp_path, args, message):

@@ -44,6 +44,12 @@ def eval_robustness(
     precision: str = PrecisionOption,
     seed: int = typer.Option(1, "--seed", metavar="N", help="Draws the typos and the tagged words."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object, a key per variant."),
+    markup_format: str = typer.Option(
+        "text",
+        "--format",
+        metavar="text|html",
+        help="html: translate the tags variant keeping its markup, as translate --format html does; text: as text.",
+    ),
 ) -> None:
     """Translate the test set as it is (clean) and in five changed forms, and print BLEU and chrF of
     each: upper and title (source and reference changed alike), lower and typos (source only), and
@@ -54,6 +60,8 @@ def eval_robustness(
 
     if not checkpoint and model is None:
         raise MtrainError("give a model: --checkpoint CKPT or --model DIR")
+    if markup_format not in ("text", "html"):
+        raise MtrainError(f"--format must be text or html, got {markup_format!r}")
     if not src.is_file():
         raise MtrainError(f"source file not found: {src}")
     if not ref.is_file():
@@ -74,5 +82,10 @@ def eval_robustness(
         lenpen=lenpen,
         max_tokens=max_tokens,
     )
-    report = robustness_report(engine.translate, sources, references, engine.info.get("tgt_lang"), seed)
+    markup = None
+    if markup_format == "html":
+        from mtrain.insight.markup import MarkupTranslator
+
+        markup = MarkupTranslator(engine, "html")
+    report = robustness_report(engine.translate, sources, references, engine.info.get("tgt_lang"), seed, markup)
     print(json.dumps(report) if json_output else report_table(report))

@@ -4,9 +4,11 @@ The approach of Bergamot (Firefox's translations): a parser (Python's html.parse
 expressions) splits a document into segments at block elements (p, li, td, headings, ...); each
 segment's text goes to the model without its inline elements; every element is then put back
 around the target words aligned to the source words it covered, keeping the source's nesting
-and order, so the output is well-formed whenever the input is. Void elements (br, img) and
-content that must not be translated (code, kbd, script, style, translate="no") land, as they
-were written, before the target word aligned to the source word that followed them. Start tags,
+and order, so the output is well-formed whenever the input is. Void elements (br, img), comments
+and content the model must not see (pre, script, style, textarea) land, as written, before the
+target word aligned to the source word that followed them. Inline content that must not be
+translated (code, kbd, samp, var, translate="no") is shown to the model, so the sentence around it
+stays whole, and the element as written replaces the target words aligned to it. Start tags,
 attributes and entities are written back exactly as the source wrote them.
 """
 

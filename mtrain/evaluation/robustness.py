@@ -85,11 +85,13 @@ def robustness_report(
     references: list[str],
     tgt_lang: str | None = None,
     seed: int = 1,
+    translate_markup: Callable[[list[str]], list[str]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """{variant: {"bleu", "chrf"} (and "tags_kept" for tags)}, translating each variant once."""
+    """{variant: {"bleu", "chrf"} (and "tags_kept" for tags)}, translating each variant once (the
+    tags variant with `translate_markup` where given: translate --format html)."""
     report = {}
     for name, (variant_sources, variant_references) in robustness_variants(sources, references, seed).items():
-        outputs = translate(variant_sources)
+        outputs = (translate_markup if name == "tags" and translate_markup else translate)(variant_sources)
         scored = [without_markup(o) for o in outputs] if name == "tags" else outputs
         scores = corpus_scores(scored, [variant_references], tgt_lang=tgt_lang)
         report[name] = {"bleu": round(scores["bleu"], 2), "chrf": round(scores["chrf"], 2)}
