@@ -162,6 +162,11 @@ class DataConfig:
         factory=AugmentConfig,
         help="Case, typo and punctuation changes to training pairs, drawn anew every epoch; all off by default.",
     )
+    alignments: str = setting(
+        "",
+        "Word alignments of the training pairs on their subword pieces, made at prepare time (for "
+        "train.guided_alignment): eflomal (pip install 'mtrain[align]'; symmetrized grow-diag-final-and); '': none.",
+    )
 
     def corpus_augments(self) -> list[AugmentConfig]:
         """Each training corpus's augmentation: its own, or data.augment's."""
@@ -244,6 +249,22 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
+class GuidedAlignmentConfig:
+    """Guided alignment (Garg et al., 2019; Marian's --guided-alignment): a loss that pulls one
+    cross-attention head toward the word alignments of the training data (data.alignments), so
+    that the head aligns: translate --alignment, markup placement and the page read it."""
+
+    weight: float = setting(
+        0.0, "The alignment loss's weight beside the label-smoothed loss (Marian: 0.1, Garg et al.: 0.05); 0: off."
+    )
+    layer: int = setting(0, "The decoder layer (from 1) of the guided head; 0: the last.")
+    head: int = setting(0, "The guided head of that layer (from 0; CTranslate2 exports read it).")
+
+    def is_on(self) -> bool:
+        return self.weight > 0
+
+
+@dataclass
 class TrainConfig:
     max_tokens: int = setting(
         4096, "Tokens per micro-batch on each device, padding included (the paper: about 25000 per step in all)."
@@ -300,6 +321,9 @@ class TrainConfig:
         factory=list,
         help="Parts not trained (with init_from): any of embeddings, encoder, decoder. Frozen tied embeddings "
         "freeze the output projection too.",
+    )
+    guided_alignment: GuidedAlignmentConfig = setting(
+        factory=GuidedAlignmentConfig, help="A cross-attention head trained to align words; off by default."
     )
 
 

@@ -223,7 +223,31 @@ def validate(config: Config) -> None:
         f"model.positions must be one of {', '.join(POSITION_LAYOUTS)}, got '{m.positions}'",
     )
     _validate_train(tr)
+    _validate_guided_alignment(config)
     validate_decode(dec)
+
+
+ALIGNERS = ("", "eflomal")
+
+
+def _validate_guided_alignment(config: Config) -> None:
+    d, g, m = config.data, config.train.guided_alignment, config.model
+    _require(d.alignments in ALIGNERS, f"data.alignments must be eflomal or empty (none), got '{d.alignments}'")
+    _require(math.isfinite(g.weight) and g.weight >= 0, f"train.guided_alignment.weight must be >= 0, got {g.weight}")
+    _require(
+        0 <= g.layer <= m.decoder_layers,
+        f"train.guided_alignment.layer must be from 1 to model.decoder_layers ({m.decoder_layers}), or 0 for the last",
+    )
+    _require(0 <= g.head < m.heads, f"train.guided_alignment.head must be from 0 to {m.heads - 1} (model.heads - 1)")
+    if not g.is_on():
+        return
+    _require(d.alignments, "train.guided_alignment needs the training pairs' alignments: set data.alignments: eflomal")
+    changed = config.tokenizer.sampling_alpha > 0 or any(a.is_on() for a in d.corpus_augments())
+    _require(
+        not changed,
+        "train.guided_alignment reads the alignments of the prepared pieces, which tokenizer.sampling_alpha and "
+        "data.augment change every epoch; turn those off",
+    )
 
 
 MAX_THREADS = 1024  # more OpenMP threads than any machine has cores only stalls (or exhausts) it

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mtrain.data.alignments import alignment_matrix
 from mtrain.data.store import Split
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD
@@ -31,18 +32,20 @@ class Batch:
     tgt_out: torch.Tensor  # (batch, tgt_len) target ids + eos, padded: what it must predict
     ids: np.ndarray  # sentence indices in the split
     tgt_tokens: int  # target tokens to predict (eos included), counted on the host
+    align: torch.Tensor | None = None  # (batch, tgt_len, src_len) guided alignment targets (alignments.py)
 
     def pinned(self) -> "Batch":
         """The batch in page-locked memory, from which a copy to a GPU does not block the host."""
-        return Batch(
-            self.src.pin_memory(), self.tgt_in.pin_memory(), self.tgt_out.pin_memory(), self.ids, self.tgt_tokens
-        )
+        return self._map(lambda t: t.pin_memory())
 
     def to(self, device: torch.device) -> Batch:
         """The batch on `device` (asynchronously on CUDA when the batch is pinned)."""
         non_blocking = torch.device(device).type == "cuda"
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.ids, self.tgt_tokens)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def _map(self, move: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        align = move(self.align) if self.align is not None else None
+        return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.ids, self.tgt_tokens, align)
 
 
 def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, order: np.ndarray) -> list[np.ndarray]:
@@ -75,8 +78,18 @@ def collate(split: Split, ids: np.ndarray, max_len: int) -> Batch:
         tgt_in[row, 1 : len(t) + 1] = t
         tgt_out[row, : len(t)] = t
         tgt_out[row, len(t)] = EOS
+    align = None
+    if split.align is not None:  # row t: the decoder query at input position t, which predicts target piece t
+        align = torch.from_numpy(
+            np.stack([alignment_matrix(split.align[i], tgt_in.shape[1], src.shape[1]) for i in ids])
+        )
     return Batch(
-        torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), ids, sum(len(t) + 1 for t in tgts)
+        torch.from_numpy(src),
+        torch.from_numpy(tgt_in),
+        torch.from_numpy(tgt_out),
+        ids,
+        sum(len(t) + 1 for t in tgts),
+        align,
     )
 
 

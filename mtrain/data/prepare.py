@@ -38,6 +38,7 @@ from mtrain.data.sources import file_digest, input_files, iter_line_chunks, read
 from mtrain.data.store import (
     FORMAT_VERSION,
     IdsWriter,
+    IndexedArray,
     PreparedData,
     damaged_files,
     file_records,
@@ -79,6 +80,8 @@ def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
         del settings["data"]["filters"]
     if _covers_case_changes(config):
         settings["case_counterparts"] = True
+    if not d.alignments:
+        del settings["data"]["alignments"]
     del settings["tokenizer"]["sampling_alpha"]
     if given_spm is not None:
         given = [given_spm["src"], given_spm["tgt"] or b"", json.dumps(given_spm.get("vocab")).encode()]
@@ -255,6 +258,11 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, g
     if vocab is not None:
         (tmp / VOCABULARY_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     corpora, counts = _encode_training(config, tokenizer, tmp, counts, spans)
+    if d.alignments:
+        from mtrain.data.alignments import align_training_pairs
+
+        pairs = (IndexedArray.open(tmp / f"train.{lang}") for lang in (d.src_lang, d.tgt_lang))
+        align_training_pairs(*pairs, tokenizer, tmp / "train.align")
     splits = {"train": {key: sum(c[key] for c in corpora) for key in ("pairs", "src_tokens", "tgt_tokens")}}
     for section in ("valid", "test"):
         spec = getattr(d, section)

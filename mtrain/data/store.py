@@ -82,6 +82,7 @@ class Split:
     src: IndexedArray
     tgt: IndexedArray
     corpus: np.ndarray | None = None  # training data: the corpus of each pair
+    align: IndexedArray | None = None  # training data with data.alignments: each pair's links (flat positions)
 
     def __len__(self) -> int:
         return len(self.src)
@@ -119,11 +120,12 @@ class PreparedData:
     def split(self, name: str) -> Split:
         if not self.has(name):
             raise MtrainError(f"the prepared data has no '{name}' split; set data.{name} in the config")
-        corpus = self.dir / f"{name}.corpus.npy"
+        corpus, align = self.dir / f"{name}.corpus.npy", self.dir / f"{name}.align"
         return Split(
             IndexedArray.open(self.dir / f"{name}.{self.src_lang}"),
             IndexedArray.open(self.dir / f"{name}.{self.tgt_lang}"),
             np.load(corpus) if corpus.is_file() else None,
+            IndexedArray.open(align) if Path(f"{align}.bin.json").is_file() else None,
         )
 
     @property

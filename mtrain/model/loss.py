@@ -75,3 +75,13 @@ class SmoothedCrossEntropy(torch.autograd.Function):
             block.scatter_add_(1, target[chunk, None], block.new_full((block.size(0), 1), epsilon - 1))
             grad[chunk] = block.mul_(row_scale[chunk, None])
         return grad, None, None, None
+
+
+def guided_alignment_loss(attention: torch.Tensor, alignment: torch.Tensor) -> torch.Tensor:
+    """Summed cross entropy between the alignment and one head's attention (Garg et al., 2019,
+    "Jointly Learning to Align and Translate with Transformer Models", eq. 4; Marian's
+    guided-alignment cost "ce"): -sum over target positions t and source positions s of
+    A[t, s] log a[t, s], where each row of A holds a target token's links spread evenly over the
+    source tokens it is aligned to (rows without links are zero and add nothing). `attention`
+    and `alignment`: (batch, target positions, source positions)."""
+    return -(alignment * attention.clamp_min(1e-9).log()).sum()

@@ -55,10 +55,14 @@ class MultiHeadAttention(nn.Module):
     `F.scaled_dot_product_attention`, which applies the 1 / sqrt(d_k) scaling and, in training,
     `dropout` to the softmax weights (0 by default: the paper drops sub-layer outputs only). Set `record` to a
     list (mtrain.insight.attention.recording does) and every call appends its weights
-    softmax(Q K^T / sqrt(d_k)), (batch, heads, queries, keys), beside the fused computation.
+    softmax(Q K^T / sqrt(d_k)), (batch, heads, queries, keys), beside the fused computation; set
+    `guided_head` (the trainer does, for guided alignment) and each call keeps that head's weights,
+    differentiable, in `guided`.
     """
 
     record: list | None = None
+    guided_head: int | None = None  # train.guided_alignment: this head's weights are kept in `guided`
+    guided: torch.Tensor | None = None  # (batch, queries, keys), fp32, differentiable
 
     def __init__(self, d_model: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -96,6 +100,9 @@ class MultiHeadAttention(nn.Module):
             k, v = memory_kv
         if self.record is not None:
             self.record.append(attention_weights(q, k, mask, is_causal))
+        if self.guided_head is not None:
+            h = self.guided_head
+            self.guided = attention_weights(q[:, h : h + 1], k[:, h : h + 1], mask, is_causal)[:, 0]
         y = scaled_dot_product_attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)
         batch, _, length, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, self.d_model))
@@ -294,6 +301,13 @@ class Transformer(nn.Module):
         self._init_weights()
         if config.tie_embeddings in ("all", "decoder"):
             self.output.weight = self.tgt_embed.weight
+
+    def guided_attention(self, layer: int, head: int) -> MultiHeadAttention:
+        """The cross-attention of decoder `layer` (from 1; 0: the last), set to keep `head`'s
+        weights for guided alignment."""
+        module = self.decoder[(layer or len(self.decoder)) - 1].cross_attn
+        module.guided_head = head
+        return module
 
     def _init_weights(self) -> None:
         for module in self.modules():

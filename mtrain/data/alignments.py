@@ -1,0 +1,85 @@
+"""Word alignments of the training pairs, made at prepare time (data.alignments) for guided
+alignment training.
+
+eflomal (Östling and Tiedemann, 2016; the aligner of Mozilla's training pipeline) aligns the pairs
+on their subword pieces, the units the model attends over, in both directions; the two are
+symmetrized with grow-diag-final-and (Koehn et al., 2005) and stored beside the prepared pairs as
+train.align: per pair, its links as flat (source piece, target piece) positions.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mtrain.data.store import IdsWriter, IndexedArray
+from mtrain.data.tokenizer import Tokenizer
+from mtrain.extras import require
+
+log = logging.getLogger("mtrain")
+
+Links = set[tuple[int, int]]
+NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+MAX_POSITION = 65_535  # links are stored as uint16 positions
+
+
+def align_training_pairs(src: IndexedArray, tgt: IndexedArray, tokenizer: Tokenizer, prefix: Path) -> None:
+    """eflomal over every training pair's pieces, symmetrized, written to {prefix}.bin/.idx.npy."""
+    eflomal = require("eflomal", "align", "data.alignments: eflomal")
+    log.info("aligning %d training pairs with eflomal (both directions)", len(src))
+    source = [" ".join(tokenizer.src_piece(int(t)) for t in src[i]) + "\n" for i in range(len(src))]
+    target = [" ".join(tokenizer.tgt_piece(int(t)) for t in tgt[i]) + "\n" for i in range(len(tgt))]
+    with tempfile.TemporaryDirectory(dir=prefix.parent) as scratch:
+        forward, reverse = Path(scratch) / "forward", Path(scratch) / "reverse"
+        eflomal.Aligner().align(source, target, links_filename_fwd=str(forward), links_filename_rev=str(reverse))
+        writer = IdsWriter(prefix, MAX_POSITION + 1)
+        with open(forward, encoding="utf-8") as fwd, open(reverse, encoding="utf-8") as rev:
+            for fwd_line, rev_line in zip(fwd, rev):
+                links = grow_diag_final_and(read_pharaoh(fwd_line), read_pharaoh(rev_line))
+                writer.add([[position for link in sorted(links) for position in link]])
+        writer.close()
+
+
+def read_pharaoh(line: str) -> Links:
+    """`0-0 1-2 ...` as {(source, target)}."""
+    return {(int(i), int(j)) for i, j in (link.split("-") for link in line.split())}
+
+
+def grow_diag_final_and(forward: Links, reverse: Links) -> Links:
+    """Koehn et al.'s symmetrization: start from the intersection, grow it with union links that
+    neighbour it (diagonals included) and align a word not aligned yet, then add union links
+    (forward, then reverse) whose source and target words are both unaligned."""
+    links, union = forward & reverse, forward | reverse
+    source_done, target_done = {i for i, _ in links}, {j for _, j in links}
+    grown = True
+    while grown:
+        grown = False
+        for i, j in sorted(links):
+            for di, dj in NEIGHBOURS:
+                link = (i + di, j + dj)
+                if link in union and link not in links and (link[0] not in source_done or link[1] not in target_done):
+                    links.add(link)
+                    source_done.add(link[0])
+                    target_done.add(link[1])
+                    grown = True
+    for direction in (forward, reverse):
+        for i, j in sorted(direction):
+            if i not in source_done and j not in target_done:
+                links.add((i, j))
+                source_done.add(i)
+                target_done.add(j)
+    return links
+
+
+def alignment_matrix(flat_links: np.ndarray, target_len: int, source_len: int) -> np.ndarray:
+    """(target positions, source positions) with each target row's links spread evenly (the
+    guided loss's A): links beyond the lengths (a cut sequence) are dropped."""
+    matrix = np.zeros((target_len, source_len), np.float32)
+    pairs = flat_links.reshape(-1, 2).astype(np.int64)
+    pairs = pairs[(pairs[:, 0] < source_len) & (pairs[:, 1] < target_len)]
+    matrix[pairs[:, 1], pairs[:, 0]] = 1.0
+    totals = matrix.sum(1, keepdims=True)
+    return np.divide(matrix, totals, out=matrix, where=totals > 0)

@@ -1,0 +1,85 @@
+"""Guided alignment: the training pairs' word alignments (data.alignments: eflomal, symmetrized)
+and the loss that pulls one cross-attention head toward them (train.guided_alignment)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtrain.config import ModelConfig
+from mtrain.config_io import from_dict
+from mtrain.data.alignments import alignment_matrix, grow_diag_final_and
+from mtrain.errors import MtrainError
+from mtrain.model.loss import guided_alignment_loss
+from mtrain.model.transformer import Transformer
+
+
+def test_grow_diag_final_and_on_a_hand_made_case():
+    forward = {(0, 0), (1, 1), (2, 3), (3, 2)}
+    reverse = {(0, 0), (1, 1), (1, 2), (3, 3), (4, 4)}
+    # intersection {(0,0), (1,1)}; grow: (1,2) neighbours (1,1) and target 2 is unaligned; (2,3) then
+    # neighbours (1,2) with source 2 unaligned; (3,3) and (3,2) neighbour it with source 3 unaligned:
+    # (3,3), the direct neighbour, is tried first, after which (3,2) would align nothing new;
+    # final-and: (4,4), both of its words unaligned
+    assert grow_diag_final_and(forward, reverse) == {(0, 0), (1, 1), (1, 2), (2, 3), (3, 3), (4, 4)}
+    assert grow_diag_final_and(set(), set()) == set()
+
+
+def test_the_alignment_matrix_spreads_each_target_row_and_drops_cut_links():
+    links = np.array([0, 0, 2, 0, 1, 1, 5, 1, 1, 7], np.uint16)  # (src, tgt) pairs; (5, 1) and (1, 7) cut
+    matrix = alignment_matrix(links, target_len=3, source_len=4)
+    assert matrix.tolist() == [[0.5, 0, 0.5, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_the_guided_loss_has_the_cross_entropy_gradient():
+    """d/dz of -sum_s A_s log softmax(z)_s is softmax(z) * sum_s A_s - A (a row without links: 0)."""
+    torch.manual_seed(0)
+    scores = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.zeros(2, 3, 5, dtype=torch.float64)
+    target[0, 0, 1], target[0, 1, [2, 3]], target[1, 2, 4] = 1.0, 0.5, 1.0
+    loss = guided_alignment_loss(scores.softmax(-1), target)
+    loss.backward()
+    p = scores.detach().softmax(-1)
+    torch.testing.assert_close(scores.grad, p * target.sum(-1, keepdim=True) - target)
+    torch.testing.assert_close(loss, -(target * p.log()).sum())
+
+
+def test_the_guided_head_is_the_recorded_head():
+    from mtrain.insight.attention import recording
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, heads=4, encoder_layers=1, decoder_layers=2, d_ff=64), 50, 50)
+    model.eval()
+    module = model.guided_attention(layer=0, head=2)
+    assert module is model.decoder[1].cross_attn
+    src, tgt = torch.randint(4, 50, (3, 7)), torch.randint(4, 50, (3, 5))
+    with recording(model) as modules:
+        model(src, tgt)
+        recorded = modules["cross"][1].record[0][:, 2]
+    torch.testing.assert_close(module.guided, recorded)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"data": {"alignments": "fast_align"}}, "data.alignments must be eflomal or empty (none), got 'fast_align'"),
+        ({"train": {"guided_alignment": {"weight": 0.1}}}, "needs the training pairs' alignments: set data.alignments"),
+        ({"train": {"guided_alignment": {"weight": -1}}}, "train.guided_alignment.weight must be >= 0"),
+        ({"train": {"guided_alignment": {"layer": 3}}}, "layer must be from 1 to model.decoder_layers (1)"),
+        ({"train": {"guided_alignment": {"head": 2}}}, "train.guided_alignment.head must be from 0 to 1"),
+        (
+            {
+                "data": {"alignments": "eflomal", "augment": {"upper": 0.1}},
+                "train": {"guided_alignment": {"weight": 0.1}},
+            },
+            "which tokenizer.sampling_alpha and data.augment change every epoch; turn those off",
+        ),
+    ],
+)
+def test_guided_alignment_mistakes_are_one_line(values, message):
+    base = {"out_dir": "x", "data": {"train": {"demo": 10}}, "model": {"heads": 2, "d_model": 8, "decoder_layers": 1}}
+    merged = {k: {**base.get(k, {}), **values.get(k, {})} if k != "out_dir" else base[k] for k in base | values}
+    with pytest.raises(MtrainError, match="config: ") as error:
+        from_dict(merged)
+    assert message in str(error.value) and "\n" not in str(error.value)
