@@ -13,6 +13,7 @@ from mtrain.data.alignments import alignment_matrix, grow_diag_final_and
 from mtrain.errors import MtrainError
 from mtrain.model.loss import guided_alignment_loss
 from mtrain.model.transformer import Transformer
+from tests.helpers import tiny_config
 
 
 def test_grow_diag_final_and_on_a_hand_made_case():
@@ -83,3 +84,78 @@ def test_guided_alignment_mistakes_are_one_line(values, message):
     with pytest.raises(MtrainError, match="config: ") as error:
         from_dict(merged)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def _word_links(piece_links: np.ndarray, src_pieces: list[str], tgt_pieces: list[str]) -> set[tuple[int, int]]:
+    from mtrain.insight.alignment import word_numbers
+
+    src_words, tgt_words = word_numbers(src_pieces), word_numbers(tgt_pieces)
+    return {(src_words[i], tgt_words[j]) for i, j in piece_links.reshape(-1, 2).tolist()}
+
+
+@pytest.fixture(scope="module")
+def aligned_runs(tmp_path_factory):
+    """The demo task prepared once with eflomal's alignments and trained 100 steps guided and with
+    weight 0, and prepared without alignments and trained alike."""
+    from mtrain.training.session import train
+
+    tmp = tmp_path_factory.mktemp("guided")
+    steps = {"max_steps": 100, "max_tokens": 800, "warmup_steps": 30, "save_every": 100, "log_every": 50}
+    runs = {}
+    for name, data, guided in (
+        ("guided", {"alignments": "eflomal", "dir": str(tmp / "aligned-data")}, {"weight": 1.0, "head": 1}),
+        ("weight 0", {"alignments": "eflomal", "dir": str(tmp / "aligned-data")}, {"weight": 0.0, "head": 1}),
+        ("none", {}, {"weight": 0.0}),
+    ):
+        config = tiny_config(
+            tmp / name.replace(" ", "-"),
+            data={"train": {"demo": 2000}, "valid": {"demo": 100}, **data},
+            train={**steps, "guided_alignment": guided},
+        )
+        train(config)
+        runs[name] = config
+    return runs
+
+
+def test_eflomal_aligns_the_demo_pieces_close_to_the_gold_words(aligned_runs):
+    from mtrain.data.sources import demo_split
+    from mtrain.data.store import PreparedData
+    from mtrain.insight.alignment import alignment_error_rate
+
+    data = PreparedData(aligned_runs["guided"].data_dir)
+    split, tokenizer = data.split("train"), data.tokenizer()
+    _, _, gold = demo_split(2000, "train", "en", "de")
+    assert len(split) == 2000  # every demo pair kept, in order
+    found = [
+        _word_links(
+            split.align[i],
+            [tokenizer.src_piece(int(t)) for t in split.src[i]],
+            [tokenizer.tgt_piece(int(t)) for t in split.tgt[i]],
+        )
+        for i in range(500)
+    ]
+    assert alignment_error_rate(found, gold[:500]) < 0.1
+    assert PreparedData(aligned_runs["none"].data_dir).split("train").align is None
+
+
+def test_guidance_teaches_the_head_and_weight_zero_changes_nothing(aligned_runs):
+    from mtrain.data.batching import collate
+    from mtrain.data.store import PreparedData
+    from mtrain.run import checkpoint
+
+    def head_loss(name: str) -> float:
+        model = Transformer(aligned_runs[name].model, vocab, vocab)
+        model.load_state_dict(checkpoint.load(aligned_runs[name].out_dir + "/checkpoint_last.pt")["model"])
+        model.eval()
+        module = model.guided_attention(layer=0, head=1)
+        with torch.no_grad():
+            model(batch.src, batch.tgt_in)
+        return float(guided_alignment_loss(module.guided, batch.align) / batch.align.sum())
+
+    data = PreparedData(aligned_runs["guided"].data_dir)
+    vocab = data.tokenizer().src_vocab_size
+    batch = collate(data.split("train"), np.arange(64), 128)
+    assert head_loss("guided") < 0.85 * head_loss("weight 0")
+    last = lambda name: checkpoint.load(aligned_runs[name].out_dir + "/checkpoint_last.pt")["model"]  # noqa: E731
+    for key, tensor in last("none").items():
+        assert torch.equal(tensor, last("weight 0")[key]), key
