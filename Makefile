@@ -5,11 +5,11 @@ PIP := $(PYTHON) -m pip
 .PHONY: setup browser test test-all smoke docs bench multi30k plot
 
 # torch is pinned by constraints.txt to the CPU wheel of this machine; on a GPU machine install
-# your CUDA build of torch first, then: pip install -e '.[test,deploy,filters,serve,plot,tensorboard,docs,cjk]'
+# your CUDA build of torch first, then: pip install -e '.[test,deploy,filters,align,serve,plot,tensorboard,docs,cjk]'
 # Every optional extra is installed so that no test is skipped.
 setup:
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[test,deploy,filters,serve,plot,tensorboard,docs,cjk]'
+	$(PIP) install -c constraints.txt -e '.[test,deploy,filters,align,serve,plot,tensorboard,docs,cjk]'
 	@$(MAKE) --no-print-directory browser || echo "no Chromium: the serve page's browser test will be skipped (Debian: apt install chromium)"
 
 # Debian's Chromium, which the browser test of the serve page drives through Playwright

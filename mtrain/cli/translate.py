@@ -160,7 +160,7 @@ class Aligner:
     def __init__(self, translator: Translator, layer: int):
         from mtrain.inference.ensemble import Ensemble
         from mtrain.inference.translator import Translator
-        from mtrain.insight.alignment import default_alignment_layer
+        from mtrain.insight.alignment import alignment_source
 
         if not isinstance(translator, Translator):
             raise MtrainError(
@@ -170,13 +170,15 @@ class Aligner:
         if isinstance(translator.model, Ensemble):
             raise MtrainError("--alignment reads one model's cross-attention; give a single --checkpoint")
         self.translator = translator
-        self.layer = layer or default_alignment_layer(len(translator.model.decoder))
+        self.layer, self.head = alignment_source(translator, layer)
 
     def __call__(self, lines: list[str], results: list[list[Hypothesis]]) -> list[list[str]]:
         from mtrain.insight.alignment import alignments, pharaoh
 
         flat = [(line, h.tokens) for line, hyps in zip(lines, results) for h in hyps]
-        found = iter(alignments(self.translator, [f[0] for f in flat], [f[1] for f in flat], self.layer))
+        found = iter(
+            alignments(self.translator, [f[0] for f in flat], [f[1] for f in flat], self.layer, head=self.head)
+        )
         return [[pharaoh(next(found)) for _ in hyps] for hyps in results]
 
 

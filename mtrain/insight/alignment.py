@@ -30,6 +30,18 @@ def default_alignment_layer(decoder_layers: int) -> int:
     return decoder_layers
 
 
+def alignment_source(translator: Translator, layer: int = 0) -> tuple[int, int | None]:
+    """(layer from 1, head or None for the mean of the heads) to align with: `layer` when given (all
+    its heads), else the guided head of a model trained with train.guided_alignment, else the
+    last layer's mean."""
+    guided = translator.info.get("alignment_head")
+    if layer:
+        return layer, None
+    if guided:
+        return guided["layer"], guided["head"]
+    return default_alignment_layer(len(translator.model.decoder)), None
+
+
 def word_numbers(pieces: list[str]) -> list[int]:
     """The word index of each piece: a piece starting with '▁' begins a new word."""
     numbers, word = [], -1
@@ -73,8 +85,10 @@ def alignments(
     shift: bool = ALIGNMENT_SHIFT,
     batch_size: int = 64,
     cover_source: bool = False,
+    head: int | None = None,
 ) -> list[set[tuple[int, int]]]:
-    """Word alignments of translations (target ids) of `lines`, from 1-based decoder `layer`."""
+    """Word alignments of translations (target ids) of `lines`, from 1-based decoder `layer`: the
+    mean of its heads, or `head` alone."""
     if not 1 <= layer <= len(translator.model.decoder):
         raise MtrainError(
             f"--alignment-layer must be between 1 and the model's {len(translator.model.decoder)} decoder layers, got "
@@ -89,7 +103,8 @@ def alignments(
         for b, r in enumerate(rows):
             src_pieces = [translator.tokenizer.src_piece(i) for i in sources[r]]
             tgt_pieces = [translator.tokenizer.tgt_piece(i) for i in targets[r]]
-            found[r] = align_words(cross[b, layer - 1].mean(0), src_pieces, tgt_pieces, shift, cover_source)
+            weights = cross[b, layer - 1].mean(0) if head is None else cross[b, layer - 1, head]
+            found[r] = align_words(weights, src_pieces, tgt_pieces, shift, cover_source)
     return found
 
 

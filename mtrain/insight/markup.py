@@ -8,7 +8,7 @@ from mtrain.data.markup import Links, translate_markup
 from mtrain.errors import MtrainError
 from mtrain.inference.ensemble import Ensemble
 from mtrain.inference.translator import Translator
-from mtrain.insight.alignment import alignments, default_alignment_layer
+from mtrain.insight.alignment import alignment_source, alignments
 
 
 class MarkupTranslator:
@@ -28,8 +28,8 @@ class MarkupTranslator:
         self.aligning = translator
         if isinstance(translator.model, Ensemble):
             t = translator
-            self.aligning = Translator(t.model.members[0], t.tokenizer, t.config, t.device, t.precision)
-        self.layer = layer or default_alignment_layer(len(self.aligning.model.decoder))
+            self.aligning = Translator(t.model.members[0], t.tokenizer, t.config, t.device, t.precision, t.info)
+        self.layer, self.head = alignment_source(self.aligning, layer)
 
     def __call__(self, documents: list[str]) -> list[str]:
         return translate_markup(documents, self.fmt, self.aligned_translations)
@@ -39,5 +39,5 @@ class MarkupTranslator:
         if self.aligning is None:
             return self.translator.translate_aligned(texts, self.beam)
         targets = [hyps[0].tokens for hyps in self.translator.translate_nbest(texts, beam=self.beam)]
-        links = alignments(self.aligning, texts, targets, self.layer, cover_source=True)
+        links = alignments(self.aligning, texts, targets, self.layer, cover_source=True, head=self.head)
         return [(self.translator.tokenizer.decode_tgt(t), found) for t, found in zip(targets, links)]

@@ -25,7 +25,7 @@ from mtrain.evaluation.scores import corpus_scores
 from mtrain.files import atomic_write_text
 from mtrain.inference.translator import Translator, open_translator
 from mtrain.insight import plots
-from mtrain.insight.alignment import default_alignment_layer
+from mtrain.insight.alignment import alignment_source
 from mtrain.insight.attention import attention_maps
 from mtrain.run.checkpoint import load as load_checkpoint
 from mtrain.run.directory import prepared_data_dir
@@ -130,13 +130,16 @@ def test_section(
 
 def examples_section(translator: Translator, examples: list[tuple[str, str, str]]) -> str:
     parts = []
-    layer = default_alignment_layer(len(translator.model.decoder))
+    layer, head = alignment_source(translator)
     for source, reference, hypothesis in examples:
         maps = attention_maps(translator, source)
         weights, rows, columns = maps.of("cross")
-        figure = plots.single_heatmap(
-            weights[layer - 1].mean(0), rows, columns, f"cross-attention, layer {layer}, mean of heads"
+        shown, which = (
+            (weights[layer - 1].mean(0), "mean of heads")
+            if head is None
+            else (weights[layer - 1, head], f"head {head} (guided)")
         )
+        figure = plots.single_heatmap(shown, rows, columns, f"cross-attention, layer {layer}, {which}")
         parts.append(
             f'<div class="example">{_table([("source", source), ("reference", reference), ("mtrain", hypothesis)])}'
             f"{_image(plots.png_bytes(figure), 'cross-attention of the example')}</div>"

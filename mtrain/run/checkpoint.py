@@ -183,6 +183,7 @@ def is_weights_only(state: dict) -> bool:
 def describe(state: dict, path: Path, engine: str) -> dict:
     """What a served or exported model reports about itself (languages, shape, decode settings, step)."""
     config = state["config"]
+    guided = config["train"].get("guided_alignment", {})
     return {
         "engine": engine,
         "src_lang": config["data"]["src_lang"],
@@ -192,6 +193,10 @@ def describe(state: dict, path: Path, engine: str) -> dict:
         "step": int(state.get("progress", {}).get("step", 0)),
         "checkpoint": str(path),
         "joint_vocabulary": state["spm"]["tgt"] is None,
+        # the head trained to align (train.guided_alignment): translate --alignment and markup read it
+        "alignment_head": {"layer": guided["layer"] or config["model"]["decoder_layers"], "head": guided["head"]}
+        if guided.get("weight", 0) > 0
+        else None,
     }
 
 

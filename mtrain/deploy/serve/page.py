@@ -16,7 +16,7 @@ from mtrain.deploy.serve.responses import busy_response, error_response, is_unic
 from mtrain.deploy.serve.worker import QueueFull, ServeLimits
 from mtrain.errors import MtrainError
 from mtrain.inference.translator import Translator
-from mtrain.insight.alignment import align_words, default_alignment_layer, pharaoh, word_numbers
+from mtrain.insight.alignment import align_words, alignment_source, pharaoh, word_numbers
 from mtrain.insight.attention import attention_maps
 
 if TYPE_CHECKING:  # FastAPI is an optional extra: mtrain serve imports it when it starts
@@ -48,9 +48,9 @@ def attention_payload(translator: Translator, text: str, beam: int | None) -> di
     if pieces > MAX_ATTENTION_PIECES:
         raise MtrainError(f"attention is drawn for at most {MAX_ATTENTION_PIECES} source subwords; this has {pieces}")
     maps = attention_maps(translator, text, beam)
-    layer = default_alignment_layer(maps.cross.size(0))
+    layer, head = alignment_source(translator)
     source, target = maps.source[:-1], maps.produced[:-1]
-    links = align_words(maps.cross[layer - 1].mean(0), source, target)
+    links = align_words(maps.cross[layer - 1].mean(0) if head is None else maps.cross[layer - 1, head], source, target)
     return {
         "translation": maps.translation,
         "source": maps.source,
@@ -58,6 +58,7 @@ def attention_payload(translator: Translator, text: str, beam: int | None) -> di
         "source_word": word_numbers(source) + [None],  # the word each piece belongs to (</s>: none)
         "target_word": word_numbers(target) + [None],
         "alignment_layer": layer,
+        "alignment_head": head,  # the guided head (train.guided_alignment), or None: the mean of the layer's heads
         "alignment": pharaoh(links),
         "weights": [[[[round(x, 4) for x in row] for row in head] for head in lay] for lay in maps.cross.tolist()],
         "shape": "layers x heads x target pieces x source pieces",

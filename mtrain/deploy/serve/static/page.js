@@ -212,8 +212,9 @@ function showAlignment() {
   const { source, target, source_word: sourceWord, target_word: targetWord, alignment } = state.attention;
   const sourceWords = words(source, sourceWord);
   const targetWords = words(target, targetWord);
+  const head = state.attention.alignment_head;
   $("alignment-heading").textContent = `Word alignment (layer ${state.attention.alignment_layer}, ` +
-    "as translate --alignment)";
+    (head === null || head === undefined ? "" : `guided head ${head}, `) + "as translate --alignment)";
   const list = $("alignment");
   list.replaceChildren();
   for (const link of alignment ? alignment.split(" ") : []) {
