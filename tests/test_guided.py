@@ -10,6 +10,7 @@ import torch
 from mtrain.config import ModelConfig
 from mtrain.config_io import from_dict
 from mtrain.data.alignments import alignment_matrix, grow_diag_final_and
+from mtrain.data.store import PreparedData
 from mtrain.errors import MtrainError
 from mtrain.model.loss import guided_alignment_loss
 from mtrain.model.transformer import Transformer
@@ -119,7 +120,6 @@ def aligned_runs(tmp_path_factory):
 
 def test_eflomal_aligns_the_demo_pieces_close_to_the_gold_words(aligned_runs):
     from mtrain.data.sources import demo_split
-    from mtrain.data.store import PreparedData
     from mtrain.insight.alignment import alignment_error_rate
 
     data = PreparedData(aligned_runs["guided"].data_dir)
@@ -140,7 +140,6 @@ def test_eflomal_aligns_the_demo_pieces_close_to_the_gold_words(aligned_runs):
 
 def test_guidance_teaches_the_head_and_weight_zero_changes_nothing(aligned_runs):
     from mtrain.data.batching import collate
-    from mtrain.data.store import PreparedData
     from mtrain.run import checkpoint
 
     def head_loss(name: str) -> float:
@@ -159,3 +158,23 @@ def test_guidance_teaches_the_head_and_weight_zero_changes_nothing(aligned_runs)
     last = lambda name: checkpoint.load(aligned_runs[name].out_dir + "/checkpoint_last.pt")["model"]  # noqa: E731
     for key, tensor in last("none").items():
         assert torch.equal(tensor, last("weight 0")[key]), key
+
+
+def test_a_guided_model_aligns_through_its_head_in_both_engines(aligned_runs, tmp_path, monkeypatch):
+    """translate --alignment reads the guided head; the CTranslate2 export moves it to the front
+    (heads 0 and 1 swapped: the same translations) and returns its attention."""
+    from mtrain.deploy.ctranslate2 import export_ctranslate2
+    from mtrain.deploy.engines import open_engine
+    from mtrain.deploy.export import ExportedCheckpoint
+    from mtrain.insight.markup import MarkupTranslator
+
+    monkeypatch.setenv("MTRAIN_CACHE", str(tmp_path / "cache"))
+    ckpt = f"{aligned_runs['guided'].out_dir}/checkpoint_last.pt"
+    lines = PreparedData(aligned_runs["guided"].data_dir).raw_text("valid", "en")[:40]
+    torch_engine = open_engine(ckpt, device="cpu", precision="fp32")
+    assert torch_engine.info["alignment_head"] == {"layer": 2, "head": 1}
+    ct2 = open_engine(model_dir=export_ctranslate2(ExportedCheckpoint(ckpt), tmp_path / "ct2", "float32"), device="cpu")
+    assert ct2.translate(lines, beam=1) == torch_engine.translate(lines, beam=1)
+    ours = MarkupTranslator(torch_engine, "html", beam=1).aligned_translations(lines)
+    theirs = MarkupTranslator(ct2, "html", beam=1).aligned_translations(lines)
+    assert sum(a == b for a, b in zip(ours, theirs)) >= 38

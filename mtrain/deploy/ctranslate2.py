@@ -23,6 +23,9 @@ CT2_QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16", "float16", "bfl
 DEFAULT_QUANTIZATION = "int8"
 
 
+EXPORT_LAYOUT = 2  # 2: return_attention gives the alignment translate --alignment reads (a cache rebuilds)
+
+
 def ctranslate2_spec(ck: ExportedCheckpoint) -> Any:
     """mtrain's Transformer as a CTranslate2 `TransformerSpec`: post- or pre-norm, the FFN's
     activation, scaled embeddings, mtrain's own sinusoidal table, sources ending in </s>, decoding
@@ -32,12 +35,16 @@ def ctranslate2_spec(ck: ExportedCheckpoint) -> Any:
 
     m, w = ck.model, {k: v.numpy() for k, v in ck.weights.items()}
     activation = getattr(common_spec.Activation, m.activation.upper())  # RELU, GELU, SWISH
+    guided = ck.description.get("alignment_head")  # return_attention gives what translate --alignment reads:
+    if guided:  # the guided head, moved to the front (CTranslate2 averages the first alignment_heads heads)
+        w = _guided_head_first(w, m, guided["layer"], guided["head"])
     spec = transformer_spec.TransformerSpec.from_config(
         (m.encoder_layers, m.decoder_layers),
         m.heads,
         pre_norm=m.pre_norm,
         activation=activation,
-        alignment_heads=m.heads,  # return_attention: the last layer averaged over heads, as translate --alignment
+        alignment_layer=guided["layer"] - 1 if guided else -1,
+        alignment_heads=1 if guided else m.heads,  # else the last layer's mean of heads
     )
     positions = sinusoidal_positions(m.max_positions, m.d_model, m.positions).numpy()
     _ct2_stack(spec.encoder, w, "encoder", m, positions)
@@ -53,6 +60,22 @@ def ctranslate2_spec(ck: ExportedCheckpoint) -> Any:
     spec.config.decoder_start_token = "<s>"
     spec.config.layer_norm_epsilon = 1e-5  # torch.nn.LayerNorm's default
     return spec
+
+
+def _guided_head_first(w: dict, m: ModelConfig, layer: int, head: int) -> dict:
+    """The weights with heads 0 and `head` of decoder `layer`'s cross-attention swapped: the same
+    function (heads are independent until W^O, whose columns swap with them)."""
+    if head == 0:
+        return w
+    d, k, cross = m.d_model, m.d_model // m.heads, f"decoder.{layer - 1}.cross_attn"
+    order = np.arange(d)
+    order[:k], order[head * k : (head + 1) * k] = order[head * k : (head + 1) * k].copy(), order[:k].copy()
+    rows = np.concatenate([order, d + order, 2 * d + order])  # query, key and value projections
+    swapped = dict(w)
+    swapped[f"{cross}.in_proj.weight"] = w[f"{cross}.in_proj.weight"][rows]
+    swapped[f"{cross}.in_proj.bias"] = w[f"{cross}.in_proj.bias"][rows]
+    swapped[f"{cross}.out_proj.weight"] = w[f"{cross}.out_proj.weight"][:, order]
+    return swapped
 
 
 def _ct2_stack(stack: Any, w: dict, prefix: str, m: ModelConfig, positions: np.ndarray) -> None:
@@ -124,13 +147,14 @@ def export_ctranslate2(
 def cached_ctranslate2(checkpoint_path: Path, quantization: str) -> Path:
     """A CTranslate2 conversion of a checkpoint, made once and reused until the file changes.
 
-    The cache key is the checkpoint's resolved path, size and modification time, and the
-    quantization; it lives under $MTRAIN_CACHE (default ~/.cache/mtrain)."""
+    The cache key is the checkpoint's resolved path, size and modification time, the
+    quantization and the export's layout version; it lives under $MTRAIN_CACHE (default ~/.cache/mtrain)."""
     path = Path(checkpoint_path).resolve()
     if not path.is_file():
         raise MtrainError(f"checkpoint not found: {checkpoint_path}")
     stat = path.stat()
-    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{quantization}".encode()).hexdigest()[:20]
+    fields = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{quantization}|{EXPORT_LAYOUT}"
+    key = hashlib.sha256(fields.encode()).hexdigest()[:20]
     root = Path(os.environ.get("MTRAIN_CACHE", Path.home() / ".cache" / "mtrain"))
     target = root / "ctranslate2" / f"{path.stem}-{quantization}-{key}"
     if not _cache_entry_whole(target):
