@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from mtrain.device import autocast_context
 from mtrain.errors import MtrainError
 from mtrain.inference.translator import Translator, encode_sources
-from mtrain.insight.attention import teacher_forced_attention
+from mtrain.insight.attention import teacher_forced_inputs
 
 ALIGNMENT_SHIFT = False  # chosen by AER on the demo corpus (docs/guides/inside.md)
 
@@ -99,11 +100,13 @@ def alignments(
     todo = [i for i in range(len(lines)) if sources[i] and targets[i]]
     for start in range(0, len(todo), batch_size):
         rows = todo[start : start + batch_size]
-        cross = teacher_forced_attention(translator, [sources[r] for r in rows], [targets[r] for r in rows])["cross"]
+        src, tgt = teacher_forced_inputs([sources[r] for r in rows], [targets[r] for r in rows], translator.device)
+        with torch.no_grad(), autocast_context(translator.device, translator.precision):
+            cross = translator.model.eval().cross_attention(src, tgt, layer).float().cpu()
         for b, r in enumerate(rows):
             src_pieces = [translator.tokenizer.src_piece(i) for i in sources[r]]
             tgt_pieces = [translator.tokenizer.tgt_piece(i) for i in targets[r]]
-            weights = cross[b, layer - 1].mean(0) if head is None else cross[b, layer - 1, head]
+            weights = cross[b].mean(0) if head is None else cross[b, head]
             found[r] = align_words(weights, src_pieces, tgt_pieces, shift, cover_source)
     return found
 

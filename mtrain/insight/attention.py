@@ -49,16 +49,23 @@ def teacher_forced_attention(
 ) -> dict[str, torch.Tensor]:
     """{kind: (batch, layers, heads, queries, keys)} for source ids (without </s>) and target ids
     (without <s> and </s>); decoder queries are <s> y_1 ... y_n, so n + 1 rows."""
-    device = translator.device
+    src, tgt = teacher_forced_inputs(sources, targets, translator.device)
+    model = translator.model.eval()
+    with recording(model) as modules, autocast_context(translator.device, translator.precision):
+        model(src, tgt)
+        return {kind: torch.stack([m.record[0] for m in group], 1).float().cpu() for kind, group in modules.items()}
+
+
+def teacher_forced_inputs(
+    sources: list[list[int]], targets: list[list[int]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded source ids + </s> and <s> + target ids, on `device`."""
     src = torch.full((len(sources), max(map(len, sources)) + 1), PAD, dtype=torch.long)
     tgt = torch.full((len(targets), max(map(len, targets)) + 1), PAD, dtype=torch.long)
     for row, (s, t) in enumerate(zip(sources, targets)):
         src[row, : len(s) + 1] = torch.tensor(s + [EOS])
         tgt[row, : len(t) + 1] = torch.tensor([BOS] + t)
-    model = translator.model.eval()
-    with recording(model) as modules, autocast_context(device, translator.precision):
-        model(src.to(device), tgt.to(device))
-        return {kind: torch.stack([m.record[0] for m in group], 1).float().cpu() for kind, group in modules.items()}
+    return src.to(device), tgt.to(device)
 
 
 @dataclass

@@ -354,6 +354,20 @@ class Transformer(nn.Module):
         memory, src_mask = self.encode(src)
         return self.output(self.decode(tgt_in, self.cross_attention_memory(memory), src_mask))
 
+    def cross_attention(self, src: torch.Tensor, tgt_in: torch.Tensor, layer: int) -> torch.Tensor:
+        """Decoder layer `layer`'s (from 1) cross-attention weights (batch, heads, tgt_len, src_len),
+        teacher-forced, running the decoder only that far (alignments need no output projection)."""
+        memory, src_mask = self.encode(src)
+        x = self._embed(self.tgt_embed, tgt_in)
+        module = self.decoder[layer - 1].cross_attn
+        module.record = []
+        try:
+            for decoder_layer in self.decoder[:layer]:
+                x = decoder_layer(x, decoder_layer.cross_attn.memory_kv(memory), src_mask)
+            return module.record[0]
+        finally:
+            module.record = None
+
     def decode_step(
         self, tokens: torch.Tensor, memory_kv: MemoryKV, src_mask: torch.Tensor, caches: list[KVCache], step: int
     ) -> torch.Tensor:
