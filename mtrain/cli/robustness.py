@@ -71,13 +71,13 @@ def eval_robustness(
         raise MtrainError(f"there is nothing to score: {src} is empty")
     references = read_aligned(ref, len(sources), "the reference ", "give the references of the same source file")
     engine = open_engine(
-        checkpoint=checkpoint,
-        model_dir=model,
-        engine=engine,
-        device=device,
-        precision=precision,
-        threads=threads,
-        quantization=quantization,
+        checkpoint,
+        model,
+        engine,
+        device,
+        precision,
+        threads,
+        quantization,
         beam=beam,
         lenpen=lenpen,
         max_tokens=max_tokens,

@@ -21,7 +21,7 @@ from mtrain.extras import require
 
 log = logging.getLogger("mtrain")
 
-Links = set[tuple[int, int]]
+Links = set[tuple[int, int]]  # (source, target) positions from 0, words or pieces: Pharaoh's i-j pairs
 NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
 MAX_POSITION = 65_535  # links are stored as uint16 positions
 

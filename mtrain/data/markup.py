@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from xml.parsers import expat
 
+from mtrain.data.alignments import Links
 from mtrain.errors import MtrainError
 
 FORMATS = ("text", "html", "xml")
@@ -37,8 +38,6 @@ UNTRANSLATED_ELEMENTS = frozenset({"code", "kbd", "samp", "var"})  # and transla
 HIDDEN_ELEMENTS = frozenset({"pre", "script", "style", "textarea"})  # kept as written, not shown to the model
 TAG_NAME = re.compile(r"<\s*([^\s/>]+)")
 END_TAG_NAME = re.compile(r"</\s*([^\s>]+)")
-
-Links = set[tuple[int, int]]  # (source word, target word), from 0: the Pharaoh pairs of translate --alignment
 
 
 @dataclass
