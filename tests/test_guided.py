@@ -178,3 +178,37 @@ def test_a_guided_model_aligns_through_its_head_in_both_engines(aligned_runs, tm
     ours = MarkupTranslator(torch_engine, "html", beam=1).aligned_translations(lines)
     theirs = MarkupTranslator(ct2, "html", beam=1).aligned_translations(lines)
     assert sum(a == b for a, b in zip(ours, theirs)) >= 38
+
+
+def test_an_interrupted_alignment_resumes_with_the_chunks_it_finished(tmp_path, monkeypatch):
+    """eflomal runs per chunk (here 400 pairs); a prepare stopped in the third chunk keeps the first
+    two, and the prepare run again aligns only the rest, keeping their links (eflomal seeds itself
+    from the system: a chunk aligned again would differ)."""
+    import eflomal
+
+    from mtrain.data import alignments
+    from mtrain.data.prepare import alignment_stage, prepare
+
+    monkeypatch.setattr(alignments, "ALIGN_CHUNK", 400)
+    real_align, calls = eflomal.Aligner.align, []
+
+    def counted(self, source, target, **files):
+        calls.append(len(source))
+        if len(calls) == 3 and fail:
+            raise KeyboardInterrupt
+        return real_align(self, source, target, **files)
+
+    monkeypatch.setattr(eflomal.Aligner, "align", counted)
+    config = lambda name: tiny_config(tmp_path / name, data={"train": {"demo": 1000}, "alignments": "eflomal"})  # noqa: E731
+    fail = True
+    with pytest.raises(KeyboardInterrupt):
+        prepare(config("a"))
+    staged = sorted(alignment_stage(config("a").data_dir).glob("*.links"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(staged) == 2
+    kept = [line for path in staged for line in path.read_text().splitlines()]
+    fail = False
+    resumed = prepare(config("a")).split("train").align
+    assert calls == [400, 400, 200, 200]  # the third chunk again, the first two not
+    assert not alignment_stage(config("a").data_dir).exists()  # cleared once the data is whole
+    assert len(resumed) == 1000
+    assert [alignments.pharaoh(set(map(tuple, resumed[i].reshape(-1, 2).tolist()))) for i in range(800)] == kept

@@ -173,7 +173,8 @@ class Aligner:
         self.layer, self.head = alignment_source(translator, layer)
 
     def __call__(self, lines: list[str], results: list[list[Hypothesis]]) -> list[list[str]]:
-        from mtrain.insight.alignment import alignments, pharaoh
+        from mtrain.data.alignments import pharaoh
+        from mtrain.insight.alignment import alignments
 
         flat = [(line, h.tokens) for line, hyps in zip(lines, results) for h in hyps]
         found = iter(

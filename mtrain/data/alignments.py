@@ -9,43 +9,68 @@ train.align: per pair, its links as flat (source piece, target piece) positions.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from mtrain.data.store import IdsWriter, IndexedArray
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.extras import require
+from mtrain.files import atomic_write_text
 
 log = logging.getLogger("mtrain")
 
 Links = set[tuple[int, int]]  # (source, target) positions from 0, words or pieces: Pharaoh's i-j pairs
 NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
 MAX_POSITION = 65_535  # links are stored as uint16 positions
+ALIGN_CHUNK = 1_000_000  # pairs per eflomal run: plenty for its statistics, and the unit of resuming
 
 
-def align_training_pairs(src: IndexedArray, tgt: IndexedArray, tokenizer: Tokenizer, prefix: Path) -> None:
-    """eflomal over every training pair's pieces, symmetrized, written to {prefix}.bin/.idx.npy."""
+def align_training_pairs(src: IndexedArray, tgt: IndexedArray, tokenizer: Tokenizer, prefix: Path, stage: Path) -> None:
+    """eflomal over every training pair's pieces, symmetrized, written to {prefix}.bin/.idx.npy.
+    The pairs go in chunks of ALIGN_CHUNK; each chunk's links are kept in `stage` under the
+    digest of its text, so an interrupted prepare aligns only the chunks it had not finished."""
     eflomal = require("eflomal", "align", "data.alignments: eflomal")
-    log.info("aligning %d training pairs with eflomal (both directions)", len(src))
-    source = [" ".join(tokenizer.src_piece(int(t)) for t in src[i]) + "\n" for i in range(len(src))]
-    target = [" ".join(tokenizer.tgt_piece(int(t)) for t in tgt[i]) + "\n" for i in range(len(tgt))]
-    with tempfile.TemporaryDirectory(dir=prefix.parent) as scratch:
+    stage.mkdir(parents=True, exist_ok=True)
+    writer = IdsWriter(prefix, MAX_POSITION + 1)
+    for start in range(0, len(src), ALIGN_CHUNK):
+        rows = range(start, min(start + ALIGN_CHUNK, len(src)))
+        source = [" ".join(tokenizer.src_piece(int(t)) for t in src[i]) + "\n" for i in rows]
+        target = [" ".join(tokenizer.tgt_piece(int(t)) for t in tgt[i]) + "\n" for i in rows]
+        digest = hashlib.sha256("".join(source + ["\0"] + target).encode()).hexdigest()[:24]
+        done = stage / f"{digest}.links"
+        if done.is_file():
+            log.info("alignments of pairs %d-%d: done before (%s)", rows.start, rows.stop - 1, done.name)
+        else:
+            log.info("aligning pairs %d-%d of %d with eflomal (both directions)", rows.start, rows.stop - 1, len(src))
+            _align_chunk(eflomal, source, target, done)
+        for line in done.read_text(encoding="utf-8").splitlines():
+            writer.add([[position for link in sorted(read_pharaoh(line)) for position in link]])
+    writer.close()
+
+
+def _align_chunk(eflomal: ModuleType, source: list[str], target: list[str], done: Path) -> None:
+    """One chunk's symmetrized links, a Pharaoh line per pair, written to `done` atomically."""
+    with tempfile.TemporaryDirectory(dir=done.parent) as scratch:
         forward, reverse = Path(scratch) / "forward", Path(scratch) / "reverse"
         eflomal.Aligner().align(source, target, links_filename_fwd=str(forward), links_filename_rev=str(reverse))
-        writer = IdsWriter(prefix, MAX_POSITION + 1)
         with open(forward, encoding="utf-8") as fwd, open(reverse, encoding="utf-8") as rev:
-            for fwd_line, rev_line in zip(fwd, rev):
-                links = grow_diag_final_and(read_pharaoh(fwd_line), read_pharaoh(rev_line))
-                writer.add([[position for link in sorted(links) for position in link]])
-        writer.close()
+            lines = [pharaoh(grow_diag_final_and(read_pharaoh(f), read_pharaoh(r))) for f, r in zip(fwd, rev)]
+        atomic_write_text(done, "".join(line + "\n" for line in lines))
 
 
 def read_pharaoh(line: str) -> Links:
     """`0-0 1-2 ...` as {(source, target)}."""
     return {(int(i), int(j)) for i, j in (link.split("-") for link in line.split())}
+
+
+def pharaoh(links: Links) -> str:
+    """`i-j` pairs (source i, target j, from 0), in source order: what translate --alignment prints."""
+    return " ".join(f"{i}-{j}" for i, j in sorted(links))
 
 
 def grow_diag_final_and(forward: Links, reverse: Links) -> Links:

@@ -215,11 +215,18 @@ def prepare(config: Config, expected_spm: dict | None = None, given_spm: dict | 
             tmp.mkdir(parents=True)
             _build(config, tmp, wanted, expected_spm, given_spm)
             _swap_in(tmp, target)
+            shutil.rmtree(alignment_stage(target), ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("prepared data written to %s", target)
     return PreparedData(target)
+
+
+def alignment_stage(target: Path) -> Path:
+    """Where the chunks eflomal has aligned wait for the rest (data/alignments.py), beside the data:
+    an interrupted prepare finds them there."""
+    return target.with_name(f".mtrain-alignments~{target.name}")
 
 
 def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: Path) -> None:
@@ -262,7 +269,7 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, g
         from mtrain.data.alignments import align_training_pairs
 
         pairs = (IndexedArray.open(tmp / f"train.{lang}") for lang in (d.src_lang, d.tgt_lang))
-        align_training_pairs(*pairs, tokenizer, tmp / "train.align")
+        align_training_pairs(*pairs, tokenizer, tmp / "train.align", alignment_stage(config.data_dir))
     splits = {"train": {key: sum(c[key] for c in corpora) for key in ("pairs", "src_tokens", "tgt_tokens")}}
     for section in ("valid", "test"):
         spec = getattr(d, section)

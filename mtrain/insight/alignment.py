@@ -111,11 +111,6 @@ def alignments(
     return found
 
 
-def pharaoh(links: set[tuple[int, int]]) -> str:
-    """`i-j` pairs (source word i, target word j, from 0), in source order."""
-    return " ".join(f"{i}-{j}" for i, j in sorted(links))
-
-
 def diagonal(source_words: int, target_words: int) -> set[tuple[int, int]]:
     """The monotone baseline: target word j linked to the source word at the same relative position."""
     if not source_words or not target_words:
