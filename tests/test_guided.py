@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtrain.config import ModelConfig
+from mtrain.config import GuidedAlignmentConfig, ModelConfig
 from mtrain.config_io import from_dict
 from mtrain.data.alignments import alignment_matrix, grow_diag_final_and
 from mtrain.data.store import PreparedData
@@ -53,7 +53,7 @@ def test_the_guided_head_is_the_recorded_head():
     torch.manual_seed(0)
     model = Transformer(ModelConfig(d_model=32, heads=4, encoder_layers=1, decoder_layers=2, d_ff=64), 50, 50)
     model.eval()
-    module = model.guided_attention(layer=0, head=2)
+    module = model.guided_attention(GuidedAlignmentConfig(weight=1.0, head=2))
     assert module is model.decoder[1].cross_attn
     src, tgt = torch.randint(4, 50, (3, 7)), torch.randint(4, 50, (3, 5))
     with recording(model) as modules:
@@ -146,7 +146,7 @@ def test_guidance_teaches_the_head_and_weight_zero_changes_nothing(aligned_runs)
         model = Transformer(aligned_runs[name].model, vocab, vocab)
         model.load_state_dict(checkpoint.load(aligned_runs[name].out_dir + "/checkpoint_last.pt")["model"])
         model.eval()
-        module = model.guided_attention(layer=0, head=1)
+        module = model.guided_attention(GuidedAlignmentConfig(weight=1.0, head=1))
         with torch.no_grad():
             model(batch.src, batch.tgt_in)
         return float(guided_alignment_loss(module.guided, batch.align) / batch.align.sum())

@@ -1,4 +1,5 @@
-"""Label-smoothed cross entropy (section 5.4) over the output vocabulary, computed in row chunks.
+"""The training loss: label-smoothed cross entropy (section 5.4) over the output vocabulary,
+computed in row chunks, and guided alignment's loss on one attention head.
 
 The textbook computation (log-softmax of the logits in fp32, gather, mean) allocates five or six
 fp32 tensors of the logits' size (positions x vocabulary: 130 MB at 4096 positions and 8000
@@ -12,10 +13,17 @@ F.cross_entropy(logits, target, ignore_index=PAD, label_smoothing=epsilon, reduc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch.autograd.function import FunctionCtx
 
 from mtrain.special import PAD
+
+if TYPE_CHECKING:
+    from mtrain.config import TrainConfig
+    from mtrain.data.batching import Batch
+    from mtrain.model.transformer import MultiHeadAttention
 
 CHUNK_ELEMENTS = 1 << 21  # fp32 temporaries of at most 8 MB: reused by malloc, never new pages
 
@@ -85,3 +93,15 @@ def guided_alignment_loss(attention: torch.Tensor, alignment: torch.Tensor) -> t
     source tokens it is aligned to (rows without links are zero and add nothing). `attention`
     and `alignment`: (batch, target positions, source positions)."""
     return -(alignment * attention.clamp_min(1e-9).log()).sum()
+
+
+def training_loss(
+    module: torch.nn.Module, batch: Batch, train: TrainConfig, guided: MultiHeadAttention | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A micro-batch's summed training loss (label-smoothed, plus the guided head's loss times
+    train.guided_alignment.weight when `guided` is given) and its summed NLL."""
+    logits = module(batch.src, batch.tgt_in)
+    loss, nll = label_smoothed_loss(logits, batch.tgt_out, train.label_smoothing, overwrite_logits=True)
+    if guided is not None:
+        loss = loss + train.guided_alignment.weight * guided_alignment_loss(guided.guided, batch.align)
+    return loss, nll

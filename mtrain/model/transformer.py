@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtrain.config import ModelConfig
+from mtrain.config import GuidedAlignmentConfig, ModelConfig
 from mtrain.special import PAD
 
 
@@ -302,11 +302,13 @@ class Transformer(nn.Module):
         if config.tie_embeddings in ("all", "decoder"):
             self.output.weight = self.tgt_embed.weight
 
-    def guided_attention(self, layer: int, head: int) -> MultiHeadAttention:
-        """The cross-attention of decoder `layer` (from 1; 0: the last), set to keep `head`'s
-        weights for guided alignment."""
-        module = self.decoder[(layer or len(self.decoder)) - 1].cross_attn
-        module.guided_head = head
+    def guided_attention(self, guided: GuidedAlignmentConfig) -> MultiHeadAttention | None:
+        """The cross-attention of train.guided_alignment's layer, set to keep its head's weights;
+        None when guided alignment is off."""
+        if not guided.is_on():
+            return None
+        module = self.decoder[(guided.layer or len(self.decoder)) - 1].cross_attn
+        module.guided_head = guided.head
         return module
 
     def _init_weights(self) -> None:

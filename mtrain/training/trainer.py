@@ -31,7 +31,7 @@ from mtrain.device import autocast_context, resolve_precision, restore_rng_state
 from mtrain.errors import Interrupted
 from mtrain.evaluation.scores import greedy_bleu
 from mtrain.inference.translator import Translator
-from mtrain.model.loss import guided_alignment_loss, label_smoothed_loss
+from mtrain.model.loss import training_loss
 from mtrain.model.transformer import Transformer
 from mtrain.run import checkpoint
 from mtrain.run.averaging import average_run
@@ -103,8 +103,7 @@ class Trainer:
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.model = Transformer(config.model, self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size).to(device)
         freeze(self.model, t.freeze)
-        g = t.guided_alignment
-        self.guided = self.model.guided_attention(g.layer, g.head) if g.is_on() else None
+        self.guided = self.model.guided_attention(t.guided_alignment)  # None: no guided alignment
         self.init_from = None  # train.init_from's provenance (path, source_step, sha256), kept by resumed runs
         self.optimizer = adam(self.model, t, device)
         self.precision = resolve_precision(device, t.precision)
@@ -190,10 +189,7 @@ class Trainer:
             batch = batch.to(self.device)
             sync = i == len(micro_batches) - 1 or not self.dist.enabled
             with nullcontext() if sync else self.module.no_sync(), autocast_context(self.device, self.precision):
-                logits = self.module(batch.src, batch.tgt_in)
-                loss, nll = label_smoothed_loss(logits, batch.tgt_out, t.label_smoothing, overwrite_logits=True)
-                if self.guided is not None:  # Garg et al. (2019): the guided head's loss, weighted
-                    loss = loss + t.guided_alignment.weight * guided_alignment_loss(self.guided.guided, batch.align)
+                loss, nll = training_loss(self.module, batch, t, self.guided)
             self.scaler.scale(loss * scale).backward()
             result.loss_sum, result.nll_sum = result.loss_sum + loss.detach(), result.nll_sum + nll
         result.lr = scheduled_lr(t, self.config.model.d_model, self.progress.step, elapsed_sum / self.dist.world_size)
