@@ -8,7 +8,8 @@ import pytest
 
 from mtrain.data import noise
 from mtrain.data.demo import generate_aligned
-from mtrain.data.markup import Segment, parse, translate_markup
+from mtrain.data.markup import parse, translate_markup
+from mtrain.data.placement import Segment
 from mtrain.errors import MtrainError
 from mtrain.evaluation.robustness import tags_kept
 from tests.helpers import run_cli

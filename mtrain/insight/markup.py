@@ -4,7 +4,8 @@ translated in one batch, the word alignment of each translation is read from the
 
 from __future__ import annotations
 
-from mtrain.data.markup import Links, translate_markup
+from mtrain.data.alignments import Links
+from mtrain.data.markup import translate_markup
 from mtrain.errors import MtrainError
 from mtrain.inference.ensemble import Ensemble
 from mtrain.inference.translator import Translator
