@@ -96,22 +96,29 @@ def _word_links(piece_links: np.ndarray, src_pieces: list[str], tgt_pieces: list
 
 @pytest.fixture(scope="module")
 def aligned_runs(tmp_path_factory):
-    """The demo task prepared once with eflomal's alignments and trained 100 steps guided and with
-    weight 0, and prepared without alignments and trained alike."""
+    """The demo task prepared once with eflomal's alignments, trained 100 steps with head 1 of the
+    last layer guided and 10 steps with weight 0; and prepared without alignments, trained 10 steps."""
     from mtrain.training.session import train
 
     tmp = tmp_path_factory.mktemp("guided")
-    steps = {"max_steps": 100, "max_tokens": 800, "warmup_steps": 30, "save_every": 100, "log_every": 50}
+    aligned = {"alignments": "eflomal", "dir": str(tmp / "aligned-data")}
     runs = {}
-    for name, data, guided in (
-        ("guided", {"alignments": "eflomal", "dir": str(tmp / "aligned-data")}, {"weight": 1.0, "head": 1}),
-        ("weight 0", {"alignments": "eflomal", "dir": str(tmp / "aligned-data")}, {"weight": 0.0, "head": 1}),
-        ("none", {}, {"weight": 0.0}),
+    for name, data, guided, steps in (
+        ("guided", aligned, {"weight": 1.0, "head": 1}, 100),
+        ("weight 0", aligned, {"weight": 0.0, "head": 1}, 10),
+        ("none", {}, {"weight": 0.0}, 10),
     ):
         config = tiny_config(
             tmp / name.replace(" ", "-"),
             data={"train": {"demo": 2000}, "valid": {"demo": 100}, **data},
-            train={**steps, "guided_alignment": guided},
+            train={
+                "max_steps": steps,
+                "max_tokens": 800,
+                "warmup_steps": 30,
+                "save_every": steps,
+                "log_every": 10,
+                "guided_alignment": guided,
+            },
         )
         train(config)
         runs[name] = config
@@ -142,19 +149,19 @@ def test_guidance_teaches_the_head_and_weight_zero_changes_nothing(aligned_runs)
     from mtrain.data.batching import collate
     from mtrain.run import checkpoint
 
-    def head_loss(name: str) -> float:
-        model = Transformer(aligned_runs[name].model, vocab, vocab)
-        model.load_state_dict(checkpoint.load(aligned_runs[name].out_dir + "/checkpoint_last.pt")["model"])
-        model.eval()
-        module = model.guided_attention(GuidedAlignmentConfig(weight=1.0, head=1))
-        with torch.no_grad():
-            model(batch.src, batch.tgt_in)
-        return float(guided_alignment_loss(module.guided, batch.align) / batch.align.sum())
-
     data = PreparedData(aligned_runs["guided"].data_dir)
     vocab = data.tokenizer().src_vocab_size
     batch = collate(data.split("train"), np.arange(64), 128)
-    assert head_loss("guided") < 0.85 * head_loss("weight 0")
+    model = Transformer(aligned_runs["guided"].model, vocab, vocab)
+    model.load_state_dict(checkpoint.load(aligned_runs["guided"].out_dir + "/checkpoint_last.pt")["model"])
+    model.eval()
+    per_link = []
+    for head in range(4):  # the same model's heads of the guided layer: head 1 guided, the others not
+        module = model.guided_attention(GuidedAlignmentConfig(weight=1.0, head=head))
+        with torch.no_grad():
+            model(batch.src, batch.tgt_in)
+        per_link.append(float(guided_alignment_loss(module.guided, batch.align) / batch.align.sum()))
+    assert per_link[1] < 0.85 * min(per_link[:1] + per_link[2:]), per_link
     last = lambda name: checkpoint.load(aligned_runs[name].out_dir + "/checkpoint_last.pt")["model"]  # noqa: E731
     for key, tensor in last("none").items():
         assert torch.equal(tensor, last("weight 0")[key]), key
@@ -181,7 +188,7 @@ def test_a_guided_model_aligns_through_its_head_in_both_engines(aligned_runs, tm
 
 
 def test_an_interrupted_alignment_resumes_with_the_chunks_it_finished(tmp_path, monkeypatch):
-    """eflomal runs per chunk (here 400 pairs); a prepare stopped in the third chunk keeps the first
+    """eflomal runs per chunk (here 250 pairs); a prepare stopped in the third chunk keeps the first
     two, and the prepare run again aligns only the rest, keeping their links (eflomal seeds itself
     from the system: a chunk aligned again would differ)."""
     import eflomal
@@ -189,7 +196,7 @@ def test_an_interrupted_alignment_resumes_with_the_chunks_it_finished(tmp_path, 
     from mtrain.data import alignments
     from mtrain.data.prepare import alignment_stage, prepare
 
-    monkeypatch.setattr(alignments, "ALIGN_CHUNK", 400)
+    monkeypatch.setattr(alignments, "ALIGN_CHUNK", 250)
     real_align, calls = eflomal.Aligner.align, []
 
     def counted(self, source, target, **files):
@@ -199,7 +206,7 @@ def test_an_interrupted_alignment_resumes_with_the_chunks_it_finished(tmp_path, 
         return real_align(self, source, target, **files)
 
     monkeypatch.setattr(eflomal.Aligner, "align", counted)
-    config = lambda name: tiny_config(tmp_path / name, data={"train": {"demo": 1000}, "alignments": "eflomal"})  # noqa: E731
+    config = lambda name: tiny_config(tmp_path / name, data={"train": {"demo": 600}, "alignments": "eflomal"})  # noqa: E731
     fail = True
     with pytest.raises(KeyboardInterrupt):
         prepare(config("a"))
@@ -208,7 +215,7 @@ def test_an_interrupted_alignment_resumes_with_the_chunks_it_finished(tmp_path, 
     kept = [line for path in staged for line in path.read_text().splitlines()]
     fail = False
     resumed = prepare(config("a")).split("train").align
-    assert calls == [400, 400, 200, 200]  # the third chunk again, the first two not
+    assert calls == [250, 250, 100, 100]  # the third chunk again, the first two not
     assert not alignment_stage(config("a").data_dir).exists()  # cleared once the data is whole
-    assert len(resumed) == 1000
-    assert [alignments.pharaoh(set(map(tuple, resumed[i].reshape(-1, 2).tolist()))) for i in range(800)] == kept
+    assert len(resumed) == 600
+    assert [alignments.pharaoh(set(map(tuple, resumed[i].reshape(-1, 2).tolist()))) for i in range(500)] == kept
