@@ -57,8 +57,9 @@ CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text bet
 
 def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
     """What prepared data depends on: the data/tokenizer config (but for the settings only training
-    reads, such as corpus weights and augmentation), the input files' contents and the sentencepiece models given
-    by train.init_from's model."""
+    reads, such as corpus weights and augmentation's probabilities: only whether any case change is
+    on, which the sentencepiece models cover), the input files' contents and the sentencepiece
+    models given by train.init_from's model."""
     d = config.data
     files = []
     for spec in [*d.train, d.valid, d.test]:
