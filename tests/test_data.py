@@ -383,7 +383,7 @@ def test_subword_sampling_is_a_function_of_seed_and_epoch(tmp_path):
         ({"train": [{"demo": 10}, {}]}, "data.train.1 is empty"),
         (
             {"train": [{"demo": 10}], "valid": {"demo": 10, "tag": "<BT>"}},
-            "data.valid: weight, tag and skip_filters are for training",
+            "data.valid: weight, tag, skip_filters and augment are for training",
         ),
         ({"train": []}, "data.train is empty"),
     ],
