@@ -227,21 +227,6 @@ def test_the_page_shows_injected_markup_as_text_and_runs_nothing(browser_page):
     assert errors == []
 
 
-def test_the_markup_toggle_draws_the_tags_and_shows_the_source_and_runs_nothing(browser_page):
-    page, errors = browser_page
-    page.check("#markup")
-    try:
-        translate_on_page(
-            page, 'The <b>dog</b> sees <img src=x onerror="window.pwned=3">a <a href="javascript:x()">cat</a>.'
-        )
-        assert page.inner_text("#translations .markup-source").startswith("Der <b>Hund</b>")
-        assert page.inner_text("#translations .rendered b") == "Hund"  # drawn bold
-        assert page.locator("#translations a, #translations img").count() == 0  # no link, no image: text only
-        assert page.evaluate("window.pwned") is None and errors == []
-    finally:
-        page.uncheck("#markup")
-
-
 def test_the_page_fits_a_phone_screen(browser_page, demo, tmp_path):
     page, _ = browser_page
     page.set_viewport_size({"width": 390, "height": 844})

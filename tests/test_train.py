@@ -234,10 +234,10 @@ def test_max_minutes_stops_where_max_steps_would_and_a_larger_budget_resumes(tmp
 
 
 def test_non_finite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
-    import mtrain.training.trainer as train_module
+    import mtrain.model.loss as loss_module
 
     monkeypatch.setattr(
-        train_module,
+        loss_module,
         "label_smoothed_loss",
         lambda logits, target, eps, **_: (logits.sum() * math.nan, logits.sum().detach()),
     )
@@ -248,6 +248,7 @@ def test_non_finite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
 def test_fp16_overflow_steps_are_skipped_not_counted(tmp_path, monkeypatch, caplog):
     """fp16 (autocast and GradScaler work on CPU too): three overflowing steps are skipped as fairseq
     skips them: no step counted, no Adam update, nothing in the log window; the loss scale halves."""
+    import mtrain.model.loss as loss_module
     import mtrain.training.trainer as train_module
 
     calls = []
@@ -258,7 +259,7 @@ def test_fp16_overflow_steps_are_skipped_not_counted(tmp_path, monkeypatch, capl
         return (loss * math.inf, nll) if len(calls) <= 3 else (loss, nll)
 
     monkeypatch.setattr(train_module, "resolve_precision", lambda device, precision: "fp16")
-    monkeypatch.setattr(train_module, "label_smoothed_loss", overflowing_first_three)
+    monkeypatch.setattr(loss_module, "label_smoothed_loss", overflowing_first_three)
     with caplog.at_level("INFO", logger="mtrain"):
         assert train(tiny_config(tmp_path, train={"max_steps": 6, "log_every": 1}))["step"] == 6
     assert len(calls) == 9

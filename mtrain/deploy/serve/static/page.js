@@ -1,7 +1,5 @@
 // mtrain serve's page. Every text from the user or the model goes into the page through
 // textContent (never innerHTML), so a sentence like <img src=x onerror=...> shows up as text.
-// With "HTML markup" on, a translation's markup is drawn by building fresh elements of a few
-// formatting kinds from an inert parse (DOMParser): no attribute, script or link is ever copied.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -83,16 +81,9 @@ async function translate() {
   $("translate").disabled = true;
   showStatus("Translating…");
   try {
-    const markup = $("markup").checked;
-    if (markup) {
-      const result = await postJSON("/translate", { text: [text], beam, format: "html" });
-      showMarkup(result.translations[0]);
-    } else {
-      const result = await postJSON("/translate", { text: [text], beam, nbest, scores: true });
-      showTranslations(result.translations[0]);
-    }
-    const plain = markup ? inertDocument(text).body.textContent : text;  // attention: of the text
-    if (state.info.attention) showAttention(await postJSON("/attention", { text: plain, beam }));
+    const result = await postJSON("/translate", { text: [text], beam, nbest, scores: true });
+    showTranslations(result.translations[0]);
+    if (state.info.attention) showAttention(await postJSON("/attention", { text, beam }));
     showStatus("Done.");
   } catch (error) {
     showStatus(error.message, true);
@@ -110,42 +101,6 @@ function showTranslations(hypotheses) {
     item.append(element("span", `score ${hypothesis.score.toFixed(3)}`, "score"));
     list.append(item);
   }
-}
-
-const DRAWN = new Set(["a", "b", "br", "code", "em", "i", "kbd", "mark", "s", "small", "span", "strong", "sub",
-  "sup", "u"]);
-const SKIPPED = new Set(["script", "style", "template", "noscript", "iframe", "object"]);
-
-function inertDocument(markup) {
-  return new DOMParser().parseFromString(markup, "text/html");  // parsed, never rendered or run
-}
-
-// Fresh elements for the formatting kinds in DRAWN (a link drawn as underlined text), the text of
-// any other element, nothing of SKIPPED ones; no attributes.
-function drawnNodes(nodes) {
-  const drawn = [];
-  for (const node of nodes) {
-    if (node.nodeType === Node.TEXT_NODE) {
-      drawn.push(document.createTextNode(node.textContent));
-    } else if (node.nodeType === Node.ELEMENT_NODE && !SKIPPED.has(node.localName)) {
-      if (!DRAWN.has(node.localName)) {
-        drawn.push(...drawnNodes(node.childNodes));
-        continue;
-      }
-      const copy = document.createElement(node.localName === "a" ? "u" : node.localName);
-      copy.append(...drawnNodes(node.childNodes));
-      drawn.push(copy);
-    }
-  }
-  return drawn;
-}
-
-function showMarkup(translation) {
-  const item = element("li");
-  const rendered = element("span", undefined, "translation rendered");
-  rendered.append(...drawnNodes(inertDocument(translation).body.childNodes));
-  item.append(rendered, element("code", translation, "markup-source"));
-  $("translations").replaceChildren(item);
 }
 
 function fillSelect(select, count, labelOf, extra) {
