@@ -59,8 +59,8 @@ def align_words(
     shift: bool = ALIGNMENT_SHIFT,
     cover_source: bool = False,
 ) -> set[tuple[int, int]]:
-    """(source word, target word) links from one layer's head-averaged cross-attention (rows:
-    <s> y_1 ... y_n queries, columns: source pieces + </s>). `cover_source`: a source word no target
+    """(source word, target word) links from one layer's cross-attention, head-averaged or one
+    head's (rows: <s> y_1 ... y_n queries, columns: source pieces + </s>). `cover_source`: a source word no target
     word attends to most is linked to the target word that attends to it most (markup needs a
     place for every source word)."""
     if not source_pieces or not target_pieces:
