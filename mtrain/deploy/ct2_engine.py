@@ -104,21 +104,23 @@ class CTranslate2Translator:
         returns (the exported alignment layer and heads; markup needs every source word placed)."""
         from mtrain.insight.alignment import align_words
 
-        attention: dict[int, list] = {}
+        attention: dict[int, tuple[list, list[str]]] = {}
         results = self._search(lines, beam, 1, None, attention)
-        ids = encode_sources(self.tokenizer, lines, self.max_src)
         aligned = []
         for r, hyps in enumerate(results):
-            src = [self.tokenizer.src_piece(t) for t in ids[r]]
-            tgt = [self.tokenizer.tgt_piece(t) for t in hyps[0].tokens]
-            links = align_words(torch.tensor(attention[r]), src, tgt, cover_source=True) if r in attention else set()
+            links = set()
+            if r in attention:
+                rows, src = attention[r]
+                tgt = [self.tokenizer.tgt_piece(t) for t in hyps[0].tokens]
+                links = align_words(torch.tensor(rows), src, tgt, cover_source=True)
             aligned.append((self.tokenizer.decode_tgt(hyps[0].tokens), links))
         return aligned
 
     def _search(
         self, lines: list[str], beam: int | None, nbest: int, progress: Progress | None, attention: dict | None = None
     ) -> list[list[Hypothesis]]:
-        """translate_nbest's search; with `attention`, the best hypothesis's attention rows by line."""
+        """translate_nbest's search; with `attention`, by line: the best hypothesis's attention rows
+        and the source pieces they attend over."""
         c = self.config
         beam = check_nbest(nbest, beam or c.beam)
         ids = encode_sources(self.tokenizer, lines, self.max_src)
@@ -147,7 +149,7 @@ class CTranslate2Translator:
                     for hyp, score in zip(result.hypotheses, result.scores)
                 ]
                 if attention is not None and result.hypotheses[0]:
-                    attention[r] = result.attention[0][:limit]
+                    attention[r] = (result.attention[0][:limit], [self.tokenizer.src_piece(t) for t in ids[r]])
             if progress is not None:
                 progress.update(len(rows))
         return results
