@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import BinaryIO
 
 import torch
@@ -26,6 +28,7 @@ from typer.testing import CliRunner
 
 from mtrain.config import Config
 from mtrain.config_io import from_dict
+from mtrain.special import EOS, PAD
 
 ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -194,3 +197,39 @@ def serve_process(checkpoint: Path, *args: str) -> Iterator[tuple[str, subproces
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# ----------------------------------------------------------------------------- a scripted model
+VOCAB = 6  # pad, unk, bos, eos and two words: unk (1), 4 and 5 can be produced besides </s>
+PRODUCIBLE = (1, 4, 5)
+
+
+class Scripted:
+    """Stands in for the Transformer: next-token probabilities are a function of the prefix.
+    The prefix is kept in the decoder's key/value cache (as one-dimensional "keys"), which the
+    search reorders with its beams, so these tests check the cache's reordering too."""
+
+    def __init__(self, probabilities):
+        self.probabilities = probabilities  # prefix (tuple of ids, <s> excluded) -> VOCAB probabilities
+        self.config = SimpleNamespace(max_positions=64)
+        self.decoder = [None]
+
+    def encode(self, src):
+        return torch.zeros(src.size(0), 1, 1), (src != PAD)[:, None, None, :]
+
+    def cross_attention_memory(self, memory):
+        return [(memory, memory)]
+
+    def decode_step(self, tokens, memory_kv, src_mask, caches, step):
+        as_keys = tokens[:, None, :, None].float()  # (batch, heads 1, steps, d_k 1)
+        prefixes, _ = caches[0].append(as_keys, as_keys)
+        return torch.tensor([self.probabilities(tuple(row[1:])) for row in prefixes[:, 0, :, 0].long().tolist()]).log()
+
+
+def random_probabilities(prefix: tuple) -> list[float]:
+    """A fixed random distribution over the producible tokens and </s>, different for every prefix."""
+    rng = random.Random(str(prefix))
+    weights = [0.0] * VOCAB
+    for token in (*PRODUCIBLE, EOS):
+        weights[token] = rng.random() + 0.05
+    return [w / sum(weights) for w in weights]

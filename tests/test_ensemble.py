@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from mtrain.cli.translate import Aligner
+from mtrain.cli.renderers import Aligner
 from mtrain.cli.tune import tune_command
 from mtrain.config import TokenizerConfig
 from mtrain.data.tokenizer import train_model

@@ -83,9 +83,14 @@ def test_nbest_gives_every_sentence_nbest_hypotheses_an_empty_one_too(client):
     assert [len(hyps) for hyps in result] == [2, 2] and [h["text"] for h in result[0]] == ["", ""]
 
 
-def test_translate_gives_scores_with_one_hypothesis_when_asked(client):
-    result = client.post("/translate", json={"text": ["a dog"], "scores": True}).json()["translations"]
-    assert len(result) == 1 and set(result[0][0]) == {"text", "score"}
+def test_translate_gives_scores_and_confidences_with_one_hypothesis_when_asked(client):
+    result = client.post("/translate", json={"text": ["a big dog", ""], "scores": True}).json()["translations"]
+    (best,), (empty,) = result
+    assert set(best) == {"text", "score", "confidence", "words"}
+    assert " ".join(w["word"] for w in best["words"]) == best["text"] and 0 < best["confidence"] <= 1
+    assert all(0 < w["confidence"] <= 1 for w in best["words"])
+    assert empty == {"text": "", "score": 0.0, "confidence": 1.0, "words": []}
+    assert "geometric mean" in client.get("/info").json()["confidence_meaning"]
 
 
 BAD_ATTENTION = [
@@ -191,6 +196,13 @@ def test_the_page_translates_like_mtrain_translate_and_draws_attention(demo, bro
     translate_on_page(page, lines[5])
     assert page.inner_text("#translations li .translation") == translate_cli(checkpoint, lines[5], tmp_path)
     assert "score" in page.inner_text("#translations li .score")
+    assert re.fullmatch(r"confidence [01]\.\d\d", page.inner_text("#translations li .confidence"))
+    assert page.locator("#translations li .word").count() == len(
+        page.inner_text("#translations li .translation").split()
+    )
+    titles = page.eval_on_selector_all("#translations li .word", "words => words.map(w => w.title)")
+    assert all(re.fullmatch(r"word probability [01]\.\d\d", t) for t in titles)
+    assert "Confidence: the geometric mean" in page.inner_text("#confidence-meaning")
     expected_alignment = translate_cli(checkpoint, lines[5], tmp_path, "--alignment").split(" ||| ")[1]
     links = page.eval_on_selector_all("#alignment li", "items => items.map(i => i.dataset.link)")
     assert " ".join(links) == expected_alignment

@@ -35,6 +35,14 @@ BaselineOption = typer.Option(
     "(sacreBLEU's paired bootstrap, 1000 resamples).",
 )
 
+ConfidenceOption = typer.Option(
+    None,
+    "--confidence",
+    metavar="FILE",
+    help="Also measure a confidence against sentence chrF: FILE is 'mtrain translate --scores' output "
+    "(its translations are scored when --hyp is left out) or one number a line.",
+)
+
 
 @command("eval-bleu", short_help="Score translations with sacreBLEU (BLEU and chrF).")
 def eval_bleu(
@@ -62,6 +70,7 @@ def eval_bleu(
     precision: str = PrecisionOption,
     paper_bleu: bool = PaperBleuOption,
     baseline: Optional[Path] = BaselineOption,
+    confidence: Optional[Path] = ConfidenceOption,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
     tgt_lang: Optional[str] = typer.Option(
         None,
@@ -93,6 +102,7 @@ def eval_bleu(
         as_json=json_output,
         baseline=baseline,
         tgt_lang=tgt_lang,
+        confidence=confidence,
     )
 
 
@@ -125,31 +135,19 @@ def eval_command(
     as_json: bool = False,
     baseline: Path | None = None,
     tgt_lang: str | None = None,
+    confidence: Path | None = None,
 ) -> dict:
     """`mtrain eval-bleu`: score --hyp, or translate --src with a model (`translator_options` for
     `translate.open_engine`: checkpoint or model_dir, engine, beam, ...) and score that; with a
-    `baseline` (another system's translations), also test whether the two differ significantly."""
+    `baseline` (another system's translations), also test whether the two differ significantly;
+    with `confidence` (translate --scores output), measure that confidence against sentence chrF."""
     from mtrain.evaluation.bootstrap import describe_bootstrap, paired_bootstrap
     from mtrain.evaluation.scores import corpus_scores
 
-    if (hyp is None) == (translator_options is None):
-        raise MtrainError("give either --hyp FILE, or a model (--checkpoint CKPT or --model DIR) with --src FILE")
     if baseline is not None and not baseline.is_file():
         raise MtrainError(f"baseline file not found: {baseline}")
-    if hyp is not None:
-        if not Path(hyp).is_file():
-            raise MtrainError(f"hypothesis file not found: {hyp}")
-        hyps = read_lines(Path(hyp))
-    else:
-        if src is None or not Path(src).is_file():
-            raise MtrainError(f"translating needs an existing --src file (got {src})")
-        from mtrain.deploy.engines import open_engine
-
-        lines = read_lines(Path(src))
-        read_references(ref_paths, len(lines))  # fail before translating, not after
-        engine = open_engine(**translator_options)
-        hyps = engine.translate(lines)
-        tgt_lang = tgt_lang or engine.info.get("tgt_lang")  # the model's target language picks BLEU's tokenizer
+    scored = read_confidences(confidence) if confidence is not None else None
+    hyps, tgt_lang = _translations(ref_paths, hyp, src, translator_options, scored, tgt_lang)
     if not hyps:
         raise MtrainError("there is nothing to score: the translations are empty (0 lines)")
     refs = read_references(ref_paths, len(hyps))
@@ -159,6 +157,8 @@ def eval_command(
             baseline, len(hyps), "the baseline ", "compare two systems' translations of the same source file"
         )
         result.update(paired_bootstrap(hyps, baseline_lines, refs, tgt_lang))
+    if scored is not None:
+        result["confidence"] = _confidence_report(confidence, scored[1], hyps, refs[0])
     if as_json:
         print(json.dumps(result))
     else:
@@ -169,4 +169,73 @@ def eval_command(
             print(f"paper-style tokenized BLEU (13a + compound splitting) = {result['paper_bleu']:.2f}")
         if baseline is not None:
             print(describe_bootstrap(result))
+        if scored is not None:
+            from mtrain.evaluation.confidence import describe_report
+
+            print("\n".join(describe_report(result["confidence"])))
     return result
+
+
+def _translations(
+    ref_paths: list[Path],
+    hyp: Path | None,
+    src: Path | None,
+    translator_options: dict | None,
+    scored: tuple[list[str] | None, list[float]] | None,
+    tgt_lang: str | None,
+) -> tuple[list[str], str | None]:
+    """The translations to score (--hyp, a model's translations of --src, or those of a --confidence
+    file) and the target language that picks BLEU's tokenizer."""
+    if hyp is None and translator_options is None and scored is not None:
+        if scored[0] is None:
+            raise MtrainError("the --confidence file holds numbers only; give the translations they score with --hyp")
+        return scored[0], tgt_lang  # translate --scores output: its translations
+    if (hyp is None) == (translator_options is None):
+        raise MtrainError("give either --hyp FILE, or a model (--checkpoint CKPT or --model DIR) with --src FILE")
+    if hyp is not None:
+        if not Path(hyp).is_file():
+            raise MtrainError(f"hypothesis file not found: {hyp}")
+        return read_lines(Path(hyp)), tgt_lang
+    if src is None or not Path(src).is_file():
+        raise MtrainError(f"translating needs an existing --src file (got {src})")
+    from mtrain.deploy.engines import open_engine
+
+    lines = read_lines(Path(src))
+    read_references(ref_paths, len(lines))  # fail before translating, not after
+    engine = open_engine(**translator_options)
+    # the model's target language picks BLEU's tokenizer
+    return engine.translate(lines), tgt_lang or engine.info.get("tgt_lang")
+
+
+def read_confidences(path: Path) -> tuple[list[str] | None, list[float]]:
+    """The translations and confidences of `mtrain translate --scores` output ('text<TAB>number'), or
+    one number a line (then no translations: None)."""
+    import math
+
+    if not Path(path).is_file():
+        raise MtrainError(f"confidence file not found: {path}")
+    texts, values, lines = [], [], read_lines(Path(path))
+    for number, line in enumerate(lines, 1):
+        text, _, value = line.rpartition("\t")
+        try:
+            values.append(float(value))
+        except ValueError:
+            values.append(math.nan)
+        if not math.isfinite(values[-1]):
+            raise MtrainError(
+                f"line {number} of {path} does not end in a number ({value[:40]!r}); give the output of mtrain "
+                "translate --scores, or one confidence a line"
+            )
+        texts.append(text)
+    return (texts if any("\t" in line for line in lines) else None), values
+
+
+def _confidence_report(path: Path, values: list[float], hyps: list[str], refs: list[str]) -> dict:
+    from mtrain.evaluation.confidence import confidence_report
+
+    if len(values) != len(hyps):
+        raise MtrainError(
+            f"line counts differ: {path} has {len(values)} lines but the translations have {len(hyps)}; "
+            "give one confidence per translated sentence"
+        )
+    return confidence_report(values, hyps, refs)

@@ -6,16 +6,14 @@ torch and the decoders load inside the functions, so that `mtrain --help` starts
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from mtrain.cli import renderers
 from mtrain.cli.options import (
     BeamOption,
     DeviceOption,
@@ -27,17 +25,14 @@ from mtrain.cli.options import (
     QuantizationOption,
     ThreadsOption,
 )
+from mtrain.cli.renderers import Render
 from mtrain.cli.shell import command
+from mtrain.cli.stream import translate_stream
 from mtrain.errors import MtrainError
-from mtrain.files import atomic_text_output, atomic_write_text
+from mtrain.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from mtrain.data.tokenizer import Tokenizer
     from mtrain.inference.engine import TranslationEngine
-    from mtrain.inference.search import Hypothesis
-    from mtrain.inference.translator import Translator
-
-Render = Callable[..., str]  # (first line number, lines, progress=None) -> their output text
 
 SamplingOption = typer.Option(
     None,
@@ -57,6 +52,26 @@ FormatOption = typer.Option(
     metavar="text|html|xml",
     help='html or xml: keep inline markup (tags put back around the aligned words, code and translate="no" '
     "untouched, block elements translated separately; docs/guides/markup.md).",
+)
+ScoresOption = typer.Option(
+    False,
+    "--scores",
+    help="Write each line as 'translation<TAB>confidence': in [0, 1], what it means is printed to stderr "
+    "(docs/guides/confidence.md).",
+)
+McDropoutOption = typer.Option(
+    0,
+    "--mc-dropout",
+    metavar="N",
+    help="With --scores: the confidence from N extra passes with dropout on (Monte Carlo dropout; torch "
+    "engine; about N teacher-forced passes over the output).",
+)
+GlossaryOption = typer.Option(
+    None,
+    "--glossary",
+    metavar="FILE",
+    help="Terms every translation must use: 'source term<TAB>target term' a line (constrained beam search, "
+    "torch engine; docs/guides/terminology.md).",
 )
 AlignmentLayerOption = typer.Option(
     0,
@@ -102,17 +117,24 @@ def translate(
     alignment: bool = AlignmentOption,
     alignment_layer: int = AlignmentLayerOption,
     markup_format: str = FormatOption,
+    scores: bool = ScoresOption,
+    mc_dropout: int = McDropoutOption,
+    glossary_file: Optional[Path] = GlossaryOption,
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
+    from mtrain.data.glossary import read_glossary
     from mtrain.data.markup import FORMATS
     from mtrain.deploy.engines import open_engine
 
     if markup_format not in FORMATS:
         raise MtrainError(f"--format must be one of {', '.join(FORMATS)}, got {markup_format!r}")
-    if markup_format != "text" and (nbest != 1 or alignment):
+    if markup_format != "text" and (nbest != 1 or alignment or scores or glossary_file):
         raise MtrainError(
-            f"--format {markup_format} writes one translation per line with its tags; leave out --nbest and --alignment"
+            f"--format {markup_format} writes one translation per line with its tags; leave out --nbest, "
+            "--alignment, --scores and --glossary"
         )
+    renderers.check_scores(scores, mc_dropout, nbest, alignment)
+    glossary = read_glossary(glossary_file) if glossary_file is not None else None
     translator = open_engine(
         checkpoint,
         model,
@@ -129,82 +151,30 @@ def translate(
         temperature=temperature,
         seed=seed,
     )
+    renderers.check_glossary(translator, glossary)
     if markup_format != "text":
-        from mtrain.insight.markup import MarkupTranslator
-
-        markup = MarkupTranslator(translator, markup_format, alignment_layer)
-        translate_command(translator, input, output, render=lambda first, lines, progress=None: _lines(markup(lines)))
-        return
-    translate_command(translator, input, output, nbest, Aligner(translator, alignment_layer) if alignment else None)
-
-
-def format_hypotheses(
-    index: int, hyps: list[Hypothesis], tokenizer: Tokenizer, nbest: int, links: list[str] | None = None
-) -> str:
-    """One line, or with n-best exactly `nbest` lines `index ||| text ||| score` (an empty input
-    line, which has one empty hypothesis, gets `nbest` empty records); with `links` (Pharaoh word
-    alignments, one per hypothesis) each record ends with ` ||| i-j ...`."""
-    hyps = hyps + hyps[-1:] * (nbest - len(hyps))
-    tails = [f" ||| {a}" for a in links] if links is not None else []
-    tails += (tails[-1:] or [""]) * (nbest - len(tails))
-    if nbest == 1:
-        return tokenizer.decode_tgt(hyps[0].tokens) + tails[0]
-    return "\n".join(
-        f"{index} ||| {tokenizer.decode_tgt(h.tokens)} ||| {h.score:.4f}{tail}" for h, tail in zip(hyps, tails)
-    )
-
-
-class Aligner:
-    """Word alignments for `translate --alignment` (torch engine: it needs the model's attention)."""
-
-    def __init__(self, translator: Translator, layer: int):
-        from mtrain.inference.ensemble import Ensemble
-        from mtrain.inference.translator import Translator
-        from mtrain.insight.alignment import alignment_source
-
-        if not isinstance(translator, Translator):
-            raise MtrainError(
-                "--alignment needs the torch engine (it reads mtrain's own cross-attention); drop --engine "
-                "ctranslate2 / --model"
-            )
-        if isinstance(translator.model, Ensemble):
-            raise MtrainError("--alignment reads one model's cross-attention; give a single --checkpoint")
-        self.translator = translator
-        self.layer, self.head = alignment_source(translator, layer)
-
-    def __call__(self, lines: list[str], results: list[list[Hypothesis]]) -> list[list[str]]:
-        from mtrain.data.alignments import pharaoh
-        from mtrain.insight.alignment import alignments
-
-        flat = [(line, h.tokens) for line, hyps in zip(lines, results) for h in hyps]
-        found = iter(
-            alignments(self.translator, [f[0] for f in flat], [f[1] for f in flat], self.layer, head=self.head)
-        )
-        return [[pharaoh(next(found)) for _ in hyps] for hyps in results]
+        render = renderers.markup_renderer(translator, markup_format, alignment_layer)
+    elif scores:
+        render = renderers.scored_renderer(translator, mc_dropout, glossary)
+    else:
+        aligner = renderers.Aligner(translator, alignment_layer) if alignment else None
+        render = renderers.hypotheses_renderer(translator, nbest, aligner, glossary)
+    translate_command(translator, input, output, nbest, render)
 
 
 def translate_command(
-    translator: TranslationEngine,
-    input_path: Path | None,
-    output_path: Path | None,
-    nbest: int = 1,
-    aligner: Aligner | None = None,
-    render: Render | None = None,
+    translator: TranslationEngine, input_path: Path | None, output_path: Path | None, nbest: int, render: Render
 ) -> None:
     """A file in, a file out (atomically, with a progress bar), or stdin to stdout line by line.
-    `render(first line number, lines, progress)` makes a group of lines' output (default: the
-    translations, n-best lists or alignments `format_hypotheses` writes)."""
+    `render(first line number, lines, progress)` makes a group of lines' output (renderers.py)."""
     from mtrain.device import keep_freed_memory
     from mtrain.inference.translator import check_nbest
 
     if translator.config.sampling and nbest != 1:
         raise MtrainError("--sampling draws one translation per line; leave out --nbest")
     check_nbest(nbest, 1 if translator.config.sampling else translator.config.beam)
-    render = render or (
-        lambda first, lines, progress=None: _hypotheses(translator, first, lines, nbest, aligner, progress)
-    )
     if input_path is None:
-        _translate_stream(output_path, render)
+        translate_stream(output_path, render)
         return
     keep_freed_memory()  # a batch job: the decoder's per-step buffers are reused, not mapped afresh
     from tqdm import tqdm
@@ -224,65 +194,3 @@ def translate_command(
         atomic_write_text(Path(output_path), text)
     else:
         sys.stdout.write(text)
-
-
-def _hypotheses(
-    translator: TranslationEngine,
-    first: int,
-    lines: list[str],
-    nbest: int,
-    aligner: Aligner | None,
-    progress: object = None,
-) -> str:
-    results = translator.translate_nbest(lines, nbest=nbest, progress=progress, first_line=first)
-    links = aligner(lines, results) if aligner else [None] * len(results)
-    return "".join(
-        format_hypotheses(first + i, hyps, translator.tokenizer, nbest, link) + "\n"
-        for i, (hyps, link) in enumerate(zip(results, links))
-    )
-
-
-def _lines(texts: list[str]) -> str:
-    return "".join(text + "\n" for text in texts)
-
-
-def _translate_stream(output_path: Path | None, render: Render) -> None:
-    """stdin mode: the lines already waiting are translated together (a pipe goes in batches), and a
-    line typed by a person is answered at once; every answer is flushed. An --output file appears
-    whole when the input ends (an interrupted or failed stream leaves no partial file)."""
-    index = 0
-    with atomic_text_output(output_path) if output_path else contextlib.nullcontext(sys.stdout) as out:
-        for lines in waiting_lines(sys.stdin):
-            out.write(render(index, lines))
-            out.flush()
-            index += len(lines)
-
-
-def waiting_lines(stream: BinaryIO, max_bytes: int = 1 << 20) -> Iterator[list[str]]:
-    """Groups of complete lines: each group is what can be read without waiting (up to about
-    `max_bytes`), so nothing that is already there waits for a later line, and a pipe is read in
-    batches. Lines must be UTF-8; the last line needs no newline."""
-    fd, pending, line_number, at_end = stream.fileno(), b"", 0, False
-    while not at_end:
-        chunk = os.read(fd, 1 << 16)  # waits for the next input
-        at_end = not chunk
-        pending += chunk
-        while not at_end and len(pending) < max_bytes and select.select([fd], [], [], 0)[0]:
-            chunk = os.read(fd, 1 << 16)
-            at_end = not chunk
-            pending += chunk
-        *complete, pending = pending.split(b"\n")
-        if at_end and pending:
-            complete, pending = complete + [pending], b""
-        if complete:
-            yield [_decode_line(raw, line_number + i + 1) for i, raw in enumerate(complete)]
-            line_number += len(complete)
-
-
-def _decode_line(raw: bytes, number: int) -> str:
-    try:
-        return raw.decode("utf-8").rstrip("\r")
-    except UnicodeDecodeError:
-        raise MtrainError(
-            f"line {number} of the standard input is not UTF-8 text; convert the input, e.g. with iconv -t UTF-8"
-        ) from None

@@ -136,10 +136,31 @@ def tune_command(
             translator, [sources[i] for i in held], [references[i] for i in held], chosen, default, tgt_lang
         )
         echo(tuning.describe_held_out(result["holdout"]))
+    result["confidence"] = _calibrate(translator, chosen, tune_src, tune_ref, echo)
     if write:
-        target = tuning.write_setting(checkpoint_paths[0], chosen, output)
+        target = tuning.write_setting(checkpoint_paths[0], chosen, output, result["confidence"])
         echo(f"wrote decode.beam={chosen['beam']} decode.lenpen={chosen['lenpen']:g} into {target}")
     return result
+
+
+def _calibrate(
+    translator: TranslationEngine, chosen: dict, sources: list[str], references: list[str], echo: Callable
+) -> dict | None:
+    """The confidence calibration fitted with the chosen setting (evaluation/confidence.py)."""
+    import dataclasses
+
+    from mtrain.evaluation.confidence import MIN_SENTENCES, calibrate
+
+    translator.config = dataclasses.replace(translator.config, beam=chosen["beam"], lenpen=chosen["lenpen"])
+    calibration = calibrate(translator, sources, references)
+    if calibration is None:
+        echo(f"confidence: not calibrated (fewer than {MIN_SENTENCES} non-empty validation sentences)")
+    else:
+        echo(
+            f"confidence: calibrated on {calibration['sentences']} sentences (Spearman with sentence chrF "
+            f"{calibration['spearman']:.3f} on them)"
+        )
+    return calibration
 
 
 def _check_options(checkpoint_paths: list[Path], write: bool, output: Path | None, rule: str) -> None:

@@ -156,3 +156,20 @@ class CTranslate2Translator:
 
     def translate(self, lines: list[str], beam: int | None = None, progress: Progress | None = None) -> list[str]:
         return [self.tokenizer.decode_tgt(hyps[0].tokens) for hyps in self.translate_nbest(lines, beam, 1, progress)]
+
+    def score_tokens(self, lines: list[str], results: list[list[Hypothesis]]) -> None:
+        """Each hypothesis' token log-probabilities (</s>'s last), from CTranslate2's `score_batch`: its
+        search reports only a sequence's normalised score, so the outputs are scored once more,
+        teacher-forced (a fraction of the search's cost: docs/benchmarks.md)."""
+        ids = encode_sources(self.tokenizer, lines, self.max_src)
+        todo = [(r, h) for r, hyps in enumerate(results) if ids[r] for h in hyps if not h.token_logprobs]
+        if not todo:
+            return
+        scored = self.engine.score_batch(
+            [[self.tokenizer.src_piece(t) for t in ids[r]] for r, _ in todo],
+            [[self.tokenizer.tgt_piece(t) for t in h.tokens] for _, h in todo],
+            max_batch_size=self.config.max_tokens,
+            batch_type="tokens",
+        )
+        for (_, hypothesis), result in zip(todo, scored):
+            hypothesis.token_logprobs = list(result.tokens_score)

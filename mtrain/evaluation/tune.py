@@ -214,12 +214,15 @@ def validation_files(checkpoint_path: Path, src: Path | None, ref: Path | None) 
     return found
 
 
-def write_setting(checkpoint_path: Path, row: dict, output: Path | None) -> Path:
+def write_setting(checkpoint_path: Path, row: dict, output: Path | None, confidence: dict | None = None) -> Path:
     """Store the chosen beam and length penalty as the checkpoint's decode settings (atomically),
-    in place or in a copy at `output`."""
+    and the confidence calibration fitted with them, in place or in a copy at `output`."""
     state = checkpoint.load(checkpoint_path)
     decode = decode_config(state["config"]["decode"], beam=row["beam"], lenpen=row["lenpen"])  # checked as a config is
     state["config"]["decode"] = dataclasses.asdict(decode)
+    state.pop("confidence", None)  # a calibration fitted with other decode settings no longer holds
+    if confidence is not None:
+        state["confidence"] = confidence
     target = Path(output) if output is not None else Path(checkpoint_path)
     if target.is_dir():
         raise MtrainError(f"--output {target} is a directory; give a file name")

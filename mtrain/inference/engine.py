@@ -37,3 +37,8 @@ class TranslationEngine(Protocol):
     def translate(self, lines: list[str], beam: int | None = None, progress: Progress | None = None) -> list[str]:
         """The best translation of every line, detokenized."""
         ...
+
+    def score_tokens(self, lines: list[str], results: list[list[Hypothesis]]) -> None:
+        """Give every hypothesis of `results` (translate_nbest's for `lines`) its tokens'
+        log-probabilities, `Hypothesis.token_logprobs`, where the search did not (inference/confidence.py)."""
+        ...

@@ -14,7 +14,7 @@ Every search here runs unchanged on an `Ensemble` of checkpoints (ensemble.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,6 +29,7 @@ class Hypothesis:
     tokens: list[int]  # without </s>
     score: float  # length-normalised log-probability (what the beam ranks by)
     logprob: float  # plain sum of token log-probabilities, </s> included
+    token_logprobs: list[float] = field(default_factory=list)  # each token's, then </s>'s (inference/confidence.py)
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -89,6 +90,7 @@ def greedy_search(
     alive = torch.arange(src.size(0), device=src.device)  # original row of each live sentence
     tokens = torch.full((src.size(0), 1), BOS, dtype=torch.long, device=src.device)
     logprob = torch.zeros(src.size(0), device=src.device)
+    token_logps = torch.zeros(src.size(0), 0, device=src.device)  # each chosen token's log-probability
     results: list[Hypothesis | None] = [None] * src.size(0)
     for step in range(int(max_lens.max())):
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
@@ -99,16 +101,18 @@ def greedy_search(
             token = draw_tokens(logp, sampling, [generators[row] for row in alive.tolist()])
             best = logp.gather(-1, token[:, None]).squeeze(-1)
         logprob = logprob + best
+        token_logps = torch.cat([token_logps, best[:, None].float()], 1)
         tokens = torch.cat([tokens, token[:, None]], 1)
         done = token == EOS
         for row in done.nonzero().flatten().tolist():
             score = logprob[row].item()
-            results[alive[row]] = Hypothesis(tokens[row, 1:-1].tolist(), score, score)
+            results[alive[row]] = Hypothesis(tokens[row, 1:-1].tolist(), score, score, token_logps[row].tolist())
         if done.all():
             break
         if done.any():
             keep = (~done).nonzero().flatten()
             alive, tokens, logprob, src_mask = alive[keep], tokens[keep], logprob[keep], src_mask[keep]
+            token_logps = token_logps[keep]
             _select_memory(memory_kv, keep)
             for cache in caches:
                 cache.select(keep)
@@ -135,6 +139,7 @@ def beam_search(
     caches = [KVCache(int(max_lens.max())) for _ in model.decoder]
     alive = torch.arange(batch, device=device)  # original index of each live sentence
     tokens = torch.full((batch * k, 1), BOS, dtype=torch.long, device=device)
+    token_logps = torch.zeros(batch * k, 0, device=device)  # each beam's tokens' log-probabilities
     scores = torch.full((batch, k), -torch.inf, device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first one
     best_finished = torch.full((batch, k), -torch.inf, device=device)  # each live sentence's k best finished scores
@@ -143,7 +148,7 @@ def beam_search(
         n = alive.numel()
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
         must_end = step + 1 >= max_lens[alive]
-        top_scores, top_beam, top_token = _expand(logp.view(n, k, -1), scores, must_end)
+        top_scores, top_beam, top_token, top_logp = _expand(logp.view(n, k, -1), scores, must_end)
 
         # Hypotheses ending in </s> among the k best candidates are finished.
         penalty = length_penalty(step + 1, lenpen)
@@ -154,11 +159,12 @@ def beam_search(
             .values
         )
         if ended.any():
-            _collect_finished(finished, alive, ended, top_scores, top_beam, tokens.view(n, k, -1), penalty)
+            history = (tokens.view(n, k, -1), token_logps.view(n, k, -1))
+            _collect_finished(finished, alive, ended, (top_scores, top_beam, top_logp), history, penalty)
 
         # The k best candidates not ending in </s> continue.
         scores, order = top_scores.masked_fill(top_token == EOS, -torch.inf).topk(k, dim=1)
-        beams, next_tokens = top_beam.gather(1, order), top_token.gather(1, order)
+        beams, next_tokens, next_logps = (t.gather(1, order) for t in (top_beam, top_token, top_logp))
 
         # Done when the best live hypothesis, ended at the next step, would not beat the k-th finished one.
         best_next = scores[:, 0] / length_penalty(step + 2, lenpen)
@@ -170,9 +176,11 @@ def beam_search(
             keep = (~done).nonzero().flatten()
             keep_rows = (keep[:, None] * k + torch.arange(k, device=device)).view(-1)
             alive, scores, best_finished = alive[keep], scores[keep], best_finished[keep]
-            flat, next_tokens, src_mask = flat[keep_rows], next_tokens[keep], src_mask.index_select(0, keep_rows)
+            flat, next_tokens, next_logps = flat[keep_rows], next_tokens[keep], next_logps[keep]
+            src_mask = src_mask.index_select(0, keep_rows)
             _select_memory(memory_kv, keep_rows)
         tokens = torch.cat([tokens.index_select(0, flat), next_tokens.view(-1, 1)], 1)
+        token_logps = torch.cat([token_logps.index_select(0, flat), next_logps.view(-1, 1)], 1)
         for cache in caches:
             cache.select(flat)
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
@@ -180,9 +188,10 @@ def beam_search(
 
 def _expand(
     logp: torch.Tensor, scores: torch.Tensor, must_end: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The 2k best one-token extensions of each sentence's k beams (k of them surely not </s>):
-    their scores, the beam each extends and the token each adds. `logp` is (n, k, vocab).
+    their scores, the beam each extends, the token each adds and that token's log-probability.
+    `logp` is (n, k, vocab).
 
     A sentence's 2k best extensions are among the 2k best tokens of each of its beams, so the
     beam scores are added to those only, not to the whole vocabulary."""
@@ -191,20 +200,25 @@ def _expand(
     per_beam = min(2 * k, vocab)
     token_scores, tokens = logp.topk(per_beam, dim=-1)  # (n, k, per_beam)
     top_scores, top_index = (scores.unsqueeze(-1) + token_scores).view(n, k * per_beam).topk(2 * k, dim=1)
-    return top_scores, top_index // per_beam, tokens.view(n, -1).gather(1, top_index)
+    chosen_logp = token_scores.view(n, -1).gather(1, top_index)
+    return top_scores, top_index // per_beam, tokens.view(n, -1).gather(1, top_index), chosen_logp
 
 
 def _collect_finished(
     finished: list[list[Hypothesis]],
     alive: torch.Tensor,
     ended: torch.Tensor,
-    top_scores: torch.Tensor,
-    top_beam: torch.Tensor,
-    history: torch.Tensor,
+    candidates: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    history: tuple[torch.Tensor, torch.Tensor],
     penalty: float,
 ) -> None:
-    """Append the hypotheses that just ended in </s> to their sentences' lists (one host read per step with any)."""
+    """Append the hypotheses that just ended in </s> to their sentences' lists (one host read per
+    step with any). `candidates`: the step's (scores, beam, </s> log-probability) of each
+    candidate; `history`: each beam's tokens and their log-probabilities so far."""
     rows, cols = ended.nonzero(as_tuple=True)
     sentence = alive.tolist()
-    for r, c, s, b in zip(rows.tolist(), cols.tolist(), top_scores[rows, cols].tolist(), top_beam[rows, cols].tolist()):
-        finished[sentence[r]].append(Hypothesis(history[r, b, 1:].tolist(), s / penalty, s))
+    top_scores, top_beam, top_logp = (t[rows, cols].tolist() for t in candidates)
+    tokens, logps = history
+    for r, s, b, end in zip(rows.tolist(), top_scores, top_beam, top_logp):
+        hypothesis = Hypothesis(tokens[r, b, 1:].tolist(), s / penalty, s, logps[r, b].tolist() + [end])
+        finished[sentence[r]].append(hypothesis)

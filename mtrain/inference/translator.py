@@ -14,6 +14,7 @@ from mtrain.data.batching import token_batches
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, select_device
 from mtrain.errors import MtrainError
+from mtrain.inference.constrained import constrained_beam_search
 from mtrain.inference.engine import Progress
 from mtrain.inference.ensemble import Ensemble
 from mtrain.inference.search import Hypothesis, beam_search, greedy_search, line_generators
@@ -111,9 +112,12 @@ class Translator:
         nbest: int = 1,
         progress: Progress | None = None,
         first_line: int = 0,
+        constraints: list[list[list[int]]] | None = None,
     ) -> list[list[Hypothesis]]:
         """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis.
-        With sampling, line i's draws come from (decode.seed, first_line + i)."""
+        With sampling, line i's draws come from (decode.seed, first_line + i). With `constraints`
+        (each line's target token sequences), the constrained beam search (constrained.py): a line
+        whose constraints fit in no hypothesis gets an empty list."""
         c = self.config
         beam = 1 if c.sampling else check_nbest(nbest, beam or c.beam)
         ids = encode_sources(self.tokenizer, lines, self.max_src)
@@ -130,7 +134,11 @@ class Translator:
                 src[i, len(ids[r])] = EOS
             src = src.to(self.device)
             with autocast_context(self.device, self.precision):
-                if c.sampling:
+                if constraints is not None:
+                    found = constrained_beam_search(
+                        self.model, src, [constraints[r] for r in rows], beam, c.lenpen, c.max_len_a, c.max_len_b, nbest
+                    )
+                elif c.sampling:
                     generators = line_generators(c.seed, [first_line + r for r in rows])
                     found = [[h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b, c, generators)]
                 elif beam == 1:
@@ -145,6 +153,9 @@ class Translator:
 
     def translate(self, lines: list[str], beam: int | None = None, progress: Progress | None = None) -> list[str]:
         return [self.tokenizer.decode_tgt(hyps[0].tokens) for hyps in self.translate_nbest(lines, beam, 1, progress)]
+
+    def score_tokens(self, lines: list[str], results: list[list[Hypothesis]]) -> None:
+        """Nothing to do: mtrain's searches keep every token's log-probability as they go."""
 
 
 def open_translator(

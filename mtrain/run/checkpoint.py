@@ -197,6 +197,7 @@ def describe(state: dict, path: Path, engine: str) -> dict:
         "alignment_head": {"layer": guided["layer"] or config["model"]["decoder_layers"], "head": guided["head"]}
         if guided.get("weight", 0) > 0
         else None,
+        "confidence": state.get("confidence"),  # the calibration mtrain tune fitted (inference/confidence.py)
     }
 
 

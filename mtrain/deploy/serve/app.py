@@ -2,6 +2,7 @@
 
     POST /translate  {"text": ["...", ...], "beam": 4, "nbest": 1}  ->  {"translations": [...]}
                      {"text": ["A <b>big</b> dog."], "format": "html"}: the tags kept (insight/markup.py)
+                     {"text": [...], "glossary": [["dog", "Hund"]]}: the terms used (inference/terminology.py)
     POST /attention  {"text": "...", "beam": 4}  ->  the best translation, its cross-attention, alignment
     GET  /           a page to try the model in a browser: translate, n-best, attention (page.py)
     GET  /health     200 once the model is loaded, 503 before
@@ -18,18 +19,19 @@ shutdown). Open connections are bounded (--max-connections) and idle keep-alive 
 close after 5 s.
 """
 
-import asyncio
 import contextlib
 import itertools
 import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mtrain.deploy.serve.connections import OncePerInterval, idle_closing_protocol
+from mtrain.deploy.serve.middleware import AnswerWhenCancelled, BodySizeLimit
 from mtrain.deploy.serve.page import add_page_routes
 from mtrain.deploy.serve.responses import (
     CLIENT_GONE,
@@ -43,14 +45,12 @@ from mtrain.deploy.serve.responses import (
 from mtrain.deploy.serve.worker import BatchingWorker, QueueFull, ServeLimits
 from mtrain.errors import MtrainError
 from mtrain.extras import require
+from mtrain.inference.confidence import meaning
 from mtrain.inference.engine import TranslationEngine
 from mtrain.inference.translator import Translator
 
 if TYPE_CHECKING:  # FastAPI is an optional extra: mtrain serve imports it when it starts
     from fastapi import FastAPI, Request
-Receive = Callable[[], Awaitable[dict]]  # ASGI's receive and send callables, and an ASGI application
-Send = Callable[[dict], Awaitable[None]]
-ASGIApp = Callable[[dict, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("mtrain")
 
@@ -152,9 +152,19 @@ def _translate_request(limits: ServeLimits) -> type:
         nbest: StrictInt = Field(
             1, ge=1, le=limits.max_beam, description="Hypotheses per sentence, with scores when > 1."
         )
-        scores: StrictBool = Field(False, description="Give {text, score} objects even when nbest is 1.")
+        scores: StrictBool = Field(
+            False,
+            description="Give {text, score, confidence, words} objects even when nbest is 1: the confidence in "
+            "[0, 1] (its meaning: GET /info's confidence_meaning) and each word's (docs/guides/confidence.md).",
+        )
         format: Literal["text", "html", "xml"] = Field(
             "text", description="html or xml: inline markup kept around the aligned words (docs/guides/markup.md)."
+        )
+        glossary: list[tuple[StrictStr, StrictStr]] | None = Field(
+            None,
+            description="[source term, target term] pairs every translation must use where the source term "
+            "occurs (constrained beam search; docs/guides/terminology.md).",
+            max_length=limits.max_sentences * 10,
         )
 
     return TranslateRequest
@@ -194,6 +204,7 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             "decode": vars(t.config),
             "limits": vars(limits),
             "attention": isinstance(t, Translator),  # POST /attention and the page's heatmap need the PyTorch model
+            "confidence_meaning": meaning(t.info),
         }
 
     @app.post("/translate")
@@ -214,13 +225,37 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             return await _translate_markup(worker, body, request)
         request_id, start = next(request_ids), time.perf_counter()
         try:
-            future = worker.submit(body.text, beam, body.nbest)
+            if body.glossary:
+                future = _submit_with_glossary(worker, body, beam)
+            else:
+                future = worker.submit(body.text, beam, body.nbest, body.scores)
         except QueueFull:
             return busy_response()
+        except MtrainError as e:
+            return error_response(422, str(e))
         answered, results = await result_unless_client_left(future, request.receive)
         if not answered:
             return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
-        return translations_response(worker.translator.tokenizer, results, body.nbest, body.scores, request_id, start)
+        t = worker.translator
+        return translations_response(
+            t.tokenizer, body.text, results, body.nbest, body.scores, t.info, request_id, start
+        )
+
+
+def _submit_with_glossary(worker: BatchingWorker, body: object, beam: int) -> Future:
+    """A /translate request with a glossary: checked here (MtrainError: the request's 422), then
+    translated on the model's thread with the constrained search."""
+    from mtrain.data.glossary import glossary_from_pairs
+    from mtrain.inference.terminology import translate_with_glossary
+
+    if body.format != "text":
+        raise MtrainError(f"glossary works with format text; format {body.format} keeps markup without terms")
+    if not isinstance(worker.translator, Translator):
+        raise MtrainError("glossary constrains mtrain's own beam search; serve the --checkpoint with --engine torch")
+    glossary = glossary_from_pairs(body.glossary, [f"glossary.{i}" for i in range(len(body.glossary))])
+    return worker.submit_task(
+        lambda translator: translate_with_glossary(translator, body.text, glossary, beam, body.nbest).results
+    )
 
 
 async def _translate_markup(worker: BatchingWorker, body: object, request: "Request") -> object:
@@ -246,71 +281,6 @@ async def _translate_markup(worker: BatchingWorker, body: object, request: "Requ
     if not answered:
         return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
     return {"translations": translations}
-
-
-class BodySizeLimit:
-    """ASGI middleware: refuse bodies over `max_bytes` with 413, by Content-Length or, for a body
-    sent without one (chunked), by reading it whole first (at most `max_bytes`, then handing it on):
-    an error raised while the application reads would reach it as a parse error."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > self.max_bytes:
-                return await self._refuse(scope, receive, send)
-            return await self.app(scope, receive, send)
-        body, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left before the body ended
-                return
-            body.append(message.get("body", b""))
-            size, more = size + len(body[-1]), message.get("more_body", False)
-            if size > self.max_bytes:
-                return await self._refuse(scope, receive, send)
-        whole = {"type": "http.request", "body": b"".join(body), "more_body": False}
-        given = False
-
-        async def replay() -> dict:
-            nonlocal given
-            if given:
-                return await receive()
-            given = True
-            return whole
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: dict, receive: Receive, send: Send) -> None:
-        response = error_response(413, f"request body over {self.max_bytes} bytes (--max-body-bytes)")
-        await response(scope, receive, send)
-
-
-class AnswerWhenCancelled:
-    """ASGI middleware: a request still running when uvicorn's drain time (--drain-seconds) is over is
-    cancelled; it gets a 503 if nothing was sent yet, and the log no CancelledError traceback."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except asyncio.CancelledError:
-            if scope["type"] == "http" and not started:
-                with contextlib.suppress(Exception):
-                    await error_response(503, "the server is shutting down; retry")(scope, receive, send)
 
 
 def _draining_server_class():

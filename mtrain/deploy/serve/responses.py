@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from mtrain.data.tokenizer import Tokenizer
+from mtrain.inference.confidence import confidences, word_confidences
 from mtrain.inference.search import Hypothesis
 
 if TYPE_CHECKING:  # FastAPI is an optional extra: mtrain serve imports it when it starts
@@ -90,10 +91,19 @@ def over_limit(text: list[str], limits: "ServeLimits") -> tuple[int, str] | None
 
 
 def translations_response(
-    tokenizer: Tokenizer, results: list[list[Hypothesis]], nbest: int, scores: bool, request_id: int, start: float
+    tokenizer: Tokenizer,
+    lines: list[str],
+    results: list[list[Hypothesis]],
+    nbest: int,
+    scores: bool,
+    info: dict,
+    request_id: int,
+    start: float,
 ) -> dict:
     """The translations; with `nbest` > 1 or `scores`, `nbest` scored hypotheses per sentence (an empty
-    sentence's one empty hypothesis repeated, as `mtrain translate --nbest` prints it)."""
+    sentence's one empty hypothesis repeated, as `mtrain translate --nbest` prints it); with `scores`,
+    each with its confidence and its words' (inference/confidence.py; `info`: the model's, which
+    holds its calibration)."""
     tokens = sum(len(hyps[0].tokens) + 1 for hyps in results)
     log.info(
         "request %d | %d sentences | %d target tokens | %.1f ms",
@@ -105,6 +115,10 @@ def translations_response(
     if nbest == 1 and not scores:
         return {"translations": [tokenizer.decode_tgt(hyps[0].tokens) for hyps in results]}
     padded = [hyps + hyps[-1:] * (nbest - len(hyps)) for hyps in results]
-    return {
-        "translations": [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in padded]
-    }
+    answer = [[{"text": tokenizer.decode_tgt(h.tokens), "score": h.score} for h in hyps] for hyps in padded]
+    if scores:
+        for line, hyps, records in zip(lines, padded, answer):
+            found = confidences(tokenizer, [line] * len(hyps), [[h] for h in hyps], info)
+            for h, record, confidence in zip(hyps, records, found):
+                record.update(confidence=round(confidence, 4), words=word_confidences(tokenizer, h))
+    return {"translations": answer}

@@ -85,6 +85,7 @@ class Job:
     lines: list[str]
     beam: int
     nbest: int
+    scores: bool = False  # the hypotheses need their token log-probabilities (the confidence)
     future: Future = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
     task: Callable[[TranslationEngine], object] | None = None  # set: run this instead of translating
@@ -107,8 +108,8 @@ class BatchingWorker:
         self.thread = threading.Thread(target=self._run, name="mtrain-batching", daemon=True)
         self.thread.start()
 
-    def submit(self, lines: list[str], beam: int, nbest: int) -> Future:
-        return self._enqueue(Job(lines, beam, nbest))
+    def submit(self, lines: list[str], beam: int, nbest: int, scores: bool = False) -> Future:
+        return self._enqueue(Job(lines, beam, nbest, scores))
 
     def submit_task(self, task: Callable[[TranslationEngine], object]) -> Future:
         """Run `task(translator)` on the model's thread in its turn (it counts as one queued sentence):
@@ -195,7 +196,10 @@ class BatchingWorker:
             return
         start = 0
         for job in batch:
-            _settle(job.future, result=results[start : start + len(job.lines)])
+            found = results[start : start + len(job.lines)]
+            if job.scores:
+                self.translator.score_tokens(job.lines, found)
+            _settle(job.future, result=found)
             start += len(job.lines)
 
     def _run_task(self, job: Job) -> None:

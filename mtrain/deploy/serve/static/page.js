@@ -53,6 +53,8 @@ async function start() {
   $("model").textContent = describeModel(info);
   $("src-lang").textContent = `(${info.src_lang})`;
   $("tgt-lang").textContent = `(${info.tgt_lang})`;
+  $("confidence-meaning").textContent = `Confidence: ${info.confidence_meaning}. Words the model gave ` +
+    `a probability below ${UNSURE} are underlined, below ${DOUBTFUL} in red.`;
   $("beam").value = info.decode.beam;
   $("beam").max = info.limits.max_beam;
   $("nbest").max = info.limits.max_beam;
@@ -92,12 +94,30 @@ async function translate() {
   }
 }
 
+// A word the model gave less than this probability is marked unsure; below DOUBTFUL, doubtful.
+const UNSURE = 0.5;
+const DOUBTFUL = 0.2;
+
+function wordClass(confidence) {
+  if (confidence < DOUBTFUL) return "word doubtful";
+  return confidence < UNSURE ? "word unsure" : "word";
+}
+
 function showTranslations(hypotheses) {
   const list = $("translations");
   list.replaceChildren();
   for (const hypothesis of hypotheses) {
     const item = element("li");
-    item.append(element("span", hypothesis.text, "translation"));
+    const text = element("span", undefined, "translation");
+    hypothesis.words.forEach((word, i) => {
+      if (i > 0) text.append(" ");
+      const span = element("span", word.word, wordClass(word.confidence));
+      span.title = `word probability ${word.confidence.toFixed(2)}`;
+      text.append(span);
+    });
+    if (!hypothesis.words.length) text.textContent = hypothesis.text;
+    item.append(text);
+    item.append(element("span", `confidence ${hypothesis.confidence.toFixed(2)}`, "confidence"));
     item.append(element("span", `score ${hypothesis.score.toFixed(3)}`, "score"));
     list.append(item);
   }

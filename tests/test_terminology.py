@@ -1,0 +1,231 @@
+"""Glossaries and the constrained beam search: against exhaustive search on a scripted model, every
+finished hypothesis with its terms, no glossary = today's output, the glossary file's mistakes, and
+the command line and server that take one."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from mtrain.data.glossary import Term, glossary_from_pairs, read_glossary
+from mtrain.data.store import PreparedData
+from mtrain.deploy.engines import open_engine
+from mtrain.errors import MtrainError
+from mtrain.inference.constrained import constrained_beam_search
+from mtrain.inference.search import beam_search, length_penalty
+from mtrain.inference.terminology import translate_with_glossary
+from mtrain.special import EOS
+
+from helpers import PRODUCIBLE, Scripted, random_probabilities, run_cli
+
+
+def holds(sequence: list[int], constraints: list[list[int]]) -> bool:
+    """Whether the constraints occur in `sequence` at disjoint places (brute force)."""
+    if not constraints:
+        return True
+    first, rest = constraints[0], constraints[1:]
+    for start in range(len(sequence) - len(first) + 1):
+        if sequence[start : start + len(first)] == first:
+            masked = sequence[:start] + [-1] + sequence[start + len(first) :]
+            if holds(masked, rest):
+                return True
+    return False
+
+
+def exhaustive(probabilities, max_len: int, lenpen: float, constraints: list[list[int]]) -> list[tuple[float, list]]:
+    found = []
+    for length in range(max_len):
+        for words in itertools.product(PRODUCIBLE, repeat=length):
+            if not holds(list(words), constraints):
+                continue
+            sequence = list(words) + [EOS]
+            logprob = sum(math.log(probabilities(tuple(sequence[:i]))[t]) for i, t in enumerate(sequence))
+            found.append((logprob / length_penalty(len(sequence), lenpen), list(words)))
+    return sorted(found, key=lambda f: -f[0])
+
+
+SOURCE = torch.tensor([[4, EOS]])
+
+CONSTRAINTS = {
+    "one token": [[5]],
+    "a multi-piece term": [[4, 5]],
+    "two terms": [[5], [1]],
+    "two overlapping terms": [[4, 5], [5, 1]],
+    "terms sharing their first token": [[4, 5], [4, 1]],
+}
+
+
+@pytest.mark.parametrize("name", CONSTRAINTS)
+def test_a_wide_enough_constrained_beam_finds_the_best_outputs_with_the_terms(name):
+    constraints = CONSTRAINTS[name]
+    expected = exhaustive(random_probabilities, 5, 0.6, constraints)[:3]
+    assert len(expected) == 3
+    found = constrained_beam_search(
+        Scripted(random_probabilities), SOURCE, [constraints], beam=256, lenpen=0.6, max_len_a=0, max_len_b=5, nbest=3
+    )[0]
+    assert [h.tokens for h in found] == [tokens for _, tokens in expected]
+    assert [h.score for h in found] == pytest.approx([score for score, _ in expected], rel=1e-5)
+    for h in found:
+        assert sum(h.token_logprobs) == pytest.approx(h.logprob, abs=1e-5)
+
+
+def scripted(table: dict[tuple, dict[int, float]]):
+    """Next-token probabilities from a table (prefix -> {token: p}); unlisted prefixes end at once."""
+
+    def probabilities(prefix):
+        row = [1e-6] * 6
+        for token, p in table.get(prefix, {EOS: 1.0}).items():
+            row[token] = p
+        return [p / sum(row) for p in row]
+
+    return probabilities
+
+
+# Unconstrained, the model says "4 4 </s>" in both; 5 is unlikely, and best in the middle of the first
+# (4 5: 0.09 beside 4 4 5: 0.072 and 5: 0.02), at the end of the second (4 4 5: 0.405).
+TABLES = {
+    "in the middle": ({(): {4: 0.9, 5: 0.02, 1: 0.08}, (4,): {4: 0.8, 5: 0.1, EOS: 0.1}, (4, 4): {EOS: 0.9, 5: 0.1}},
+                      [4, 5]),
+    "at the end": ({(): {4: 0.9, 5: 0.01, 1: 0.09}, (4,): {4: 0.9, 5: 0.01, EOS: 0.09}, (4, 4): {EOS: 0.5, 5: 0.5}},
+                   [4, 4, 5]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("beam", [1, 2, 4])
+@pytest.mark.parametrize("where", TABLES)
+def test_the_term_lands_where_the_model_likes_it_best_and_every_hypothesis_has_it(where, beam):
+    table, best = TABLES[where]
+    model = Scripted(scripted(table))
+    assert beam_search(model, SOURCE, beam=beam, lenpen=0.0, max_len_a=0, max_len_b=6)[0][0].tokens == [4, 4]
+    found = constrained_beam_search(model, SOURCE, [[[5]]], beam, 0.0, 0, 6, nbest=beam)[0]
+    assert found and all(5 in h.tokens for h in found)
+    if beam > 1:  # beam 1 takes a term as soon as it can: one hypothesis has no room to wait
+        assert found[0].tokens == best
+
+
+def test_terms_longer_than_the_length_limit_give_no_hypothesis():
+    found = constrained_beam_search(Scripted(random_probabilities), SOURCE, [[[5, 5, 5]]], 4, 0.6, 0, 3)
+    assert found == [[]]
+
+
+def test_no_constraints_choose_what_beam_search_chooses():
+    model = Scripted(random_probabilities)
+    plain = beam_search(model, SOURCE, beam=4, lenpen=0.6, max_len_a=0, max_len_b=5, nbest=4)[0]
+    found = constrained_beam_search(model, SOURCE, [[]], 4, 0.6, 0, 5, nbest=4)[0]
+    assert [h.tokens for h in found] == [h.tokens for h in plain]
+
+
+# ----------------------------------------------------------------------------- glossaries
+def test_a_glossary_matches_whole_words_ignoring_case_longest_first():
+    glossary = glossary_from_pairs([("dog", "Köter"), ("big dog", "Riesenhund"), ("cat", "Mieze")], ["a", "b", "c"])
+    assert glossary.applicable("A BIG dog sees a dog.") == [Term("big dog", "Riesenhund"), Term("dog", "Köter")]
+    assert glossary.applicable("dogs and a hotdog") == []
+    assert glossary.applicable("the Cat") == [Term("cat", "Mieze")]
+    sensitive = glossary_from_pairs([("Cat", "Mieze")], ["a"], case_sensitive=True)
+    assert sensitive.applicable("the cat") == [] and len(sensitive.applicable("the Cat")) == 1
+
+
+def test_glossary_file_mistakes_are_one_line_errors_naming_the_line(tmp_path):
+    path = tmp_path / "g.tsv"
+    cases = {
+        "# terms\ndog\tHund\ncat Katze\n": f"line 3 of {path} has no tab",
+        "dog\tHund\n\t Katze\n": f"line 2 of {path}: the source term is empty",
+        "dog\t \n": f"line 1 of {path}: the target term is empty",
+        "dog\tHund\nDog\tKöter\n": f"line 2 of {path}: 'Dog' is already given as 'Hund' on line 1 of {path}",
+        "dog\tHund\tx\n": f"line 1 of {path} has 2 tabs",
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(MtrainError, match="^" + message.replace("(", r"\(")):
+            read_glossary(path)
+    path.write_text("# a comment\n\ndog\tHund\ndog\tHund\n")
+    assert read_glossary(path).terms == [Term("dog", "Hund")]  # the same pair twice is one term
+    with pytest.raises(MtrainError, match="glossary file not found"):
+        read_glossary(tmp_path / "missing.tsv")
+
+
+# ----------------------------------------------------------------------------- on the demo model
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    lines = PreparedData(demo_run / "data").raw_text("test", "en")[:40]
+    return demo_run / "checkpoint_avg.pt", lines, open_engine(demo_run / "checkpoint_avg.pt", device="cpu")
+
+
+def test_no_glossary_and_inapplicable_terms_leave_the_output_exactly_as_it_was(demo):
+    _, lines, engine = demo
+    for beam, nbest in ((4, 1), (4, 3), (1, 1)):
+        plain = engine.translate_nbest(lines, beam=beam, nbest=nbest)
+        for glossary in (glossary_from_pairs([], []), glossary_from_pairs([("zebra", "Zebra")], ["a"])):
+            found = translate_with_glossary(engine, lines, glossary, beam, nbest).results
+            assert [[(h.tokens, h.score) for h in hyps] for hyps in found] == [
+                [(h.tokens, h.score) for h in hyps] for hyps in plain
+            ]
+
+
+def test_every_translation_with_an_applicable_term_contains_it(demo):
+    _, lines, engine = demo
+    glossary = glossary_from_pairs([("dog", "Katze"), ("cat", "Hund")], ["a", "b"])
+    found = translate_with_glossary(engine, lines, glossary, beam=4, nbest=2).results
+    plain = engine.translate(lines)
+    changed = 0
+    for line, hyps, before in zip(lines, found, plain):
+        terms = glossary.applicable(line)
+        for h in hyps:
+            words = engine.tokenizer.decode_tgt(h.tokens).split()
+            assert all(t.target in " ".join(words) for t in terms), (line, words)
+        changed += bool(terms) and engine.tokenizer.decode_tgt(hyps[0].tokens) != before
+        if not terms:
+            assert engine.tokenizer.decode_tgt(hyps[0].tokens) == before
+    assert changed >= 1
+
+
+def test_translate_with_a_glossary_and_its_mistakes(demo, tmp_path, monkeypatch):
+    checkpoint, lines, engine = demo
+    source, glossary = tmp_path / "in.en", tmp_path / "g.tsv"
+    source.write_text("\n".join(lines[:10]) + "\n")
+    glossary.write_text("dog\tKatze\n")
+    result = run_cli("translate", "--checkpoint", str(checkpoint), "-i", str(source), "--glossary", str(glossary))
+    assert result.returncode == 0, result.stderr
+    expected = translate_with_glossary(engine, lines[:10], read_glossary(glossary))
+    assert result.stdout.splitlines() == [engine.tokenizer.decode_tgt(h[0].tokens) for h in expected.results]
+    monkeypatch.setenv("MTRAIN_CACHE", str(tmp_path / "cache"))
+    for options, message in (
+        (["--engine", "ctranslate2"], "--glossary constrains mtrain's own beam search, which CTranslate2 does not run"),
+        (["--sampling", "topk"], "--glossary constrains the beam search; leave out --sampling"),
+        (["--format", "html"], "leave out --nbest, --alignment, --scores and --glossary"),
+    ):
+        result = run_cli("translate", "--checkpoint", str(checkpoint), "-i", str(source), "--glossary",
+                         str(glossary), *options)  # fmt: skip
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_server_takes_a_glossary_and_refuses_a_bad_one_for_that_request_only(demo):
+    pytest.importorskip("fastapi")
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from mtrain.deploy.serve.app import create_app
+    from mtrain.deploy.serve.worker import ServeLimits
+
+    checkpoint, lines, engine = demo
+    line = next(line for line in lines if "dog" in line.lower())
+    app = create_app(lambda: open_engine(checkpoint, device="cpu"), ServeLimits())
+    with TestClient(app) as client:
+        deadline = time.time() + 60
+        while client.get("/health").status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        answer = client.post("/translate", json={"text": [line, "a cat"], "glossary": [["dog", "Katze"]]})
+        expected = translate_with_glossary(engine, [line, "a cat"], glossary_from_pairs([("dog", "Katze")], ["a"]))
+        assert answer.json()["translations"] == [engine.tokenizer.decode_tgt(h[0].tokens) for h in expected.results]
+        for glossary, message in (
+            ([["dog"]], "glossary.0"),
+            ([["dog", " "]], "glossary.0: the target term is empty"),
+            ([["dog", "Hund"], ["Dog", "Köter"]], "glossary.1: 'Dog' is already given as 'Hund' on glossary.0"),
+        ):
+            response = client.post("/translate", json={"text": [line], "glossary": glossary})
+            assert response.status_code == 422 and message in response.json()["error"], response.json()
+        assert client.post("/translate", json={"text": [line]}).json()["translations"] == engine.translate([line])
