@@ -228,6 +228,39 @@ def test_the_page_translates_like_mtrain_translate_and_draws_attention(demo, bro
     assert errors == []
 
 
+def test_the_page_glossary_box_makes_the_translation_use_the_terms(browser_page, demo):
+    page, errors = browser_page
+    line = next(line for line in demo[1] if "dog" in line.split())
+    page.click("#glossary-box summary")
+    page.fill("#glossary", "dog = Katze\n")
+    translate_on_page(page, line)
+    assert re.search(r"\bKatze\b", page.inner_text("#translations li .translation"))
+    page.fill("#glossary", "dog Katze")
+    page.click("#translate")
+    page.locator("#status", has_text="Glossary line 1").wait_for(timeout=10_000)
+    page.fill("#glossary", "")
+    assert errors == []
+
+
+def test_the_page_markup_toggle_shows_the_tagged_output_rendered_and_as_source(browser_page, demo, tmp_path):
+    page, errors = browser_page
+    tagged = (
+        'The <b>dog</b> sees <a href="javascript:window.pwned=3">a cat</a> &amp; <img src=x onerror="window.pwned=4">.'
+    )
+    expected = translate_cli(demo[0], tagged, tmp_path, "--format", "html")
+    page.check("#markup")
+    translate_on_page(page, tagged)
+    assert page.inner_text("#translations li .markup-source") == expected
+    rendered = page.locator("#translations li .rendered")
+    assert rendered.locator("b").count() == 1 and rendered.locator("b").inner_text() in expected
+    assert rendered.locator("a").count() == 0 and rendered.locator(".link").count() == 1  # no href, nowhere to go
+    assert page.locator("main img").count() == 0 and "<img" in rendered.inner_text()  # other tags stay text
+    page.click("#translations li .rendered .link")
+    assert page.evaluate("window.pwned") is None and page.locator("#attention").is_hidden()
+    page.uncheck("#markup")
+    assert errors == []
+
+
 def test_the_page_shows_injected_markup_as_text_and_runs_nothing(browser_page):
     page, errors = browser_page
     translate_on_page(page, INJECTION, press_keys=True)  # Ctrl+Enter translates too

@@ -30,6 +30,29 @@ class Hypothesis:
     score: float  # length-normalised log-probability (what the beam ranks by)
     logprob: float  # plain sum of token log-probabilities, </s> included
     token_logprobs: list[float] = field(default_factory=list)  # each token's, then </s>'s (inference/confidence.py)
+    attention: torch.Tensor | None = None  # with `attention=`: the recorded head's rows, one per token (tokens, src)
+
+
+class AttentionRecorder:
+    """The cross-attention of one decoder layer (one head, or the mean of its heads) at each step of
+    a search, so that the word alignment of the output comes with it instead of from a second,
+    teacher-forced pass (insight/markup.py). An ensemble's is its first member's."""
+
+    def __init__(self, model: Transformer | Ensemble, layer: int, head: int | None):
+        first = model.members[0] if isinstance(model, Ensemble) else model
+        self.module, self.head = first.decoder[layer - 1].cross_attn, head
+
+    def __enter__(self) -> AttentionRecorder:
+        self.module.record = []
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.module.record = None
+
+    def take(self) -> torch.Tensor:
+        """The last step's weights (rows, source positions)."""
+        weights = self.module.record.pop()[:, :, -1]  # (rows, heads, keys)
+        return (weights.mean(1) if self.head is None else weights[:, self.head]).float()
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -80,9 +103,26 @@ def greedy_search(
     max_len_b: int = 50,
     sampling: DecodeConfig | None = None,
     generators: list[torch.Generator] | None = None,
+    attention: tuple[int, int | None] | None = None,
 ) -> list[Hypothesis]:
     """The most probable token at every step (or, given `sampling` and one random stream per row,
-    a drawn one), until </s> or the maximum length."""
+    a drawn one), until </s> or the maximum length. With `attention` (layer from 1, head or None),
+    each hypothesis keeps that cross-attention (`AttentionRecorder`)."""
+    if attention is None:
+        return _greedy(model, src, max_len_a, max_len_b, sampling, generators, None)
+    with AttentionRecorder(model, *attention) as recorder:
+        return _greedy(model, src, max_len_a, max_len_b, sampling, generators, recorder)
+
+
+def _greedy(
+    model: Transformer | Ensemble,
+    src: torch.Tensor,
+    max_len_a: float,
+    max_len_b: int,
+    sampling: DecodeConfig | None,
+    generators: list[torch.Generator] | None,
+    recorder: AttentionRecorder | None,
+) -> list[Hypothesis]:
     memory, src_mask = model.encode(src)
     memory_kv = [list(kv) for kv in model.cross_attention_memory(memory)]
     max_lens = _max_lengths(src, model, max_len_a, max_len_b)
@@ -91,9 +131,11 @@ def greedy_search(
     tokens = torch.full((src.size(0), 1), BOS, dtype=torch.long, device=src.device)
     logprob = torch.zeros(src.size(0), device=src.device)
     token_logps = torch.zeros(src.size(0), 0, device=src.device)  # each chosen token's log-probability
+    attention = torch.zeros(src.size(0), 0, src.size(1), device=src.device)  # with a recorder: each step's row
     results: list[Hypothesis | None] = [None] * src.size(0)
     for step in range(int(max_lens.max())):
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
+        step_attention = recorder.take() if recorder else None
         _forbid(logp, must_end=step + 1 >= max_lens[alive])
         if generators is None:
             best, token = logp.max(-1)
@@ -106,13 +148,16 @@ def greedy_search(
         done = token == EOS
         for row in done.nonzero().flatten().tolist():
             score = logprob[row].item()
-            results[alive[row]] = Hypothesis(tokens[row, 1:-1].tolist(), score, score, token_logps[row].tolist())
+            rows = attention[row] if recorder else None
+            results[alive[row]] = Hypothesis(tokens[row, 1:-1].tolist(), score, score, token_logps[row].tolist(), rows)
         if done.all():
             break
+        if recorder:
+            attention = torch.cat([attention, step_attention[:, None]], 1)
         if done.any():
             keep = (~done).nonzero().flatten()
             alive, tokens, logprob, src_mask = alive[keep], tokens[keep], logprob[keep], src_mask[keep]
-            token_logps = token_logps[keep]
+            token_logps, attention = token_logps[keep], attention[keep]
             _select_memory(memory_kv, keep)
             for cache in caches:
                 cache.select(keep)
@@ -128,8 +173,26 @@ def beam_search(
     max_len_a: float = 1.0,
     max_len_b: int = 50,
     nbest: int = 1,
+    attention: tuple[int, int | None] | None = None,
 ) -> list[list[Hypothesis]]:
-    """The `nbest` best hypotheses of each source sentence, best first."""
+    """The `nbest` best hypotheses of each source sentence, best first. With `attention` (layer
+    from 1, head or None), each keeps that cross-attention (`AttentionRecorder`)."""
+    if attention is None:
+        return _beam(model, src, beam, lenpen, max_len_a, max_len_b, nbest, None)
+    with AttentionRecorder(model, *attention) as recorder:
+        return _beam(model, src, beam, lenpen, max_len_a, max_len_b, nbest, recorder)
+
+
+def _beam(
+    model: Transformer | Ensemble,
+    src: torch.Tensor,
+    beam: int,
+    lenpen: float,
+    max_len_a: float,
+    max_len_b: int,
+    nbest: int,
+    recorder: AttentionRecorder | None,
+) -> list[list[Hypothesis]]:
     batch, k, device = src.size(0), beam, src.device
     memory, src_mask = model.encode(src)
     rows = torch.arange(batch, device=device).repeat_interleave(k)  # every sentence k times
@@ -140,6 +203,7 @@ def beam_search(
     alive = torch.arange(batch, device=device)  # original index of each live sentence
     tokens = torch.full((batch * k, 1), BOS, dtype=torch.long, device=device)
     token_logps = torch.zeros(batch * k, 0, device=device)  # each beam's tokens' log-probabilities
+    attention = torch.zeros(batch * k, 0, src.size(1), device=device)  # with a recorder: each step's row
     scores = torch.full((batch, k), -torch.inf, device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first one
     best_finished = torch.full((batch, k), -torch.inf, device=device)  # each live sentence's k best finished scores
@@ -147,6 +211,7 @@ def beam_search(
     for step in range(int(max_lens.max())):
         n = alive.numel()
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
+        step_attention = recorder.take() if recorder else None
         must_end = step + 1 >= max_lens[alive]
         top_scores, top_beam, top_token, top_logp = _expand(logp.view(n, k, -1), scores, must_end)
 
@@ -159,7 +224,8 @@ def beam_search(
             .values
         )
         if ended.any():
-            history = (tokens.view(n, k, -1), token_logps.view(n, k, -1))
+            rows_so_far = attention.view(n, k, step, src.size(1)) if recorder else None
+            history = (tokens.view(n, k, -1), token_logps.view(n, k, -1), rows_so_far)
             _collect_finished(finished, alive, ended, (top_scores, top_beam, top_logp), history, penalty)
 
         # The k best candidates not ending in </s> continue.
@@ -181,6 +247,8 @@ def beam_search(
             _select_memory(memory_kv, keep_rows)
         tokens = torch.cat([tokens.index_select(0, flat), next_tokens.view(-1, 1)], 1)
         token_logps = torch.cat([token_logps.index_select(0, flat), next_logps.view(-1, 1)], 1)
+        if recorder:
+            attention = torch.cat([attention, step_attention[:, None]], 1).index_select(0, flat)
         for cache in caches:
             cache.select(flat)
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
@@ -209,16 +277,17 @@ def _collect_finished(
     alive: torch.Tensor,
     ended: torch.Tensor,
     candidates: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    history: tuple[torch.Tensor, torch.Tensor],
+    history: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
     penalty: float,
 ) -> None:
     """Append the hypotheses that just ended in </s> to their sentences' lists (one host read per
     step with any). `candidates`: the step's (scores, beam, </s> log-probability) of each
-    candidate; `history`: each beam's tokens and their log-probabilities so far."""
+    candidate; `history`: each beam's tokens, their log-probabilities and attention rows so far."""
     rows, cols = ended.nonzero(as_tuple=True)
     sentence = alive.tolist()
     top_scores, top_beam, top_logp = (t[rows, cols].tolist() for t in candidates)
-    tokens, logps = history
+    tokens, logps, attention = history
     for r, s, b, end in zip(rows.tolist(), top_scores, top_beam, top_logp):
-        hypothesis = Hypothesis(tokens[r, b, 1:].tolist(), s / penalty, s, logps[r, b].tolist() + [end])
+        rows_of = attention[r, b] if attention is not None else None
+        hypothesis = Hypothesis(tokens[r, b, 1:].tolist(), s / penalty, s, logps[r, b].tolist() + [end], rows_of)
         finished[sentence[r]].append(hypothesis)

@@ -113,11 +113,13 @@ class Translator:
         progress: Progress | None = None,
         first_line: int = 0,
         constraints: list[list[list[int]]] | None = None,
+        attention: tuple[int, int | None] | None = None,
     ) -> list[list[Hypothesis]]:
         """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis.
         With sampling, line i's draws come from (decode.seed, first_line + i). With `constraints`
         (each line's target token sequences), the constrained beam search (constrained.py): a line
-        whose constraints fit in no hypothesis gets an empty list."""
+        whose constraints fit in no hypothesis gets an empty list. With `attention` (decoder layer
+        from 1, head or None: their mean), each hypothesis keeps that cross-attention (search.py)."""
         c = self.config
         beam = 1 if c.sampling else check_nbest(nbest, beam or c.beam)
         ids = encode_sources(self.tokenizer, lines, self.max_src)
@@ -140,11 +142,13 @@ class Translator:
                     )
                 elif c.sampling:
                     generators = line_generators(c.seed, [first_line + r for r in rows])
-                    found = [[h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b, c, generators)]
+                    found = [
+                        [h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b, c, generators, attention)
+                    ]
                 elif beam == 1:
-                    found = [[h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b)]
+                    found = [[h] for h in greedy_search(self.model, src, c.max_len_a, c.max_len_b, attention=attention)]
                 else:
-                    found = beam_search(self.model, src, beam, c.lenpen, c.max_len_a, c.max_len_b, nbest)
+                    found = beam_search(self.model, src, beam, c.lenpen, c.max_len_a, c.max_len_b, nbest, attention)
             for r, hyps in zip(rows, found):
                 results[r] = hyps
             if progress is not None:

@@ -16,6 +16,7 @@ import torch
 
 from mtrain.device import autocast_context
 from mtrain.errors import MtrainError
+from mtrain.inference.ensemble import Ensemble
 from mtrain.inference.translator import Translator, encode_sources
 from mtrain.insight.attention import teacher_forced_inputs
 
@@ -34,13 +35,21 @@ def default_alignment_layer(decoder_layers: int) -> int:
 def alignment_source(translator: Translator, layer: int = 0) -> tuple[int, int | None]:
     """(layer from 1, head or None for the mean of the heads) to align with: `layer` when given (all
     its heads), else the guided head of a model trained with train.guided_alignment, else the
-    last layer's mean."""
+    last layer's mean. An ensemble aligns through its first member."""
+    model = translator.model
+    layers = len(model.members[0].decoder if isinstance(model, Ensemble) else model.decoder)
     guided = translator.info.get("alignment_head")
     if layer:
+        check_layer(layer, layers)
         return layer, None
     if guided:
         return guided["layer"], guided["head"]
-    return default_alignment_layer(len(translator.model.decoder)), None
+    return default_alignment_layer(layers), None
+
+
+def check_layer(layer: int, layers: int) -> None:
+    if not 1 <= layer <= layers:
+        raise MtrainError(f"--alignment-layer must be between 1 and the model's {layers} decoder layers, got {layer}")
 
 
 def word_numbers(pieces: list[str]) -> list[int]:
@@ -90,11 +99,7 @@ def alignments(
 ) -> list[set[tuple[int, int]]]:
     """Word alignments of translations (target ids) of `lines`, from 1-based decoder `layer`: the
     mean of its heads, or `head` alone."""
-    if not 1 <= layer <= len(translator.model.decoder):
-        raise MtrainError(
-            f"--alignment-layer must be between 1 and the model's {len(translator.model.decoder)} decoder layers, got "
-            f"{layer}"
-        )
+    check_layer(layer, len(translator.model.decoder))
     sources = encode_sources(translator.tokenizer, lines, translator.max_src)
     found: list[set[tuple[int, int]]] = [set() for _ in lines]
     todo = [i for i in range(len(lines)) if sources[i] and targets[i]]

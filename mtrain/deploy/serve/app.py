@@ -221,6 +221,8 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         problem = limits.over_work_limit(body.text, beam)
         if problem:
             return error_response(*problem)
+        if body.format != "text" and body.glossary:
+            return error_response(422, f"glossary works with format text; leave it out with format {body.format}")
         if body.format != "text":
             return await _translate_markup(worker, body, request)
         request_id, start = next(request_ids), time.perf_counter()
@@ -248,8 +250,6 @@ def _submit_with_glossary(worker: BatchingWorker, body: object, beam: int) -> Fu
     from mtrain.data.glossary import glossary_from_pairs
     from mtrain.inference.terminology import translate_with_glossary
 
-    if body.format != "text":
-        raise MtrainError(f"glossary works with format text; format {body.format} keeps markup without terms")
     if not isinstance(worker.translator, Translator):
         raise MtrainError("glossary constrains mtrain's own beam search; serve the --checkpoint with --engine torch")
     glossary = glossary_from_pairs(body.glossary, [f"glossary.{i}" for i in range(len(body.glossary))])

@@ -58,6 +58,8 @@ async function start() {
   $("beam").value = info.decode.beam;
   $("beam").max = info.limits.max_beam;
   $("nbest").max = info.limits.max_beam;
+  $("glossary-box").hidden = !info.attention;  // terms constrain mtrain's own search (the PyTorch engine)
+  $("markup-toggle").hidden = !info.attention;  // markup aligns through the PyTorch model's attention
   if (!info.attention) {
     $("attention-note").textContent = "No attention heatmap: attention maps need mtrain's own PyTorch model " +
       `(this server runs the ${info.engine} engine).`;
@@ -72,6 +74,21 @@ function numberInput(id) {
   return Number.isFinite(value) && value >= 1 ? value : 1;
 }
 
+// The glossary box: "source term = target term" (or a tab between them) a line; blank lines skipped.
+function glossaryPairs() {
+  const pairs = [];
+  const lines = $("glossary").value.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i].trim()) continue;
+    const parts = lines[i].includes("\t") ? lines[i].split("\t") : lines[i].split(" = ");
+    if (parts.length !== 2 || !parts[0].trim() || !parts[1].trim()) {
+      throw new Error(`Glossary line ${i + 1}: write "source term = target term".`);
+    }
+    pairs.push([parts[0].trim(), parts[1].trim()]);
+  }
+  return pairs;
+}
+
 async function translate() {
   const text = $("source").value.trim();
   if (!text) {
@@ -83,15 +100,69 @@ async function translate() {
   $("translate").disabled = true;
   showStatus("Translating…");
   try {
-    const result = await postJSON("/translate", { text: [text], beam, nbest, scores: true });
-    showTranslations(result.translations[0]);
-    if (state.info.attention) showAttention(await postJSON("/attention", { text, beam }));
+    if ($("markup").checked) {
+      const result = await postJSON("/translate", { text: [text], beam, format: "html" });
+      showMarkup(result.translations[0]);
+    } else {
+      const body = { text: [text], beam, nbest, scores: true };
+      const glossary = glossaryPairs();
+      if (glossary.length) body.glossary = glossary;
+      const result = await postJSON("/translate", body);
+      showTranslations(result.translations[0]);
+      if (state.info.attention) showAttention(await postJSON("/attention", { text, beam }));
+    }
     showStatus("Done.");
   } catch (error) {
     showStatus(error.message, true);
   } finally {
     $("translate").disabled = false;
   }
+}
+
+// Markup output shown two ways: rendered, and as its source text. The rendering is built here,
+// element by element, from a small tag reader: only the inline elements below become elements (a
+// link without its href, so nothing navigates), any other tag stays text, and every text goes in
+// with textContent. The browser's HTML parser never sees the model's output.
+const RENDERED = new Set(["b", "strong", "i", "em", "u", "s", "sub", "sup", "small", "mark", "code", "kbd", "span", "a"]);
+const ENTITIES = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'", nbsp: "\u00a0" };
+
+function decodeEntities(text) {
+  return text.replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (whole, name) => {
+    if (name[0] === "#") {
+      const code = name[1].toLowerCase() === "x" ? parseInt(name.slice(2), 16) : parseInt(name.slice(1), 10);
+      return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+    }
+    return ENTITIES[name.toLowerCase()] ?? whole;
+  });
+}
+
+function renderMarkup(markup) {
+  const root = element("span", undefined, "rendered");
+  const open = [root];
+  for (const [token] of markup.matchAll(/<\/?[a-zA-Z][^<>]*>|[^<]+|</g)) {
+    const tag = /^<(\/?)([a-zA-Z][a-zA-Z0-9]*)/.exec(token);
+    const name = tag ? tag[2].toLowerCase() : "";
+    if (tag && name === "br") {
+      open[open.length - 1].append(element("br"));
+    } else if (tag && RENDERED.has(name) && !tag[1]) {
+      const node = element(name === "a" ? "span" : name, undefined, name === "a" ? "link" : undefined);
+      open[open.length - 1].append(node);
+      open.push(node);
+    } else if (tag && RENDERED.has(name) && open.length > 1) {
+      open.pop();
+    } else {
+      open[open.length - 1].append(tag ? token : decodeEntities(token));
+    }
+  }
+  return root;
+}
+
+function showMarkup(markup) {
+  const item = element("li");
+  item.append(renderMarkup(markup));
+  item.append(element("pre", markup, "markup-source"));
+  $("translations").replaceChildren(item);
+  $("attention").hidden = true;
 }
 
 // A word the model gave less than this probability is marked unsure; below DOUBTFUL, doubtful.
