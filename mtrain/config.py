@@ -122,6 +122,12 @@ class AugmentConfig:
         "neighbour key) in each of 15% of its words (at least one); words with digits, URLs and addresses untouched.",
     )
     strip_punct: float = setting(0.0, "The final punctuation removed from both sides.")
+    terms: float = setting(
+        0.0,
+        "Term annotation on the source only (Dinu et al., 2019): a source word with aligned target words (data."
+        "alignments) gets their translation after it, `word <t> Wort </t>`, so that the model learns to use terms "
+        "given that way (translate --glossary FILE --terminology soft). Only pairs no other modifier changes.",
+    )
 
     def is_on(self) -> bool:
         return any(getattr(self, name) for name in AUGMENT_MODIFIERS)
@@ -130,7 +136,7 @@ class AugmentConfig:
         return bool(self.upper or self.title or self.lower)
 
 
-AUGMENT_MODIFIERS = ("upper", "title", "lower", "typos", "strip_punct")
+AUGMENT_MODIFIERS = ("upper", "title", "lower", "typos", "strip_punct", "terms")
 
 
 @dataclass
@@ -171,6 +177,11 @@ class DataConfig:
     def corpus_augments(self) -> list[AugmentConfig]:
         """Each training corpus's augmentation: its own, or data.augment's."""
         return [c.augment if c.augment is not None else self.augment for c in self.train]
+
+    def annotates_terms(self) -> bool:
+        """Whether any training corpus learns soft terms (data.augment.terms): the source
+        sentencepiece model then has the term markers as pieces of their own."""
+        return any(a.terms > 0 for a in self.corpus_augments())
 
 
 @dataclass

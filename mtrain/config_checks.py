@@ -25,6 +25,7 @@ from mtrain.config import (
     TrainConfig,
 )
 from mtrain.errors import MtrainError
+from mtrain.special import TERM_CLOSE, TERM_OPEN
 
 
 def _require(condition: bool, message: str) -> None:
@@ -51,8 +52,9 @@ def _validate_corpora(d: DataConfig) -> None:
         _require(c.is_set(), f"{where} is empty; set its path, dataset or demo")
         _require(math.isfinite(c.weight) and c.weight > 0, f"{where}.weight must be a finite number > 0")
         _require(
-            not c.tag or (c.tag.split() == [c.tag] and c.tag not in SPECIAL_PIECES),
-            f"{where}.tag '{c.tag}' must be one word and not one of {', '.join(SPECIAL_PIECES)}, e.g. <BT>",
+            not c.tag or (c.tag.split() == [c.tag] and c.tag not in SPECIAL_PIECES + (TERM_OPEN, TERM_CLOSE)),
+            f"{where}.tag '{c.tag}' must be one word and not one of {', '.join(SPECIAL_PIECES)}, {TERM_OPEN}, "
+            f"{TERM_CLOSE}, e.g. <BT>",
         )
         if c.augment is not None:
             _validate_augment(c.augment, f"{where}.augment")
@@ -68,6 +70,10 @@ def _validate_corpora(d: DataConfig) -> None:
         )
     _validate_filters(d.filters)
     _validate_augment(d.augment, "data.augment")
+    _require(
+        not d.annotates_terms() or d.alignments,
+        "data.augment.terms annotates the words an aligner links: set data.alignments: eflomal",
+    )
 
 
 def _validate_augment(a: AugmentConfig, where: str) -> None:

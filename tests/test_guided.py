@@ -88,7 +88,7 @@ def test_guided_alignment_mistakes_are_one_line(values, message):
 
 
 def _word_links(piece_links: np.ndarray, src_pieces: list[str], tgt_pieces: list[str]) -> set[tuple[int, int]]:
-    from mtrain.insight.alignment import word_numbers
+    from mtrain.data.tokenizer import word_numbers
 
     src_words, tgt_words = word_numbers(src_pieces), word_numbers(tgt_pieces)
     return {(src_words[i], tgt_words[j]) for i, j in piece_links.reshape(-1, 2).tolist()}

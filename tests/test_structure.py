@@ -32,7 +32,7 @@ FOUNDATION = {
     "mtrain.files": {"mtrain.errors"},
     "mtrain.extras": {"mtrain.errors"},
     "mtrain.config": {"mtrain.errors"},
-    "mtrain.config_checks": {"mtrain.errors", "mtrain.config"},
+    "mtrain.config_checks": {"mtrain.errors", "mtrain.special", "mtrain.config"},
     "mtrain.config_io": {"mtrain.errors", "mtrain.files", "mtrain.config", "mtrain.config_checks"},
     "mtrain.device": {"mtrain.errors", "mtrain.config", "mtrain.config_checks"},
     "mtrain.launcher": set(),

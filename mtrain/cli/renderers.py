@@ -5,6 +5,7 @@ Each renderer is `(first line number, lines, progress=None) -> their output text
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import typer
@@ -21,45 +22,61 @@ if TYPE_CHECKING:
 Render = Callable[..., str]  # (first line number, lines, progress=None) -> their output text
 
 
+@dataclass
+class Terms:
+    """A glossary and how it applies (inference/terminology.py): hard constraints or soft terms."""
+
+    glossary: Glossary
+    terminology: str = "hard"
+
+
 def search(
     translator: TranslationEngine,
     lines: list[str],
     nbest: int = 1,
     progress: Progress | None = None,
     first: int = 0,
-    glossary: Glossary | None = None,
+    terms: Terms | None = None,
 ) -> list[list[Hypothesis]]:
-    """`nbest` hypotheses of every line; with a glossary, each containing its line's terms
-    (inference/terminology.py)."""
-    if glossary is None:
+    """`nbest` hypotheses of every line; with terms, each containing its line's terms (hard), or
+    translated with the terms written into the source (soft)."""
+    if terms is not None and terms.terminology == "soft":
+        lines = [terms.glossary.annotate(line) for line in lines]
+    if terms is None or terms.terminology == "soft":
         return translator.translate_nbest(lines, nbest=nbest, progress=progress, first_line=first)
     from mtrain.inference.terminology import translate_with_glossary
 
-    found = translate_with_glossary(translator, lines, glossary, nbest=nbest, progress=progress, first_line=first)
+    found = translate_with_glossary(translator, lines, terms.glossary, nbest=nbest, progress=progress, first_line=first)
     return found.results
 
 
-def check_glossary(translator: TranslationEngine, glossary: Glossary | None) -> None:
+def check_terms(translator: TranslationEngine, terms: Terms | None) -> None:
+    from mtrain.inference.terminology import TERMINOLOGY, check_soft_terms
     from mtrain.inference.translator import Translator
 
-    if glossary is None:
+    if terms is None:
+        return
+    if terms.terminology not in TERMINOLOGY:
+        raise MtrainError(f"--terminology must be one of {', '.join(TERMINOLOGY)}, got {terms.terminology!r}")
+    if terms.terminology == "soft":
+        check_soft_terms(translator.tokenizer)
         return
     if not isinstance(translator, Translator):
         raise MtrainError(
             "--glossary constrains mtrain's own beam search, which CTranslate2 does not run; translate the "
-            "--checkpoint with --engine torch"
+            "--checkpoint with --engine torch, or use --terminology soft with a model trained for it"
         )
     if translator.config.sampling:
         raise MtrainError("--glossary constrains the beam search; leave out --sampling")
 
 
 def hypotheses_renderer(
-    translator: TranslationEngine, nbest: int, aligner: Aligner | None, glossary: Glossary | None = None
+    translator: TranslationEngine, nbest: int, aligner: Aligner | None, terms: Terms | None = None
 ) -> Render:
     """Translations, n-best lists (`format_hypotheses`) and word alignments."""
 
     def render(first: int, lines: list[str], progress: object = None) -> str:
-        results = search(translator, lines, nbest, progress, first, glossary)
+        results = search(translator, lines, nbest, progress, first, terms)
         links = aligner(lines, results) if aligner else [None] * len(results)
         return "".join(
             format_hypotheses(first + i, hyps, translator.tokenizer, nbest, link) + "\n"
@@ -78,7 +95,7 @@ def check_scores(scores: bool, mc_dropout: int, nbest: int, alignment: bool) -> 
         raise MtrainError("--scores writes 'translation<TAB>confidence' per line; leave out --nbest and --alignment")
 
 
-def scored_renderer(translator: TranslationEngine, mc_dropout: int, glossary: Glossary | None = None) -> Render:
+def scored_renderer(translator: TranslationEngine, mc_dropout: int, terms: Terms | None = None) -> Render:
     """Each line's best translation and its confidence (inference/confidence.py), whose meaning goes to stderr."""
     from mtrain.inference.confidence import check_mc_dropout, line_confidences, meaning
 
@@ -86,7 +103,7 @@ def scored_renderer(translator: TranslationEngine, mc_dropout: int, glossary: Gl
     typer.echo(f"confidence: {meaning(translator.info, mc_dropout)}", err=True)
 
     def render(first: int, lines: list[str], progress: object = None) -> str:
-        results = search(translator, lines, 1, progress, first, glossary)
+        results = search(translator, lines, 1, progress, first, terms)
         found = line_confidences(translator, lines, results, mc_dropout)
         decode = translator.tokenizer.decode_tgt
         return "".join(f"{decode(hyps[0].tokens)}\t{c:.4f}\n" for hyps, c in zip(results, found))

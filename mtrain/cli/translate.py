@@ -70,8 +70,13 @@ GlossaryOption = typer.Option(
     None,
     "--glossary",
     metavar="FILE",
-    help="Terms every translation must use: 'source term<TAB>target term' a line (constrained beam search, "
-    "torch engine; docs/guides/terminology.md).",
+    help="Terms every translation must use: 'source term<TAB>target term' a line (docs/guides/terminology.md).",
+)
+TerminologyOption = typer.Option(
+    "hard",
+    metavar="hard|soft",
+    help="How --glossary applies: hard: a constrained beam search puts every term in (torch engine); soft: the "
+    "terms are written into the source for a model trained with data.augment.terms (every engine).",
 )
 AlignmentLayerOption = typer.Option(
     0,
@@ -120,6 +125,7 @@ def translate(
     scores: bool = ScoresOption,
     mc_dropout: int = McDropoutOption,
     glossary_file: Optional[Path] = GlossaryOption,
+    terminology: str = TerminologyOption,
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
     from mtrain.data.glossary import read_glossary
@@ -134,7 +140,9 @@ def translate(
             "--alignment, --scores and --glossary"
         )
     renderers.check_scores(scores, mc_dropout, nbest, alignment)
-    glossary = read_glossary(glossary_file) if glossary_file is not None else None
+    if terminology != "hard" and glossary_file is None:
+        raise MtrainError("--terminology says how the terms of --glossary apply; add --glossary FILE")
+    terms = renderers.Terms(read_glossary(glossary_file), terminology) if glossary_file is not None else None
     translator = open_engine(
         checkpoint,
         model,
@@ -151,14 +159,14 @@ def translate(
         temperature=temperature,
         seed=seed,
     )
-    renderers.check_glossary(translator, glossary)
+    renderers.check_terms(translator, terms)
     if markup_format != "text":
         render = renderers.markup_renderer(translator, markup_format, alignment_layer)
     elif scores:
-        render = renderers.scored_renderer(translator, mc_dropout, glossary)
+        render = renderers.scored_renderer(translator, mc_dropout, terms)
     else:
         aligner = renderers.Aligner(translator, alignment_layer) if alignment else None
-        render = renderers.hypotheses_renderer(translator, nbest, aligner, glossary)
+        render = renderers.hypotheses_renderer(translator, nbest, aligner, terms)
     translate_command(translator, input, output, nbest, render)
 
 

@@ -3,7 +3,8 @@
 A model trained only on clean, sentence-cased text breaks on UPPER CASE, Title Case, lowercase
 chat and typos (it has never seen their subwords). Mozilla's pipeline fixed this with on-the-fly
 modifiers (OpusTrainer's UpperCase, TitleCase, Typos); data.augment gives each modifier the
-probability that a pair is changed that way, and data/noise.py defines what each change is.
+probability that a pair is changed that way, and data/noise.py defines what each change is;
+data/terms.py writes soft terms into sources.
 
 As with subword sampling, the prepared ids are not touched: each epoch, the chosen pairs are
 decoded back to text, changed, and encoded again, with draws from a generator seeded by (seed,
@@ -22,6 +23,7 @@ from mtrain.config import AUGMENT_MODIFIERS, AugmentConfig, Config
 from mtrain.data import noise
 from mtrain.data.store import PreparedData, Split
 from mtrain.data.subword import subword_sampler
+from mtrain.data.terms import annotate_pair
 from mtrain.data.tokenizer import Tokenizer
 
 log = logging.getLogger("mtrain")
@@ -43,14 +45,17 @@ class Augmenter:
 
     def changes(self, epoch: int) -> dict[str, np.ndarray]:
         """Which pairs each modifier changes in this epoch: one uniform draw per pair picks at most
-        one case (upper, title, lower by their probabilities), one each decides strip_punct and typos."""
+        one case (upper, title, lower by their probabilities), one each decides strip_punct, typos
+        and terms (terms only where nothing else changes the pair)."""
         rng = np.random.default_rng([self.seed, epoch, STREAM])
         draw, masks, below = rng.random(len(self.split)), {}, 0.0
         for name in CASES:
             masks[name] = (draw >= below) & (draw < below + self.probability[name])
             below = below + self.probability[name]
-        for name in ("strip_punct", "typos"):
+        for name in ("strip_punct", "typos", "terms"):
             masks[name] = rng.random(len(self.split)) < self.probability[name]
+        # a term annotation reads the prepared pieces' alignment: only pairs no other change touches
+        masks["terms"] &= ~np.logical_or.reduce([masks[name] for name in AUGMENT_MODIFIERS if name != "terms"])
         return masks
 
     def __call__(self, epoch: int) -> Split:
@@ -60,6 +65,9 @@ class Augmenter:
         sources, targets = self._texts(rows)
         rng = np.random.default_rng([self.seed, epoch, STREAM, 1])
         for k, row in enumerate(rows.tolist()):
+            if masks["terms"][row]:
+                sources[k] = self._annotated(row, sources[k], targets[k], rng)
+                continue
             change = {name: bool(mask[row]) for name, mask in masks.items()}
             sources[k], targets[k] = change_pair(sources[k], targets[k], change, rng)
         split = Split(
@@ -84,6 +92,14 @@ class Augmenter:
         sources = [src[i][1:].tolist() if self.tagged[i] else src[i].tolist() for i in rows.tolist()]
         targets = [tgt[i].tolist() for i in rows.tolist()]
         return self.tokenizer.decode_src_batch(sources), self.tokenizer.decode_tgt_batch(targets)
+
+    def _annotated(self, row: int, source: str, target: str, rng: np.random.Generator) -> str:
+        """The source with a soft term (data/terms.py), from the prepared pair's alignment."""
+        src, tgt, tag = self.split.src[row], self.split.tgt[row], int(self.tagged[row])
+        links = self.split.align[row].reshape(-1, 2) - [tag, 0]  # positions without the corpus tag
+        source_pieces = [self.tokenizer.src_piece(int(t)) for t in src[tag:]]
+        target_pieces = [self.tokenizer.tgt_piece(int(t)) for t in tgt]
+        return annotate_pair(source, target, source_pieces, target_pieces, links[links[:, 0] >= 0], rng)
 
     def _with_tags(self, rows: np.ndarray, encoded: list[list[int]]) -> list[list[int]]:
         src = self.split.src

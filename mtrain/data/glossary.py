@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtrain.errors import MtrainError
+from mtrain.special import TERM_CLOSE, TERM_OPEN
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,18 @@ class Glossary:
 
     def __len__(self) -> int:
         return len(self.terms)
+
+    def annotate(self, sentence: str) -> str:
+        """`sentence` with each term occurrence followed by its target between the term markers, as
+        data.augment.terms writes training sources (data/terms.py): "a dog." -> "a dog <t> Hund </t>."."""
+        if self._pattern is None:
+            return sentence
+        parts, start = [], 0
+        for match in self._pattern.finditer(sentence):
+            term = self.terms[self._order[match.lastindex - 1]]
+            parts += [sentence[start : match.end()], f" {TERM_OPEN} {term.target} {TERM_CLOSE}"]
+            start = match.end()
+        return "".join(parts) + sentence[start:]
 
     def applicable(self, sentence: str) -> list[Term]:
         """The terms whose source side occurs in `sentence` (whole words, non-overlapping, longest

@@ -49,7 +49,7 @@ from mtrain.data.store import (
 from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model, with_case_counterparts
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors, remove_stale_temporaries, temporary_name
-from mtrain.special import BOS, EOS, PAD, UNK
+from mtrain.special import BOS, EOS, PAD, TERM_CLOSE, TERM_OPEN, UNK
 
 log = logging.getLogger("mtrain")
 CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text between the two passes
@@ -81,6 +81,8 @@ def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
         del settings["data"]["filters"]
     if _covers_case_changes(config):
         settings["case_counterparts"] = True
+    if d.annotates_terms():
+        settings["term_markers"] = True
     if not d.alignments:
         del settings["data"]["alignments"]
     del settings["tokenizer"]["sampling_alpha"]
@@ -126,14 +128,17 @@ def _read_span(path: Path, span: tuple[int, int]) -> list[str]:
 def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | None) -> dict[str, bytes]:
     """The sentencepiece model bytes by file name: init_from's model's, given in the config, or
     trained here on a sample of the cleaned training text (`_sampled_lines`), with the corpus tags
-    as user-defined symbols. A joint model takes both sides of half as many pairs, so every model
-    trains on tokenizer.input_sentence_size sentences (or all there are)."""
+    (and the term markers of data.augment.terms) as user-defined symbols. A joint model takes both
+    sides of half as many pairs, so every model trains on tokenizer.input_sentence_size sentences
+    (or all there are)."""
     if given_spm is not None:
         if given_spm["tgt"] is None:
             return {"spm.model": given_spm["src"]}
         return {"spm.src.model": given_spm["src"], "spm.tgt.model": given_spm["tgt"]}
     t, seed = config.tokenizer, config.train.seed
     tags = sorted({c.tag for c in config.data.train if c.tag})
+    if config.data.annotates_terms():
+        tags += [TERM_OPEN, TERM_CLOSE]  # soft terms: the markers are pieces of their own
     chosen = _sample_mask(pairs, _sample_size(t), seed)
     src, tgt = (_sampled_lines(tmp / name, chosen) for name in CLEAN_TEXT)
     if _covers_case_changes(config):

@@ -189,3 +189,12 @@ class Tokenizer:
                 f"(tags become user-defined symbols) or retrain yours with --user_defined_symbols={tag}"
             )
         return piece
+
+
+def word_numbers(pieces: list[str]) -> list[int]:
+    """The word index of each piece: a piece starting with '▁' (WORD_START) begins a new word."""
+    numbers, word = [], -1
+    for piece in pieces:
+        word += piece.startswith(WORD_START) or word < 0
+        numbers.append(word)
+    return numbers

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from mtrain.data.tokenizer import Tokenizer
+from mtrain.data.tokenizer import Tokenizer, word_numbers
 from mtrain.device import autocast_context
 from mtrain.errors import MtrainError
 from mtrain.inference.engine import TranslationEngine
@@ -77,12 +77,11 @@ def sentence_confidence(token_logprobs: list[float], source_pieces: int, calibra
 def word_confidences(tokenizer: Tokenizer, hypothesis: Hypothesis) -> list[dict]:
     """The output's words (sentencepiece's: a piece starting with "▁" starts one) with the geometric
     mean probability of their pieces."""
-    words: list[tuple[list[int], list[float]]] = []
-    for token, logp in zip(hypothesis.tokens, hypothesis.token_logprobs):
-        if not words or tokenizer.tgt_piece(token).startswith("\u2581"):
-            words.append(([], []))
-        words[-1][0].append(token)
-        words[-1][1].append(logp)
+    numbers = word_numbers([tokenizer.tgt_piece(t) for t in hypothesis.tokens])
+    words: list[tuple[list[int], list[float]]] = [([], []) for _ in range(numbers[-1] + 1 if numbers else 0)]
+    for number, token, logp in zip(numbers, hypothesis.tokens, hypothesis.token_logprobs):
+        words[number][0].append(token)
+        words[number][1].append(logp)
     return [
         {"word": tokenizer.decode_tgt(ids), "confidence": round(math.exp(sum(lps) / len(lps)), 4)}
         for ids, lps in words

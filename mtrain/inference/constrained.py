@@ -226,10 +226,9 @@ def _allocate(
     return chosen + [Candidate(-math.inf, 0, EOS, -math.inf, State())] * (k - len(chosen))
 
 
-def _done(
-    chosen: list[Candidate], finished: list[Hypothesis], k: int, step: int, lenpen: float, at_limit: bool
-) -> bool:
+def _done(chosen: list[Candidate], finished: list[Hypothesis], step: int, lenpen: float, at_limit: bool) -> bool:
     """`beam_search`'s rule: the best live hypothesis ended at the next step would not beat the k-th finished one."""
+    k = len(chosen)
     if at_limit or chosen[0].score == -math.inf:
         return True
     if len(finished) < k:

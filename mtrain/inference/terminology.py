@@ -1,4 +1,5 @@
-"""Translating with a glossary (data/glossary.py): hard constraints on mtrain's own search.
+"""Translating with a glossary (data/glossary.py): hard constraints on mtrain's own search, or
+soft terms written into the source for a model trained to use them (data/terms.py).
 
 Each line's applicable terms become target token sequences, encoded with the target vocabulary as
 they appear inside a sentence (sentencepiece marks a word's start the same way there), and the line
@@ -14,12 +15,28 @@ import logging
 from dataclasses import dataclass, field
 
 from mtrain.data.glossary import Glossary, Term
+from mtrain.data.tokenizer import Tokenizer
+from mtrain.errors import MtrainError
 from mtrain.inference.constrained import min_length
 from mtrain.inference.engine import Progress
 from mtrain.inference.search import Hypothesis
 from mtrain.inference.translator import Translator, encode_sources
+from mtrain.special import TERM_CLOSE, TERM_OPEN
 
 log = logging.getLogger("mtrain")
+TERMINOLOGY = ("hard", "soft")
+
+
+def check_soft_terms(tokenizer: Tokenizer) -> None:
+    """Soft terms need a model trained with data.augment.terms: its source vocabulary has the markers."""
+    for marker in (TERM_OPEN, TERM_CLOSE):
+        try:
+            tokenizer.tag_id(marker)
+        except MtrainError:
+            raise MtrainError(
+                f"--terminology soft needs a model trained with data.augment.terms (its source vocabulary has no "
+                f"{marker} piece); use --terminology hard"
+            ) from None
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from mtrain.data.tokenizer import word_numbers
 from mtrain.device import autocast_context
 from mtrain.errors import MtrainError
 from mtrain.inference.ensemble import Ensemble
@@ -21,9 +22,6 @@ from mtrain.inference.translator import Translator, encode_sources
 from mtrain.insight.attention import teacher_forced_inputs
 
 ALIGNMENT_SHIFT = False  # chosen by AER on the demo corpus (docs/guides/inside.md)
-
-
-WORD_START = "\u2581"  # sentencepiece's mark of a piece that begins a word
 
 
 def default_alignment_layer(decoder_layers: int) -> int:
@@ -50,15 +48,6 @@ def alignment_source(translator: Translator, layer: int = 0) -> tuple[int, int |
 def check_layer(layer: int, layers: int) -> None:
     if not 1 <= layer <= layers:
         raise MtrainError(f"--alignment-layer must be between 1 and the model's {layers} decoder layers, got {layer}")
-
-
-def word_numbers(pieces: list[str]) -> list[int]:
-    """The word index of each piece: a piece starting with '▁' begins a new word."""
-    numbers, word = [], -1
-    for piece in pieces:
-        word += piece.startswith(WORD_START) or word < 0
-        numbers.append(word)
-    return numbers
 
 
 def align_words(

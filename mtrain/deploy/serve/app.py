@@ -166,6 +166,11 @@ def _translate_request(limits: ServeLimits) -> type:
             "occurs (constrained beam search; docs/guides/terminology.md).",
             max_length=limits.max_sentences * 10,
         )
+        terminology: Literal["hard", "soft"] = Field(
+            "hard",
+            description="How the glossary applies: hard (constrained search, PyTorch engine) or soft (the terms "
+            "written into the source, for a model trained with data.augment.terms).",
+        )
 
     return TranslateRequest
 
@@ -225,12 +230,13 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             return error_response(422, f"glossary works with format text; leave it out with format {body.format}")
         if body.format != "text":
             return await _translate_markup(worker, body, request)
-        request_id, start = next(request_ids), time.perf_counter()
+        request_id, start, lines = next(request_ids), time.perf_counter(), body.text
         try:
-            if body.glossary:
+            if body.glossary and body.terminology == "hard":
                 future = _submit_with_glossary(worker, body, beam)
             else:
-                future = worker.submit(body.text, beam, body.nbest, body.scores)
+                lines = _with_soft_terms(worker, body) if body.glossary else lines
+                future = worker.submit(lines, beam, body.nbest, body.scores)
         except QueueFull:
             return busy_response()
         except MtrainError as e:
@@ -239,9 +245,17 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         if not answered:
             return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
         t = worker.translator
-        return translations_response(
-            t.tokenizer, body.text, results, body.nbest, body.scores, t.info, request_id, start
-        )
+        return translations_response(t.tokenizer, lines, results, body.nbest, body.scores, t.info, request_id, start)
+
+
+def _with_soft_terms(worker: BatchingWorker, body: object) -> list[str]:
+    """The request's sentences with its glossary's terms written in (MtrainError: the request's 422)."""
+    from mtrain.data.glossary import glossary_from_pairs
+    from mtrain.inference.terminology import check_soft_terms
+
+    check_soft_terms(worker.translator.tokenizer)
+    glossary = glossary_from_pairs(body.glossary, [f"glossary.{i}" for i in range(len(body.glossary))])
+    return [glossary.annotate(line) for line in body.text]
 
 
 def _submit_with_glossary(worker: BatchingWorker, body: object, beam: int) -> Future:

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mtrain.data.alignments import pharaoh
+from mtrain.data.tokenizer import word_numbers
 from mtrain.deploy.serve.responses import busy_response, error_response, is_unicode_text, loading_response
 from mtrain.deploy.serve.worker import QueueFull, ServeLimits
 from mtrain.errors import MtrainError
 from mtrain.inference.translator import Translator
-from mtrain.insight.alignment import align_words, alignment_source, word_numbers
+from mtrain.insight.alignment import align_words, alignment_source
 from mtrain.insight.attention import attention_maps
 
 if TYPE_CHECKING:  # FastAPI is an optional extra: mtrain serve imports it when it starts
