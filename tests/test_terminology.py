@@ -306,3 +306,24 @@ def test_soft_terms_need_a_model_trained_for_them(demo_run, tmp_path):
     ):
         result = run_cli("translate", "--checkpoint", checkpoint, "-i", str(source), *options)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_soft_terms_translate_the_annotated_source_with_either_engine(demo, tmp_path, monkeypatch):
+    checkpoint, lines, engine = demo
+    monkeypatch.setattr("mtrain.inference.terminology.check_soft_terms", lambda tokenizer: None)  # the demo has no <t>
+    monkeypatch.setenv("MTRAIN_CACHE", str(tmp_path / "cache"))
+    source, glossary = tmp_path / "in.en", tmp_path / "g.tsv"
+    source.write_text("\n".join(lines[:8]) + "\n")
+    glossary.write_text("dog\tKatze\n")
+    annotated_lines = [read_glossary(glossary).annotate(line) for line in lines[:8]]
+    assert any("<t> Katze </t>" in line for line in annotated_lines)
+    annotated_file = tmp_path / "annotated.en"
+    annotated_file.write_text("\n".join(annotated_lines) + "\n")
+    for engine_name in ("torch", "ctranslate2"):
+        options = ["--checkpoint", str(checkpoint), "--engine", engine_name, "--quantization", "float32"][
+            : 4 if engine_name == "torch" else 6
+        ]
+        soft = run_cli("translate", *options, "-i", str(source), "--glossary", str(glossary), "--terminology", "soft")
+        assert soft.returncode == 0, soft.stderr
+        plain = run_cli("translate", *options, "-i", str(annotated_file))
+        assert soft.stdout == plain.stdout
