@@ -160,7 +160,7 @@ def test_both_engines_implement_the_translation_engine_protocol():
     from mtrain.inference.translator import Translator
 
     for engine in (Translator, CTranslate2Translator):
-        for method in ("translate_nbest", "translate"):
+        for method in ("translate_nbest", "translate", "score_tokens"):
             expected = inspect.signature(getattr(TranslationEngine, method)).parameters
             assert inspect.signature(getattr(engine, method)).parameters.keys() == expected.keys(), (engine, method)
         init = inspect.getsource(engine.__init__)

@@ -79,8 +79,8 @@ def translate_with_terms(
     results: list[list[Hypothesis]] = [[] for _ in lines]
     constrained = [i for i in range(len(lines)) if fits[i]]
     if constrained:
-        found = translator.translate_nbest(
-            [lines[i] for i in constrained], beam, nbest, progress, constraints=[constraints[i] for i in constrained]
+        found = translator.translate_constrained(
+            [lines[i] for i in constrained], [constraints[i] for i in constrained], beam, nbest, progress
         )
         for i, hyps in zip(constrained, found):
             results[i] = hyps
@@ -90,8 +90,10 @@ def translate_with_terms(
         for i, hyps in zip(plain, translator.translate_nbest([lines[i] for i in plain], beam, nbest, progress)):
             results[i] = hyps
     for i in sorted(unmet):
-        log.warning("line %d: its glossary terms do not fit in the output length limit; translated without them",
-                    first_line + i + 1)  # fmt: skip
+        log.warning(
+            "line %d: its glossary terms do not fit in its output length limit; translated without them",
+            first_line + i + 1,
+        )
     return GlossaryResult(results, sorted(unmet))
 
 

@@ -112,14 +112,41 @@ class Translator:
         nbest: int = 1,
         progress: Progress | None = None,
         first_line: int = 0,
+    ) -> list[list[Hypothesis]]:
+        """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis.
+        With sampling, line i's draws come from (decode.seed, first_line + i)."""
+        return self._search(lines, beam, nbest, progress, first_line)
+
+    def translate_constrained(
+        self,
+        lines: list[str],
+        constraints: list[list[list[int]]],
+        beam: int | None = None,
+        nbest: int = 1,
+        progress: Progress | None = None,
+    ) -> list[list[Hypothesis]]:
+        """As translate_nbest, each hypothesis containing its line's `constraints` (target token
+        sequences) by the constrained beam search (constrained.py); a line whose constraints fit in
+        no hypothesis gets an empty list."""
+        return self._search(lines, beam, nbest, progress, constraints=constraints)
+
+    def translate_attending(
+        self, lines: list[str], layer: int, head: int | None, beam: int | None = None
+    ) -> list[Hypothesis]:
+        """The best hypothesis of every line with the cross-attention of decoder `layer` (from 1;
+        `head`, or None: the mean of its heads) it was produced with (search.py's AttentionRecorder)."""
+        return [hyps[0] for hyps in self._search(lines, beam, 1, attention=(layer, head))]
+
+    def _search(
+        self,
+        lines: list[str],
+        beam: int | None,
+        nbest: int,
+        progress: Progress | None = None,
+        first_line: int = 0,
         constraints: list[list[list[int]]] | None = None,
         attention: tuple[int, int | None] | None = None,
     ) -> list[list[Hypothesis]]:
-        """`nbest` hypotheses for every line, in input order; an empty line gets one empty hypothesis.
-        With sampling, line i's draws come from (decode.seed, first_line + i). With `constraints`
-        (each line's target token sequences), the constrained beam search (constrained.py): a line
-        whose constraints fit in no hypothesis gets an empty list. With `attention` (decoder layer
-        from 1, head or None: their mean), each hypothesis keeps that cross-attention (search.py)."""
         c = self.config
         beam = 1 if c.sampling else check_nbest(nbest, beam or c.beam)
         ids = encode_sources(self.tokenizer, lines, self.max_src)

@@ -36,10 +36,10 @@ class MarkupTranslator:
         if not self.layer:
             return self.translator.translate_aligned(texts, self.beam)
         tokenizer = self.translator.tokenizer
-        found = self.translator.translate_nbest(texts, beam=self.beam, attention=(self.layer, self.head))
+        found = self.translator.translate_attending(texts, self.layer, self.head, self.beam)
         sources = encode_sources(tokenizer, texts, self.translator.max_src)
         aligned = []
-        for source, (best,) in zip(sources, found):
+        for source, best in zip(sources, found):
             pieces = [tokenizer.src_piece(t) for t in source], [tokenizer.tgt_piece(t) for t in best.tokens]
             links = align_words(best.attention, *pieces, cover_source=True) if best.attention is not None else set()
             aligned.append((tokenizer.decode_tgt(best.tokens), links))

@@ -230,22 +230,28 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             return error_response(422, f"glossary works with format text; leave it out with format {body.format}")
         if body.format != "text":
             return await _translate_markup(worker, body, request)
-        request_id, start, lines = next(request_ids), time.perf_counter(), body.text
-        try:
-            if body.glossary and body.terminology == "hard":
-                future = _submit_with_glossary(worker, body, beam)
-            else:
-                lines = _with_soft_terms(worker, body) if body.glossary else lines
-                future = worker.submit(lines, beam, body.nbest, body.scores)
-        except QueueFull:
-            return busy_response()
-        except MtrainError as e:
-            return error_response(422, str(e))
-        answered, results = await result_unless_client_left(future, request.receive)
-        if not answered:
-            return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
-        t = worker.translator
-        return translations_response(t.tokenizer, lines, results, body.nbest, body.scores, t.info, request_id, start)
+        return await _translate_text(worker, body, request, beam, next(request_ids))
+
+
+async def _translate_text(worker: BatchingWorker, body: object, request: "Request", beam: int, request_id: int):
+    """POST /translate as text: merged with other requests by the worker, or (a hard glossary) a
+    constrained search of its own."""
+    start, lines = time.perf_counter(), body.text
+    try:
+        if body.glossary and body.terminology == "hard":
+            future = _submit_with_glossary(worker, body, beam)
+        else:
+            lines = _with_soft_terms(worker, body) if body.glossary else lines
+            future = worker.submit(lines, beam, body.nbest, body.scores)
+    except QueueFull:
+        return busy_response()
+    except MtrainError as e:
+        return error_response(422, str(e))
+    answered, results = await result_unless_client_left(future, request.receive)
+    if not answered:
+        return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
+    t = worker.translator
+    return translations_response(t.tokenizer, lines, results, body.nbest, body.scores, t.info, request_id, start)
 
 
 def _with_soft_terms(worker: BatchingWorker, body: object) -> list[str]:
