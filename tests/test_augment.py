@@ -13,7 +13,7 @@ from mtrain.data import noise
 from mtrain.data.augment import Augmenter, change_pair, training_text
 from mtrain.data.prepare import fingerprint, prepare
 from mtrain.data.store import IndexedArray, PreparedData, Split
-from mtrain.data.tokenizer import with_case_counterparts
+from mtrain.data.tokenizer import with_case_counterparts, with_case_variants
 from mtrain.errors import MtrainError
 from tests.helpers import tiny_config
 
@@ -162,13 +162,27 @@ def test_case_counterparts_complete_the_tokenizer_alphabet():
     assert list(with_case_counterparts(["ab AB"])) == ["ab AB"]  # nothing lacking: no extra line
 
 
+def test_sentencepiece_sees_upper_and_title_cased_copies_in_the_augmented_shares():
+    lines = [f"a dog runs to the house number {i}" for i in range(10_000)]
+    extra = list(with_case_variants(lines, {"upper": 0.1, "title": 0.05}, seed=1))[10_000:]
+    upper = [line for line in extra if line == line.upper()]
+    title = [line for line in extra if line != line.upper()]
+    assert len(upper) + len(title) == len(extra)
+    assert abs(len(upper) - 1000) < 4 * np.sqrt(10_000 * 0.1 * 0.9) and abs(len(title) - 500) < 4 * np.sqrt(475)
+    assert set(upper) <= {noise.upper(line) for line in lines} and set(title) <= {noise.title(line) for line in lines}
+    assert extra == list(with_case_variants(lines, {"upper": 0.1, "title": 0.05}, seed=1))[10_000:]
+    assert list(with_case_variants(lines, {"upper": 0.0, "title": 0.0}, seed=1)) == lines
+
+
 def test_no_augmentation_trains_on_the_prepared_split(tmp_path):
     plain = tiny_config(tmp_path)
     assert training_text(plain, None, None) is None  # TrainBatches gets no per-epoch hook: the same batches
     augmented = tiny_config(tmp_path, data={"train": {"demo": 2000}, "augment": {"upper": 0.1, "typos": 0.1}})
     assert fingerprint(augmented) != fingerprint(plain)  # sentencepiece learns the letters' other cases
-    other_share = tiny_config(tmp_path, data={"train": {"demo": 2000}, "augment": {"upper": 0.3}})
-    assert fingerprint(other_share) == fingerprint(augmented)
+    other_typos = tiny_config(tmp_path, data={"train": {"demo": 2000}, "augment": {"upper": 0.1, "typos": 0.3}})
+    assert fingerprint(other_typos) == fingerprint(augmented)
+    other_upper = tiny_config(tmp_path, data={"train": {"demo": 2000}, "augment": {"upper": 0.3, "typos": 0.1}})
+    assert fingerprint(other_upper) != fingerprint(augmented)  # sentencepiece trains on another share of UPPER copies
     typos_only = tiny_config(tmp_path, data={"train": {"demo": 2000}, "augment": {"typos": 0.1}})
     assert fingerprint(typos_only) == fingerprint(plain)  # case changes alone add the letters' other cases
 

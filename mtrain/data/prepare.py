@@ -46,7 +46,7 @@ from mtrain.data.store import (
     pack,
     read_manifest,
 )
-from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model, with_case_counterparts
+from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model, with_case_forms
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors, remove_stale_temporaries, temporary_name
 from mtrain.special import BOS, EOS, PAD, TERM_CLOSE, TERM_OPEN, UNK
@@ -79,8 +79,10 @@ def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
             del corpus["skip_filters"]  # settings added later hash as before while unused: no rebuild
     if not enabled(d.filters):
         del settings["data"]["filters"]
-    if _covers_case_changes(config):
+    shares = _case_shares(config)
+    if shares is not None:
         settings["case_counterparts"] = True
+        settings.update({"case_variants": shares} if any(shares.values()) else {})
     if d.annotates_terms():
         settings["term_markers"] = True
     if not d.alignments:
@@ -141,8 +143,9 @@ def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | N
         tags += [TERM_OPEN, TERM_CLOSE]  # soft terms: the markers are pieces of their own
     chosen = _sample_mask(pairs, _sample_size(t), seed)
     src, tgt = (_sampled_lines(tmp / name, chosen) for name in CLEAN_TEXT)
-    if _covers_case_changes(config):
-        src, tgt = with_case_counterparts(src), with_case_counterparts(tgt)
+    shares = _case_shares(config)
+    if shares is not None:
+        src, tgt = (with_case_forms(lines, shares, seed) for lines in (src, tgt))
     if t.joint:
         return {
             "spm.model": load_model_file(t.model) if t.model else train_model(itertools.chain(src, tgt), t, seed, tags)
@@ -152,9 +155,13 @@ def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | N
     return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
 
 
-def _covers_case_changes(config: Config) -> bool:
-    """Whether trained sentencepiece models must cover the letters case augmentation writes."""
-    return any(a.changes_case() for a in config.data.corpus_augments())
+def _case_shares(config: Config) -> dict[str, float] | None:
+    """With case augmentation on, the shares of UPPER and Title Case copies sentencepiece trains
+    on beside its sample (the largest any corpus uses; tokenizer.with_case_variants); else None."""
+    augments = config.data.corpus_augments()
+    if not any(a.changes_case() for a in augments):
+        return None
+    return {name: max(getattr(a, name) for a in augments) for name in ("upper", "title")}
 
 
 def _sample_size(t: TokenizerConfig) -> int:

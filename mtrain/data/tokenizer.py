@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import re
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -16,6 +17,7 @@ from typing import Iterable, Iterator
 import sentencepiece as spm
 
 from mtrain.config import TokenizerConfig
+from mtrain.data import noise
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD, UNK
 
@@ -58,6 +60,30 @@ def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int, user_s
             ) from None
         raise MtrainError(f"sentencepiece training failed: {message}") from None
     return buffer.getvalue()
+
+
+def with_case_variants(lines: Iterable[str], shares: dict[str, float], seed: int) -> Iterator[str]:
+    """`lines`, then UPPER CASE copies of a share `shares["upper"]` of them and Title Case copies of
+    a share `shares["title"]` (data/noise.py's definitions), drawn with `seed`: sentencepiece then
+    learns pieces for upper-cased and title-cased words in about the proportion the model trains on
+    them (data.augment), instead of cutting every such word into letters."""
+    rng = random.Random(seed)
+    upper, title = [], []
+    for line in lines:
+        draw = rng.random()
+        if draw < shares["upper"]:
+            upper.append(line)
+        elif draw < shares["upper"] + shares["title"]:
+            title.append(line)
+        yield line
+    yield from (noise.upper(line) for line in upper)
+    yield from (noise.title(line) for line in title)
+
+
+def with_case_forms(lines: Iterable[str], shares: dict[str, float], seed: int) -> Iterator[str]:
+    """What sentencepiece trains on when data.augment changes case: `with_case_variants`, then
+    `with_case_counterparts`."""
+    return with_case_counterparts(with_case_variants(lines, shares, seed))
 
 
 def with_case_counterparts(lines: Iterable[str]) -> Iterator[str]:
