@@ -51,13 +51,11 @@ def search(
 
 
 def check_terms(translator: TranslationEngine, terms: Terms | None) -> None:
-    from mtrain.inference.terminology import TERMINOLOGY, check_soft_terms
+    from mtrain.inference.terminology import check_soft_terms
     from mtrain.inference.translator import Translator
 
     if terms is None:
         return
-    if terms.terminology not in TERMINOLOGY:
-        raise MtrainError(f"--terminology must be one of {', '.join(TERMINOLOGY)}, got {terms.terminology!r}")
     if terms.terminology == "soft":
         check_soft_terms(translator.tokenizer)
         return

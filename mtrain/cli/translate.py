@@ -128,7 +128,7 @@ def translate(
     terminology: str = TerminologyOption,
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
-    from mtrain.data.glossary import read_glossary
+    from mtrain.data.glossary import TERMINOLOGY, read_glossary
     from mtrain.data.markup import FORMATS
     from mtrain.deploy.engines import open_engine
 
@@ -140,6 +140,8 @@ def translate(
             "--alignment, --scores and --glossary"
         )
     renderers.check_scores(scores, mc_dropout, nbest, alignment)
+    if terminology not in TERMINOLOGY:
+        raise MtrainError(f"--terminology must be one of {', '.join(TERMINOLOGY)}, got {terminology!r}")
     if terminology != "hard" and glossary_file is None:
         raise MtrainError("--terminology says how the terms of --glossary apply; add --glossary FILE")
     terms = renderers.Terms(read_glossary(glossary_file), terminology) if glossary_file is not None else None

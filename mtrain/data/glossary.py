@@ -17,6 +17,8 @@ from pathlib import Path
 from mtrain.errors import MtrainError
 from mtrain.special import TERM_CLOSE, TERM_OPEN
 
+TERMINOLOGY = ("hard", "soft")  # how a glossary applies: constrained search, or terms written into the source
+
 
 @dataclass(frozen=True)
 class Term:

@@ -24,7 +24,6 @@ from mtrain.inference.translator import Translator, encode_sources
 from mtrain.special import TERM_CLOSE, TERM_OPEN
 
 log = logging.getLogger("mtrain")
-TERMINOLOGY = ("hard", "soft")
 
 
 def check_soft_terms(tokenizer: Tokenizer) -> None:
