@@ -238,3 +238,16 @@ def test_bad_confidence_files_are_one_line_errors(tmp_path):
     assert result.returncode == 2 and "give one confidence per translated sentence" in result.stderr
     result = run_cli("eval-bleu", "--confidence", str(tmp_path / "missing"), "--ref", str(ref))
     assert result.returncode == 2 and "confidence file not found" in result.stderr
+
+
+def test_an_ensembles_confidence_is_that_of_its_mixture(demo):
+    from mtrain.inference.confidence import line_confidences
+    from mtrain.inference.translator import Translator, load_models
+
+    checkpoint_path, lines, engine = demo
+    model, tokenizer, info = load_models([checkpoint_path, checkpoint_path], engine.device)
+    twice = Translator(model, tokenizer, engine.config, engine.device, "fp32", info)
+    single = line_confidences(engine, lines[:10], engine.translate_nbest(lines[:10]))
+    assert line_confidences(twice, lines[:10], twice.translate_nbest(lines[:10])) == pytest.approx(single, abs=1e-5)
+    mc = line_confidences(twice, lines[:10], twice.translate_nbest(lines[:10]), mc_dropout=2)
+    assert mc == pytest.approx(single, abs=1e-4)  # no dropout in the demo model: the search's own probabilities
