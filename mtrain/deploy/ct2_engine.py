@@ -172,4 +172,4 @@ class CTranslate2Translator:
             batch_type="tokens",
         )
         for (_, hypothesis), result in zip(todo, scored):
-            hypothesis.token_logprobs = list(result.tokens_score)
+            hypothesis.token_logprobs = list(result.log_probs)
