@@ -203,7 +203,7 @@ BAD_SCORES = [
     (["--mc-dropout", "3"], "--mc-dropout N changes the confidence --scores writes; add --scores"),
     (["--scores", "--mc-dropout", "101"], "--mc-dropout takes 1 to 100 passes (0: off), got 101"),
     (["--scores", "--nbest", "2"], "--scores writes 'translation<TAB>confidence' per line; leave out --nbest"),
-    (["--scores", "--format", "html"], "leave out --nbest, --alignment and --scores"),
+    (["--scores", "--format", "html"], "leave out --nbest, --alignment, --scores and --glossary"),
     (["--scores", "--mc-dropout", "2", "--engine", "ctranslate2"], "--mc-dropout runs the PyTorch model"),
 ]
 

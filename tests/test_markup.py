@@ -152,7 +152,7 @@ def test_on_the_demo_corpus_elements_land_on_the_gold_words_and_cost_nothing(dem
             ["--format", "html", "--nbest", "2"],
             "--format html writes one translation per line with its tags; leave out",
         ),
-        (["--format", "xml", "--alignment"], "leave out --nbest and --alignment"),
+        (["--format", "xml", "--alignment"], "leave out --nbest, --alignment, --scores and --glossary"),
     ],
 )
 def test_format_mistakes_are_one_line_errors(demo_run, extra, message):

@@ -185,6 +185,7 @@ def test_a_full_queue_answers_503_with_retry_after_over_http():
     class SlowTranslator:
         config = type("C", (), {"beam": 1, "max_tokens": 100})()
         tokenizer = type("T", (), {"decode_tgt": staticmethod(lambda ids: "ok")})()
+        info: dict = {}
 
         def translate_nbest(self, lines, beam=None, nbest=1):
             started.set()
