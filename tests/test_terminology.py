@@ -108,6 +108,22 @@ def test_the_term_lands_where_the_model_likes_it_best_and_every_hypothesis_has_i
         assert found[0].tokens == best
 
 
+def test_a_term_stays_a_whole_word_and_a_met_term_lets_the_sentence_end():
+    # after 5 the model wants 1, a piece that continues the word: "Hund" would become "Hunde"
+    table = {
+        (): {4: 0.9, 5: 0.1},
+        (4,): {5: 0.3, 4: 0.3, EOS: 0.4},
+        (4, 5): {1: 0.9, EOS: 0.1},
+        (5,): {1: 0.9, EOS: 0.1},
+    }
+    model, continues = Scripted(scripted(table)), torch.tensor([False, True, False, False, False, False])
+    free = constrained_beam_search(model, SOURCE, [[[5]]], 4, 0.0, 0, 6, nbest=4)[0]
+    whole = constrained_beam_search(model, SOURCE, [[[5]]], 4, 0.0, 0, 6, nbest=4, continues_word=continues)[0]
+    assert any(h.tokens[h.tokens.index(5) + 1 : h.tokens.index(5) + 2] == [1] for h in free)
+    assert whole and all(h.tokens[h.tokens.index(5) + 1 : h.tokens.index(5) + 2] != [1] for h in whole)
+    assert whole[0].tokens == [4, 5]  # ended right after the term, where the model likes to end best
+
+
 def test_terms_longer_than_the_length_limit_give_no_hypothesis():
     found = constrained_beam_search(Scripted(random_probabilities), SOURCE, [[[5, 5, 5]]], 4, 0.6, 0, 3)
     assert found == [[]]

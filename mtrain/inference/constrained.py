@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mtrain.data.tokenizer import WORD_START, Tokenizer
 from mtrain.inference.ensemble import Ensemble
 from mtrain.inference.search import Hypothesis, _forbid, _max_lengths, _select_memory, length_penalty
 from mtrain.model.transformer import KVCache, Transformer
@@ -36,6 +37,7 @@ class State:
 
     met: int = 0
     inside: tuple[int, int] | None = None
+    closed: bool = False  # a constraint ended with the last token: the next may not continue its word
 
     def progress(self, constraints: list[list[int]]) -> int:
         """Constraint tokens met: the bank this hypothesis belongs to."""
@@ -61,10 +63,12 @@ class State:
             index, matched = self.inside
             if constraints[index][matched] == token:
                 done = matched + 1 == len(constraints[index])
-                states.append(State(self.met | 1 << index) if done else State(self.met, (index, matched + 1)))
+                states.append(
+                    State(self.met | 1 << index, closed=True) if done else State(self.met, (index, matched + 1))
+                )
         for i, c in enumerate(constraints):
             if not self.met >> i & 1 and c[0] == token:
-                states.append(State(self.met | 1 << i) if len(c) == 1 else State(self.met, (i, 1)))
+                states.append(State(self.met | 1 << i, closed=True) if len(c) == 1 else State(self.met, (i, 1)))
         return states or [State(self.met)]
 
 
@@ -87,6 +91,13 @@ class Candidate:
     state: State
 
 
+def word_continuations(tokenizer: Tokenizer) -> torch.Tensor:
+    """Which target pieces continue a word (no "▁" in front, a letter or digit in them): what may not
+    follow a term. Punctuation may: "Hund." keeps the term "Hund" whole."""
+    pieces = [tokenizer.tgt_piece(i) for i in range(tokenizer.tgt_vocab_size)]
+    return torch.tensor([not p.startswith(WORD_START) and any(ch.isalnum() for ch in p) for p in pieces])
+
+
 def min_length(constraints: list[list[int]]) -> int:
     """The fewest output tokens (</s> included) that can hold every constraint."""
     return sum(len(c) for c in constraints) + 1
@@ -102,9 +113,12 @@ def constrained_beam_search(
     max_len_a: float = 1.0,
     max_len_b: int = 50,
     nbest: int = 1,
+    continues_word: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each source sentence that contain all of its `constraints`
-    (token sequences), best first; an empty list where none fit in the length limit."""
+    (token sequences), best first; an empty list where none fit in the length limit.
+    `continues_word` (bool, target vocabulary): the pieces that continue a word, which may not
+    follow a constraint's last piece (a term stays a whole word: "Hund", not "Hunde")."""
     batch, k, device = src.size(0), beam, src.device
     memory, src_mask = model.encode(src)
     rows = torch.arange(batch, device=device).repeat_interleave(k)
@@ -120,10 +134,10 @@ def constrained_beam_search(
         logp = model.decode_step(last, memory_kv, src_mask, caches, step)
         must_end = torch.tensor([step + 1 >= max_lens[s] for s in alive], device=device).repeat_interleave(k)
         _forbid(logp, must_end)
-        incomplete = [not b.state.complete(constraints[s]) for s in alive for b in beams[s]]
-        logp[torch.tensor(incomplete, device=device), EOS] = -torch.inf  # no end before every constraint
+        places = [(s, b) for s in alive for b in beams[s]]
+        _forbid_by_state([b.state for _, b in places], [constraints[s] for s, _ in places], logp, continues_word)
         top_logp, top_token = logp.topk(min(2 * k, logp.size(-1)), dim=-1)
-        wanted = _constraint_logps(logp, [(s, b) for s in alive for b in beams[s]], constraints)
+        wanted = _constraint_logps(logp, places, constraints)
         top_logp, top_token = top_logp.tolist(), top_token.tolist()
         keep, parents, tokens = [], [], []
         for i, s in enumerate(alive):
@@ -157,6 +171,18 @@ def _distinct(hyps: list[Hypothesis]) -> list[Hypothesis]:
             seen.add(tuple(h.tokens))
             distinct.append(h)
     return distinct
+
+
+def _forbid_by_state(
+    states: list[State], constraints: list[list[list[int]]], logp: torch.Tensor, continues_word: torch.Tensor | None
+) -> None:
+    """No end before every constraint is met; no piece that continues a word right after a constraint."""
+    incomplete = torch.tensor([not st.complete(c) for st, c in zip(states, constraints)], device=logp.device)
+    logp[incomplete, EOS] = -torch.inf
+    closed = torch.tensor([st.closed for st in states], device=logp.device)
+    if continues_word is not None and closed.any():
+        rows = closed.nonzero().flatten()
+        logp[rows[:, None], continues_word.nonzero().flatten()[None, :]] = -torch.inf
 
 
 def _constraint_logps(
@@ -205,16 +231,25 @@ def _allocate(
     lenpen: float,
     finished: list[Hypothesis],
 ) -> list[Candidate]:
-    """The k candidates that continue (dynamic beam allocation, module docstring); those ending in
-    </s> among the k best go to `finished` instead, as in `beam_search`. Empty places are filled
-    with dead ones."""
+    """The k candidates that continue (dynamic beam allocation, module docstring). As in
+    `beam_search`, the candidates ending in </s> among the k chosen go to `finished` instead, but
+    chosen by the banks, not by score alone: a hypothesis that has met its constraints scores
+    below those that have not, and would otherwise never get to end. Empty places are filled with
+    dead ones."""
     k, penalty = len(lives), length_penalty(step + 1, lenpen)
-    for c in sorted(candidates, key=lambda c: -c.score)[:k]:
+    for c in _deal(candidates, constraints, k):
         if c.token == EOS:
             parent = lives[c.parent]
             finished.append(Hypothesis(parent.tokens, c.score / penalty, c.score, parent.logps + [c.logp]))
+    chosen = _deal([c for c in candidates if c.token != EOS], constraints, k)
+    return chosen + [Candidate(-math.inf, 0, EOS, -math.inf, State())] * (k - len(chosen))
+
+
+def _deal(candidates: list[Candidate], constraints: list[list[int]], k: int) -> list[Candidate]:
+    """Up to k candidates, the banks (constraint tokens met) taking turns from the most advanced,
+    each giving its best remaining one; best first."""
     banks: dict[int, list[Candidate]] = {}
-    for c in sorted((c for c in candidates if c.token != EOS), key=lambda c: -c.score):
+    for c in sorted(candidates, key=lambda c: -c.score):
         banks.setdefault(c.state.progress(constraints), []).append(c)
     chosen: list[Candidate] = []
     order = sorted(banks, reverse=True)
@@ -222,8 +257,7 @@ def _allocate(
         for bank in order:
             if banks[bank] and len(chosen) < k:
                 chosen.append(banks[bank].pop(0))
-    chosen.sort(key=lambda c: -c.score)
-    return chosen + [Candidate(-math.inf, 0, EOS, -math.inf, State())] * (k - len(chosen))
+    return sorted(chosen, key=lambda c: -c.score)
 
 
 def _done(chosen: list[Candidate], finished: list[Hypothesis], step: int, lenpen: float, at_limit: bool) -> bool:

@@ -14,7 +14,7 @@ from mtrain.data.batching import token_batches
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, select_device
 from mtrain.errors import MtrainError
-from mtrain.inference.constrained import constrained_beam_search
+from mtrain.inference.constrained import constrained_beam_search, word_continuations
 from mtrain.inference.engine import Progress
 from mtrain.inference.ensemble import Ensemble
 from mtrain.inference.search import Hypothesis, beam_search, greedy_search, line_generators
@@ -150,6 +150,7 @@ class Translator:
         c = self.config
         beam = 1 if c.sampling else check_nbest(nbest, beam or c.beam)
         ids = encode_sources(self.tokenizer, lines, self.max_src)
+        continues_word = word_continuations(self.tokenizer).to(self.device) if constraints is not None else None
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
         todo = [i for i, seq in enumerate(ids) if seq]
         lengths = torch.tensor([len(ids[i]) + 1 for i in todo]).numpy()
@@ -164,8 +165,17 @@ class Translator:
             src = src.to(self.device)
             with autocast_context(self.device, self.precision):
                 if constraints is not None:
+                    row_constraints = [constraints[r] for r in rows]
                     found = constrained_beam_search(
-                        self.model, src, [constraints[r] for r in rows], beam, c.lenpen, c.max_len_a, c.max_len_b, nbest
+                        self.model,
+                        src,
+                        row_constraints,
+                        beam,
+                        c.lenpen,
+                        c.max_len_a,
+                        c.max_len_b,
+                        nbest,
+                        continues_word,
                     )
                 elif c.sampling:
                     generators = line_generators(c.seed, [first_line + r for r in rows])
