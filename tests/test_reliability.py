@@ -544,7 +544,7 @@ def test_an_interrupted_prepare_is_one_line_and_leaves_nothing(tmp_path, stop):
     )  # fmt: skip
     for line in process.stderr:
         if "reading and cleaning" in line:
-            time.sleep(0.1)  # the workers are busy with the first chunks (120,000 pairs clean in under a second)
+            time.sleep(0.5)  # the workers are busy with the first chunks
             if stop == "ctrl-c":
                 os.killpg(process.pid, signal.SIGINT)
             else:
@@ -554,6 +554,22 @@ def test_an_interrupted_prepare_is_one_line_and_leaves_nothing(tmp_path, stop):
     assert process.wait(60) == 130, rest
     assert "Traceback" not in rest and rest.strip().splitlines()[-1].startswith("interrupted;")
     assert [p.name for p in (tmp_path / "run").iterdir()] == [rundir.LOCK_FILE]
+
+
+def test_ctrl_c_while_sentencepiece_reads_its_lines_interrupts_prepare():
+    """sentencepiece reads its training lines from C++ and took Ctrl-C there for a failed training
+    (one misleading line, exit 2); now the interruption is raised once it returns."""
+    from mtrain.config import TokenizerConfig
+    from mtrain.data.tokenizer import train_model
+
+    def lines():
+        for i in range(100_000):
+            if i == 1000:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield f"a dog runs to the house number {i} and the cat sleeps"
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(lines(), TokenizerConfig(vocab_size=60), seed=1)
 
 
 def test_a_full_disk_under_any_command_is_one_line(finished, tmp_path, monkeypatch):

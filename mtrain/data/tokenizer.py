@@ -36,9 +36,10 @@ def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int, user_s
     `user_symbols` (corpus tags such as <BT>) becomes one piece that is never split."""
     spm.set_random_generator_seed(seed)
     buffer = io.BytesIO()
+    source = _InterruptibleLines(lines)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines),
+            sentence_iterator=source,
             model_writer=buffer,
             model_type=config.type,
             vocab_size=config.vocab_size,
@@ -59,7 +60,28 @@ def train_model(lines: Iterable[str], config: TokenizerConfig, seed: int, user_s
                 "tokenizer.vocab_size"
             ) from None
         raise MtrainError(f"sentencepiece training failed: {message}") from None
+    if source.interrupted:
+        raise KeyboardInterrupt
     return buffer.getvalue()
+
+
+class _InterruptibleLines:
+    """The training lines for sentencepiece, which reads them from C++ and takes an exception from
+    the iterator (Ctrl-C while it reads) for the end of the input: it would train on what it had
+    read, and prepare would go on. The interruption is kept here and raised after training."""
+
+    def __init__(self, lines: Iterable[str]):
+        self.lines, self.interrupted = iter(lines), False
+
+    def __iter__(self) -> "_InterruptibleLines":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self.lines)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise StopIteration from None
 
 
 def with_case_variants(lines: Iterable[str], shares: dict[str, float], seed: int) -> Iterator[str]:
