@@ -121,7 +121,7 @@ def tune_command(
     echo(f"tuning on {src_path} ({len(tune_src)} sentences): {len(beam_grid) * len(lenpen_grid)} settings")
     echo(tuning.HEADER)
     tgt_lang = translator.info.get("tgt_lang")  # the model's target language picks BLEU's tokenizer
-    rows, outputs = tuning.tune(
+    rows, outputs, results = tuning.tune(
         translator, tune_src, tune_ref, beam_grid, lenpen_grid, lambda row: echo(tuning.format_row(row)), tgt_lang
     )
     chosen, tied = tuning.choose(rows, outputs, tune_ref, rule, tgt_lang)
@@ -136,7 +136,7 @@ def tune_command(
             translator, [sources[i] for i in held], [references[i] for i in held], chosen, default, tgt_lang
         )
         echo(tuning.describe_held_out(result["holdout"]))
-    result["confidence"] = _calibrate(translator, chosen, tune_src, tune_ref, echo)
+    result["confidence"] = _calibrate(translator, results[rows.index(chosen)], tune_src, tune_ref, echo)
     if write:
         target = tuning.write_setting(checkpoint_paths[0], chosen, output, result["confidence"])
         echo(f"wrote decode.beam={chosen['beam']} decode.lenpen={chosen['lenpen']:g} into {target}")
@@ -144,15 +144,12 @@ def tune_command(
 
 
 def _calibrate(
-    translator: TranslationEngine, chosen: dict, sources: list[str], references: list[str], echo: Callable
+    translator: TranslationEngine, found: list, sources: list[str], references: list[str], echo: Callable
 ) -> dict | None:
-    """The confidence calibration fitted with the chosen setting (evaluation/confidence.py)."""
-    import dataclasses
-
+    """The confidence calibration fitted on the chosen setting's translations (evaluation/confidence.py)."""
     from mtrain.evaluation.confidence import MIN_SENTENCES, calibrate
 
-    translator.config = dataclasses.replace(translator.config, beam=chosen["beam"], lenpen=chosen["lenpen"])
-    calibration = calibrate(translator, sources, references)
+    calibration = calibrate(translator, sources, references, found)
     if calibration is None:
         echo(f"confidence: not calibrated (fewer than {MIN_SENTENCES} non-empty validation sentences)")
     else:

@@ -22,6 +22,7 @@ from sacrebleu.metrics import CHRF
 from mtrain.errors import MtrainError
 from mtrain.inference.confidence import FEATURES, calibrated, features
 from mtrain.inference.engine import TranslationEngine
+from mtrain.inference.search import Hypothesis
 
 MIN_SENTENCES = 20  # fewer validation sentences fit no calibration worth storing
 L2 = 1e-2  # on standardised features: keeps the fit finite when the classes separate
@@ -72,11 +73,12 @@ def fit_calibration(rows: list[list[float]], chrf: list[float]) -> dict:
     }
 
 
-def calibrate(engine: TranslationEngine, sources: list[str], references: list[str]) -> dict | None:
-    """The calibration fitted on `engine`'s translations of the validation set with its decode
-    settings (None with fewer than MIN_SENTENCES sentences), with its in-sample Spearman correlation
-    with sentence chrF under "spearman"."""
-    results = engine.translate_nbest(sources)
+def calibrate(
+    engine: TranslationEngine, sources: list[str], references: list[str], results: list[list[Hypothesis]]
+) -> dict | None:
+    """The calibration fitted on `results`, `engine`'s translations of the validation set (None with
+    fewer than MIN_SENTENCES sentences), with its in-sample Spearman correlation with sentence chrF
+    under "spearman"."""
     engine.score_tokens(sources, results)
     pieces = [len(ids) for ids in engine.tokenizer.encode_src([" ".join(line.split()) for line in sources])]
     kept = [i for i, hyps in enumerate(results) if hyps[0].token_logprobs]  # empty lines tell nothing

@@ -37,6 +37,7 @@ from mtrain.evaluation.bootstrap import (
 from mtrain.evaluation.scores import corpus_scores
 from mtrain.files import disk_errors
 from mtrain.inference.engine import TranslationEngine
+from mtrain.inference.search import Hypothesis
 from mtrain.run import checkpoint
 from mtrain.run.directory import prepared_data_dir
 
@@ -81,17 +82,20 @@ def tune(
     lenpens: list[float],
     progress: Callable[[dict], object] | None = None,
     tgt_lang: str | None = None,
-) -> tuple[list[dict], list[list[str]]]:
+) -> tuple[list[dict], list[list[str]], list[list[list[Hypothesis]]]]:
     """One row per (beam, lenpen): BLEU, chrF, brevity penalty, length ratio and decoding seconds;
-    and each setting's translations, for the bootstrap."""
-    rows, outputs = [], []
+    each setting's translations, for the bootstrap; and its hypotheses (the confidence calibration
+    of the chosen one reads their token log-probabilities)."""
+    rows, outputs, results = [], [], []
     for beam in beams:
         for lenpen in lenpens:
             translator.config = dataclasses.replace(translator.config, beam=beam, lenpen=lenpen)
             start = time.perf_counter()
-            hyps = translator.translate(sources, beam=beam)
+            found = translator.translate_nbest(sources, beam=beam)
+            hyps = [translator.tokenizer.decode_tgt(best[0].tokens) for best in found]
             seconds = time.perf_counter() - start
             outputs.append(hyps)
+            results.append(found)
             scores = corpus_scores(hyps, [references], tgt_lang=tgt_lang)
             rows.append(
                 {
@@ -106,7 +110,7 @@ def tune(
             )
             if progress is not None:
                 progress(rows[-1])
-    return rows, outputs
+    return rows, outputs, results
 
 
 def best_row(rows: list[dict]) -> dict:
