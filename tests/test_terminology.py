@@ -74,6 +74,16 @@ def test_a_wide_enough_constrained_beam_finds_the_best_outputs_with_the_terms(na
         assert sum(h.token_logprobs) == pytest.approx(h.logprob, abs=1e-5)
 
 
+def test_a_length_penalty_above_one_searches_as_one():
+    # above 1 a long enough hypothesis always wins: the exhaustive best at 2.0 is longer than at 1.0
+    at_two, at_one = (exhaustive(random_probabilities, 6, lenpen, [[5]])[:3] for lenpen in (2.0, 1.0))
+    assert len(at_two[0][1]) > len(at_one[0][1])
+    found = constrained_beam_search(
+        Scripted(random_probabilities), SOURCE, [[[5]]], beam=256, lenpen=2.0, max_len_a=0, max_len_b=6, nbest=3
+    )[0]
+    assert [h.tokens for h in found] == [tokens for _, tokens in at_one]
+
+
 def scripted(table: dict[tuple, dict[int, float]]):
     """Next-token probabilities from a table (prefix -> {token: p}); unlisted prefixes end at once."""
 

@@ -14,7 +14,8 @@ count) and may start again.
 The model calls are batched as in `beam_search` (search.py): one decoder step for every live
 hypothesis of every sentence, its caches reordered with the beams; the bookkeeping of states and
 banks is per sentence in Python. Scores, the length penalty and the stopping rule are those of
-`beam_search`, so with no constraints it chooses the same hypotheses.
+`beam_search`, so with no constraints it chooses the same hypotheses, with one bound: the length
+penalty's exponent is at most `MAX_LENPEN` (below).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from mtrain.inference.ensemble import Ensemble
 from mtrain.inference.search import Hypothesis, _forbid, _max_lengths, _select_memory, length_penalty
 from mtrain.model.transformer import KVCache, Transformer
 from mtrain.special import BOS, EOS
+
+
+MAX_LENPEN = 1.0
+"""The largest length penalty exponent the constrained search applies. Above 1 the penalty divides a
+score by more than the length, so any hypothesis long enough outscores a short one; a plain search
+still ends where the model puts </s>, but a hypothesis that may not end before its term runs on and
+puts the term last ("... vor einer Lampe. Ein Mann ... Langarmshirt."). Measured on Multi30K:
+docs/trials.md, 2026-12-06."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +127,9 @@ def constrained_beam_search(
     """The `nbest` best hypotheses of each source sentence that contain all of its `constraints`
     (token sequences), best first; an empty list where none fit in the length limit.
     `continues_word` (bool, target vocabulary): the pieces that continue a word, which may not
-    follow a constraint's last piece (a term stays a whole word: "Hund", not "Hunde")."""
-    batch, k, device = src.size(0), beam, src.device
+    follow a constraint's last piece (a term stays a whole word: "Hund", not "Hunde"). A `lenpen`
+    above `MAX_LENPEN` searches as `MAX_LENPEN`."""
+    batch, k, device, lenpen = src.size(0), beam, src.device, min(lenpen, MAX_LENPEN)
     memory, src_mask = model.encode(src)
     rows = torch.arange(batch, device=device).repeat_interleave(k)
     memory_kv = [[t.index_select(0, rows) for t in kv] for kv in model.cross_attention_memory(memory)]

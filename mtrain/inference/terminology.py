@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from mtrain.data.glossary import Glossary, Term
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.errors import MtrainError
-from mtrain.inference.constrained import min_length
+from mtrain.inference.constrained import MAX_LENPEN, min_length
 from mtrain.inference.engine import Progress
 from mtrain.inference.search import Hypothesis
 from mtrain.inference.translator import Translator, encode_sources
@@ -78,6 +78,7 @@ def translate_with_terms(
     results: list[list[Hypothesis]] = [[] for _ in lines]
     constrained = [i for i in range(len(lines)) if fits[i]]
     if constrained:
+        _note_lenpen(translator.config.lenpen)
         found = translator.translate_constrained(
             [lines[i] for i in constrained], [constraints[i] for i in constrained], beam, nbest, progress
         )
@@ -94,6 +95,16 @@ def translate_with_terms(
             first_line + i + 1,
         )
     return GlossaryResult(results, sorted(unmet))
+
+
+def _note_lenpen(lenpen: float) -> None:
+    if lenpen > MAX_LENPEN:
+        log.info(
+            "hard terms: length penalty %g searched as %g (above it, a translation that may not end before "
+            "its term runs on to put the term last)",
+            lenpen,
+            MAX_LENPEN,
+        )
 
 
 def _length_limits(translator: Translator, lines: list[str]) -> list[int]:
