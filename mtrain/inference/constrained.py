@@ -31,7 +31,6 @@ from mtrain.inference.search import Hypothesis, _forbid, _max_lengths, _select_m
 from mtrain.model.transformer import KVCache, Transformer
 from mtrain.special import BOS, EOS
 
-
 MAX_LENPEN = 1.0
 """The largest length penalty exponent the constrained search applies. Above 1 the penalty divides a
 score by more than the length, so any hypothesis long enough outscores a short one; a plain search
