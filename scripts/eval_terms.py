@@ -13,7 +13,7 @@ Sentences without one get no term.
 
 Rows: the plain beam search and the hard-constrained one (each term its sentence's glossary), with
 term use (the target term in the output, case-insensitive, whole words, over the sentences with a
-term), sacreBLEU and chrF of all sentences, and decoding seconds (same run, same threads).
+term), sacreBLEU, chrF and length ratio of all sentences, and decoding seconds (same run, same threads).
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def main() -> None:
         scores = corpus_scores(outputs, [ref], tgt_lang=engine.info.get("tgt_lang"))
         used = sum(term_used(outputs[i], terms[i][0]) for i in with_term)
         report[name] = {"term_use_pct": round(100 * used / max(len(with_term), 1), 2), "bleu": round(scores["bleu"], 2),
-                        "chrf": round(scores["chrf"], 2), "seconds": round(seconds, 2)}  # fmt: skip
+                        "chrf": round(scores["chrf"], 2), "length_ratio": round(scores["length_ratio"], 3),
+                        "seconds": round(seconds, 2)}  # fmt: skip
         atomic_write_text(args.out / f"{name}.hyp", "".join(o + "\n" for o in outputs))
     report["hard"]["unmet_lines"] = len(found.unmet)
     report["time_ratio"] = round(hard_s / plain_s, 2)
