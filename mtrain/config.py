@@ -206,6 +206,12 @@ class TokenizerConfig:
         "Subword regularization (Kudo, 2018; needs type unigram): every epoch re-segments each training "
         "sentence, drawing among its best segmentations with probability ~ P(x)^alpha; 0: off.",
     )
+    case_tags: bool = setting(
+        False,
+        "Read a sentence in UPPER CASE or Title Case as a tag and its sentence-cased text, and write the tag "
+        "before the translation, which then comes in that case (data/casing.py); data.augment.upper and title "
+        "teach the tags. Needs a sentencepiece model trained here.",
+    )
 
 
 @dataclass
@@ -357,6 +363,11 @@ class DecodeConfig:
     topk: int = setting(10, "With sampling topk: draw from this many most probable tokens.")
     temperature: float = setting(1.0, "Sampling temperature; < 1 sharpens the distribution, > 1 flattens it.")
     seed: int = setting(1, "Sampling seed: a line's draws depend only on it and the line's number.")
+    tgt_lang: str = setting(
+        "",
+        "Multilingual models: the language to translate into (fr, fra, ...), whose >>code<< token goes before "
+        "every source; empty: as the source says. A bilingual model takes its own target language only.",
+    )
 
 
 @dataclass

@@ -105,6 +105,16 @@ def _validate_tokenizer(t: TokenizerConfig) -> None:
     _require(0 < t.character_coverage <= 1, "tokenizer.character_coverage must be in (0, 1]")
     _require(0 <= t.sampling_alpha <= 1, "tokenizer.sampling_alpha must be in [0, 1] (0: no subword sampling)")
     _require(not t.tgt_model or not t.joint, "tokenizer.tgt_model is only used with tokenizer.joint: false")
+    _require(
+        not (t.case_tags and (t.model or t.tgt_model)),
+        "tokenizer.case_tags needs the case tags as pieces of a sentencepiece model trained here; leave out "
+        "tokenizer.model and tokenizer.tgt_model",
+    )
+    _require(
+        not (t.case_tags and t.sampling_alpha),
+        "tokenizer.case_tags and tokenizer.sampling_alpha do not combine (subword sampling would cut the tags); "
+        "set one of them off",
+    )
 
 
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
@@ -205,6 +215,11 @@ def validate(config: Config) -> None:
     _require(1 <= d.min_len <= d.max_len, "need 1 <= data.min_len <= data.max_len")
     _require(d.max_len_ratio >= 1, "data.max_len_ratio must be >= 1")
     _validate_tokenizer(t)
+    _require(
+        not t.case_tags or any(a.upper or a.title for a in d.corpus_augments()),
+        "tokenizer.case_tags: the model learns the tags from UPPER and Title Case pairs; set data.augment.upper "
+        "or data.augment.title above 0",
+    )
     _require(m.d_model > 0 and m.heads > 0, "model.d_model and model.heads must be > 0")
     _validate_model_size(m)
     _require(m.d_model % m.heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.heads ({m.heads})")

@@ -8,3 +8,6 @@ own: `word <t> Wort </t>` in a source says "translate word as Wort".
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 TERM_OPEN, TERM_CLOSE = "<t>", "</t>"
+# A model trained with tokenizer.case_tags reads a sentence written in UPPER CASE or Title Case as one
+# of these pieces and the sentence in sentence case, and writes the piece before its translation.
+UPPER_TAG, TITLE_TAG = "<upper>", "<title>"

@@ -105,7 +105,7 @@ def test_the_calibration_learns_which_feature_predicts_quality():
 def test_the_search_keeps_each_tokens_log_probability(demo, beam):
     _, lines, engine = demo
     results = engine.translate_nbest(lines[:12], beam=beam, nbest=beam)
-    sources = encode_sources(engine.tokenizer, lines[:12], engine.max_src)
+    sources = encode_sources(engine, lines[:12])
     for source, hyps in zip(sources, results):
         for h in hyps:
             assert len(h.token_logprobs) == len(h.tokens) + 1
@@ -147,7 +147,7 @@ def test_mc_dropout_is_reproducible_by_seed_and_leaves_the_model_as_it_was():
 def test_mc_dropout_of_a_model_without_dropout_is_the_searchs_own_probability(demo):
     _, lines, engine = demo  # the demo model trains with dropout 0: every pass is the same
     results = engine.translate_nbest(lines[:10])
-    sources = encode_sources(engine.tokenizer, lines[:10], engine.max_src)
+    sources = encode_sources(engine, lines[:10])
     found = mc_dropout_confidences(engine.model, sources, [hyps[0].tokens for hyps in results], passes=2)
     expected = [math.exp(np.mean(hyps[0].token_logprobs)) for hyps in results]
     assert found == pytest.approx(expected, abs=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 import safetensors.torch
@@ -18,13 +19,18 @@ from mtrain.deploy.engines import open_engine
 from mtrain.deploy.export import ExportedCheckpoint
 from mtrain.deploy.huggingface import export_huggingface
 from mtrain.deploy.marian_import import import_huggingface, marian_init_source
+from mtrain.deploy.serve.app import create_app
+from mtrain.deploy.serve.worker import ServeLimits
 from mtrain.errors import MtrainError
+from mtrain.inference.translator import encode_sources
 from mtrain.run import checkpoint
 from mtrain.special import BOS, EOS
 
 from helpers import run_cli
 
 transformers = pytest.importorskip("transformers")  # the deploy extra; make setup installs it, CI runs it
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
 
 
 def test_an_exported_model_imported_again_is_the_same_model(demo_run, tmp_path):
@@ -60,8 +66,8 @@ def sentencepiece_model(lines: list[str], size: int) -> bytes:
 
 
 # pieces OPUS-MT vocabularies hold beyond the sentencepiece models': a multilingual model's target
-# token, and a piece of the vocabulary no sentencepiece model cuts
-VOCABULARY_ONLY = [">>fra<<", "\u2581qqdoor"]
+# tokens, and a piece of the vocabulary no sentencepiece model cuts
+VOCABULARY_ONLY = [">>fra<<", ">>deu<<", "\u2581qqdoor"]
 
 
 def marian_vocab(*models: bytes) -> dict[str, int]:
@@ -112,6 +118,40 @@ def opus_mt_directory(tmp_path, separate: bool):
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out, model, tokenizer, en[-5:]
+
+
+def test_a_multilingual_opus_mt_model_translates_into_the_language_asked_for(tmp_path):
+    directory, hf_model, hf_tokenizer, lines = opus_mt_directory(tmp_path, separate=False)
+    import_huggingface(directory, tmp_path / "opus.pt")
+    as_typed = open_engine(tmp_path / "opus.pt", device="cpu")
+    assert as_typed.tokenizer.target_languages == ["fra", "deu"]  # read from the vocabulary
+    outputs = {}
+    for asked, code in (("fr", "fra"), ("fre", "fra"), ("deu", "deu")):
+        engine = open_engine(tmp_path / "opus.pt", device="cpu", tgt_lang=asked)
+        outputs[asked] = engine.translate(lines, beam=1)
+        assert outputs[asked] == as_typed.translate([f">>{code}<< {line}" for line in lines], beam=1)
+        first = encode_sources(engine, lines[:1])[0][0]
+        assert engine.tokenizer.src_piece(first) == f">>{code}<<"  # the token first, one piece
+    for line, expected in zip(lines, outputs["fr"]):  # what transformers generates from the token and the line
+        ids = hf_tokenizer([f">>fra<< {line}"], return_tensors="pt")
+        limit = min(len(ids.input_ids[0]) - 1 + 50, 63)
+        generated = hf_model.generate(
+            **ids, num_beams=1, do_sample=False, max_new_tokens=limit, bad_words_ids=[[hf_tokenizer.pad_token_id]]
+        )
+        assert hf_tokenizer.decode(generated[0], skip_special_tokens=True) == expected
+    with pytest.raises(MtrainError, match="the model translates into fra, deu; 'es' is none of them"):
+        open_engine(tmp_path / "opus.pt", device="cpu", tgt_lang="es")
+    served = {"fr": outputs["fr"], "deu": outputs["deu"]}
+    app = create_app(lambda: as_typed, ServeLimits(max_wait_ms=0))
+    with TestClient(app) as client:
+        while client.get("/health").status_code != 200:
+            time.sleep(0.05)
+        assert client.get("/info").json()["target_languages"] == ["fra", "deu"]
+        for language, expected in served.items():
+            answer = client.post("/translate", json={"text": lines, "tgt_lang": language, "beam": 1})
+            assert answer.json()["translations"] == expected
+        refused = client.post("/translate", json={"text": lines, "tgt_lang": "es"})
+        assert refused.status_code == 422 and "'es' is none of them" in refused.json()["error"]
 
 
 @pytest.mark.parametrize("separate", [False, True], ids=["joint-vocab", "separate-vocabs"])

@@ -103,6 +103,13 @@ def test_health_info_and_docs(client):
     assert "/translate" in client.get("/openapi.json").json()["paths"]
 
 
+def test_a_bilingual_model_serves_its_own_target_language(client):
+    text = ["The dog sees a cat.", "A cat sees the dog."]
+    plain = client.post("/translate", json={"text": text}).json()["translations"]
+    assert client.post("/translate", json={"text": text, "tgt_lang": "deu"}).json()["translations"] == plain
+    assert client.get("/info").json()["target_languages"] == []
+
+
 def test_nbest_returns_scored_hypotheses_best_first(client):
     result = client.post("/translate", json={"text": ["The dog sees a cat.", ""], "nbest": 3}).json()["translations"]
     assert len(result) == 2 and len(result[0]) == 3
@@ -135,6 +142,7 @@ BAD_REQUESTS = [
     (b'{"text": ["a"], "format": "rtf"}', 422, "format: Input should be 'text', 'html' or 'xml'"),
     (b'{"text": ["a"], "format": "html", "nbest": 2}', 422, "format html gives one translation per sentence"),
     (b'{"text": ["a <b>c</i>"], "format": "xml"}', 422, "not well-formed XML (mismatched tag at column 7)"),
+    (b'{"text": ["a"], "tgt_lang": "fr"}', 422, "this model translates into 'de' only and has no target-language"),
     (json.dumps({"text": ["a"] * 9}).encode(), 413, "at most 8 (--max-sentences)"),
     (json.dumps({"text": ["a" * 301]}).encode(), 413, "at most 300 (--max-chars)"),
     (json.dumps({"text": ["a" * 250] * 20}).encode(), 413, "over 4000 bytes"),

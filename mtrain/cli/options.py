@@ -33,6 +33,12 @@ DeviceOption = typer.Option("auto", metavar="auto|cpu|cuda", help="Where to run 
 PrecisionOption = typer.Option(
     "auto", metavar="auto|fp32|bf16", help="torch engine: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."
 )
+TgtLangOption = typer.Option(
+    None,
+    "--tgt-lang",
+    metavar="LANG",
+    help="Multilingual models: the language to translate into (fr, fra, ...); a bilingual model takes its own only.",
+)
 BeamOption = typer.Option(None, help="Beam size; 1 is greedy (default: decode.beam of the checkpoint's config).")
 LenpenOption = typer.Option(None, help="Length penalty alpha (default: decode.lenpen).")
 MaxTokensOption = typer.Option(

@@ -23,6 +23,7 @@ from mtrain.cli.options import (
     ModelDirOption,
     PrecisionOption,
     QuantizationOption,
+    TgtLangOption,
     ThreadsOption,
 )
 from mtrain.cli.renderers import Render
@@ -126,6 +127,7 @@ def translate(
     mc_dropout: int = McDropoutOption,
     glossary_file: Optional[Path] = GlossaryOption,
     terminology: str = TerminologyOption,
+    tgt_lang: Optional[str] = TgtLangOption,
 ) -> None:
     """Translate text with a checkpoint or an exported model: one output line per input line."""
     from mtrain.data.glossary import TERMINOLOGY, read_glossary
@@ -160,6 +162,7 @@ def translate(
         topk=topk,
         temperature=temperature,
         seed=seed,
+        tgt_lang=tgt_lang,
     )
     renderers.check_terms(translator, terms)
     if markup_format != "text":

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mtrain.config import AUGMENT_MODIFIERS, AugmentConfig, Config
-from mtrain.data import noise
+from mtrain.data import casing, noise
 from mtrain.data.store import PreparedData, Split
 from mtrain.data.subword import subword_sampler
 from mtrain.data.terms import annotate_pair
@@ -64,15 +64,22 @@ class Augmenter:
         rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
         sources, targets = self._texts(rows)
         rng = np.random.default_rng([self.seed, epoch, STREAM, 1])
+        cases: list[str | None] = [None] * len(rows)  # the case tag of each pair (tokenizer.case_tags)
         for k, row in enumerate(rows.tolist()):
             if masks["terms"][row]:
                 sources[k] = self._annotated(row, sources[k], targets[k], rng)
                 continue
             change = {name: bool(mask[row]) for name, mask in masks.items()}
-            sources[k], targets[k] = change_pair(sources[k], targets[k], change, rng)
+            if self.tokenizer.case_tags:
+                cases[k] = next((name for name in casing.CASE_TAGS if change[name]), None)
+            sources[k], targets[k] = change_pair(sources[k], targets[k], change, rng, self.tokenizer.case_tags)
+        tagged = self.tokenizer.with_case_tag
+        encoded_sources = [tagged(ids, case, "src") for ids, case in zip(self.tokenizer.encode_src(sources), cases)]
         split = Split(
-            self.split.src.replaced(rows, self._with_tags(rows, self.tokenizer.encode_src(sources))),
-            self.split.tgt.replaced(rows, self.tokenizer.encode_tgt(targets)),
+            self.split.src.replaced(rows, self._with_tags(rows, encoded_sources)),
+            self.split.tgt.replaced(
+                rows, [tagged(ids, c, "tgt") for ids, c in zip(self.tokenizer.encode_tgt(targets), cases)]
+            ),
             self.split.corpus,
         )
         counts = ", ".join(f"{name} {int(mask.sum())}" for name, mask in masks.items() if mask.any())
@@ -106,10 +113,16 @@ class Augmenter:
         return [[int(src[i][0]), *ids] if self.tagged[i] else ids for i, ids in zip(rows.tolist(), encoded)]
 
 
-def change_pair(source: str, target: str, change: dict[str, bool], rng: np.random.Generator) -> tuple[str, str]:
+def change_pair(
+    source: str, target: str, change: dict[str, bool], rng: np.random.Generator, case_tags: bool = False
+) -> tuple[str, str]:
     """A pair after the changes `change` selects (names of AUGMENT_MODIFIERS), in their fixed order:
-    the case, then the final punctuation, then typos."""
-    if change["upper"]:
+    the case, then the final punctuation, then typos. With `case_tags`, upper and title leave the
+    target as it is and the source in sentence case, as the model reads them (data/casing.py; the
+    caller adds the tags)."""
+    if case_tags and (change["upper"] or change["title"]):
+        source = casing.sentence_cased(source)
+    elif change["upper"]:
         source, target = noise.upper(source), noise.upper(target)
     elif change["title"]:
         source, target = noise.title(source), noise.title(target)

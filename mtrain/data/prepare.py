@@ -49,7 +49,7 @@ from mtrain.data.store import (
 from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model, with_case_forms
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors, remove_stale_temporaries, temporary_name
-from mtrain.special import BOS, EOS, PAD, TERM_CLOSE, TERM_OPEN, UNK
+from mtrain.special import BOS, EOS, PAD, TERM_CLOSE, TERM_OPEN, TITLE_TAG, UNK, UPPER_TAG
 
 log = logging.getLogger("mtrain")
 CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text between the two passes
@@ -141,6 +141,7 @@ def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | N
     tags = sorted({c.tag for c in config.data.train if c.tag})
     if config.data.annotates_terms():
         tags += [TERM_OPEN, TERM_CLOSE]  # soft terms: the markers are pieces of their own
+    case_tags = [UPPER_TAG, TITLE_TAG] if t.case_tags else []  # pieces of both sides' models
     chosen = _sample_mask(pairs, _sample_size(t), seed)
     src, tgt = (_sampled_lines(tmp / name, chosen) for name in CLEAN_TEXT)
     shares = _case_shares(config)
@@ -148,10 +149,12 @@ def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | N
         src, tgt = (with_case_forms(lines, shares, seed) for lines in (src, tgt))
     if t.joint:
         return {
-            "spm.model": load_model_file(t.model) if t.model else train_model(itertools.chain(src, tgt), t, seed, tags)
+            "spm.model": load_model_file(t.model)
+            if t.model
+            else train_model(itertools.chain(src, tgt), t, seed, tags + case_tags)
         }
-    src_model = load_model_file(t.model) if t.model else train_model(src, t, seed, tags)
-    tgt_model = load_model_file(t.tgt_model) if t.tgt_model else train_model(tgt, t, seed)
+    src_model = load_model_file(t.model) if t.model else train_model(src, t, seed, tags + case_tags)
+    tgt_model = load_model_file(t.tgt_model) if t.tgt_model else train_model(tgt, t, seed, case_tags)
     return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
 
 
@@ -161,7 +164,8 @@ def _case_shares(config: Config) -> dict[str, float] | None:
     augments = config.data.corpus_augments()
     if not any(a.changes_case() for a in augments):
         return None
-    return {name: max(getattr(a, name) for a in augments) for name in ("upper", "title")}
+    tagged = config.tokenizer.case_tags  # the model reads and writes those sentences in sentence case
+    return {name: 0.0 if tagged else max(getattr(a, name) for a in augments) for name in ("upper", "title")}
 
 
 def _sample_size(t: TokenizerConfig) -> int:
@@ -194,10 +198,8 @@ def _needs_training(t: TokenizerConfig) -> bool:
 
 
 def _empty_corpus(counts: dict) -> MtrainError:
-    return MtrainError(
-        f"the training corpus is empty after cleaning ({counts['input']} pairs read); check data.train and the "
-        "cleaning limits data.min_len/max_len/max_len_ratio"
-    )
+    pairs = f"the training corpus is empty after cleaning ({counts['input']} pairs read)"
+    return MtrainError(f"{pairs}; check data.train and the cleaning limits data.min_len/max_len/max_len_ratio")
 
 
 def prepare(config: Config, expected_spm: dict | None = None, given_spm: dict | None = None) -> PreparedData:
@@ -219,7 +221,6 @@ def prepare(config: Config, expected_spm: dict | None = None, given_spm: dict | 
         log.warning("prepared data in %s is damaged (%s); rebuilding", target, damaged)
     elif (target / "manifest.json").exists():
         log.info("config or inputs changed since %s was prepared (or its manifest is damaged); rebuilding", target)
-
     remove_stale_temporaries(target.parent, target.name)
     tmp = temporary_name(target)
     try:
@@ -272,6 +273,8 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, g
     names = list(models)
     vocab = given_spm.get("vocab") if given_spm else None  # an imported model's piece-to-id vocabulary
     tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None, vocab)
+    if t.case_tags and not tokenizer.case_tags:
+        raise MtrainError("tokenizer.case_tags: train.init_from's model has no case tags; set it to false")
     _check_vocabulary(tokenizer, expected_spm, config.data_dir)
     for name, data in models.items():
         (tmp / name).write_bytes(data)

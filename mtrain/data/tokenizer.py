@@ -7,6 +7,7 @@ prepared data directory and copied into every checkpoint, so a checkpoint alone 
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
@@ -17,7 +18,8 @@ from typing import Iterable, Iterator
 import sentencepiece as spm
 
 from mtrain.config import TokenizerConfig
-from mtrain.data import noise
+from mtrain.data import casing, noise
+from mtrain.data.languages import language_token, token_languages
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD, UNK
 
@@ -28,6 +30,7 @@ from mtrain.special import BOS, EOS, PAD, UNK
 MARIAN_LANGUAGE_CODE = re.compile(">>.+<<")
 WORD_START = "\u2581"
 SPECIAL_IDS = frozenset((PAD, UNK, BOS, EOS))
+CASE_TAG_PIECES = frozenset(casing.CASE_TAGS.values())
 VOCABULARY_FILE = "vocabulary.json"  # an imported model's pieces in id order, {"src": [...], "tgt": [...]}
 
 
@@ -159,6 +162,21 @@ class Tokenizer:
         self.tgt = _processor(tgt_model) if tgt_model is not None else self.src
         self.vocab = vocab
         self._ids = {side: {p: i for i, p in enumerate(pieces)} for side, pieces in vocab.items()} if vocab else None
+        self._case_ids = {
+            side: self._case_tag_ids(processor) for side, processor in (("src", self.src), ("tgt", self.tgt))
+        }
+
+    def _case_tag_ids(self, processor: spm.SentencePieceProcessor) -> dict[str, int]:
+        """{case: id} of the case tags, where the model has both as pieces (tokenizer.case_tags), else {}."""
+        ids = {case: processor.piece_to_id(tag) for case, tag in casing.CASE_TAGS.items()}
+        if self.vocab is not None or any(processor.id_to_piece(i) != casing.CASE_TAGS[c] for c, i in ids.items()):
+            return {}
+        return ids
+
+    @property
+    def case_tags(self) -> bool:
+        """Whether the model reads and writes the case of a whole sentence as a tag (data/casing.py)."""
+        return bool(self._case_ids["src"] and self._case_ids["tgt"])
 
     @classmethod
     def from_state(cls, spm: dict) -> Tokenizer:
@@ -184,6 +202,33 @@ class Tokenizer:
     def encode_src(self, lines: list[str], threads: int | None = None) -> list[list[int]]:
         return self._encode(self.src, "src", lines, threads)
 
+    def encode_input(self, lines: list[str], language: str = "") -> list[list[int]]:
+        """The source ids of the text a user sends: encode_src, except that with case tags a
+        sentence in UPPER CASE or Title Case becomes its tag and its sentence-cased text, and that
+        `language` (one of target_languages) puts its token first."""
+        if self.case_tags:
+            cases = [casing.sentence_case_of(line) for line in lines]
+            ids = self.encode_src([casing.sentence_cased(line) if case else line for line, case in zip(lines, cases)])
+            ids = [self.with_case_tag(seq, case, "src") for seq, case in zip(ids, cases)]
+        else:
+            ids = self.encode_src(lines)
+        if not language:
+            return ids
+        token = (
+            self._ids["src"][language_token(language)] if self._ids else self.src.piece_to_id(language_token(language))
+        )
+        return [[token, *seq] for seq in ids]
+
+    @functools.cached_property
+    def target_languages(self) -> list[str]:
+        """The codes of the model's target-language tokens (`>>fra<<`: data/languages.py); none: a bilingual model."""
+        pieces = self.vocab["src"] if self.vocab else map(self.src.id_to_piece, range(self.src.get_piece_size()))
+        return token_languages(pieces)
+
+    def with_case_tag(self, ids: list[int], case: str | None, side: str) -> list[int]:
+        """`ids` after the tag of `case` ("upper", "title"; None: no tag) of the `side` ("src", "tgt") model."""
+        return [self._case_ids[side][case], *ids] if case else ids
+
     def encode_tgt(self, lines: list[str], threads: int | None = None) -> list[list[int]]:
         return self._encode(self.tgt, "tgt", lines, threads)
 
@@ -206,7 +251,13 @@ class Tokenizer:
         return self._decode(self.src, "src", sequences)
 
     def decode_tgt_batch(self, sequences: list[list[int]]) -> list[str]:
-        return self._decode(self.tgt, "tgt", sequences)
+        """Target ids to text; with case tags, an output that starts with one comes in its case."""
+        if not self.case_tags:
+            return self._decode(self.tgt, "tgt", sequences)
+        tags = {i: case for case, i in self._case_ids["tgt"].items()}
+        cases = [tags.get(int(ids[0])) if len(ids) else None for ids in sequences]
+        texts = self._decode(self.tgt, "tgt", [[i for i in ids if int(i) not in tags] for ids in sequences])
+        return [casing.recased(text, case) for text, case in zip(texts, cases)]
 
     def _decode(self, processor: spm.SentencePieceProcessor, side: str, sequences: list[list[int]]) -> list[str]:
         if not sequences:
@@ -240,9 +291,13 @@ class Tokenizer:
 
 
 def word_numbers(pieces: list[str]) -> list[int]:
-    """The word index of each piece: a piece starting with '▁' (WORD_START) begins a new word."""
+    """The word index of each piece: a piece starting with '▁' (WORD_START) begins a new word; a
+    case tag (data/casing.py) belongs to the word after it."""
     numbers, word = [], -1
     for piece in pieces:
+        if piece in CASE_TAG_PIECES:
+            numbers.append(word + 1)
+            continue
         word += piece.startswith(WORD_START) or word < 0
         numbers.append(word)
     return numbers

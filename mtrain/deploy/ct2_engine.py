@@ -123,7 +123,7 @@ class CTranslate2Translator:
         and the source pieces they attend over."""
         c = self.config
         beam = check_nbest(nbest, beam or c.beam)
-        ids = encode_sources(self.tokenizer, lines, self.max_src)
+        ids = encode_sources(self, lines)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
         todo = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
         for start in range(0, len(todo), CHUNK):
@@ -161,7 +161,7 @@ class CTranslate2Translator:
         """Each hypothesis' token log-probabilities (</s>'s last), from CTranslate2's `score_batch`: its
         search reports only a sequence's normalised score, so the outputs are scored once more,
         teacher-forced (a fraction of the search's cost: docs/benchmarks.md)."""
-        ids = encode_sources(self.tokenizer, lines, self.max_src)
+        ids = encode_sources(self, lines)
         todo = [(r, h) for r, hyps in enumerate(results) if ids[r] for h in hyps if not h.token_logprobs]
         if not todo:
             return

@@ -14,7 +14,7 @@ from pathlib import Path
 from mtrain.device import check_threads, default_threads, set_threads
 from mtrain.errors import MtrainError
 from mtrain.inference.engine import TranslationEngine
-from mtrain.inference.translator import open_translator
+from mtrain.inference.translator import open_translator, target_language
 
 ENGINES = ("torch", "ctranslate2")
 
@@ -36,7 +36,7 @@ def open_engine(
     **overrides: object,
 ) -> TranslationEngine:
     """A translator for a checkpoint (either engine), several checkpoints as an ensemble (torch
-    engine), or an exported CTranslate2 directory. `overrides` (beam, lenpen, max_tokens, ...)
+    engine), or an exported CTranslate2 directory. `overrides` (beam, lenpen, max_tokens, tgt_lang, ...)
     replace the model's decode settings; `quantization` (None: ctranslate2.DEFAULT_QUANTIZATION) applies
     to a checkpoint converted for CTranslate2."""
     if engine not in ENGINES:
@@ -62,6 +62,8 @@ def open_engine(
             raise MtrainError(f"--model {model_dir} is not a directory; give a directory made by mtrain export")
         translator = CTranslate2Translator(Path(model_dir), device, threads or default_threads(), **overrides)
         translator.quantization = quantization  # None: as the exported directory was written
-        return translator
-    set_threads(threads)
-    return open_translator(paths, device, precision, **overrides)
+    else:
+        set_threads(threads)
+        translator = open_translator(paths, device, precision, **overrides)
+    target_language(translator)  # a target language the model does not have: refused before any work
+    return translator

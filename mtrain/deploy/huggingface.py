@@ -4,6 +4,7 @@ generation config and `MarianTokenizer` files), written through transformers' ow
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,6 +17,8 @@ from mtrain.deploy.marian_weights import stream_order, to_marian
 from mtrain.errors import MtrainError
 from mtrain.extras import require
 from mtrain.special import BOS, EOS, PAD, UNK
+
+log = logging.getLogger("mtrain")
 
 
 def marian_state_dict(ck: ExportedCheckpoint) -> dict[str, torch.Tensor]:
@@ -92,6 +95,12 @@ def export_huggingface(ck: ExportedCheckpoint, output: Path, force: bool = False
         raise MtrainError(
             "the Hugging Face export writes a MarianMTModel, which is post-norm only, and this model is "
             "pre-norm (model.pre_norm: true); export it with --format ctranslate2 instead"
+        )
+    if ck.config.get("tokenizer", {}).get("case_tags"):
+        log.warning(
+            "this model reads UPPER CASE and Title Case input as a case tag and sentence-cased text "
+            "(tokenizer.case_tags), which MarianTokenizer does not write: in transformers such input is "
+            "translated as it is; mtrain and the CTranslate2 export keep the tags"
         )
     model = transformers.MarianMTModel(marian_config(ck)).eval()
     missing, unexpected = model.load_state_dict(marian_state_dict(ck), strict=False)

@@ -106,7 +106,7 @@ def line_confidences(
         engine.score_tokens(lines, results)
         return confidences(engine.tokenizer, lines, results, engine.info)
     check_mc_dropout(engine, mc_dropout)
-    sources = encode_sources(engine.tokenizer, lines, engine.max_src)
+    sources = encode_sources(engine, lines)
     with autocast_context(engine.device, engine.precision):
         return mc_dropout_confidences(
             engine.model, sources, [hyps[0].tokens for hyps in results], mc_dropout, seed, engine.device

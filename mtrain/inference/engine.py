@@ -22,6 +22,7 @@ class TranslationEngine(Protocol):
     tokenizer: Tokenizer
     config: DecodeConfig  # the decode settings in force (the checkpoint's, with the command's overrides)
     info: dict  # what the model is: languages, shape, step (`run.checkpoint.describe`)
+    max_src: int  # the longest source in tokens (positions less </s>)
 
     def translate_nbest(
         self,

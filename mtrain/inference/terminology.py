@@ -110,5 +110,5 @@ def _note_lenpen(lenpen: float) -> None:
 def _length_limits(translator: Translator, lines: list[str]) -> list[int]:
     """Each line's output length limit in tokens, </s> included (search.py's a * |source| + b)."""
     c = translator.config
-    ids = encode_sources(translator.tokenizer, lines, translator.max_src)
+    ids = encode_sources(translator, lines)
     return [min(int(c.max_len_a * len(seq)) + c.max_len_b, translator.max_src) for seq in ids]

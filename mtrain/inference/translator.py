@@ -11,11 +11,12 @@ import torch
 from mtrain.config import DecodeConfig
 from mtrain.config_io import decode_config
 from mtrain.data.batching import token_batches
+from mtrain.data.languages import choose_target
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, select_device
 from mtrain.errors import MtrainError
 from mtrain.inference.constrained import constrained_beam_search, word_continuations
-from mtrain.inference.engine import Progress
+from mtrain.inference.engine import Progress, TranslationEngine
 from mtrain.inference.ensemble import Ensemble
 from mtrain.inference.search import Hypothesis, beam_search, greedy_search, line_generators
 from mtrain.model.transformer import Transformer
@@ -65,9 +66,12 @@ def _direction(state: dict) -> str:
     return f"{data['src_lang']}->{data['tgt_lang']}"
 
 
-def encode_sources(tokenizer: Tokenizer, lines: list[str], max_src: int) -> list[list[int]]:
-    """Source token ids of each line (without </s>), truncated with a warning to what the model's positions allow."""
-    ids = tokenizer.encode_src([" ".join(line.split()) for line in lines])
+def encode_sources(engine: TranslationEngine, lines: list[str]) -> list[list[int]]:
+    """Source token ids of each line (without </s>), the target-language token of decode.tgt_lang
+    first, truncated with a warning to what the model's positions allow."""
+    max_src = engine.max_src
+    language = target_language(engine)
+    ids = engine.tokenizer.encode_input([" ".join(line.split()) for line in lines], language)
     for i, seq in enumerate(ids):
         if len(seq) > max_src:
             log.warning(
@@ -79,6 +83,14 @@ def encode_sources(tokenizer: Tokenizer, lines: list[str], max_src: int) -> list
             )
             ids[i] = seq[:max_src]
     return ids
+
+
+def target_language(engine: TranslationEngine) -> str:
+    """The code of the language token that decode.tgt_lang asks for ("": none; data/languages.py)."""
+    requested = engine.config.tgt_lang
+    if not requested:
+        return ""
+    return choose_target(requested, engine.info.get("tgt_lang", ""), engine.tokenizer.target_languages)
 
 
 def check_nbest(nbest: int, beam: int) -> int:
@@ -149,7 +161,7 @@ class Translator:
     ) -> list[list[Hypothesis]]:
         c = self.config
         beam = 1 if c.sampling else check_nbest(nbest, beam or c.beam)
-        ids = encode_sources(self.tokenizer, lines, self.max_src)
+        ids = encode_sources(self, lines)
         continues_word = word_continuations(self.tokenizer).to(self.device) if constraints is not None else None
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
         todo = [i for i, seq in enumerate(ids) if seq]

@@ -89,7 +89,7 @@ def alignments(
     """Word alignments of translations (target ids) of `lines`, from 1-based decoder `layer`: the
     mean of its heads, or `head` alone."""
     check_layer(layer, len(translator.model.decoder))
-    sources = encode_sources(translator.tokenizer, lines, translator.max_src)
+    sources = encode_sources(translator, lines)
     found: list[set[tuple[int, int]]] = [set() for _ in lines]
     todo = [i for i in range(len(lines)) if sources[i] and targets[i]]
     for start in range(0, len(todo), batch_size):

@@ -105,7 +105,7 @@ def attention_maps(translator: Translator, text: str, beam: int | None = None) -
     if not text.strip():
         raise MtrainError("--text is empty; give a sentence to translate")
     hypothesis = translator.translate_nbest([text], beam)[0][0]
-    source_ids = encode_sources(translator.tokenizer, [text], translator.max_src)[0]
+    source_ids = encode_sources(translator, [text])[0]
     weights = teacher_forced_attention(translator, [source_ids], [hypothesis.tokens])
     s, t = len(source_ids) + 1, len(hypothesis.tokens) + 1
     src_pieces = [translator.tokenizer.src_piece(i) for i in source_ids] + ["</s>"]

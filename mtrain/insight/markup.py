@@ -37,7 +37,7 @@ class MarkupTranslator:
             return self.translator.translate_aligned(texts, self.beam)
         tokenizer = self.translator.tokenizer
         found = self.translator.translate_attending(texts, self.layer, self.head, self.beam)
-        sources = encode_sources(tokenizer, texts, self.translator.max_src)
+        sources = encode_sources(self.translator, texts)
         aligned = []
         for source, best in zip(sources, found):
             pieces = [tokenizer.src_piece(t) for t in source], [tokenizer.tgt_piece(t) for t in best.tokens]

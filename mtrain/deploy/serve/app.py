@@ -166,6 +166,11 @@ def _translate_request(limits: ServeLimits) -> type:
             "occurs (constrained beam search; docs/guides/terminology.md).",
             max_length=limits.max_sentences * 10,
         )
+        tgt_lang: StrictStr | None = Field(
+            None,
+            description="Multilingual models: the language to translate into (fr, fra, ...; GET /info's "
+            "target_languages); a bilingual model takes its own only.",
+        )
         terminology: Literal["hard", "soft"] = Field(
             "hard",
             description="How the glossary applies: hard (constrained search, PyTorch engine) or soft (the terms "
@@ -208,6 +213,7 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
             "tgt_vocab_size": t.tokenizer.tgt_vocab_size,
             "decode": vars(t.config),
             "limits": vars(limits),
+            "target_languages": t.tokenizer.target_languages,  # a multilingual model's (tgt_lang of /translate)
             "attention": isinstance(t, Translator),  # POST /attention and the page's heatmap need the PyTorch model
             "confidence_meaning": meaning(t.info),
         }
@@ -226,6 +232,10 @@ def _add_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         problem = limits.over_work_limit(body.text, beam)
         if problem:
             return error_response(*problem)
+        try:
+            worker.engine_for(body.tgt_lang or "")  # a language the model lacks: 422 before any work
+        except MtrainError as e:
+            return error_response(422, str(e))
         if body.format != "text" and body.glossary:
             return error_response(422, f"glossary works with format text; leave it out with format {body.format}")
         if body.format != "text":
@@ -242,7 +252,7 @@ async def _translate_text(worker: BatchingWorker, body: object, request: "Reques
             future = _submit_with_glossary(worker, body, beam)
         else:
             lines = _with_soft_terms(worker, body) if body.glossary else lines
-            future = worker.submit(lines, beam, body.nbest, body.scores)
+            future = worker.submit(lines, beam, body.nbest, body.scores, body.tgt_lang or "")
     except QueueFull:
         return busy_response()
     except MtrainError as e:
@@ -274,7 +284,8 @@ def _submit_with_glossary(worker: BatchingWorker, body: object, beam: int) -> Fu
         raise MtrainError("glossary constrains mtrain's own beam search; serve the --checkpoint with --engine torch")
     glossary = glossary_from_pairs(body.glossary, [f"glossary.{i}" for i in range(len(body.glossary))])
     return worker.submit_task(
-        lambda translator: translate_with_glossary(translator, body.text, glossary, beam, body.nbest).results
+        lambda translator: translate_with_glossary(translator, body.text, glossary, beam, body.nbest).results,
+        body.tgt_lang or "",
     )
 
 
@@ -290,7 +301,7 @@ async def _translate_markup(worker: BatchingWorker, body: object, request: "Requ
         return error_response(422, f"format {body.format} needs the PyTorch model (it aligns through its attention)")
     try:
         future = worker.submit_task(
-            lambda translator: MarkupTranslator(translator, body.format, beam=body.beam)(body.text)
+            lambda translator: MarkupTranslator(translator, body.format, beam=body.beam)(body.text), body.tgt_lang or ""
         )
     except QueueFull:
         return busy_response()

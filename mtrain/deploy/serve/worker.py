@@ -9,12 +9,13 @@ its turn, as a task."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mtrain.errors import MtrainError
@@ -89,6 +90,7 @@ class Job:
     future: Future = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
     task: Callable[[TranslationEngine], object] | None = None  # set: run this instead of translating
+    language: str = ""  # the target language asked for (decode.tgt_lang; "": the model's setting)
 
     @property
     def work(self) -> int:
@@ -101,6 +103,7 @@ class BatchingWorker:
 
     def __init__(self, translator: TranslationEngine, limits: ServeLimits):
         self.translator, self.limits = translator, limits
+        self.by_language: dict[str, TranslationEngine] = {}  # the model translating into a language asked for
         self.jobs: deque[Job] = deque()
         self.waiting = 0  # sentences in self.jobs
         self.condition = threading.Condition()
@@ -108,13 +111,24 @@ class BatchingWorker:
         self.thread = threading.Thread(target=self._run, name="mtrain-batching", daemon=True)
         self.thread.start()
 
-    def submit(self, lines: list[str], beam: int, nbest: int, scores: bool = False) -> Future:
-        return self._enqueue(Job(lines, beam, nbest, scores))
+    def submit(self, lines: list[str], beam: int, nbest: int, scores: bool = False, language: str = "") -> Future:
+        return self._enqueue(Job(lines, beam, nbest, scores, language=language))
 
-    def submit_task(self, task: Callable[[TranslationEngine], object]) -> Future:
+    def submit_task(self, task: Callable[[TranslationEngine], object], language: str = "") -> Future:
         """Run `task(translator)` on the model's thread in its turn (it counts as one queued sentence):
         the model is never used by two threads at once."""
-        return self._enqueue(Job([""], 0, 0, task=task))
+        return self._enqueue(Job([""], 0, 0, task=task, language=language))
+
+    def engine_for(self, language: str) -> TranslationEngine:
+        """The model with decode.tgt_lang `language` ("": as it was loaded), a shallow copy sharing its
+        weights, kept one per language token; MtrainError for a language the model lacks."""
+        from mtrain.inference.translator import target_language
+
+        if not language:
+            return self.translator
+        engine = copy.copy(self.translator)
+        engine.config = replace(self.translator.config, tgt_lang=language)
+        return self.by_language.setdefault(target_language(engine), engine)
 
     def _enqueue(self, job: Job) -> Future:
         with self.condition:
@@ -147,16 +161,16 @@ class BatchingWorker:
             deadline = self.jobs[0].arrived + self.limits.max_wait_ms / 1000
             while (remaining := deadline - time.monotonic()) > 0 and self.waiting < self.limits.max_sentences:
                 self.condition.wait(remaining)
-            return self._take((self.jobs[0].beam, self.jobs[0].nbest))
+            return self._take((self.jobs[0].beam, self.jobs[0].nbest, self.jobs[0].language))
 
-    def _take(self, settings: tuple[int, int]) -> list[Job]:
+    def _take(self, settings: tuple[int, int, str]) -> list[Job]:
         """Waiting jobs with these settings, oldest first, up to CALL_SENTENCES sentences and one
         request's --max-work (at least one job): a merged call takes no longer than the largest
         single request, and jobs left waiting can still be dropped if their clients leave."""
         taken, kept, count, work = [], deque(), 0, 0
         for job in self.jobs:
             fits = count + len(job.lines) <= CALL_SENTENCES and work + job.work <= self.limits.max_work
-            if job.task is None and (job.beam, job.nbest) == settings and (not taken or fits):
+            if job.task is None and (job.beam, job.nbest, job.language) == settings and (not taken or fits):
                 taken.append(job)
                 count, work = count + len(job.lines), work + job.work
             else:
@@ -186,8 +200,9 @@ class BatchingWorker:
         """One model call for the merged requests; if it fails, each request again on its own, so a
         request that breaks the model fails alone instead of taking the others with it."""
         lines = [line for job in batch for line in job.lines]
+        engine = self.engine_for(batch[0].language)
         try:
-            results = self.translator.translate_nbest(lines, beam=batch[0].beam, nbest=batch[0].nbest)
+            results = engine.translate_nbest(lines, beam=batch[0].beam, nbest=batch[0].nbest)
         except Exception as e:  # noqa: BLE001 - the request reports it
             if len(batch) == 1:
                 return _settle(batch[0].future, exception=e)
@@ -198,13 +213,13 @@ class BatchingWorker:
         for job in batch:
             found = results[start : start + len(job.lines)]
             if job.scores:
-                self.translator.score_tokens(job.lines, found)
+                engine.score_tokens(job.lines, found)
             _settle(job.future, result=found)
             start += len(job.lines)
 
     def _run_task(self, job: Job) -> None:
         try:
-            _settle(job.future, result=job.task(self.translator))
+            _settle(job.future, result=job.task(self.engine_for(job.language)))
         except Exception as e:  # noqa: BLE001 - the request that asked reports it
             _settle(job.future, exception=e)
 
