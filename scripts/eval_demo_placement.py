@@ -2,7 +2,7 @@
 
     python scripts/eval_demo_placement.py --out runs/demo-placement [--guided-weight 0.1] [--count 1000]
 
-Trains the test suite's demo model (tests/conftest.py's recipe: 30,000 demo pairs, 300 steps)
+Trains the test suite's demo model (tests/conftest.py's DEMO_MODEL and DEMO_TRAIN: 30,000 pairs, 300 steps)
 twice, as it is and with a guided head (data.alignments: eflomal, train.guided_alignment), unless
 the runs are there already. Then both translate `count` demo sentences, each with one inline
 element around one to three words (the robustness report's `tags` variant), with --format html.
@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from conftest import DEMO_MODEL, DEMO_TRAIN  # noqa: E402  the test suite's demo recipe, defined once
 
 from mtrain.config_io import from_dict  # noqa: E402
 from mtrain.data import noise  # noqa: E402
@@ -33,20 +36,6 @@ from mtrain.deploy.engines import open_engine  # noqa: E402
 from mtrain.evaluation.robustness import tags_kept  # noqa: E402
 from mtrain.insight.markup import MarkupTranslator  # noqa: E402
 from mtrain.training.session import train  # noqa: E402
-
-DEMO_MODEL = {"d_model": 128, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 256, "dropout": 0.0}
-DEMO_TRAIN = {
-    "max_tokens": 2500,
-    "max_steps": 300,
-    "warmup_steps": 180,
-    "lr_scale": 2.0,
-    "cooldown": 0.5,
-    "clip_norm": 1.0,
-    "log_every": 100,
-    "valid_every": 280,
-    "save_every": 40,
-    "average_last": 3,
-}
 
 
 def demo_config(out: Path, guided_weight: float):
@@ -60,7 +49,7 @@ def demo_config(out: Path, guided_weight: float):
             "out_dir": str(out),
             "data": data,
             "tokenizer": {"vocab_size": 400},
-            "model": {**DEMO_MODEL, "max_positions": 128},
+            "model": DEMO_MODEL,
             "train": train_settings,
         }
     )
