@@ -214,9 +214,7 @@ class Tokenizer:
             ids = self.encode_src(lines)
         if not language:
             return ids
-        token = (
-            self._ids["src"][language_token(language)] if self._ids else self.src.piece_to_id(language_token(language))
-        )
+        token = self.tag_id(language_token(language))  # one piece of the source vocabulary, as a corpus tag
         return [[token, *seq] for seq in ids]
 
     @functools.cached_property
