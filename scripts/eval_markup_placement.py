@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import eflomal  # noqa: E402
-
 from mtrain.data import noise  # noqa: E402
-from mtrain.data.alignments import grow_diag_final_and, read_pharaoh  # noqa: E402
+from mtrain.data.alignments import align_texts  # noqa: E402
 from mtrain.data.markup import parse  # noqa: E402
 from mtrain.data.placement import Segment  # noqa: E402
 from mtrain.data.sources import read_lines, text_file  # noqa: E402
@@ -38,19 +35,6 @@ def element_span(document: str) -> tuple[str, int, int]:
     (segment,) = [p for p in parse(document, "html") if isinstance(p, Segment)]
     (element,) = segment.elements
     return segment.text, element.first, element.last
-
-
-def eflomal_links(sources: list[str], targets: list[str]) -> list[set[tuple[int, int]]]:
-    with tempfile.TemporaryDirectory() as scratch:
-        forward, reverse = Path(scratch) / "forward", Path(scratch) / "reverse"
-        eflomal.Aligner().align(
-            [s.lower() + "\n" for s in sources],
-            [t.lower() + "\n" for t in targets],
-            links_filename_fwd=str(forward),
-            links_filename_rev=str(reverse),
-        )
-        fwd, rev = forward.read_text().splitlines(), reverse.read_text().splitlines()
-    return [grow_diag_final_and(read_pharaoh(f), read_pharaoh(r)) for f, r in zip(fwd, rev)]
 
 
 def main() -> None:
@@ -66,8 +50,9 @@ def main() -> None:
     tagged = [noise.inline_element(s, rng) for s in sources]
     outputs = MarkupTranslator(engine, "html")(tagged)
     placed = [element_span(o) for o in outputs]
-    corpus = [read_lines(text_file(args.corpus, lang)) for lang in args.langs]
-    links = eflomal_links(corpus[0] + sources, corpus[1] + [text for text, _, _ in placed])[len(corpus[0]) :]
+    corpus = [[line.lower() for line in read_lines(text_file(args.corpus, lang))] for lang in args.langs]
+    translations = [text.lower() for text, _, _ in placed]
+    links = align_texts(corpus[0] + [s.lower() for s in sources], corpus[1] + translations)[len(corpus[0]) :]
     agree = unlinked = 0
     for source, (_, first, last), found in zip(tagged, placed, links):
         _, source_first, source_last = element_span(source)

@@ -56,11 +56,25 @@ def align_training_pairs(src: IndexedArray, tgt: IndexedArray, tokenizer: Tokeni
 def _align_chunk(eflomal: ModuleType, source: list[str], target: list[str], done: Path) -> None:
     """One chunk's symmetrized links, a Pharaoh line per pair, written to `done` atomically."""
     with tempfile.TemporaryDirectory(dir=done.parent) as scratch:
-        forward, reverse = Path(scratch) / "forward", Path(scratch) / "reverse"
-        eflomal.Aligner().align(source, target, links_filename_fwd=str(forward), links_filename_rev=str(reverse))
-        with open(forward, encoding="utf-8") as fwd, open(reverse, encoding="utf-8") as rev:
-            lines = [pharaoh(grow_diag_final_and(read_pharaoh(f), read_pharaoh(r))) for f, r in zip(fwd, rev)]
-        atomic_write_text(done, "".join(line + "\n" for line in lines))
+        links = _symmetrized(eflomal, source, target, Path(scratch))
+    atomic_write_text(done, "".join(pharaoh(pair) + "\n" for pair in links))
+
+
+def align_texts(sources: list[str], targets: list[str]) -> list[Links]:
+    """eflomal's symmetrized links of sentence pairs split at whitespace, one set per pair. The
+    evaluation scripts align a model's (source, output) or (source, reference) pairs this way,
+    with a training corpus's pairs beside them for eflomal's statistics."""
+    eflomal = require("eflomal", "align", "eflomal word alignments")
+    with tempfile.TemporaryDirectory() as scratch:
+        return _symmetrized(eflomal, [s + "\n" for s in sources], [t + "\n" for t in targets], Path(scratch))
+
+
+def _symmetrized(eflomal: ModuleType, source: list[str], target: list[str], scratch: Path) -> list[Links]:
+    """eflomal in both directions (lines end with a newline), symmetrized with grow-diag-final-and."""
+    forward, reverse = scratch / "forward", scratch / "reverse"
+    eflomal.Aligner().align(source, target, links_filename_fwd=str(forward), links_filename_rev=str(reverse))
+    with open(forward, encoding="utf-8") as fwd, open(reverse, encoding="utf-8") as rev:
+        return [grow_diag_final_and(read_pharaoh(f), read_pharaoh(r)) for f, r in zip(fwd, rev)]
 
 
 def read_pharaoh(line: str) -> Links:
