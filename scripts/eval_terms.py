@@ -11,7 +11,8 @@ least 4 letters, the source word not a stop word, the reference word not in the 
 output of the sentence (case-insensitive, whole words): the first such pair in source order.
 Sentences without one get no term.
 
-Rows: the plain beam search and the hard-constrained one (each term its sentence's glossary), with
+Rows: the plain beam search, the hard-constrained one (each term its sentence's glossary) and, for a
+model trained with data.augment.terms, soft terms (each term written into its sentence's source), with
 term use (the target term in the output, case-insensitive, whole words, over the sentences with a
 term), sacreBLEU, chrF and length ratio of all sentences, and decoding seconds (same run, same threads).
 """
@@ -27,13 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtrain.data.alignments import grow_diag_final_and, read_pharaoh  # noqa: E402
-from mtrain.data.glossary import Term  # noqa: E402
+from mtrain.data.alignments import align_texts  # noqa: E402
+from mtrain.data.glossary import Glossary, Term  # noqa: E402
 from mtrain.data.sources import read_lines  # noqa: E402
 from mtrain.deploy.engines import open_engine  # noqa: E402
+from mtrain.errors import MtrainError  # noqa: E402
 from mtrain.evaluation.scores import corpus_scores  # noqa: E402
 from mtrain.files import atomic_write_text  # noqa: E402
-from mtrain.inference.terminology import translate_with_terms  # noqa: E402
+from mtrain.inference.terminology import check_soft_terms, translate_with_terms  # noqa: E402
 
 WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 STOP_WORDS = set(
@@ -51,17 +53,8 @@ def words(line: str) -> list[str]:
 
 def align_words(src: list[str], ref: list[str], extra_src: list[str], extra_ref: list[str]) -> list[set]:
     """Symmetrized eflomal word links of each (src, ref) pair, aligned together with the extra pairs."""
-    import tempfile
-
-    import eflomal
-
-    source = [" ".join(words(line)) + "\n" for line in src + extra_src]
-    target = [" ".join(words(line)) + "\n" for line in ref + extra_ref]
-    with tempfile.TemporaryDirectory() as scratch:
-        forward, reverse = Path(scratch) / "f", Path(scratch) / "r"
-        eflomal.Aligner().align(source, target, links_filename_fwd=str(forward), links_filename_rev=str(reverse))
-        fwd, rev = forward.read_text().splitlines(), reverse.read_text().splitlines()
-    return [grow_diag_final_and(read_pharaoh(f), read_pharaoh(r)) for f, r in zip(fwd[: len(src)], rev[: len(src)])]
+    source, target = ([" ".join(words(line)) for line in lines] for lines in (src + extra_src, ref + extra_ref))
+    return align_texts(source, target)[: len(src)]
 
 
 def choose_term(src: str, ref: str, hyp: str, links: set) -> Term | None:
@@ -78,6 +71,15 @@ def choose_term(src: str, ref: str, hyp: str, links: set) -> Term | None:
 
 def term_used(output: str, term: Term) -> bool:
     return term.target.casefold() in {w.casefold() for w in words(output)}
+
+
+def learned_terms(engine: object) -> bool:
+    """Whether the model was trained with data.augment.terms (soft terms)."""
+    try:
+        check_soft_terms(engine.tokenizer)
+    except MtrainError:
+        return False
+    return True
 
 
 def main() -> None:
@@ -108,9 +110,14 @@ def main() -> None:
     found = translate_with_terms(engine, src, terms)
     hard_s = time.perf_counter() - started
     hard = [engine.tokenizer.decode_tgt(hyps[0].tokens) for hyps in found.results]
+    rows = [("plain", plain, plain_s), ("hard", hard, hard_s)]
+    if learned_terms(engine):
+        started = time.perf_counter()
+        soft = engine.translate([Glossary(t).annotate(s) for s, t in zip(src, terms)])
+        rows.append(("soft", soft, time.perf_counter() - started))
     with_term = [i for i, t in enumerate(terms) if t]
     report = {"sentences": len(src), "with_term": len(with_term), "beam": engine.config.beam}
-    for name, outputs, seconds in (("plain", plain, plain_s), ("hard", hard, hard_s)):
+    for name, outputs, seconds in rows:
         scores = corpus_scores(outputs, [ref], tgt_lang=engine.info.get("tgt_lang"))
         used = sum(term_used(outputs[i], terms[i][0]) for i in with_term)
         report[name] = {"term_use_pct": round(100 * used / max(len(with_term), 1), 2), "bleu": round(scores["bleu"], 2),
