@@ -220,3 +220,18 @@ def test_an_interrupted_alignment_resumes_with_the_chunks_it_finished(tmp_path, 
     assert not alignment_stage(config("a").data_dir).exists()  # cleared once the data is whole
     assert len(resumed) == 600
     assert [alignments.pharaoh(set(map(tuple, resumed[i].reshape(-1, 2).tolist()))) for i in range(500)] == kept
+
+
+def test_align_texts_links_the_words_of_each_pair_close_to_the_gold():
+    """The evaluation scripts' aligner: one set of (source word, target word) links per pair."""
+    from mtrain.data.alignments import align_texts
+    from mtrain.data.sources import demo_split
+    from mtrain.insight.alignment import alignment_error_rate
+
+    sources, targets, gold = demo_split(1000, "train", "en", "de")
+    found = align_texts([s.lower() for s in sources], [t.lower() for t in targets])
+    assert len(found) == 1000
+    assert all(
+        i < len(s.split()) and j < len(t.split()) for s, t, links in zip(sources, targets, found) for i, j in links
+    )
+    assert alignment_error_rate(found, gold) < 0.15
