@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtrain.data.alignments import align_texts  # noqa: E402
+from mtrain.data.alignments import align_beside  # noqa: E402
 from mtrain.data.sources import read_lines, text_file  # noqa: E402
 from mtrain.inference.translator import open_translator  # noqa: E402
 from mtrain.insight import alignment  # noqa: E402
@@ -36,9 +36,8 @@ def main() -> None:
     parser.add_argument("--langs", nargs=2, default=("en", "de"))
     args = parser.parse_args()
     sources, references = read_lines(args.src), read_lines(args.ref)
-    corpus = [[line.lower() for line in read_lines(text_file(args.corpus, lang))] for lang in args.langs]
-    lowered = [[line.lower() for line in lines] for lines in (sources, references)]
-    gold = align_texts(corpus[0] + lowered[0], corpus[1] + lowered[1])[len(corpus[0]) :]
+    corpus = [read_lines(text_file(args.corpus, lang)) for lang in args.langs]
+    gold = align_beside(sources, references, *corpus)
     translator = open_translator(args.checkpoint, "cpu")
     targets = translator.tokenizer.encode_tgt(references)
     layer, head = alignment.alignment_source(translator)

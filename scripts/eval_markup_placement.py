@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mtrain.data import noise  # noqa: E402
-from mtrain.data.alignments import align_texts  # noqa: E402
+from mtrain.data.alignments import align_beside  # noqa: E402
 from mtrain.data.markup import parse  # noqa: E402
 from mtrain.data.placement import Segment  # noqa: E402
 from mtrain.data.sources import read_lines, text_file  # noqa: E402
@@ -50,9 +50,8 @@ def main() -> None:
     tagged = [noise.inline_element(s, rng) for s in sources]
     outputs = MarkupTranslator(engine, "html")(tagged)
     placed = [element_span(o) for o in outputs]
-    corpus = [[line.lower() for line in read_lines(text_file(args.corpus, lang))] for lang in args.langs]
-    translations = [text.lower() for text, _, _ in placed]
-    links = align_texts(corpus[0] + [s.lower() for s in sources], corpus[1] + translations)[len(corpus[0]) :]
+    corpus = [read_lines(text_file(args.corpus, lang)) for lang in args.langs]
+    links = align_beside(sources, [text for text, _, _ in placed], *corpus)
     agree = unlinked = 0
     for source, (_, first, last), found in zip(tagged, placed, links):
         _, source_first, source_last = element_span(source)

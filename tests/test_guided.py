@@ -235,3 +235,13 @@ def test_align_texts_links_the_words_of_each_pair_close_to_the_gold():
         i < len(s.split()) and j < len(t.split()) for s, t, links in zip(sources, targets, found) for i, j in links
     )
     assert alignment_error_rate(found, gold) < 0.15
+
+
+def test_align_beside_links_only_the_first_pairs_aligned_with_more():
+    from mtrain.data.alignments import align_beside
+    from mtrain.data.sources import demo_split
+    from mtrain.insight.alignment import alignment_error_rate
+
+    sources, targets, gold = demo_split(1000, "train", "en", "de")
+    found = align_beside(sources[:200], targets[:200], sources[200:], targets[200:])
+    assert len(found) == 200 and alignment_error_rate(found, gold[:200]) < 0.15

@@ -69,6 +69,15 @@ def align_texts(sources: list[str], targets: list[str]) -> list[Links]:
         return _symmetrized(eflomal, [s + "\n" for s in sources], [t + "\n" for t in targets], Path(scratch))
 
 
+def align_beside(
+    sources: list[str], targets: list[str], more_sources: list[str], more_targets: list[str]
+) -> list[Links]:
+    """align_texts of (sources, targets), lowercased, aligned together with more pairs (a training
+    corpus) for eflomal's statistics: the links of the first pairs only."""
+    lowered = [[line.lower() for line in lines] for lines in (sources + more_sources, targets + more_targets)]
+    return align_texts(*lowered)[: len(sources)]
+
+
 def _symmetrized(eflomal: ModuleType, source: list[str], target: list[str], scratch: Path) -> list[Links]:
     """eflomal in both directions (lines end with a newline), symmetrized with grow-diag-final-and."""
     forward, reverse = scratch / "forward", scratch / "reverse"
