@@ -115,6 +115,7 @@ def aligned_runs(tmp_path_factory):
                 "max_steps": steps,
                 "max_tokens": 800,
                 "warmup_steps": 30,
+                "lr_scale": 0.5,  # at 1.0 some seeds' attention collapses to uniform in every head
                 "save_every": steps,
                 "log_every": 10,
                 "guided_alignment": guided,
@@ -161,7 +162,7 @@ def test_guidance_teaches_the_head_and_weight_zero_changes_nothing(aligned_runs)
         with torch.no_grad():
             model(batch.src, batch.tgt_in)
         per_link.append(float(guided_alignment_loss(module.guided, batch.align) / batch.align.sum()))
-    # eflomal samples without a seed, so the margin varies between runs (about 15%; once 14.9%)
+    # eflomal samples without a seed, so the margin varies between runs (18 seeds: ratio 0.84 at worst)
     assert per_link[1] < 0.9 * min(per_link[:1] + per_link[2:]), per_link
     last = lambda name: checkpoint.load(aligned_runs[name].out_dir + "/checkpoint_last.pt")["model"]  # noqa: E731
     for key, tensor in last("none").items():
