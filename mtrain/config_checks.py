@@ -60,19 +60,39 @@ def _validate_corpora(d: DataConfig) -> None:
             _validate_augment(c.augment, f"{where}.augment")
         unknown = sorted(set(c.skip_filters) - set(FILTERS))
         _require(not unknown, f"{where}.skip_filters: {', '.join(unknown)} is not a filter ({', '.join(FILTERS)})")
+        for side in ("src_lang", "tgt_lang"):
+            code = getattr(c, side)
+            _require(not code or LANGUAGE_CODE.fullmatch(code), f"{where}.{side} '{code}' is not a language code")
     for split in ("valid", "test"):
         c = getattr(d, split)
         _validate_corpus(c, f"data.{split}")
         _require(
-            c.weight == 1.0 and not c.tag and not c.skip_filters and c.augment is None,
-            f"data.{split}: weight, tag, skip_filters and augment are for training corpora (validation and test "
-            "data are never filtered or changed)",
+            c.weight == 1.0 and not c.tag and not c.skip_filters and c.augment is None and not c.src_lang + c.tgt_lang,
+            f"data.{split}: weight, tag, skip_filters, augment, src_lang and tgt_lang are for training corpora "
+            "(validation and test data are never filtered or changed, and read once per language pair)",
         )
+    _validate_pairs(d)
     _validate_filters(d.filters)
     _validate_augment(d.augment, "data.augment")
     _require(
         not d.annotates_terms() or d.alignments,
         "data.augment.terms annotates the words an aligner links: set data.alignments: eflomal",
+    )
+
+
+def _validate_pairs(d: DataConfig) -> None:
+    """Several language pairs: the temperature, and what works with one pair only."""
+    _require(
+        math.isfinite(d.temperature) and d.temperature >= 0,
+        f"data.temperature must be a finite number >= 0 (0: corpora mixed by weight alone), got {d.temperature}",
+    )
+    pairs = d.directions()
+    same = [f"{src}->{tgt}" for src, tgt in pairs if src == tgt]
+    _require(not same, f"data.train: a corpus translates {same[0] if same else ''}; give it another tgt_lang")
+    _require(
+        len(pairs) == 1 or not d.alignments,
+        "data.alignments (guided alignment, soft terms) works with one language pair; leave it out of a config "
+        "with several",
     )
 
 

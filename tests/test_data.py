@@ -322,7 +322,7 @@ def test_streaming_prepare_writes_what_the_whole_corpus_in_memory_writes(tmp_pat
 
 
 def test_the_sentencepiece_sample_is_uniform_and_drawn_from_the_seed():
-    from mtrain.data.prepare import _sample_mask
+    from mtrain.data.spm_training import _sample_mask
 
     chosen = _sample_mask(10_000, 100, seed=4)
     assert chosen.sum() == 100 and np.flatnonzero(chosen).mean() == pytest.approx(5000, rel=0.15)
@@ -383,7 +383,7 @@ def test_subword_sampling_is_a_function_of_seed_and_epoch(tmp_path):
         ({"train": [{"demo": 10}, {}]}, "data.train.1 is empty"),
         (
             {"train": [{"demo": 10}], "valid": {"demo": 10, "tag": "<BT>"}},
-            "data.valid: weight, tag, skip_filters and augment are for training",
+            "data.valid: weight, tag, skip_filters, augment, src_lang and tgt_lang are for training",
         ),
         ({"train": []}, "data.train is empty"),
     ],

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtrain"
 # From the bottom up; a module may import modules of its own layer or of the layers below it.
 LAYERS = [
     ("foundation", {"mtrain", "mtrain.errors", "mtrain.special", "mtrain.files", "mtrain.extras", "mtrain.config",
-                    "mtrain.config_checks", "mtrain.config_io", "mtrain.device", "mtrain.launcher",
+                    "mtrain.config_data", "mtrain.config_checks", "mtrain.config_io", "mtrain.device", "mtrain.launcher",
                     "mtrain.distributed"}),
     ("data", {"mtrain.data"}),
     ("model", {"mtrain.model"}),
@@ -31,8 +31,9 @@ FOUNDATION = {
     "mtrain.special": set(),
     "mtrain.files": {"mtrain.errors"},
     "mtrain.extras": {"mtrain.errors"},
-    "mtrain.config": {"mtrain.errors"},
-    "mtrain.config_checks": {"mtrain.errors", "mtrain.special", "mtrain.config"},
+    "mtrain.config_data": set(),
+    "mtrain.config": {"mtrain.errors", "mtrain.config_data"},
+    "mtrain.config_checks": {"mtrain.errors", "mtrain.special", "mtrain.config", "mtrain.config_data"},
     "mtrain.config_io": {"mtrain.errors", "mtrain.files", "mtrain.config", "mtrain.config_checks"},
     "mtrain.device": {"mtrain.errors", "mtrain.config", "mtrain.config_checks"},
     "mtrain.launcher": set(),

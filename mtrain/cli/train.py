@@ -74,7 +74,8 @@ def train(
     options = {"restart": restart, "recover": recover, "allow_config_change": allow_config_change}
     result = run_training(load_config(config, overrides), resume=resume, load_init=load_init_source, **options)
     if int(os.environ.get("RANK", "0")) == 0 and result["valid"]:
-        typer.echo("final validation: " + " ".join(f"{k} {v:.3f}" for k, v in result["valid"].items()))
+        numbers = {k: v for k, v in result["valid"].items() if k != "directions"}
+        typer.echo("final validation: " + " ".join(f"{k} {v:.3f}" for k, v in numbers.items()))
 
 
 def load_init_source(config: "Config") -> "InitSource":

@@ -76,7 +76,8 @@ def add_counts(total: dict, counts: dict) -> None:
 def dry_run(config: Config) -> tuple[list[dict], dict[str, list]]:
     """What cleaning and data.filters would drop, without writing anything: counts per training
     corpus, and a few dropped pairs per filter."""
-    check(config.data.filters, config.data.src_lang, config.data.tgt_lang)
+    for src_lang, tgt_lang in config.data.directions():
+        check(config.data.filters, src_lang, tgt_lang)
     counts, samples = [no_counts(config.data) for _ in config.data.train], {}
     for index, _, _, chunk_counts, chunk_samples in cleaned_training_chunks(config):
         add_counts(counts[index], chunk_counts)
@@ -94,7 +95,7 @@ def cleaned_training_chunks(config: Config) -> Iterator[tuple[int, list[str], li
     raw = (
         (index, *chunk, d)
         for index, spec in enumerate(d.train)
-        for chunk in corpus_chunks(spec, "train", d.src_lang, d.tgt_lang, CHUNK_PAIRS)
+        for chunk in corpus_chunks(spec, "train", *d.direction(spec), CHUNK_PAIRS)
     )
     for index, src, tgt, counts, samples in ordered_map(_clean_chunk, raw):
         if d.dedup:
@@ -106,7 +107,8 @@ def _clean_chunk(index: int, src: list[str], tgt: list[str], data: DataConfig) -
     """Clean one chunk, then filter it (data.filters, less the corpus's skip_filters): (corpus index,
     kept pairs, counts per reason, a few dropped pairs per filter)."""
     src, tgt, counts = clean_pairs(src, tgt, data)
-    tests = pair_tests(data.filters, data.src_lang, data.tgt_lang, data.train[index].skip_filters)
+    spec = data.train[index]
+    tests = pair_tests(data.filters, *data.direction(spec), spec.skip_filters)
     src, tgt, dropped, samples = filter_pairs(src, tgt, tests)
     kept = counts.pop("kept")
     counts.update(dropped)

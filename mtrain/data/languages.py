@@ -22,6 +22,21 @@ def language_token(code: str) -> str:
     return f">>{code}<<"
 
 
+def token_code(code: str) -> str:
+    """The code a trained model's language token carries: a two-letter ISO 639-1 code as its
+    three-letter ISO 639-3 code (de -> deu, fr -> fra, cs -> ces, as OPUS-MT writes them), any other
+    code as given."""
+    if len(code) != 2:
+        return code
+    three = [alias for alias, to in _aliases().items() if to == code and len(alias) == 3]
+    terminology = [alias for alias in three if alias not in BIBLIOGRAPHIC]
+    return (terminology or [code])[-1]  # babel lists individual languages (cmn, mol) before the macrolanguage
+
+
+# ISO 639-2/B codes that differ from the 639-2/T (and 639-3) codes OPUS-MT uses
+BIBLIOGRAPHIC = frozenset("alb arm baq bur chi cze dut fre geo ger gre ice mac mao may per rum slo tib wel".split())
+
+
 def token_languages(pieces: Iterable[str]) -> list[str]:
     """The language codes of a vocabulary's language tokens, in vocabulary order."""
     return [match[1] for piece in pieces if (match := LANGUAGE_TOKEN.fullmatch(piece))]

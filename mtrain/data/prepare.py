@@ -25,16 +25,24 @@ import multiprocessing
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
-from mtrain.config import Config, CorpusConfig, TokenizerConfig
+from mtrain.config import Config, CorpusConfig
 from mtrain.data.clean import CHUNK_PAIRS, add_counts, cleaned_training_chunks, no_counts
 from mtrain.data.filters import check as check_filters
 from mtrain.data.filters import enabled
+from mtrain.data.languages import language_token, token_code
+from mtrain.data.multilingual import (
+    reference_splits,
+    several_pairs,
+    source_prefixes,
+    train_sides,
+)
 from mtrain.data.parallel import ordered_map
-from mtrain.data.sources import file_digest, input_files, iter_line_chunks, read_corpus
+from mtrain.data.sources import file_digest, input_files, read_corpus
+from mtrain.data.spm_training import CLEAN_TEXT, case_shares, needs_training, sample_size, tokenizer_models
 from mtrain.data.store import (
     FORMAT_VERSION,
     IdsWriter,
@@ -46,13 +54,12 @@ from mtrain.data.store import (
     pack,
     read_manifest,
 )
-from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer, load_model_file, train_model, with_case_forms
+from mtrain.data.tokenizer import VOCABULARY_FILE, Tokenizer
 from mtrain.errors import MtrainError
 from mtrain.files import disk_errors, remove_stale_temporaries, temporary_name
-from mtrain.special import BOS, EOS, PAD, TERM_CLOSE, TERM_OPEN, TITLE_TAG, UNK, UPPER_TAG
+from mtrain.special import BOS, EOS, PAD, UNK
 
 log = logging.getLogger("mtrain")
-CLEAN_TEXT = ("clean.src.txt", "clean.tgt.txt")  # the cleaned training text between the two passes
 
 
 def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
@@ -62,24 +69,26 @@ def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
     models given by train.init_from's model."""
     d = config.data
     files = []
-    for spec in [*d.train, d.valid, d.test]:
+    for spec in d.train:
+        files += input_files(spec, *d.direction(spec))
+    for spec, (src_lang, tgt_lang) in itertools.product((d.valid, d.test), d.directions()):
         if spec.is_set():
-            files += input_files(spec, d.src_lang, d.tgt_lang)
+            files += input_files(spec, src_lang, tgt_lang)
     for model in (config.tokenizer.model, config.tokenizer.tgt_model):
         if model and Path(model).is_file():
             files.append(Path(model))
     inputs = [{"path": str(p), "size": p.stat().st_size, "sha256": file_digest(p)} for p in files if p.is_file()]
     settings = {"data": asdict(d), "tokenizer": asdict(config.tokenizer)}
-    del settings["data"]["augment"]  # training changes pairs on the fly
+    del settings["data"]["augment"], settings["data"]["temperature"]  # training changes and mixes pairs on the fly
     for corpus in settings["data"]["train"]:
         del corpus["weight"], corpus["augment"]
     for corpus in [*settings["data"]["train"], settings["data"]["valid"], settings["data"]["test"]]:
         corpus.pop("augment", None)
-        if not corpus["skip_filters"]:
-            del corpus["skip_filters"]  # settings added later hash as before while unused: no rebuild
+        for unused in [key for key in ("skip_filters", "src_lang", "tgt_lang") if not corpus[key]]:
+            del corpus[unused]  # settings added later hash as before while unused: no rebuild
     if not enabled(d.filters):
         del settings["data"]["filters"]
-    shares = _case_shares(config)
+    shares = case_shares(config)
     if shares is not None:
         settings["case_counterparts"] = True
         settings.update({"case_variants": shares} if any(shares.values()) else {})
@@ -125,76 +134,6 @@ def _read_span(path: Path, span: tuple[int, int]) -> list[str]:
     with open(path, "rb") as f:
         f.seek(span[0])
         return f.read(span[1]).decode("utf-8").split("\n")[:-1]
-
-
-def _tokenizer_models(config: Config, tmp: Path, pairs: int, given_spm: dict | None) -> dict[str, bytes]:
-    """The sentencepiece model bytes by file name: init_from's model's, given in the config, or
-    trained here on a sample of the cleaned training text (`_sampled_lines`), with the corpus tags
-    (and the term markers of data.augment.terms) as user-defined symbols. A joint model takes both
-    sides of half as many pairs, so every model trains on tokenizer.input_sentence_size sentences
-    (or all there are)."""
-    if given_spm is not None:
-        if given_spm["tgt"] is None:
-            return {"spm.model": given_spm["src"]}
-        return {"spm.src.model": given_spm["src"], "spm.tgt.model": given_spm["tgt"]}
-    t, seed = config.tokenizer, config.train.seed
-    tags = sorted({c.tag for c in config.data.train if c.tag})
-    if config.data.annotates_terms():
-        tags += [TERM_OPEN, TERM_CLOSE]  # soft terms: the markers are pieces of their own
-    case_tags = [UPPER_TAG, TITLE_TAG] if t.case_tags else []  # pieces of both sides' models
-    chosen = _sample_mask(pairs, _sample_size(t), seed)
-    src, tgt = (_sampled_lines(tmp / name, chosen) for name in CLEAN_TEXT)
-    shares = _case_shares(config)
-    if shares is not None:
-        src, tgt = (with_case_forms(lines, shares, seed) for lines in (src, tgt))
-    if t.joint:
-        return {
-            "spm.model": load_model_file(t.model)
-            if t.model
-            else train_model(itertools.chain(src, tgt), t, seed, tags + case_tags)
-        }
-    src_model = load_model_file(t.model) if t.model else train_model(src, t, seed, tags + case_tags)
-    tgt_model = load_model_file(t.tgt_model) if t.tgt_model else train_model(tgt, t, seed, case_tags)
-    return {"spm.src.model": src_model, "spm.tgt.model": tgt_model}
-
-
-def _case_shares(config: Config) -> dict[str, float] | None:
-    """With case augmentation on, the shares of UPPER and Title Case copies sentencepiece trains
-    on beside its sample (the largest any corpus uses; tokenizer.with_case_variants); else None."""
-    augments = config.data.corpus_augments()
-    if not any(a.changes_case() for a in augments):
-        return None
-    tagged = config.tokenizer.case_tags  # the model reads and writes those sentences in sentence case
-    return {name: 0.0 if tagged else max(getattr(a, name) for a in augments) for name in ("upper", "title")}
-
-
-def _sample_size(t: TokenizerConfig) -> int:
-    """Pairs to sample so that each model trains on tokenizer.input_sentence_size sentences."""
-    return t.input_sentence_size // 2 if t.joint else t.input_sentence_size
-
-
-def _sample_mask(pairs: int, size: int, seed: int) -> np.ndarray | None:
-    """Which of `pairs` cleaned pairs sentencepiece trains on: a uniform sample of `size`, drawn
-    from the seed (sentencepiece's own sampler was measured to differ between processes with
-    the same seed), or None for all of them."""
-    if pairs <= size:
-        return None
-    chosen = np.zeros(pairs, dtype=bool)
-    chosen[np.random.default_rng(seed).choice(pairs, size, replace=False)] = True
-    return chosen
-
-
-def _sampled_lines(path: Path, chosen: np.ndarray | None) -> Iterator[str]:
-    """The lines of `path` that `chosen` marks, streamed: memory holds one chunk, not the sample."""
-    start = 0
-    for chunk in iter_line_chunks(path, CHUNK_PAIRS):
-        yield from chunk if chosen is None else itertools.compress(chunk, chosen[start : start + len(chunk)])
-        start += len(chunk)
-
-
-def _needs_training(t: TokenizerConfig) -> bool:
-    """Whether a sentencepiece model must be trained (none given for some side)."""
-    return not t.model or (not t.joint and not t.tgt_model)
 
 
 def _empty_corpus(counts: dict) -> MtrainError:
@@ -256,20 +195,21 @@ def _check_vocabulary(tokenizer: Tokenizer, expected_spm: dict | None, target: P
 def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, given_spm: dict | None) -> None:
     """Everything of a prepared data directory, written into `tmp`."""
     d, t = config.data, config.tokenizer
-    check_filters(d.filters, d.src_lang, d.tgt_lang)
+    for src_lang, tgt_lang in d.directions():
+        check_filters(d.filters, src_lang, tgt_lang)
     counts, spans = _clean_training_text(config, tmp)
     pairs = sum(c["kept"] for c in counts)
-    sampled = min(pairs, _sample_size(t))
+    sampled = min(pairs, sample_size(t))
     log.info(
         "sentencepiece: %s",
         "the model(s) of train.init_from's model"
         if given_spm is not None
         else f"training a {t.type} model, vocabulary {t.vocab_size}, on {sampled} of {pairs} pairs (sampled with "
         "the seed)"
-        if _needs_training(t)
+        if needs_training(t)
         else "loading the given model",
     )
-    models = _tokenizer_models(config, tmp, pairs, given_spm)
+    models = tokenizer_models(config, tmp, counts, given_spm)
     names = list(models)
     vocab = given_spm.get("vocab") if given_spm else None  # an imported model's piece-to-id vocabulary
     tokenizer = Tokenizer(models[names[0]], models[names[-1]] if len(names) > 1 else None, vocab)
@@ -284,17 +224,20 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, g
     if d.alignments:
         from mtrain.data.alignments import align_training_pairs
 
-        pairs = (IndexedArray.open(tmp / f"train.{lang}") for lang in (d.src_lang, d.tgt_lang))
+        pairs = (IndexedArray.open(tmp / f"train.{lang}") for lang in train_sides(d))
         align_training_pairs(*pairs, tokenizer, tmp / "train.align", alignment_stage(config.data_dir))
     splits = {"train": {key: sum(c[key] for c in corpora) for key in ("pairs", "src_tokens", "tgt_tokens")}}
+    if several_pairs(d):
+        splits["train"]["langs"] = list(train_sides(d))
     for section in ("valid", "test"):
         spec = getattr(d, section)
-        if spec.is_set():
-            splits[section] = _encode_reference(spec, section, config, tokenizer, tmp)
+        for name, src_lang, tgt_lang in reference_splits(d, section) if spec.is_set() else []:
+            splits[name] = _encode_reference(spec, (name, src_lang, tgt_lang), tokenizer, tmp, several_pairs(d))
     manifest = {
         "fingerprint": wanted,
         "src_lang": d.src_lang,
         "tgt_lang": d.tgt_lang,
+        **({"directions": [list(pair) for pair in d.directions()]} if several_pairs(d) else {}),
         "spm_models": {"src": names[0], "tgt": names[-1]},
         **({"vocabulary": VOCABULARY_FILE} if vocab is not None else {}),
         "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
@@ -314,16 +257,25 @@ def _encode_training(
     each corpus's tag before its source sentences. Returns per-corpus records and the total
     cleaning counts."""
     d = config.data
-    tag_ids = [tokenizer.tag_id(c.tag) if c.tag else None for c in d.train]
-    src = IdsWriter(tmp / f"train.{d.src_lang}", tokenizer.src_vocab_size)
-    tgt = IdsWriter(tmp / f"train.{d.tgt_lang}", tokenizer.tgt_vocab_size)
+    prefixes = [[tokenizer.tag_id(piece) for piece in pieces] for pieces in source_prefixes(d)]
+    src_side, tgt_side = train_sides(d)
+    src = IdsWriter(tmp / f"train.{src_side}", tokenizer.src_vocab_size)
+    tgt = IdsWriter(tmp / f"train.{tgt_side}", tokenizer.tgt_vocab_size)
     corpora = [
-        {"name": c.name_for_logs, "tag": c.tag, "tag_id": tag_ids[i], "pairs": 0, "src_tokens": 0, "tgt_tokens": 0}
-        for i, c in enumerate(d.train)
+        {
+            "name": c.name_for_logs,
+            "tag": c.tag,
+            "tag_id": tokenizer.tag_id(c.tag) if c.tag else None,
+            **({"direction": list(d.direction(c))} if several_pairs(d) else {}),
+            "pairs": 0,
+            "src_tokens": 0,
+            "tgt_tokens": 0,
+        }
+        for c in d.train
     ]
     log.info("encoding train")
     models = (tokenizer.src_model, tokenizer.tgt_model, json.dumps(tokenizer.vocab) if tokenizer.vocab else None)
-    chunks = ((index, tmp, src_span, tgt_span, models, tag_ids[index]) for index, src_span, tgt_span in spans)
+    chunks = ((index, tmp, src_span, tgt_span, models, prefixes[index]) for index, src_span, tgt_span in spans)
     for index, src_packed, tgt_packed in ordered_map(_encode_chunk, chunks):
         src.add_packed(*src_packed)
         tgt.add_packed(*tgt_packed)
@@ -344,15 +296,16 @@ def _encode_training(
     return corpora, total
 
 
-def _encode_chunk(index: int, tmp: Path, src_span: tuple, tgt_span: tuple, models: tuple, tag_id: int | None) -> tuple:
-    """(corpus index, packed source ids, packed target ids) of one chunk of the cleaned text; in a
-    worker process the encoder uses one thread (the workers are the parallelism), here all."""
+def _encode_chunk(index: int, tmp: Path, src_span: tuple, tgt_span: tuple, models: tuple, prefix: list[int]) -> tuple:
+    """(corpus index, packed source ids, packed target ids) of one chunk of the cleaned text, the
+    corpus's prefix (language token, tag) before each source; in a worker process the encoder
+    uses one thread (the workers are the parallelism), here all."""
     tokenizer = _chunk_tokenizer(*models)
     threads = 1 if multiprocessing.parent_process() else None
     src = tokenizer.encode_src(_read_span(tmp / CLEAN_TEXT[0], src_span), threads)
     tgt = tokenizer.encode_tgt(_read_span(tmp / CLEAN_TEXT[1], tgt_span), threads)
-    if tag_id is not None:
-        src = [[tag_id, *ids] for ids in src]
+    if prefix:
+        src = [[*prefix, *ids] for ids in src]
     return index, pack(src, ids_dtype(tokenizer.src_vocab_size)), pack(tgt, ids_dtype(tokenizer.tgt_vocab_size))
 
 
@@ -369,21 +322,32 @@ def _log_cleaning(name: str, counts: dict) -> None:
     )
 
 
-def _encode_reference(spec: CorpusConfig, section: str, config: Config, tokenizer: Tokenizer, tmp: Path) -> dict:
-    """A valid/test split: whitespace-normalized, kept as text (the references for BLEU) and encoded."""
-    d = config.data
-    src, tgt = read_corpus(spec, section, d.src_lang, d.tgt_lang)
+def _encode_reference(
+    spec: CorpusConfig, split: tuple[str, str, str], tokenizer: Tokenizer, tmp: Path, record_langs: bool
+) -> dict:
+    """A valid/test split (name, source and target language): whitespace-normalized, kept as text
+    (the references for BLEU) and encoded, a multilingual model's sources after their language token."""
+    name, src_lang, tgt_lang = split
+    section = name.partition(".")[0]
+    src, tgt = read_corpus(spec, section, src_lang, tgt_lang)
     src, tgt = [" ".join(s.split()) for s in src], [" ".join(t.split()) for t in tgt]
     if not src:
         raise MtrainError(f"the {section} corpus is empty; check data.{section}")
-    log.info("encoding %s: %d pairs", section, len(src))
-    record = {"pairs": len(src)}
+    log.info("encoding %s: %d pairs", name, len(src))
+    record = {"pairs": len(src), **({"langs": [src_lang, tgt_lang]} if record_langs else {})}
+    prefix = [tokenizer.tag_id(language_token(token_code(tgt_lang)))] if tokenizer.target_languages else []
     for lang, lines, encode, vocab_size, key in (
-        (d.src_lang, src, tokenizer.encode_src, tokenizer.src_vocab_size, "src_tokens"),
-        (d.tgt_lang, tgt, tokenizer.encode_tgt, tokenizer.tgt_vocab_size, "tgt_tokens"),
+        (
+            src_lang,
+            src,
+            lambda part: [prefix + ids for ids in tokenizer.encode_src(part)],
+            tokenizer.src_vocab_size,
+            "src_tokens",
+        ),
+        (tgt_lang, tgt, tokenizer.encode_tgt, tokenizer.tgt_vocab_size, "tgt_tokens"),
     ):
-        (tmp / f"{section}.{lang}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        writer = IdsWriter(tmp / f"{section}.{lang}", vocab_size)
+        (tmp / f"{name}.{lang}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        writer = IdsWriter(tmp / f"{name}.{lang}", vocab_size)
         for start in range(0, len(lines), CHUNK_PAIRS):
             writer.add(encode(lines[start : start + CHUNK_PAIRS]))
         record[key] = writer.close()

@@ -23,6 +23,7 @@ from mtrain.errors import MtrainError
 LOCAL_LOADERS = ("parquet", "json", "csv", "arrow")
 DEFAULT_SPLIT = {"train": "train", "valid": "validation", "test": "test"}
 DEMO_SEEDS = {"train": 11, "valid": 12, "test": 13}
+DEMO_VARIANT = "de-rev"  # the demo's second target language: German with its words in reverse order
 
 
 def text_file(prefix: str, lang: str) -> Path:
@@ -150,9 +151,10 @@ def demo_split(
     A sentence is held out (valid/test) or trainable by a hash of its English side, so the
     held-out sets never contain a training sentence."""
     for lang in (src_lang, tgt_lang):
-        if lang not in ("en", "de"):
+        if lang not in ("en", "de", DEMO_VARIANT):
             raise MtrainError(
-                f"the demo corpus is English-German; data.src_lang/tgt_lang must be en or de, got '{lang}'"
+                f"the demo corpus is English-German (and {DEMO_VARIANT}, German read backwards, for a second target "
+                f"language); data.src_lang/tgt_lang must be en, de or {DEMO_VARIANT}, got '{lang}'"
             )
     held_out = section != "train"
     en, de, alignments, seed = [], [], [], DEMO_SEEDS[section]
@@ -161,9 +163,14 @@ def demo_split(
             if (zlib.crc32(e.encode()) % 10 == 0) == held_out and len(en) < count:
                 en.append(e)
                 de.append(d)
-                alignments.append(set(a) if src_lang == "en" else {(j, i) for i, j in a})
+                alignments.append(set(a))
         seed += 1000
-    side = {"en": en, "de": de}
+    side = {"en": en, "de": de, DEMO_VARIANT: [" ".join(reversed(d.split())) for d in de]}
+    links = {"en": lambda i, j, n: i, "de": lambda i, j, n: j, DEMO_VARIANT: lambda i, j, n: n - 1 - j}
+    words = [len(d.split()) for d in de]
+    alignments = [
+        {(links[src_lang](i, j, n), links[tgt_lang](i, j, n)) for i, j in a} for a, n in zip(alignments, words)
+    ]
     return side[src_lang], side[tgt_lang], alignments
 
 
@@ -171,7 +178,7 @@ def _dataset_chunks(
     spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str, size: int
 ) -> Iterator[tuple[list[str], list[str]]]:
     """A `datasets` split in slices; the table itself is memory-mapped Arrow, never all in Python."""
-    table, split = _load_split(spec, section)
+    table, split = _load_split(spec, section, src_lang, tgt_lang)
     columns = table.column_names
     if "translation" in columns:
         first = table[0]["translation"] if len(table) else {}
@@ -197,8 +204,9 @@ def _dataset_chunks(
         yield src, tgt
 
 
-def _load_split(spec: CorpusConfig, section: str):
-    """The configured split of a `datasets` dataset (hub name or local loader) and its name."""
+def _load_split(spec: CorpusConfig, section: str, src_lang: str, tgt_lang: str):
+    """The configured split of a `datasets` dataset (hub name or local loader) and its name; the
+    configuration name may hold {src_lang} and {tgt_lang} (one validation corpus for many pairs)."""
     import datasets  # a dependency of mtrain itself, imported lazily: only this source needs it
 
     local = spec.dataset in LOCAL_LOADERS
@@ -213,7 +221,8 @@ def _load_split(spec: CorpusConfig, section: str):
     split = spec.split or ("train" if local else DEFAULT_SPLIT[section])
     datasets.logging.set_verbosity_error()
     try:
-        splits = datasets.load_dataset(spec.dataset, spec.name or None, data_files=spec.data_files or None)
+        name = spec.name.replace("{src_lang}", src_lang).replace("{tgt_lang}", tgt_lang)
+        splits = datasets.load_dataset(spec.dataset, name or None, data_files=spec.data_files or None)
     except (FileNotFoundError, ValueError, ConnectionError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MtrainError(f"cannot load dataset '{spec.dataset}' ({spec.name or 'no config'}): {first}") from None

@@ -8,6 +8,8 @@ A prepared data directory (by default `{out_dir}/data`):
     {split}.{lang}.bin.json    the dtype and token count of that array
     {split}.{lang}.idx.npy     int64 offsets: sentence i is bin[idx[i]:idx[i+1]]
     {split}.{lang}.txt         the raw valid/test text, the references for BLEU
+                               (several language pairs: train.src/train.tgt hold them all, and each
+                               pair has its valid/test split, valid.en-fr.en, valid.en-fr.fr, ...)
     train.corpus.npy           which training corpus (index into data.train) each pair came from
 
 The manifest records every file's size and CRC-32, so damaged data is noticed and rebuilt.
@@ -121,12 +123,22 @@ class PreparedData:
         if not self.has(name):
             raise MtrainError(f"the prepared data has no '{name}' split; set data.{name} in the config")
         corpus, align = self.dir / f"{name}.corpus.npy", self.dir / f"{name}.align"
+        src_lang, tgt_lang = self.split_langs(name)
         return Split(
-            IndexedArray.open(self.dir / f"{name}.{self.src_lang}"),
-            IndexedArray.open(self.dir / f"{name}.{self.tgt_lang}"),
+            IndexedArray.open(self.dir / f"{name}.{src_lang}"),
+            IndexedArray.open(self.dir / f"{name}.{tgt_lang}"),
             np.load(corpus) if corpus.is_file() else None,
             IndexedArray.open(align) if Path(f"{align}.bin.json").is_file() else None,
         )
+
+    def split_langs(self, name: str) -> tuple[str, str]:
+        """The language names of a split's files: the data's, or the split's own (several language pairs)."""
+        src_lang, tgt_lang = self.manifest["splits"][name].get("langs", (self.src_lang, self.tgt_lang))
+        return src_lang, tgt_lang
+
+    def reference_splits(self, section: str) -> list[str]:
+        """The splits of a valid/test section: the section itself, or one per language pair (valid.en-fr)."""
+        return [name for name in self.manifest["splits"] if name.partition(".")[0] == section]
 
     @property
     def corpora(self) -> list[dict]:

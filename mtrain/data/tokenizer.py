@@ -19,7 +19,7 @@ import sentencepiece as spm
 
 from mtrain.config import TokenizerConfig
 from mtrain.data import casing, noise
-from mtrain.data.languages import language_token, token_languages
+from mtrain.data.languages import LANGUAGE_TOKEN, language_token, token_languages
 from mtrain.errors import MtrainError
 from mtrain.special import BOS, EOS, PAD, UNK
 
@@ -205,7 +205,15 @@ class Tokenizer:
     def encode_input(self, lines: list[str], language: str = "") -> list[list[int]]:
         """The source ids of the text a user sends: encode_src, except that with case tags a
         sentence in UPPER CASE or Title Case becomes its tag and its sentence-cased text, and that
-        `language` (one of target_languages) puts its token first."""
+        `language` (one of target_languages) puts its token first. A line typed with a language
+        token of the model first (`>>fra<< ...`) keeps it whole when no `language` is given."""
+        if not language and self.target_languages and self._ids is None:
+            typed = [
+                m if (m := LANGUAGE_TOKEN.match(line)) and m[1] in self.target_languages else None for line in lines
+            ]
+            if any(typed):
+                rest = self.encode_input([line[m.end() :].lstrip() if m else line for line, m in zip(lines, typed)])
+                return [[self.tag_id(m[0]), *ids] if m else ids for m, ids in zip(typed, rest)]
         if self.case_tags:
             cases = [casing.sentence_case_of(line) for line in lines]
             ids = self.encode_src([casing.sentence_cased(line) if case else line for line, case in zip(lines, cases)])

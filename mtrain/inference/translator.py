@@ -11,7 +11,7 @@ import torch
 from mtrain.config import DecodeConfig
 from mtrain.config_io import decode_config
 from mtrain.data.batching import token_batches
-from mtrain.data.languages import choose_target
+from mtrain.data.languages import choose_target, language_token
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, select_device
 from mtrain.errors import MtrainError
@@ -72,6 +72,8 @@ def encode_sources(engine: TranslationEngine, lines: list[str]) -> list[list[int
     max_src = engine.max_src
     language = target_language(engine)
     ids = engine.tokenizer.encode_input([" ".join(line.split()) for line in lines], language)
+    if not language and engine.tokenizer.target_languages:
+        _require_language_tokens(engine.tokenizer, ids)
     for i, seq in enumerate(ids):
         if len(seq) > max_src:
             log.warning(
@@ -83,6 +85,19 @@ def encode_sources(engine: TranslationEngine, lines: list[str]) -> list[list[int
             )
             ids[i] = seq[:max_src]
     return ids
+
+
+def _require_language_tokens(tokenizer: Tokenizer, ids: list[list[int]]) -> None:
+    """A multilingual model asked for no language: every line must start with a language token."""
+    codes = tokenizer.target_languages
+    tokens = {tokenizer.tag_id(language_token(code)) for code in codes}
+    untold = next((i for i, seq in enumerate(ids) if not seq or seq[0] not in tokens), None)
+    if untold is not None:
+        raise MtrainError(
+            f"this model translates into {', '.join(codes)} and line {untold + 1} does not say which: give the "
+            f"target language (--tgt-lang, or tgt_lang in /translate), or start each line with its token, e.g. "
+            f"{language_token(codes[0])}"
+        )
 
 
 def target_language(engine: TranslationEngine) -> str:

@@ -141,14 +141,20 @@ def log_train_line(record: dict, train: TrainConfig, eta_s: float | None) -> Non
 
 
 def log_valid_line(step: int, valid: dict, best: bool) -> None:
+    """The validation line; with several language pairs, the means and then each pair's loss and BLEU."""
     bleu = f" | bleu {valid['bleu']:.2f}" if "bleu" in valid else ""
+    pairs = "".join(
+        f" | {name} {r['loss']:.3f}" + (f" {r['bleu']:.2f}" if "bleu" in r else "")
+        for name, r in valid.get("directions", {}).items()
+    )
     log.info(
-        "valid step %d | loss %.3f | nll %.3f | ppl %.2f%s%s",
+        "valid step %d | loss %.3f | nll %.3f | ppl %.2f%s%s%s",
         step,
         valid["loss"],
         valid["nll"],
         valid["ppl"],
         bleu,
+        pairs,
         " | best" if best else "",
     )
 

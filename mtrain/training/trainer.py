@@ -25,11 +25,11 @@ from mtrain import distributed
 from mtrain.config import Config
 from mtrain.data.augment import training_text
 from mtrain.data.batching import Batch, Prefetcher, TrainBatches, eval_batches
+from mtrain.data.multilingual import corpus_weights
 from mtrain.data.store import PreparedData
 from mtrain.data.tokenizer import Tokenizer
 from mtrain.device import autocast_context, resolve_precision, restore_rng_state, rng_state
 from mtrain.errors import Interrupted
-from mtrain.evaluation.scores import greedy_bleu
 from mtrain.inference.translator import Translator
 from mtrain.model.loss import training_loss
 from mtrain.model.transformer import Transformer
@@ -54,7 +54,7 @@ from mtrain.training.progress import (
     train_record,
 )
 from mtrain.training.schedule import adam, scheduled_lr
-from mtrain.training.validation import validation_loss
+from mtrain.training.validation import over_directions, validation_bleu, validation_loss
 
 log = logging.getLogger("mtrain")
 
@@ -80,7 +80,7 @@ def training_batches(
         t.update_freq,
         dist.world_size,
         dist.rank,
-        weights=[c.weight for c in config.data.train],
+        weights=corpus_weights(config.data, [c["pairs"] for c in data.corpora]),
         segmentation=training_text(config, data, tokenizer),
     )
     if batches.skipped:
@@ -111,7 +111,7 @@ class Trainer:
         self.progress = Progress()
         self.batches = training_batches(config, data, self.tokenizer, dist)
         self.loader = Prefetcher(self.batches, pin=device.type == "cuda")
-        self.valid = data.split("valid") if data.has("valid") else None
+        self.valid = {name: data.split(name) for name in data.reference_splits("valid")}  # one per language pair
         self.module = self.model  # what runs forward/backward: maybe compiled, maybe DDP-wrapped
         self.metrics = MetricsLog(self.out_dir, enabled=dist.is_main)
         self.stop_signal = 0  # set by a signal handler: save and stop after this step
@@ -207,18 +207,18 @@ class Trainer:
         return result
 
     def validate(self) -> dict:
-        """Validation loss, NLL and perplexity per target token (identical for any world size), and
-        with train.valid_bleu greedy BLEU."""
-        t = self.config.train
-        batches = eval_batches(self.valid, t.max_tokens, self.config.model.max_positions)
-        mine = batches[self.dist.rank :: self.dist.world_size]
-        result = validation_loss(self.model, mine, t.label_smoothing, self.device, self.precision)
-        if t.valid_bleu:  # decoded on rank 0
+        """Validation loss, NLL, perplexity (the same for any world size) and maybe BLEU; with several
+        language pairs their means (which choose the best checkpoint) and each pair's."""
+        return over_directions({name: self.validate_split(name) for name in self.valid})
+
+    def validate_split(self, name: str) -> dict:
+        """One validation split's loss, NLL, perplexity and (train.valid_bleu) greedy BLEU, decoded on rank 0."""
+        t, rank, world = self.config.train, self.dist.rank, self.dist.world_size
+        batches = eval_batches(self.valid[name], t.max_tokens, self.config.model.max_positions)[rank::world]
+        result = validation_loss(self.model, batches, t.label_smoothing, self.device, self.precision)
+        if t.valid_bleu:
             translator = Translator(self.model, self.tokenizer, self.config.decode, self.device, self.precision)
-            valid = [self.data.raw_text("valid", lang) for lang in (self.data.src_lang, self.data.tgt_lang)]
-            result["bleu"] = distributed.broadcast_object(
-                greedy_bleu(translator, *valid, tgt_lang=self.data.tgt_lang) if self.dist.is_main else None
-            )
+            result["bleu"] = validation_bleu(translator, self.data, name, self.dist.is_main)
         return result
 
     def validate_and_record(self) -> bool:
@@ -351,7 +351,7 @@ class Trainer:
     def validate_if_due(self) -> tuple[bool, bool]:
         """Validate every valid_every steps and at the end: (a new best?, stop early?)."""
         t, p = self.config.train, self.progress
-        if self.valid is None or not ((t.valid_every and p.step % t.valid_every == 0) or p.step >= t.max_steps):
+        if not self.valid or not ((t.valid_every and p.step % t.valid_every == 0) or p.step >= t.max_steps):
             return False, False
         best = self.validate_and_record()
         return best, bool(t.patience) and p.bad_validations >= t.patience
@@ -381,7 +381,7 @@ class Trainer:
         p = self.progress
         self.bar.close()
         if self.saved_step != p.step:
-            best = self.valid is not None and self.validated_step != p.step and self.validate_and_record()
+            best = bool(self.valid) and self.validated_step != p.step and self.validate_and_record()
             self.save(numbered=True, best=best)
         if self.dist.is_main:
             average_run(self.out_dir, self.config.train)

@@ -3,13 +3,17 @@ summed over all ranks so the figure is the same for any world size."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from mtrain import distributed
 from mtrain.data.batching import Batch
+from mtrain.data.store import PreparedData
 from mtrain.device import autocast_context
+from mtrain.evaluation.scores import greedy_bleu
+from mtrain.inference.translator import Translator
 from mtrain.model.loss import label_smoothed_loss
 from mtrain.model.transformer import Transformer
 
@@ -30,3 +34,25 @@ def validation_loss(
         loss_sum, nll_sum, tokens = loss_sum + loss, nll_sum + nll, tokens + batch.tgt_tokens
     loss_sum, nll_sum, tokens = distributed.all_reduce_sum([loss_sum.item(), nll_sum.item(), tokens], device)
     return {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "ppl": math.exp(min(nll_sum / tokens, 50))}
+
+
+def over_directions(results: dict[str, dict]) -> dict:
+    """The validation record of one split's results by split name: that split's alone, or with
+    several language pairs their unweighted means and each pair's ("directions", by "en-fr")."""
+    if len(results) == 1:
+        return next(iter(results.values()))
+    keys = next(iter(results.values()))
+    means = {key: sum(r[key] for r in results.values()) / len(results) for key in keys}
+    return {**means, "directions": {name.partition(".")[2]: r for name, r in results.items()}}
+
+
+def validation_bleu(translator: Translator, data: PreparedData, split: str, is_main: bool) -> float:
+    """Greedy BLEU on a validation split (a multilingual model told the split's target language),
+    decoded on the main rank and sent to the others."""
+    if not is_main:
+        return distributed.broadcast_object(None)
+    src_lang, tgt_lang = data.split_langs(split)
+    language = tgt_lang if translator.tokenizer.target_languages else ""
+    translator.config = dataclasses.replace(translator.config, tgt_lang=language)
+    sources, references = (data.raw_text(split, lang) for lang in (src_lang, tgt_lang))
+    return distributed.broadcast_object(greedy_bleu(translator, sources, references, tgt_lang=tgt_lang))
