@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from mtrain.cli.options import DeviceOption, MaxTokensOption, PrecisionOption, ThreadsOption
+from mtrain.cli.options import DeviceOption, MaxTokensOption, PrecisionOption, TgtLangOption, ThreadsOption
 from mtrain.cli.shell import command
 from mtrain.errors import MtrainError
 
@@ -60,6 +60,7 @@ def tune(
     ),
     rule: str = RuleOption,
     holdout_fraction: float = HoldoutFractionOption,
+    tgt_lang: Optional[str] = TgtLangOption,
     max_tokens: Optional[int] = MaxTokensOption,
     threads: int = ThreadsOption,
     device: str = DeviceOption,
@@ -72,7 +73,7 @@ def tune(
     tune_command(
         checkpoint,
         translator_factory=lambda: open_engine(
-            checkpoint, None, "torch", device, precision, threads, max_tokens=max_tokens
+            checkpoint, None, "torch", device, precision, threads, max_tokens=max_tokens, tgt_lang=tgt_lang
         ),
         beams=beam,
         lenpens=lenpen,
@@ -83,6 +84,7 @@ def tune(
         echo=typer.echo,
         rule=rule,
         holdout_fraction=holdout_fraction,
+        tgt_lang=tgt_lang,
     )
 
 
@@ -99,6 +101,7 @@ def tune_command(
     echo: Callable[[str], object] = print,
     rule: str = "robust",
     holdout_fraction: float = 0.0,
+    tgt_lang: str | None = None,
 ) -> dict:
     """`mtrain tune`: the grid on the validation set, a table, the choice of `rule`, and maybe the
     chosen setting written. Several checkpoints are tuned as one ensemble, on the first one's
@@ -109,7 +112,7 @@ def tune_command(
 
     _check_options(checkpoint_paths, write, output, rule)
     lenpen_grid = tuning.parse_lenpens(lenpens)
-    sources, references, src_path = tuning.validation_set(checkpoint_paths[0], src, ref)
+    sources, references, src_path = tuning.validation_set(checkpoint_paths[0], src, ref, tgt_lang)
     tuned, held = (
         tuning.holdout_split(len(sources), holdout_fraction) if holdout_fraction else (range(len(sources)), [])
     )
@@ -120,7 +123,7 @@ def tune_command(
     tune_src, tune_ref = [sources[i] for i in tuned], [references[i] for i in tuned]
     echo(f"tuning on {src_path} ({len(tune_src)} sentences): {len(beam_grid) * len(lenpen_grid)} settings")
     echo(tuning.HEADER)
-    tgt_lang = translator.info.get("tgt_lang")  # the model's target language picks BLEU's tokenizer
+    tgt_lang = tgt_lang or translator.info.get("tgt_lang")  # the target language picks BLEU's tokenizer
     rows, outputs, results = tuning.tune(
         translator, tune_src, tune_ref, beam_grid, lenpen_grid, lambda row: echo(tuning.format_row(row)), tgt_lang
     )

@@ -23,8 +23,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mtrain.config import DataConfig
 from mtrain.config_checks import MAX_BEAM, MAX_LENPEN
-from mtrain.config_io import decode_config
+from mtrain.config_io import decode_config, from_dict
+from mtrain.data.languages import canonical
+from mtrain.data.multilingual import reference_splits
 from mtrain.data.sources import read_lines
 from mtrain.errors import MtrainError
 from mtrain.evaluation.bootstrap import (
@@ -199,8 +202,11 @@ def edge_notes(chosen: dict, beams: list[int], lenpens: list[float]) -> list[str
 HEADER = "beam  lenpen    BLEU    chrF     BP  ratio  seconds"
 
 
-def validation_files(checkpoint_path: Path, src: Path | None, ref: Path | None) -> tuple[Path, Path]:
-    """--src/--ref, or the validation text of the checkpoint's prepared data (data.dir, or its run's data/)."""
+def validation_files(
+    checkpoint_path: Path, src: Path | None, ref: Path | None, tgt_lang: str | None = None
+) -> tuple[Path, Path]:
+    """--src/--ref, or the validation text of the checkpoint's prepared data (data.dir, or its run's
+    data/): with several language pairs, the pair into `tgt_lang`'s."""
     if src is not None or ref is not None:
         if src is None or ref is None:
             raise MtrainError("give both --src and --ref (the validation sources and references), or neither")
@@ -208,7 +214,8 @@ def validation_files(checkpoint_path: Path, src: Path | None, ref: Path | None) 
     else:
         config = checkpoint.load(checkpoint_path)["config"]
         data = prepared_data_dir(config, Path(checkpoint_path).parent)
-        found = tuple(data / f"valid.{config['data'][side]}.txt" for side in ("src_lang", "tgt_lang"))
+        name, src_lang, tgt_lang = _validation_split(from_dict(config).data, tgt_lang)
+        found = (data / f"{name}.{src_lang}.txt", data / f"{name}.{tgt_lang}.txt")
     for path in found:
         if not path.is_file():
             raise MtrainError(
@@ -216,6 +223,20 @@ def validation_files(checkpoint_path: Path, src: Path | None, ref: Path | None) 
                 "never tune on the test set)"
             )
     return found
+
+
+def _validation_split(d: DataConfig, tgt_lang: str | None) -> tuple[str, str, str]:
+    """(split name, source and target language) of the validation set to tune on; with several
+    language pairs, the one into `tgt_lang` (a decode setting is chosen per pair)."""
+    splits = reference_splits(d, "valid")
+    if len(splits) == 1:
+        return splits[0]
+    chosen = [split for split in splits if tgt_lang and canonical(split[2]) == canonical(tgt_lang)]
+    if not chosen:
+        pairs = ", ".join(f"{src}->{tgt}" for _, src, tgt in splits)
+        asked = f"--tgt-lang {tgt_lang} is none of them" if tgt_lang else "give --tgt-lang"
+        raise MtrainError(f"the model was validated on {pairs}; tune one pair at a time: {asked}")
+    return chosen[0]
 
 
 def write_setting(checkpoint_path: Path, row: dict, output: Path | None, confidence: dict | None = None) -> Path:
@@ -235,9 +256,11 @@ def write_setting(checkpoint_path: Path, row: dict, output: Path | None, confide
     return target
 
 
-def validation_set(checkpoint_path: Path, src: Path | None, ref: Path | None) -> tuple[list[str], list[str], Path]:
-    """The validation sources and references tune chooses on, and the sources' path."""
-    src_path, ref_path = validation_files(checkpoint_path, src, ref)
+def validation_set(
+    checkpoint_path: Path, src: Path | None, ref: Path | None, tgt_lang: str | None = None
+) -> tuple[list[str], list[str], Path]:
+    """The validation sources and references tune chooses on (of the pair into `tgt_lang`), and the sources' path."""
+    src_path, ref_path = validation_files(checkpoint_path, src, ref, tgt_lang)
     sources, references = read_lines(src_path), read_lines(ref_path)
     if len(sources) != len(references) or not sources:
         raise MtrainError(

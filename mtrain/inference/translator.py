@@ -72,8 +72,8 @@ def encode_sources(engine: TranslationEngine, lines: list[str]) -> list[list[int
     max_src = engine.max_src
     language = target_language(engine)
     ids = engine.tokenizer.encode_input([" ".join(line.split()) for line in lines], language)
-    if not language and engine.tokenizer.target_languages:
-        _require_language_tokens(engine.tokenizer, ids)
+    if not language and engine.tokenizer.target_languages and engine.tokenizer.vocab is None:
+        _require_language_tokens(engine.tokenizer, ids)  # (an imported model does what transformers does)
     for i, seq in enumerate(ids):
         if len(seq) > max_src:
             log.warning(
@@ -88,7 +88,8 @@ def encode_sources(engine: TranslationEngine, lines: list[str]) -> list[list[int
 
 
 def _require_language_tokens(tokenizer: Tokenizer, ids: list[list[int]]) -> None:
-    """A multilingual model asked for no language: every line must start with a language token."""
+    """A multilingual model of mtrain's asked for no language: every line must start with a
+    language token (it never saw a source without one)."""
     codes = tokenizer.target_languages
     tokens = {tokenizer.tag_id(language_token(code)) for code in codes}
     untold = next((i for i, seq in enumerate(ids) if not seq or seq[0] not in tokens), None)

@@ -178,6 +178,8 @@ def metrics_figure(run_dirs: list[Path]) -> Figure:
             points = [(r[x_key], r[key]) for r in records if r["kind"] == kind and key in r and x_key in r]
             if points:
                 ax.plot(*zip(*points), color=color, label=name)
+            if kind == "valid":
+                _plot_directions(ax, records, key, x_key, color, name)
             if key == "loss" and x_key == "step":
                 valid = [(r["step"], r["loss"]) for r in records if r["kind"] == "valid"]
                 if valid:
@@ -198,6 +200,18 @@ def metrics_figure(run_dirs: list[Path]) -> Figure:
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def _plot_directions(ax, records: list[dict], key: str, x_key: str, color: str, name: str) -> None:  # noqa: ANN001
+    """A multilingual run's validation value per language pair, thin and in its run's color, one marker per pair."""
+    valid = [r for r in records if r["kind"] == "valid" and "directions" in r and x_key in r]
+    pairs = list(valid[-1]["directions"]) if valid else []
+    for marker, pair in zip("^vsPXD*", pairs):
+        points = [(r[x_key], r["directions"][pair][key]) for r in valid if key in r["directions"].get(pair, {})]
+        if points:
+            ax.plot(*zip(*points), color=color, linewidth=0.8, marker=marker, markersize=4, label=f"{name} {pair}")
+    if pairs:
+        ax.legend(fontsize=7)
 
 
 # ----------------------------------------------------------------------------- positions

@@ -10,6 +10,7 @@ few example translations with the cross-attention that produced them.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import time
@@ -96,23 +97,40 @@ def validation_section(records: list[dict]) -> str:
         return '<p class="muted">no validation records</p>'
     last, best = valid[-1], min(valid, key=lambda r: r["loss"])
     keys = [k for k in ("loss", "nll", "ppl", "bleu") if k in last]
-    rows = [(label, r["step"], *(f"{r[k]:.3f}" for k in keys)) for label, r in (("last", last), ("best loss", best))]
+    labelled = [("last", last), ("best loss", best)]
+    labelled += [(f"last, {pair}", {"step": last["step"], **r}) for pair, r in last.get("directions", {}).items()]
+    rows = [(label, r["step"], *(f"{r[k]:.3f}" for k in keys)) for label, r in labelled]
     return _table(rows, ("validation", "step", *keys))
 
 
 def test_section(
     translator: Translator, data: PreparedData | None, max_sentences: int
 ) -> tuple[str, list[tuple[str, str, str]]]:
-    """Decode the test set (or validation set) once: scores, signatures, speed; returns examples too."""
-    split = next((s for s in ("test", "valid") if data is not None and data.has(s)), None)
-    if split is None:
+    """Decode the test set (or validation set) once, each language pair's of a multilingual model:
+    scores, signatures, speed; returns examples too (the last pair's, which the translator is left
+    translating into)."""
+    section = next((s for s in ("test", "valid") if data is not None and data.reference_splits(s)), None)
+    if section is None:
         return '<p class="muted">the run has no test or validation set to decode</p>', []
-    sources = data.raw_text(split, data.src_lang)[:max_sentences]
-    references = data.raw_text(split, data.tgt_lang)[:max_sentences]
+    parts, examples = [], []
+    for split in data.reference_splits(section):
+        part, examples = _split_scores(translator, data, split, max_sentences)
+        parts.append(part)
+    return "".join(parts), examples
+
+
+def _split_scores(
+    translator: Translator, data: PreparedData, split: str, max_sentences: int
+) -> tuple[str, list[tuple[str, str, str]]]:
+    src_lang, tgt_lang = data.split_langs(split)
+    language = tgt_lang if translator.tokenizer.target_languages else ""
+    translator.config = dataclasses.replace(translator.config, tgt_lang=language)
+    sources = data.raw_text(split, src_lang)[:max_sentences]
+    references = data.raw_text(split, tgt_lang)[:max_sentences]
     start = time.perf_counter()
     hypotheses = translator.translate(sources)
     seconds = time.perf_counter() - start
-    scores = corpus_scores(hypotheses, [references], tgt_lang=data.tgt_lang)
+    scores = corpus_scores(hypotheses, [references], tgt_lang=tgt_lang)
     words = sum(len(h.split()) for h in hypotheses)
     rows = [
         ("BLEU", f"{scores['bleu']:.2f}", scores["bleu_signature"]),
@@ -123,9 +141,9 @@ def test_section(
         f"{translator.device} {translator.precision}: {seconds:.1f} s ({len(sources) / seconds:.1f} sentences/s, "
         f"{words / seconds:.0f} words/s); {html.escape(scores['bleu_detail'])}</p>"
     )
-    return _table(rows, (f"{split} set", "score", "sacreBLEU signature")) + speed, list(
-        zip(sources, references, hypotheses)
-    )
+    section, _, pair = split.partition(".")
+    header = (f"{section} set" + (f", {src_lang} → {tgt_lang}" if pair else ""), "score", "sacreBLEU signature")
+    return _table(rows, header) + speed, list(zip(sources, references, hypotheses))
 
 
 def examples_section(translator: Translator, examples: list[tuple[str, str, str]]) -> str:
@@ -174,7 +192,8 @@ def report_command(
     scores, decoded = test_section(translator, data, max_sentences)
     config_text = config_text or json.dumps(translator.info, indent=2)
     info = translator.info
-    title = f"mtrain run {run_dir.name}: {info['src_lang']} → {info['tgt_lang']}"
+    pairs = [f"{src} → {tgt}" for src, tgt in (manifest or {}).get("directions", [])]
+    title = f"mtrain run {run_dir.name}: {', '.join(pairs) or info['src_lang'] + ' → ' + info['tgt_lang']}"
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>

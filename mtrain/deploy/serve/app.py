@@ -253,11 +253,11 @@ async def _translate_text(worker: BatchingWorker, body: object, request: "Reques
         else:
             lines = _with_soft_terms(worker, body) if body.glossary else lines
             future = worker.submit(lines, beam, body.nbest, body.scores, body.tgt_lang or "")
+        answered, results = await result_unless_client_left(future, request.receive)
     except QueueFull:
         return busy_response()
-    except MtrainError as e:
+    except MtrainError as e:  # the request's own mistake, found before or while translating it
         return error_response(422, str(e))
-    answered, results = await result_unless_client_left(future, request.receive)
     if not answered:
         return error_response(CLIENT_GONE, "the client closed the connection; the request was dropped")
     t = worker.translator
