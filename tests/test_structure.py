@@ -11,8 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtrain"
 # From the bottom up; a module may import modules of its own layer or of the layers below it.
 LAYERS = [
     ("foundation", {"mtrain", "mtrain.errors", "mtrain.special", "mtrain.files", "mtrain.extras", "mtrain.config",
-                    "mtrain.config_data", "mtrain.config_checks", "mtrain.config_io", "mtrain.device", "mtrain.launcher",
-                    "mtrain.distributed"}),
+                    "mtrain.config_data", "mtrain.config_checks", "mtrain.config_io", "mtrain.device",
+                    "mtrain.launcher", "mtrain.distributed"}),
     ("data", {"mtrain.data"}),
     ("model", {"mtrain.model"}),
     ("run", {"mtrain.run"}),
