@@ -296,7 +296,7 @@ def test_training_with_terms_writes_aligned_targets_into_the_epochs_sources(tmp_
 
     from helpers import tiny_config
 
-    data = prepare(tiny_config(tmp_path, data={"train": {"demo": 2000}, "alignments": "eflomal",
+    data = prepare(tiny_config(tmp_path, data={"train": {"demo": 800}, "alignments": "eflomal",
                                                "augment": {"terms": 0.5}}))  # fmt: skip
     tokenizer, split = data.tokenizer(), data.split("train")
     markers = [tokenizer.tag_id("<t>"), tokenizer.tag_id("</t>")]  # pieces of their own

@@ -169,11 +169,11 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
         },
         "train": {
             "max_tokens": 400,
-            "max_steps": 100,
+            "max_steps": 60,
             "warmup_steps": 10,
             "log_every": 1,
-            "valid_every": 40,
-            "save_every": 40,
+            "valid_every": 30,
+            "save_every": 30,
         },
     }
     uninterrupted = _write_config(tmp_path / "a.yaml", values)
@@ -186,7 +186,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert status == 130, stderr
     assert "run the same command again to resume" in stderr
     stopped_at = checkpoint.load(tmp_path / "b" / "checkpoint_last.pt")["progress"]["step"]
-    assert 5 <= stopped_at < 100
+    assert 5 <= stopped_at < 60
 
     resumed = run_cli("train", "-c", str(interrupted))
     assert resumed.returncode == 0, resumed.stderr
@@ -201,7 +201,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
     losses = lambda run: {m["step"]: m["loss"] for m in _metrics(tmp_path / run) if m["kind"] == "train"}
     la, lb = losses("a"), losses("b")
-    assert la.keys() == lb.keys() == set(range(1, 101))
+    assert la.keys() == lb.keys() == set(range(1, 61))
     np.testing.assert_allclose([la[s] for s in sorted(la)], [lb[s] for s in sorted(lb)], rtol=1e-5)
 
 

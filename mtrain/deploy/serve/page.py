@@ -76,6 +76,7 @@ def add_page_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         model_config = ConfigDict(extra="forbid")
         text: StrictStr = Field(description="One sentence.", examples=["A man rides a bike."])
         beam: StrictInt | None = Field(None, ge=1, le=limits.max_beam, description="Beam size (default: the model's).")
+        tgt_lang: StrictStr | None = Field(None, description="A multilingual model's target language (fr, fra, ...).")
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -108,7 +109,13 @@ def add_page_routes(app: "FastAPI", state: dict, limits: ServeLimits) -> None:
         if too_much:
             return error_response(*too_much)
         try:
-            future = worker.submit_task(lambda translator: attention_payload(translator, body.text, body.beam))
+            worker.engine_for(body.tgt_lang or "")  # a language the model lacks: 422 before any work
+        except MtrainError as e:
+            return error_response(422, str(e))
+        try:
+            future = worker.submit_task(
+                lambda translator: attention_payload(translator, body.text, body.beam), body.tgt_lang or ""
+            )
         except QueueFull:
             return busy_response()
         try:

@@ -53,6 +53,7 @@ async function start() {
   $("model").textContent = describeModel(info);
   $("src-lang").textContent = `(${info.src_lang})`;
   $("tgt-lang").textContent = `(${info.tgt_lang})`;
+  chooseLanguages(info.target_languages || []);
   $("confidence-meaning").textContent = `Confidence: ${info.confidence_meaning}. Words the model gave ` +
     `a probability below ${UNSURE} are underlined, below ${DOUBTFUL} in red.`;
   $("beam").value = info.decode.beam;
@@ -67,6 +68,19 @@ async function start() {
   }
   $("translate").disabled = false;
   showStatus("Ready.");
+}
+
+// A multilingual model: a choice of the languages it translates into, sent as tgt_lang.
+function chooseLanguages(languages) {
+  $("language-choice").hidden = !languages.length;
+  for (const code of languages) $("language").append(element("option", code));
+  $("language").addEventListener("change", () => { $("tgt-lang").textContent = `(${$("language").value})`; });
+  if (languages.length) $("tgt-lang").textContent = `(${languages[0]})`;
+}
+
+function withLanguage(body) {
+  return state.info.target_languages && state.info.target_languages.length
+    ? { ...body, tgt_lang: $("language").value } : body;
 }
 
 function numberInput(id) {
@@ -101,15 +115,15 @@ async function translate() {
   showStatus("Translating…");
   try {
     if ($("markup").checked) {
-      const result = await postJSON("/translate", { text: [text], beam, format: "html" });
+      const result = await postJSON("/translate", withLanguage({ text: [text], beam, format: "html" }));
       showMarkup(result.translations[0]);
     } else {
-      const body = { text: [text], beam, nbest, scores: true };
+      const body = withLanguage({ text: [text], beam, nbest, scores: true });
       const glossary = glossaryPairs();
       if (glossary.length) body.glossary = glossary;
       const result = await postJSON("/translate", body);
       showTranslations(result.translations[0]);
-      if (state.info.attention) showAttention(await postJSON("/attention", { text, beam }));
+      if (state.info.attention) showAttention(await postJSON("/attention", withLanguage({ text, beam })));
     }
     showStatus("Done.");
   } catch (error) {
