@@ -229,3 +229,11 @@ def test_the_page_offers_the_target_languages_and_translates_into_the_one_chosen
         assert page.inner_text("#translations li .translation") == expected
         assert page.inner_text("#tgt-lang") == "(de-rev)"
         browser.close()
+
+
+def test_the_off_target_measure_reads_short_captions_in_the_language_asked_for():
+    from mtrain.data.filters import language_matches
+
+    caption = "Une jolie femme joue de la harpe."  # CLD2 alone reads it as Danish
+    assert not language_matches(caption, "fr", 0.5) and language_matches(caption, "fr", 0.5, hint=True)
+    assert not language_matches("Ein Mann fährt mit dem Fahrrad über eine Brücke.", "fr", 0.5, hint=True)

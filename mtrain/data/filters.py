@@ -116,12 +116,16 @@ def known_languages() -> set[str]:
     return {_language(code) for _, code in _cld2().LANGUAGES if not code.startswith("xx-")}
 
 
-def language_matches(text: str, lang: str, threshold: float) -> bool:
+def language_matches(text: str, lang: str, threshold: float, hint: bool = False) -> bool:
     """Whether CLD2 (Google's Compact Language Detector 2, its tables compiled into pycld2) finds
     `lang` to be the main language of `text`, covering at least `threshold` of it. The text is read
-    as plain text (CLD2 would otherwise skip what looks like HTML tags and entities)."""
+    as plain text (CLD2 would otherwise skip what looks like HTML tags and entities). With `hint`,
+    CLD2 is told to expect `lang`: short text in it is no longer misread (a French caption as
+    English), while text in another language is still found to be that one (the off-target
+    measure of multilingual models, scripts/eval_off_target.py)."""
+    prior = {"hintLanguage": _language(lang)} if hint else {}
     try:
-        _, _, ((_, code, percent, _), *_) = _cld2().detect(text, isPlainText=True, bestEffort=True)
+        _, _, ((_, code, percent, _), *_) = _cld2().detect(text, isPlainText=True, bestEffort=True, **prior)
     except (UnicodeEncodeError, _cld2().error):  # lone surrogates, or bytes CLD2 refuses: not the language
         return False
     return _language(code) == lang and percent >= 100 * threshold
