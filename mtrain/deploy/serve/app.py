@@ -3,7 +3,7 @@
     POST /translate  {"text": ["...", ...], "beam": 4, "nbest": 1}  ->  {"translations": [...]}
                      {"text": ["A <b>big</b> dog."], "format": "html"}: the tags kept (insight/markup.py)
                      {"text": [...], "glossary": [["dog", "Hund"]]}: the terms used (inference/terminology.py)
-    POST /attention  {"text": "...", "beam": 4, "tgt_lang": "fr"}  ->  the best translation, its cross-attention, alignment
+    POST /attention  {"text": "...", "beam": 4, "tgt_lang": "fr"}  ->  the best translation, its attention, alignment
     GET  /           a page to try the model in a browser: translate, n-best, attention (page.py)
     GET  /health     200 once the model is loaded, 503 before
     GET  /info       languages, vocabulary sizes, model shape, engine, checkpoint step
