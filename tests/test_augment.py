@@ -196,7 +196,10 @@ def test_no_augmentation_trains_on_the_prepared_split(tmp_path):
         ({"augment": {"upper": 0.5, "lower": 0.6}}, "upper \\+ title \\+ lower is 1.1, above 1"),
         ({"augment": {"uper": 0.1}}, "unknown key 'data.augment.uper'; did you mean 'data.augment.upper'"),
         ({"train": {"demo": 10, "augment": {"typo": 0.1}}}, "unknown key 'data.train\\[0\\].augment.typo'"),
-        ({"valid": {"demo": 10, "augment": {"upper": 0.1}}}, "data.valid: weight, tag, skip_filters, augment, src_lang and tgt_lang"),
+        (
+            {"valid": {"demo": 10, "augment": {"upper": 0.1}}},
+            "data.valid: weight, tag, skip_filters, augment, src_lang and tgt_lang",
+        ),
         ({"test": {"demo": 10, "augment": {}}}, "data.test: weight, tag, skip_filters, augment, src_lang and tgt_lang"),
     ],
 )

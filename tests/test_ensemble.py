@@ -123,7 +123,7 @@ def test_a_run_trained_on_the_first_runs_sentencepiece_model_joins_its_ensemble(
     other = tiny_config(tmp_path / "other", tokenizer={"model": str(demo_run / "data" / "spm.model")})
     train(other)
     ensemble = open_translator([members[0], tmp_path / "other" / "checkpoint_last.pt"], "cpu")
-    assert [m.config.d_model for m in ensemble.model.members] == [128, 64]
+    assert [m.config.d_ff for m in ensemble.model.members] == [256, 128]
     assert len(ensemble.translate(sources)) == len(sources)
 
 

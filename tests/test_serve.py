@@ -97,7 +97,7 @@ def test_health_info_and_docs(client):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/info").json()
     assert (info["src_lang"], info["tgt_lang"], info["engine"]) == ("en", "de", "torch")
-    assert info["src_vocab_size"] == 400 and info["model"]["d_model"] == 128 and info["step"] > 0
+    assert info["src_vocab_size"] == 400 and info["model"]["d_model"] == 64 and info["step"] > 0
     assert info["checkpoint"] == "checkpoint_avg.pt"  # its name, not where it lies
     assert client.get("/docs").status_code == 404  # its scripts would come from a CDN
     assert "/translate" in client.get("/openapi.json").json()["paths"]
@@ -451,7 +451,7 @@ def test_requests_cut_off_by_the_end_of_the_drain_get_503_and_no_traceback(demo)
     with serve_process(ckpt, "--drain-seconds", "1", "--max-wait-ms", "1") as (url, process):
 
         def request(i: int) -> int:
-            body = {"text": lines[(8 * i) % 64 :][:8], "beam": 16}
+            body = {"text": lines[(16 * i) % 128 :][:16], "beam": 16}
             try:
                 return httpx.post(f"{url}/translate", json=body, timeout=60).status_code
             except httpx.TransportError:

@@ -300,7 +300,7 @@ def test_checkpoints_are_complete_and_rotated(tmp_path):
 
 
 def test_the_demo_task_is_learned(demo_run):
-    """The learning test: a tiny model masters held-out demo sentences (about a minute on 2 cores)."""
+    """The learning test: a tiny model masters held-out demo sentences (about 25 s on 2 cores)."""
     from mtrain.data.store import PreparedData
     from mtrain.evaluation.scores import corpus_scores
     from mtrain.inference.translator import open_translator
