@@ -274,6 +274,10 @@ ALIGNERS = ("", "eflomal")
 def _validate_guided_alignment(config: Config) -> None:
     d, g, m = config.data, config.train.guided_alignment, config.model
     _require(d.alignments in ALIGNERS, f"data.alignments must be eflomal or empty (none), got '{d.alignments}'")
+    _require(
+        d.alignment_units in ("pieces", "words"),
+        f"data.alignment_units must be pieces or words, got '{d.alignment_units}'",
+    )
     _require(math.isfinite(g.weight) and g.weight >= 0, f"train.guided_alignment.weight must be >= 0, got {g.weight}")
     _require(
         0 <= g.layer <= m.decoder_layers,

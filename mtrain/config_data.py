@@ -177,6 +177,11 @@ class DataConfig:
         factory=AugmentConfig,
         help="Case, typo and punctuation changes to training pairs, drawn anew every epoch; all off by default.",
     )
+    alignment_units: str = setting(
+        "pieces",
+        "What data.alignments aligns: pieces (the subword pieces the model attends over) or words (the "
+        "pairs' words, lowercased; each piece of a word then links to each piece of the words it is linked to).",
+    )
     temperature: float = setting(
         0.0,
         "Several language pairs: each pair's share of an epoch proportional to n^(1/T), n its training pairs "

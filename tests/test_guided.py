@@ -246,3 +246,29 @@ def test_align_beside_links_only_the_first_pairs_aligned_with_more():
     sources, targets, gold = demo_split(1000, "train", "en", "de")
     found = align_beside(sources[:200], targets[:200], sources[200:], targets[200:])
     assert len(found) == 200 and alignment_error_rate(found, gold[:200]) < 0.15
+
+
+def test_word_units_align_the_demo_words_and_link_every_piece_of_linked_words(tmp_path):
+    from mtrain.data.alignments import piece_links, word_texts
+    from mtrain.data.prepare import prepare
+    from mtrain.data.sources import demo_split
+    from mtrain.data.tokenizer import word_numbers
+    from mtrain.insight.alignment import alignment_error_rate
+
+    assert word_texts(["\u2581Der", "\u2581Hund", "e", "\u2581", "."]) == ["der", "hunde", "."]
+    assert piece_links({(1, 0)}, [0, 1, 1], [0, 0, 1]) == {(1, 0), (1, 1), (2, 0), (2, 1)}
+    data = prepare(tiny_config(tmp_path, data={"train": {"demo": 2000}, "alignments": "eflomal",
+                                               "alignment_units": "words"}))  # fmt: skip
+    split, tokenizer = data.split("train"), data.tokenizer()
+    _, _, gold = demo_split(2000, "train", "en", "de")
+    found = []
+    for i in range(500):
+        pieces = (
+            [tokenizer.src_piece(int(t)) for t in split.src[i]],
+            [tokenizer.tgt_piece(int(t)) for t in split.tgt[i]],
+        )
+        links = {tuple(link) for link in split.align[i].reshape(-1, 2).tolist()}
+        words = _word_links(split.align[i], *pieces)
+        assert links == piece_links(words, *(word_numbers(p) for p in pieces))  # whole words, every piece
+        found.append(words)
+    assert alignment_error_rate(found, gold[:500]) < 0.1

@@ -2,7 +2,8 @@
 alignment training.
 
 eflomal (Östling and Tiedemann, 2016; the aligner of Mozilla's training pipeline) aligns the pairs
-on their subword pieces, the units the model attends over, in both directions; the two are
+on their subword pieces, the units the model attends over (or on their words, data.alignment_units),
+in both directions; the two are
 symmetrized with grow-diag-final-and (Koehn et al., 2005) and stored beside the prepared pairs as
 train.align: per pair, its links as flat (source piece, target piece) positions.
 """
@@ -18,7 +19,7 @@ from types import ModuleType
 import numpy as np
 
 from mtrain.data.store import IdsWriter, IndexedArray
-from mtrain.data.tokenizer import Tokenizer
+from mtrain.data.tokenizer import WORD_START, Tokenizer, word_numbers
 from mtrain.extras import require
 from mtrain.files import atomic_write_text
 
@@ -30,17 +31,23 @@ MAX_POSITION = 65_535  # links are stored as uint16 positions
 ALIGN_CHUNK = 1_000_000  # pairs per eflomal run: plenty for its statistics, and the unit of resuming
 
 
-def align_training_pairs(src: IndexedArray, tgt: IndexedArray, tokenizer: Tokenizer, prefix: Path, stage: Path) -> None:
-    """eflomal over every training pair's pieces, symmetrized, written to {prefix}.bin/.idx.npy.
-    The pairs go in chunks of ALIGN_CHUNK; each chunk's links are kept in `stage` under the
-    digest of its text, so an interrupted prepare aligns only the chunks it had not finished."""
+def align_training_pairs(
+    src: IndexedArray, tgt: IndexedArray, tokenizer: Tokenizer, prefix: Path, stage: Path, words: bool = False
+) -> None:
+    """eflomal over every training pair's pieces (or, with `words`, its lowercased words, each link
+    then spread over the two words' pieces), symmetrized, written to {prefix}.bin/.idx.npy as piece
+    positions. The pairs go in chunks of ALIGN_CHUNK; each chunk's links are kept in `stage` under
+    the digest of its text, so an interrupted prepare aligns only the chunks it had not finished."""
     eflomal = require("eflomal", "align", "data.alignments: eflomal")
     stage.mkdir(parents=True, exist_ok=True)
     writer = IdsWriter(prefix, MAX_POSITION + 1)
     for start in range(0, len(src), ALIGN_CHUNK):
         rows = range(start, min(start + ALIGN_CHUNK, len(src)))
-        source = [" ".join(tokenizer.src_piece(int(t)) for t in src[i]) + "\n" for i in rows]
-        target = [" ".join(tokenizer.tgt_piece(int(t)) for t in tgt[i]) + "\n" for i in rows]
+        src_pieces = [[tokenizer.src_piece(int(t)) for t in src[i]] for i in rows]
+        tgt_pieces = [[tokenizer.tgt_piece(int(t)) for t in tgt[i]] for i in rows]
+        units = word_texts if words else list
+        source = [" ".join(units(pieces)) + "\n" for pieces in src_pieces]
+        target = [" ".join(units(pieces)) + "\n" for pieces in tgt_pieces]
         digest = hashlib.sha256("".join(source + ["\0"] + target).encode()).hexdigest()[:24]
         done = stage / f"{digest}.links"
         if done.is_file():
@@ -48,9 +55,35 @@ def align_training_pairs(src: IndexedArray, tgt: IndexedArray, tokenizer: Tokeni
         else:
             log.info("aligning pairs %d-%d of %d with eflomal (both directions)", rows.start, rows.stop - 1, len(src))
             _align_chunk(eflomal, source, target, done)
-        for line in done.read_text(encoding="utf-8").splitlines():
-            writer.add([[position for link in sorted(read_pharaoh(line)) for position in link]])
+        lines = done.read_text(encoding="utf-8").splitlines()
+        for line, s_pieces, t_pieces in zip(lines, src_pieces, tgt_pieces):
+            links = read_pharaoh(line)
+            links = piece_links(links, word_numbers(s_pieces), word_numbers(t_pieces)) if words else links
+            writer.add([[position for link in sorted(links) for position in link]])
     writer.close()
+
+
+def word_texts(pieces: list[str]) -> list[str]:
+    """The words of a sentence's pieces (tokenizer.word_numbers' words), lowercased, for eflomal:
+    the word statistics are denser than the pieces' (a word cut two ways is one word)."""
+    words: dict[int, str] = {}
+    for number, piece in zip(word_numbers(pieces), pieces):
+        words[number] = words.get(number, "") + piece.replace(WORD_START, "")
+    return [text.lower() or WORD_START for text in words.values()]
+
+
+def piece_links(word_links: Links, src_words: list[int], tgt_words: list[int]) -> Links:
+    """Word links as piece links: every piece of source word i with every piece of target word j."""
+    src_at = _positions_by_word(src_words)
+    tgt_at = _positions_by_word(tgt_words)
+    return {(p, q) for i, j in word_links for p in src_at.get(i, ()) for q in tgt_at.get(j, ())}
+
+
+def _positions_by_word(numbers: list[int]) -> dict[int, list[int]]:
+    positions: dict[int, list[int]] = {}
+    for position, number in enumerate(numbers):
+        positions.setdefault(number, []).append(position)
+    return positions
 
 
 def _align_chunk(eflomal: ModuleType, source: list[str], target: list[str], done: Path) -> None:

@@ -96,6 +96,8 @@ def fingerprint(config: Config, given_spm: dict | None = None) -> dict:
         settings["term_markers"] = True
     if not d.alignments:
         del settings["data"]["alignments"]
+    if d.alignment_units == "pieces":
+        del settings["data"]["alignment_units"]  # the units before there was a choice: no rebuild
     del settings["tokenizer"]["sampling_alpha"]
     if given_spm is not None:
         given = [given_spm["src"], given_spm["tgt"] or b"", json.dumps(given_spm.get("vocab")).encode()]
@@ -225,7 +227,8 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, g
         from mtrain.data.alignments import align_training_pairs
 
         pairs = (IndexedArray.open(tmp / f"train.{lang}") for lang in train_sides(d))
-        align_training_pairs(*pairs, tokenizer, tmp / "train.align", alignment_stage(config.data_dir))
+        stage = alignment_stage(config.data_dir)
+        align_training_pairs(*pairs, tokenizer, tmp / "train.align", stage, words=d.alignment_units == "words")
     splits = {"train": {key: sum(c[key] for c in corpora) for key in ("pairs", "src_tokens", "tgt_tokens")}}
     if several_pairs(d):
         splits["train"]["langs"] = list(train_sides(d))
