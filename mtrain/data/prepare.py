@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mtrain.config import Config, CorpusConfig
+from mtrain.config import Config, CorpusConfig, DataConfig
 from mtrain.data.clean import CHUNK_PAIRS, add_counts, cleaned_training_chunks, no_counts
 from mtrain.data.filters import check as check_filters
 from mtrain.data.filters import enabled
@@ -235,7 +235,7 @@ def _build(config: Config, tmp: Path, wanted: dict, expected_spm: dict | None, g
     for section in ("valid", "test"):
         spec = getattr(d, section)
         for name, src_lang, tgt_lang in reference_splits(d, section) if spec.is_set() else []:
-            splits[name] = _encode_reference(spec, (name, src_lang, tgt_lang), tokenizer, tmp, several_pairs(d))
+            splits[name] = _encode_reference(spec, (name, src_lang, tgt_lang), tokenizer, tmp, d)
     manifest = {
         "fingerprint": wanted,
         "src_lang": d.src_lang,
@@ -326,7 +326,7 @@ def _log_cleaning(name: str, counts: dict) -> None:
 
 
 def _encode_reference(
-    spec: CorpusConfig, split: tuple[str, str, str], tokenizer: Tokenizer, tmp: Path, record_langs: bool
+    spec: CorpusConfig, split: tuple[str, str, str], tokenizer: Tokenizer, tmp: Path, d: DataConfig
 ) -> dict:
     """A valid/test split (name, source and target language): whitespace-normalized, kept as text
     (the references for BLEU) and encoded, a multilingual model's sources after their language token."""
@@ -337,8 +337,8 @@ def _encode_reference(
     if not src:
         raise MtrainError(f"the {section} corpus is empty; check data.{section}")
     log.info("encoding %s: %d pairs", name, len(src))
-    record = {"pairs": len(src), **({"langs": [src_lang, tgt_lang]} if record_langs else {})}
-    prefix = [tokenizer.tag_id(language_token(token_code(tgt_lang)))] if tokenizer.target_languages else []
+    record = {"pairs": len(src), **({"langs": [src_lang, tgt_lang]} if several_pairs(d) else {})}
+    prefix = [tokenizer.tag_id(language_token(token_code(tgt_lang)))] if d.is_multilingual() else []
     for lang, lines, encode, vocab_size, key in (
         (
             src_lang,

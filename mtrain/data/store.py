@@ -136,6 +136,11 @@ class PreparedData:
         src_lang, tgt_lang = self.manifest["splits"][name].get("langs", (self.src_lang, self.tgt_lang))
         return src_lang, tgt_lang
 
+    @property
+    def multilingual(self) -> bool:
+        """Whether the data has sources led by target-language tokens (more than one target language)."""
+        return len({tgt for _, tgt in self.manifest.get("directions", [])}) > 1
+
     def reference_splits(self, section: str) -> list[str]:
         """The splits of a valid/test section: the section itself, or one per language pair (valid.en-fr)."""
         return [name for name in self.manifest["splits"] if name.partition(".")[0] == section]

@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mtrain.config import DataConfig
 from mtrain.config_checks import MAX_BEAM, MAX_LENPEN
-from mtrain.config_io import decode_config, from_dict
+from mtrain.config_io import decode_config
 from mtrain.data.languages import canonical
-from mtrain.data.multilingual import reference_splits
 from mtrain.data.sources import read_lines
+from mtrain.data.store import PreparedData, read_manifest
 from mtrain.errors import MtrainError
 from mtrain.evaluation.bootstrap import (
     BOOTSTRAP_SAMPLES,
@@ -214,7 +213,7 @@ def validation_files(
     else:
         config = checkpoint.load(checkpoint_path)["config"]
         data = prepared_data_dir(config, Path(checkpoint_path).parent)
-        name, src_lang, tgt_lang = _validation_split(from_dict(config).data, tgt_lang)
+        name, src_lang, tgt_lang = _validation_split(data, config["data"], tgt_lang)
         found = (data / f"{name}.{src_lang}.txt", data / f"{name}.{tgt_lang}.txt")
     for path in found:
         if not path.is_file():
@@ -225,10 +224,14 @@ def validation_files(
     return found
 
 
-def _validation_split(d: DataConfig, tgt_lang: str | None) -> tuple[str, str, str]:
-    """(split name, source and target language) of the validation set to tune on; with several
-    language pairs, the one into `tgt_lang` (a decode setting is chosen per pair)."""
-    splits = reference_splits(d, "valid")
+def _validation_split(data: Path, saved: dict, tgt_lang: str | None) -> tuple[str, str, str]:
+    """(split name, source and target language) of the validation set to tune on in the prepared
+    `data` (`saved`: the checkpoint's data settings); with several language pairs, the one into
+    `tgt_lang` (a decode setting is chosen per pair)."""
+    prepared = PreparedData(data) if read_manifest(data) is not None else None
+    names = prepared.reference_splits("valid") if prepared is not None else []
+    splits = [(name, *prepared.split_langs(name)) for name in names]
+    splits = splits or [("valid", saved["src_lang"], saved["tgt_lang"])]  # not prepared: the files it would have
     if len(splits) == 1:
         return splits[0]
     chosen = [split for split in splits if tgt_lang and canonical(split[2]) == canonical(tgt_lang)]

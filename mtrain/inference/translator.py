@@ -92,7 +92,7 @@ def _require_language_tokens(tokenizer: Tokenizer, ids: list[list[int]]) -> None
     language token (it never saw a source without one)."""
     codes = tokenizer.target_languages
     tokens = {tokenizer.tag_id(language_token(code)) for code in codes}
-    untold = next((i for i, seq in enumerate(ids) if not seq or seq[0] not in tokens), None)
+    untold = next((i for i, seq in enumerate(ids) if seq and seq[0] not in tokens), None)  # (empty stays empty)
     if untold is not None:
         raise MtrainError(
             f"this model translates into {', '.join(codes)} and line {untold + 1} does not say which: give the "
