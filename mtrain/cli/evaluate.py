@@ -76,7 +76,8 @@ def eval_bleu(
         None,
         "--tgt-lang",
         metavar="CODE",
-        help="The references' language: zh, ja and ko get sacreBLEU's own tokenizer (default: the model's target).",
+        help="The references' language: zh, ja and ko get sacreBLEU's own tokenizer (default: the model's target); "
+        "a multilingual model translates --src into it.",
     ),
 ) -> None:
     """Score translations with sacreBLEU and chrF (detokenized, with signatures)."""
@@ -91,6 +92,7 @@ def eval_bleu(
         beam=beam,
         lenpen=lenpen,
         max_tokens=max_tokens,
+        tgt_lang=tgt_lang,
     )
     translating = bool(checkpoint) or model is not None
     eval_command(
