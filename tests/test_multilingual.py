@@ -102,9 +102,8 @@ def test_translate_asks_for_a_language_and_refuses_one_the_model_lacks(trained, 
     ):
         refused = run_cli("translate", "--checkpoint", model, "-i", str(source), *args)
         assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
-    data = trained / "data"
-    scored = run_cli("eval-bleu", "--checkpoint", model, "--src", str(data / "test.en-de-rev.en.txt"), "--ref",
-                     str(data / "test.en-de-rev.de-rev.txt"), "--tgt-lang", "de-rev", "--beam", "1", "--json")  # fmt: skip
+    src, ref = (str(trained / "data" / f"test.en-de-rev.{lang}.txt") for lang in ("en", "de-rev"))
+    scored = run_cli("eval-bleu", "--checkpoint", model, "--src", src, "--ref", ref, "--tgt-lang", "de-rev", "--json")
     assert scored.returncode == 0 and json.loads(scored.stdout)["bleu"] >= 40, scored.stdout + scored.stderr
     tune = run_cli("tune", "--checkpoint", model, "--beam", "1", "--lenpen", "0.6")
     assert tune.returncode == 2 and "tune one pair at a time: give --tgt-lang" in tune.stderr
