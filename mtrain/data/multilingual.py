@@ -23,6 +23,11 @@ from mtrain.data.languages import language_token, token_code
 TRAIN_SIDES = ("src", "tgt")  # the training files' names when they hold several language pairs
 
 
+def target_token(lang: str) -> str:
+    """The token that asks a multilingual model for `lang`: >>deu<< for de."""
+    return language_token(token_code(lang))
+
+
 def several_pairs(d: DataConfig) -> bool:
     return len(d.directions()) > 1
 
@@ -31,15 +36,14 @@ def language_tokens(d: DataConfig) -> list[str]:
     """The target-language tokens of a multilingual model, one per target language ([] otherwise)."""
     if not d.is_multilingual():
         return []
-    return list(dict.fromkeys(language_token(token_code(tgt)) for _, tgt in d.directions()))
+    return list(dict.fromkeys(target_token(tgt) for _, tgt in d.directions()))
 
 
 def source_prefixes(d: DataConfig) -> list[list[str]]:
     """The pieces each training corpus puts before its sources: its target-language token (a
     multilingual model), then its tag (e.g. <BT>)."""
     return [
-        ([language_token(token_code(d.direction(c)[1]))] if d.is_multilingual() else []) + ([c.tag] if c.tag else [])
-        for c in d.train
+        ([target_token(d.direction(c)[1])] if d.is_multilingual() else []) + ([c.tag] if c.tag else []) for c in d.train
     ]
 
 
@@ -62,20 +66,20 @@ def balanced_masks(d: DataConfig, pair_corpus: np.ndarray, size: int, joint: boo
     the seed."""
     rng = np.random.default_rng(seed)
     sides = [np.array([d.direction(c)[side] for c in d.train])[pair_corpus] for side in (0, 1)]
-    masks = [np.zeros(len(pair_corpus), bool) for _ in sides]
-    groups = [sides] if joint else [[side] for side in sides]
-    for group_index, group in enumerate(groups):
-        languages = sorted(set().union(*(set(side.tolist()) for side in group)))
-        for language in languages:
-            spots = [(i, np.flatnonzero(side == language)) for i, side in enumerate(group)]
-            total = sum(len(s) for _, s in spots)
-            chosen = rng.choice(total, min(total, size // len(languages)), replace=False)
-            start = 0
-            for i, found in spots:
-                picked = chosen[(chosen >= start) & (chosen < start + len(found))] - start
-                masks[i if joint else group_index][found[picked]] = True
-                start += len(found)
-    return masks
+    if joint:
+        chosen = _balanced(np.concatenate(sides), size, rng)
+        return [chosen[: len(pair_corpus)], chosen[len(pair_corpus) :]]
+    return [_balanced(languages, size, rng) for languages in sides]
+
+
+def _balanced(languages: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A mask of up to size / (number of languages) sentences of each language in `languages`."""
+    chosen = np.zeros(len(languages), bool)
+    names = sorted(set(languages.tolist()))
+    for language in names:
+        spots = np.flatnonzero(languages == language)
+        chosen[rng.choice(spots, min(len(spots), size // len(names)), replace=False)] = True
+    return chosen
 
 
 def corpus_weights(d: DataConfig, pairs: list[int]) -> list[float]:

@@ -33,11 +33,11 @@ from mtrain.config import Config, CorpusConfig, DataConfig
 from mtrain.data.clean import CHUNK_PAIRS, add_counts, cleaned_training_chunks, no_counts
 from mtrain.data.filters import check as check_filters
 from mtrain.data.filters import enabled
-from mtrain.data.languages import language_token, token_code
 from mtrain.data.multilingual import (
     reference_splits,
     several_pairs,
     source_prefixes,
+    target_token,
     train_sides,
 )
 from mtrain.data.parallel import ordered_map
@@ -338,7 +338,7 @@ def _encode_reference(
         raise MtrainError(f"the {section} corpus is empty; check data.{section}")
     log.info("encoding %s: %d pairs", name, len(src))
     record = {"pairs": len(src), **({"langs": [src_lang, tgt_lang]} if several_pairs(d) else {})}
-    prefix = [tokenizer.tag_id(language_token(token_code(tgt_lang)))] if d.is_multilingual() else []
+    prefix = [tokenizer.tag_id(target_token(tgt_lang))] if d.is_multilingual() else []
     for lang, lines, encode, vocab_size, key in (
         (
             src_lang,

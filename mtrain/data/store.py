@@ -141,6 +141,11 @@ class PreparedData:
         """Whether the data has sources led by target-language tokens (more than one target language)."""
         return len({tgt for _, tgt in self.manifest.get("directions", [])}) > 1
 
+    def asked_language(self, split: str) -> str:
+        """What a translator of this data is told to translate a split into (decode.tgt_lang): its
+        target language when the sources carry language tokens, else nothing."""
+        return self.split_langs(split)[1] if self.multilingual else ""
+
     def reference_splits(self, section: str) -> list[str]:
         """The splits of a valid/test section: the section itself, or one per language pair (valid.en-fr)."""
         return [name for name in self.manifest["splits"] if name.partition(".")[0] == section]

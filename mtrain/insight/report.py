@@ -123,8 +123,7 @@ def _split_scores(
     translator: Translator, data: PreparedData, split: str, max_sentences: int
 ) -> tuple[str, list[tuple[str, str, str]]]:
     src_lang, tgt_lang = data.split_langs(split)
-    language = tgt_lang if data.multilingual else ""
-    translator.config = dataclasses.replace(translator.config, tgt_lang=language)
+    translator.config = dataclasses.replace(translator.config, tgt_lang=data.asked_language(split))
     sources = data.raw_text(split, src_lang)[:max_sentences]
     references = data.raw_text(split, tgt_lang)[:max_sentences]
     start = time.perf_counter()

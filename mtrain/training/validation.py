@@ -52,7 +52,6 @@ def validation_bleu(translator: Translator, data: PreparedData, split: str, is_m
     if not is_main:
         return distributed.broadcast_object(None)
     src_lang, tgt_lang = data.split_langs(split)
-    language = tgt_lang if data.multilingual else ""
-    translator.config = dataclasses.replace(translator.config, tgt_lang=language)
+    translator.config = dataclasses.replace(translator.config, tgt_lang=data.asked_language(split))
     sources, references = (data.raw_text(split, lang) for lang in (src_lang, tgt_lang))
     return distributed.broadcast_object(greedy_bleu(translator, sources, references, tgt_lang=tgt_lang))
