@@ -104,6 +104,11 @@ def _validate_augment(a: AugmentConfig, where: str) -> None:
             f"{where}.{name} is the probability that a pair is changed: from 0 to 1, got {value}",
         )
     _require(
+        math.isfinite(a.term_mask) and 0 <= a.term_mask <= 1,
+        f"{where}.term_mask is the share of term annotations without their word: from 0 to 1, got {a.term_mask}",
+    )
+    _require(not a.term_mask or a.terms, f"{where}.term_mask hides annotated words: set {where}.terms above 0 too")
+    _require(
         a.upper + a.title + a.lower <= 1,
         f"{where}: upper + title + lower is {a.upper + a.title + a.lower:g}, above 1 (at most one of them changes a "
         "pair); lower them",

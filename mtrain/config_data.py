@@ -135,6 +135,11 @@ class AugmentConfig:
         "alignments) gets their translation after it, `word <t> Wort </t>`, so that the model learns to use terms "
         "given that way (translate --glossary FILE --terminology soft). Only pairs no other modifier changes.",
     )
+    term_mask: float = setting(
+        0.0,
+        "Of the term annotations, the share whose source word is left out, `<t> Wort </t>` in its place: the "
+        "annotation is then the only way to the target word, which teaches the copying (after Ailem et al., 2021).",
+    )
 
     def is_on(self) -> bool:
         return any(getattr(self, name) for name in AUGMENT_MODIFIERS)

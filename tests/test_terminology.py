@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -263,6 +264,7 @@ def test_the_server_takes_a_glossary_and_refuses_a_bad_one_for_that_request_only
 def test_an_annotation_follows_its_word_and_keeps_the_punctuation_after():
     assert annotated("dog.", "Hund") == "dog <t> Hund </t>."
     assert annotated('"dog",', "Hund") == '"dog <t> Hund </t>",'
+    assert annotated('"dog",', "Hund", masked=True) == '"<t> Hund </t>",'  # term_mask: the word left out
 
 
 def test_a_training_pair_gets_one_aligned_word_annotated():
@@ -277,6 +279,12 @@ def test_a_training_pair_gets_one_aligned_word_annotated():
         "A big firetruck <t> Feuerwehrauto </t> runs.",
         "A big firetruck runs <t> fährt </t>.",
     }
+    masked = {annotate_pair(source, target, source_pieces, target_pieces, links, np.random.default_rng(s), mask=1.0)
+              for s in range(40)}  # fmt: skip
+    assert masked == {"A <t> großes </t> firetruck runs.", "A big <t> Feuerwehrauto </t> runs.", "A big firetruck <t> fährt </t>."}
+    halves = [annotate_pair(source, target, source_pieces, target_pieces, links, np.random.default_rng(s), mask=0.5)
+              for s in range(400)]  # fmt: skip
+    assert 150 < sum(h in masked for h in halves) < 250 and all(h in found | masked for h in halves)
     scattered = np.array([(2, 0), (2, 5)]).reshape(-1)  # linked to words that are not adjacent: no term
     assert annotate_pair(source, target, source_pieces, target_pieces, scattered, np.random.default_rng(0)) == source
     nothing = np.zeros(0, np.int64)
@@ -316,8 +324,24 @@ def test_training_with_terms_writes_aligned_targets_into_the_epochs_sources(tmp_
         assert all(m in epoch.src[i].tolist() for m in markers)
         annotated_rows += 1
     assert annotated_rows > 100
+    masking = Augmenter(split, tokenizer, [AugmentConfig(terms=0.5, term_mask=1.0)], [None], seed=1)(1)
+    letters = lambda text: sum(c.isalpha() for c in text)  # noqa: E731
+    masked_rows = 0
+    for i in range(300):  # an annotation without its word: the source lost a word of 3 letters or more
+        before = tokenizer.decode_src_batch([split.src[i].tolist()])[0]
+        after = tokenizer.decode_src_batch([masking.src[i].tolist()])[0]
+        stripped = re.sub(r" ?<t> .*? </t>", "", after)
+        assert stripped == after == before or letters(before) - letters(stripped) >= 3
+        masked_rows += stripped != after
+    assert masked_rows > 100
     with pytest.raises(MtrainError, match="data.augment.terms annotates the words an aligner links"):
         tiny_config(tmp_path, data={"train": {"demo": 10}, "augment": {"terms": 0.1}})
+    for augment, message in (
+        ({"term_mask": 0.5}, r"data.augment.term_mask hides annotated words: set data.augment.terms above 0 too"),
+        ({"terms": 0.1, "term_mask": 1.5}, r"data.augment.term_mask is the share of term annotations without"),
+    ):
+        with pytest.raises(MtrainError, match=message):
+            tiny_config(tmp_path, data={"train": {"demo": 10}, "alignments": "eflomal", "augment": augment})
 
 
 def test_soft_terms_need_a_model_trained_for_them(demo_run, tmp_path):

@@ -41,6 +41,7 @@ class Augmenter:
         self.split, self.tokenizer, self.seed = split, tokenizer, seed
         corpus = split.corpus if split.corpus is not None else np.zeros(len(split), np.int64)
         self.probability = {name: np.array([getattr(s, name) for s in settings])[corpus] for name in AUGMENT_MODIFIERS}
+        self.term_mask = np.array([s.term_mask for s in settings])[corpus]
         self.tagged = np.array([t is not None for t in tag_ids])[corpus]
 
     def changes(self, epoch: int) -> dict[str, np.ndarray]:
@@ -106,7 +107,8 @@ class Augmenter:
         links = self.split.align[row].reshape(-1, 2) - [tag, 0]  # positions without the corpus tag
         source_pieces = [self.tokenizer.src_piece(int(t)) for t in src[tag:]]
         target_pieces = [self.tokenizer.tgt_piece(int(t)) for t in tgt]
-        return annotate_pair(source, target, source_pieces, target_pieces, links[links[:, 0] >= 0], rng)
+        links = links[links[:, 0] >= 0]
+        return annotate_pair(source, target, source_pieces, target_pieces, links, rng, float(self.term_mask[row]))
 
     def _with_tags(self, rows: np.ndarray, encoded: list[list[int]]) -> list[list[int]]:
         src = self.split.src

@@ -27,10 +27,11 @@ MIN_LETTERS = 3  # shorter source words (articles, prepositions) are not annotat
 EDGE_PUNCTUATION = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 
 
-def annotated(word: str, target: str) -> str:
-    """`word <t> target </t>`, the word's trailing punctuation after the annotation."""
+def annotated(word: str, target: str, masked: bool = False) -> str:
+    """`word <t> target </t>`, the word's trailing punctuation after the annotation; `masked`: the
+    word itself left out (`<t> target </t>`), its punctuation kept."""
     lead, core, tail = EDGE_PUNCTUATION.match(word).groups()
-    return f"{lead}{core} {TERM_OPEN} {target} {TERM_CLOSE}{tail}"
+    return f"{lead}{'' if masked else core + ' '}{TERM_OPEN} {target} {TERM_CLOSE}{tail}"
 
 
 def annotate_pair(
@@ -40,10 +41,12 @@ def annotate_pair(
     target_pieces: list[str],
     links: np.ndarray,
     rng: np.random.Generator,
+    mask: float = 0.0,
 ) -> str:
     """`source` with one of its words annotated with the target words `links` (flat (source piece,
     target piece) positions) align it to; the source unchanged when no word qualifies: at least
-    MIN_LETTERS letters, linked to one to MAX_TERM_WORDS adjacent target words."""
+    MIN_LETTERS letters, linked to one to MAX_TERM_WORDS adjacent target words. With probability
+    `mask` the annotated word is left out (no draw when 0: the annotations stay as without it)."""
     source_words, target_words = source.split(" "), target.split(" ")
     src_word, tgt_word = word_numbers(source_pieces), word_numbers(target_pieces)
     if len(source_words) != (src_word[-1] + 1 if src_word else 0) or len(target_words) != (
@@ -65,4 +68,5 @@ def annotate_pair(
     if not candidates:
         return source
     word, term = candidates[int(rng.integers(len(candidates)))]
-    return " ".join(annotated(w, term) if i == word else w for i, w in enumerate(source_words))
+    masked = bool(mask) and rng.random() < mask
+    return " ".join(annotated(w, term, masked) if i == word else w for i, w in enumerate(source_words))
