@@ -281,7 +281,11 @@ def test_a_training_pair_gets_one_aligned_word_annotated():
     }
     masked = {annotate_pair(source, target, source_pieces, target_pieces, links, np.random.default_rng(s), mask=1.0)
               for s in range(40)}  # fmt: skip
-    assert masked == {"A <t> großes </t> firetruck runs.", "A big <t> Feuerwehrauto </t> runs.", "A big firetruck <t> fährt </t>."}
+    assert masked == {
+        "A <t> großes </t> firetruck runs.",
+        "A big <t> Feuerwehrauto </t> runs.",
+        "A big firetruck <t> fährt </t>.",
+    }
     halves = [annotate_pair(source, target, source_pieces, target_pieces, links, np.random.default_rng(s), mask=0.5)
               for s in range(400)]  # fmt: skip
     assert 150 < sum(h in masked for h in halves) < 250 and all(h in found | masked for h in halves)
