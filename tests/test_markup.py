@@ -190,7 +190,7 @@ def test_ctranslate2_places_the_tags_where_the_torch_engine_does(demo_run, tmp_p
 def test_the_attention_the_search_records_aligns_as_a_second_teacher_forced_pass_does(demo_run, beam):
     from mtrain.deploy.engines import open_engine
     from mtrain.inference.translator import load_models
-    from mtrain.insight.alignment import alignments
+    from mtrain.insight.alignment import alignments, placement_alignment
     from mtrain.insight.markup import MarkupTranslator
 
     ckpt = demo_run / "checkpoint_avg.pt"
@@ -199,9 +199,10 @@ def test_the_attention_the_search_records_aligns_as_a_second_teacher_forced_pass
     markup = MarkupTranslator(engine, "html", beam=beam)
     recorded = markup.aligned_translations(sources)
     targets = [hyps[0].tokens for hyps in engine.translate_nbest(sources, beam=beam)]
-    forced = alignments(engine, sources, targets, markup.layer, cover_source=True, head=markup.head)
-    assert [links for _, links in recorded] == forced
-    assert [text for text, _ in recorded] == engine.translate(sources, beam=beam)
+    forced = alignments(engine, sources, targets, markup.layer, head=markup.head, aligner=placement_alignment)
+    assert [links for _, *links in recorded] == [list(pair) for pair in forced]
+    assert [text for text, *_ in recorded] == engine.translate(sources, beam=beam)
     # an ensemble aligns through its first member's attention
     engine.model, _, _ = load_models([ckpt, ckpt], engine.device)
-    assert [links for _, links in MarkupTranslator(engine, "html", beam=beam).aligned_translations(sources)] == forced
+    first_member = MarkupTranslator(engine, "html", beam=beam).aligned_translations(sources)
+    assert [links for _, *links in first_member] == [list(pair) for pair in forced]

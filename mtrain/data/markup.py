@@ -44,12 +44,12 @@ Part = str | Segment  # a document: markup passed through as written, and segmen
 
 
 def translate_markup(
-    documents: list[str], fmt: str, translate: Callable[[list[str]], list[tuple[str, Links]]]
+    documents: list[str], fmt: str, translate: Callable[[list[str]], list[tuple[str, Links, Links]]]
 ) -> list[str]:
-    """Each document translated with its markup kept; `translate` maps texts to (translation,
-    word alignment) pairs and sees every segment of every document in one call."""
+    """Each document translated with its markup kept; `translate` maps texts to (translation, sure
+    word links, fallback word links) and sees every segment of every document in one call."""
     if fmt == "text":
-        return [translation for translation, _ in translate(documents)]
+        return [translation for translation, *_ in translate(documents)]
     parsed = [parse(document, fmt) for document in documents]
     segments = [part for parts in parsed for part in parts if isinstance(part, Segment)]
     translated = iter(translate([segment.text for segment in segments]))

@@ -2,7 +2,8 @@
 elements back around the segment's translation.
 
 Each element goes around the span from the first to the last target word aligned to its source
-words; an element at a position (void, hidden, or whose words align to nothing) goes before the
+words (by the sure links; by the fallback links where its words have none); an element at a
+position (void, hidden, or whose words align to nothing) goes before the
 target word aligned to the next source word. Spans are then clipped so that children stay inside
 their parent and siblings keep the source's order: the output is well-formed by construction.
 Punctuation the source kept outside an element stays outside it.
@@ -46,12 +47,13 @@ class Segment:
     trail: str = ""
 
 
-def render(segment: Segment, translation: str, links: Links) -> str:
+def render(segment: Segment, translation: str, links: Links, fallback: Links = frozenset()) -> str:
     """The translation with the segment's elements put back around the target words aligned to
-    the source words each covered, nested and ordered as in the source."""
+    the source words each covered, nested and ordered as in the source: by `links`, or by
+    `fallback` for an element whose words `links` leaves out."""
     words = translation.split()
     for element in _walk(segment.elements):
-        _place(element, links, len(words))
+        _place(element, links, fallback, len(words))
     _fit(segment.elements, 0, len(words))
     out = _Output(segment.entities)
     _emit(segment.elements, 0, len(words), words, out)
@@ -64,15 +66,16 @@ def _walk(elements: list[Element]):
         yield from _walk(element.children)
 
 
-def _place(element: Element, links: Links, target_words: int) -> None:
-    """The element's target span: the target words aligned to its source words; an element at a
-    position, or one whose words align to nothing, goes before the target word aligned to the
-    next source word (the end when none follows)."""
-    aligned = sorted(j for i, j in links if element.first <= i < element.last and j < target_words)
-    if aligned and element.last > element.first:
-        element.first, element.last = aligned[0], aligned[-1] + 1
-        return
-    following = [(i, j) for i, j in links if i >= element.first and j < target_words]
+def _place(element: Element, links: Links, fallback: Links, target_words: int) -> None:
+    """The element's target span: the target words aligned to its source words (by `links`, else
+    by `fallback`); an element at a position, or one whose words align to nothing, goes before the
+    target word aligned to the next source word (the end when none follows)."""
+    for linked in (links, fallback):
+        aligned = sorted(j for i, j in linked if element.first <= i < element.last and j < target_words)
+        if aligned and element.last > element.first:
+            element.first, element.last = aligned[0], aligned[-1] + 1
+            return
+    following = [(i, j) for i, j in links | fallback if i >= element.first and j < target_words]
     position = min(following)[1] if following else target_words  # the first following source word's first link
     element.first = element.last = position
 

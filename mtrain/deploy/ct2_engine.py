@@ -99,21 +99,22 @@ class CTranslate2Translator:
         The score is CTranslate2's normalised log-probability (it reports no plain sum)."""
         return self._search(lines, beam, nbest, progress)
 
-    def translate_aligned(self, lines: list[str], beam: int | None = None) -> list[tuple[str, set[tuple[int, int]]]]:
-        """Each line's best translation and its word alignment, from the attention CTranslate2
-        returns (the exported alignment layer and heads; markup needs every source word placed)."""
-        from mtrain.insight.alignment import align_words
+    def translate_aligned(self, lines: list[str], beam: int | None = None) -> list[tuple[str, set, set]]:
+        """Each line's best translation and its word alignment for markup, sure and fallback links
+        (insight/alignment.placement_alignment), from the attention CTranslate2 returns (the
+        exported alignment layer and heads)."""
+        from mtrain.insight.alignment import placement_alignment
 
         attention: dict[int, tuple[list, list[str]]] = {}
         results = self._search(lines, beam, 1, None, attention)
         aligned = []
         for r, hyps in enumerate(results):
-            links = set()
+            links: tuple[set, set] = (set(), set())
             if r in attention:
                 rows, src = attention[r]
                 tgt = [self.tokenizer.tgt_piece(t) for t in hyps[0].tokens]
-                links = align_words(torch.tensor(rows), src, tgt, cover_source=True)
-            aligned.append((self.tokenizer.decode_tgt(hyps[0].tokens), links))
+                links = placement_alignment(torch.tensor(rows), src, tgt)
+            aligned.append((self.tokenizer.decode_tgt(hyps[0].tokens), *links))
         return aligned
 
     def _search(

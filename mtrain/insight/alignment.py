@@ -12,6 +12,8 @@ alignment error rate on the demo corpus, whose generator knows the gold alignmen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from mtrain.data.tokenizer import word_numbers
@@ -55,25 +57,54 @@ def align_words(
     source_pieces: list[str],
     target_pieces: list[str],
     shift: bool = ALIGNMENT_SHIFT,
-    cover_source: bool = False,
 ) -> set[tuple[int, int]]:
     """(source word, target word) links from one layer's cross-attention, head-averaged or one
-    head's (rows: <s> y_1 ... y_n queries, columns: source pieces + </s>). `cover_source`: a source word no target
-    word attends to most is linked to the target word that attends to it most (markup needs a
-    place for every source word)."""
+    head's (rows: <s> y_1 ... y_n queries, columns: source pieces + </s>): each target word linked
+    to the source word it attends to most."""
     if not source_pieces or not target_pieces:
         return set()
+    by_word = _word_attention(cross, source_pieces, target_pieces, shift)
+    return {(int(i), j) for j, i in enumerate(by_word.argmax(1))}
+
+
+def placement_alignment(
+    cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str]
+) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    """(sure, fallback) word links to put markup back by (data/placement.py). The attention is
+    normalised over the source words (rows) and over the target words (columns), and the geometric
+    mean of the two read both ways: a link is sure when the target word attends most to that source
+    word and the source word is attended most by that target word (the mutual argmax, SimAlign's
+    "Argmax", Jalili Sabet et al., 2020); the fallback links every source word to the target word
+    that attends to it most, for elements whose words have no sure link. Chosen by placement
+    agreement with eflomal on the Multi30K validation set (docs/trials.md)."""
+    if not source_pieces or not target_pieces:
+        return set(), set()
+    by_word = _word_attention(cross, source_pieces, target_pieces, ALIGNMENT_SHIFT)
+    by_word = by_word / by_word.new_tensor(_counts(target_pieces))[:, None]  # each target word's mean row
+    rows = by_word / by_word.sum(1, keepdim=True).clamp_min(1e-9)
+    columns = by_word / by_word.sum(0, keepdim=True).clamp_min(1e-9)
+    both = (rows * columns).sqrt()
+    forward = {(int(i), j) for j, i in enumerate(both.argmax(1))}
+    backward = {(i, int(j)) for i, j in enumerate(both.argmax(0))}
+    return forward & backward, backward
+
+
+def _word_attention(
+    cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str], shift: bool
+) -> torch.Tensor:
+    """Attention summed over each source word's pieces and each target word's pieces (target words x source words)."""
     n = len(target_pieces)
     rows = cross[1 : n + 1] if shift else cross[:n]
-    rows = rows[:, : len(source_pieces)]  # </s> is no word
+    rows = rows[:, : len(source_pieces)].float()  # </s> is no word
     src_words, tgt_words = torch.tensor(word_numbers(source_pieces)), torch.tensor(word_numbers(target_pieces))
     by_source = torch.zeros(n, int(src_words.max()) + 1).index_add_(1, src_words, rows)
-    by_word = torch.zeros(int(tgt_words.max()) + 1, by_source.size(1)).index_add_(0, tgt_words, by_source)
-    links = {(int(i), j) for j, i in enumerate(by_word.argmax(1))}
-    if cover_source:
-        linked = {i for i, _ in links}
-        links |= {(i, int(j)) for i, j in enumerate(by_word.argmax(0)) if i not in linked}
-    return links
+    return torch.zeros(int(tgt_words.max()) + 1, by_source.size(1)).index_add_(0, tgt_words, by_source)
+
+
+def _counts(target_pieces: list[str]) -> list[int]:
+    """The number of pieces of each target word."""
+    numbers = word_numbers(target_pieces)
+    return [numbers.count(w) for w in range(numbers[-1] + 1)]
 
 
 def alignments(
@@ -83,14 +114,16 @@ def alignments(
     layer: int,
     shift: bool = ALIGNMENT_SHIFT,
     batch_size: int = 64,
-    cover_source: bool = False,
     head: int | None = None,
-) -> list[set[tuple[int, int]]]:
+    aligner: Callable | None = None,
+) -> list:
     """Word alignments of translations (target ids) of `lines`, from 1-based decoder `layer`: the
-    mean of its heads, or `head` alone."""
+    mean of its heads, or `head` alone; `aligner(attention, source pieces, target pieces)` in place
+    of align_words (e.g. placement_alignment)."""
     check_layer(layer, len(translator.model.decoder))
     sources = encode_sources(translator, lines)
-    found: list[set[tuple[int, int]]] = [set() for _ in lines]
+    align = aligner or (lambda weights, src, tgt: align_words(weights, src, tgt, shift))
+    found: list = [align(torch.zeros(0, 0), [], []) for _ in lines]
     todo = [i for i in range(len(lines)) if sources[i] and targets[i]]
     for start in range(0, len(todo), batch_size):
         rows = todo[start : start + batch_size]
@@ -101,7 +134,7 @@ def alignments(
             src_pieces = [translator.tokenizer.src_piece(i) for i in sources[r]]
             tgt_pieces = [translator.tokenizer.tgt_piece(i) for i in targets[r]]
             weights = cross[b].mean(0) if head is None else cross[b, head]
-            found[r] = align_words(weights, src_pieces, tgt_pieces, shift, cover_source)
+            found[r] = align(weights, src_pieces, tgt_pieces)
     return found
 
 

@@ -9,7 +9,7 @@ from mtrain.data.alignments import Links
 from mtrain.data.markup import translate_markup
 from mtrain.errors import MtrainError
 from mtrain.inference.translator import Translator, encode_sources
-from mtrain.insight.alignment import align_words, alignment_source
+from mtrain.insight.alignment import alignment_source, placement_alignment
 
 
 class MarkupTranslator:
@@ -31,8 +31,9 @@ class MarkupTranslator:
     def __call__(self, documents: list[str]) -> list[str]:
         return translate_markup(documents, self.fmt, self.aligned_translations)
 
-    def aligned_translations(self, texts: list[str]) -> list[tuple[str, Links]]:
-        """Each text's best translation and its word alignment (source word, target word)."""
+    def aligned_translations(self, texts: list[str]) -> list[tuple[str, Links, Links]]:
+        """Each text's best translation and its word alignment (source word, target word): the sure
+        and the fallback links of insight/alignment.placement_alignment."""
         if not self.layer:
             return self.translator.translate_aligned(texts, self.beam)
         tokenizer = self.translator.tokenizer
@@ -41,6 +42,6 @@ class MarkupTranslator:
         aligned = []
         for source, best in zip(sources, found):
             pieces = [tokenizer.src_piece(t) for t in source], [tokenizer.tgt_piece(t) for t in best.tokens]
-            links = align_words(best.attention, *pieces, cover_source=True) if best.attention is not None else set()
-            aligned.append((tokenizer.decode_tgt(best.tokens), links))
+            links = placement_alignment(best.attention, *pieces) if best.attention is not None else (set(), set())
+            aligned.append((tokenizer.decode_tgt(best.tokens), *links))
         return aligned
