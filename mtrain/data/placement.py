@@ -70,9 +70,10 @@ def _place(element: Element, links: Links, fallback: Links, target_words: int) -
     """The element's target span: the target words aligned to its source words (by `links`, else
     by `fallback`); an element at a position, or one whose words align to nothing, goes before the
     target word aligned to the next source word (the end when none follows)."""
-    for linked in (links, fallback):
+    covers_words = element.last > element.first
+    for linked in (links, fallback) if covers_words else ():
         aligned = sorted(j for i, j in linked if element.first <= i < element.last and j < target_words)
-        if aligned and element.last > element.first:
+        if aligned:
             element.first, element.last = aligned[0], aligned[-1] + 1
             return
     following = [(i, j) for i, j in links | fallback if i >= element.first and j < target_words]

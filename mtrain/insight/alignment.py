@@ -80,7 +80,8 @@ def placement_alignment(
     if not source_pieces or not target_pieces:
         return set(), set()
     by_word = _word_attention(cross, source_pieces, target_pieces, ALIGNMENT_SHIFT)
-    by_word = by_word / by_word.new_tensor(_counts(target_pieces))[:, None]  # each target word's mean row
+    pieces_per_word = torch.bincount(torch.tensor(word_numbers(target_pieces))).float()
+    by_word = by_word / pieces_per_word[:, None]  # each target word's mean row
     rows = by_word / by_word.sum(1, keepdim=True).clamp_min(1e-9)
     columns = by_word / by_word.sum(0, keepdim=True).clamp_min(1e-9)
     both = (rows * columns).sqrt()
@@ -99,12 +100,6 @@ def _word_attention(
     src_words, tgt_words = torch.tensor(word_numbers(source_pieces)), torch.tensor(word_numbers(target_pieces))
     by_source = torch.zeros(n, int(src_words.max()) + 1).index_add_(1, src_words, rows)
     return torch.zeros(int(tgt_words.max()) + 1, by_source.size(1)).index_add_(0, tgt_words, by_source)
-
-
-def _counts(target_pieces: list[str]) -> list[int]:
-    """The number of pieces of each target word."""
-    numbers = word_numbers(target_pieces)
-    return [numbers.count(w) for w in range(numbers[-1] + 1)]
 
 
 def alignments(
