@@ -1,5 +1,5 @@
 """Beam search against a scripted stand-in model whose next-token distributions are fixed in
-advance, so its edge cases are checked exactly and without training: </s> at the first step,
+advance, so its edge cases are checked exactly and without training: </s> likeliest first,
 ties, the maximum length, n-best order, and equality with exhaustive search."""
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ def source(rows: int = 1) -> torch.Tensor:
 
 
 def exhaustive(probabilities, max_len: int, lenpen: float) -> list[tuple[float, list[int]]]:
-    """Every output of at most `max_len` tokens (</s> included), scored as beam search scores them."""
+    """Every output of one to `max_len` tokens (</s> included; the empty one is never written),
+    scored as beam search scores them."""
     found = []
-    for length in range(max_len):
+    for length in range(1, max_len):
         for words in itertools.product(PRODUCIBLE, repeat=length):
             sequence = list(words) + [EOS]
             logprob = sum(math.log(probabilities(tuple(sequence[:i]))[t]) for i, t in enumerate(sequence))
@@ -42,13 +43,13 @@ def test_a_wide_enough_beam_finds_the_exhaustive_n_best_in_order(lenpen):
     assert [h.score for h in found] == pytest.approx([score for score, _ in expected], rel=1e-5)
 
 
-def test_end_of_sentence_at_the_first_step_gives_an_empty_translation():
-    probabilities = lambda prefix: [0, 0.05, 0, 0.9, 0.03, 0.02] if not prefix else [0, 0.25, 0, 0.25, 0.25, 0.25]
+def test_end_of_sentence_likeliest_at_the_first_step_still_gives_a_word():
+    probabilities = lambda prefix: [0, 0.05, 0, 0.9, 0.03, 0.02] if not prefix else [0, 0.1, 0, 0.7, 0.1, 0.1]
     for found in (
         beam_search(Scripted(probabilities), source(), beam=3, lenpen=0.6)[0][0],
         greedy_search(Scripted(probabilities), source())[0],
     ):
-        assert found.tokens == [] and found.logprob == pytest.approx(math.log(0.9))
+        assert found.tokens == [1] and found.logprob == pytest.approx(math.log(0.05) + math.log(0.7))
 
 
 def test_the_maximum_length_forces_the_end():
@@ -65,10 +66,11 @@ def test_a_sentence_stops_once_its_best_live_hypothesis_cannot_win_at_the_next_s
     model, steps = Scripted(probabilities), []
     decode_step = model.decode_step
     model.decode_step = lambda tokens, *rest: steps.append(tokens.size(0)) or decode_step(tokens, *rest)
-    # After step 2 the finished [] (0.5) and [4] (0.27) outscore every live hypothesis (0.05 at best),
-    # and a longer one only loses probability (lenpen 0): the search stops long before 10 tokens.
+    # </s> may not come first; after step 2 the finished [4] (0.27) and [5] (0.1) outscore every live
+    # hypothesis (0.05 at best), and a longer one only loses probability (lenpen 0): the search stops
+    # long before 10 tokens.
     found = beam_search(model, source(), beam=2, lenpen=0.0, max_len_a=0.0, max_len_b=10, nbest=2)[0]
-    assert [h.tokens for h in found] == [[], [4]]
+    assert [h.tokens for h in found] == [[4], [5]]
     assert len(steps) == 2
 
 

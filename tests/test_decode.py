@@ -70,15 +70,17 @@ def test_a_batch_translates_like_each_sentence_alone(demo):
 
 
 class ScriptedModel(torch.nn.Module):
-    """A stand-in decoder with fixed next-token log-probabilities: after <s>, '</s>' costs 1.0
-    and 'a' costs 0.6; after 'a', '</s>' costs 0.5. Everything else costs 20."""
+    """A stand-in decoder with fixed next-token log-probabilities, by the last token: after <s>,
+    'a' costs 0.1 and '</s>' `first_eos`; after 'a', '</s>' costs 0.9 and 'b' 0.3; after 'b',
+    '</s>' costs 0.7. Everything else costs 20."""
 
-    A = 4
+    A, B = 4, 5
 
-    def __init__(self):
+    def __init__(self, first_eos=5.0):
         super().__init__()
         self.config = ModelConfig(max_positions=64)
         self.decoder = [None]
+        self.first_eos = first_eos
 
     def encode(self, src):
         return torch.zeros(src.size(0), src.size(1), 1), (src != PAD)[:, None, None, :]
@@ -87,20 +89,32 @@ class ScriptedModel(torch.nn.Module):
         return [(memory[:, None], memory[:, None])]
 
     def decode_step(self, tokens, memory_kv, src_mask, caches, step):
-        logp = torch.full((tokens.size(0), 8), -20.0)
-        first = tokens[:, 0] == BOS
-        logp[first, EOS], logp[first, self.A] = -1.0, -0.6
-        logp[~first, EOS] = -0.5
+        logp, last = torch.full((tokens.size(0), 8), -20.0), tokens[:, -1]
+        logp[last == BOS, self.A], logp[last == BOS, EOS] = -0.1, -self.first_eos
+        logp[last == self.A, EOS], logp[last == self.A, self.B] = -0.9, -0.3
+        logp[last == self.B, EOS] = -0.7
         return logp
 
 
-@pytest.mark.parametrize("alpha, expected", [(0.0, []), (1.0, [ScriptedModel.A])])
+@pytest.mark.parametrize("alpha, expected", [(0.0, [ScriptedModel.A]), (1.0, [ScriptedModel.A, ScriptedModel.B])])
 def test_length_penalty_changes_the_choice_as_the_formula_says(alpha, expected):
-    # short: score -1.0 / lp(1) = -1.0 whatever alpha; long: -1.1 / ((5 + 2) / 6) ** alpha
-    # alpha 0: -1.1 < -1.0, the short one wins; alpha 1: -0.943 > -1.0, the long one wins.
+    # 'a': score -1.0 / ((5 + 2) / 6) ** alpha; 'a b': -1.1 / ((5 + 3) / 6) ** alpha.
+    # alpha 0: -1.1 < -1.0, the short one wins; alpha 1: -0.825 > -0.857, the long one wins.
     best = beam_search(ScriptedModel(), torch.tensor([[5, 6, EOS]]), beam=2, lenpen=alpha)[0][0]
     assert best.tokens == expected
-    assert best.score == pytest.approx(-1.0 if not expected else -1.1 / (7 / 6) ** alpha)
+    cost = 1.0 if len(expected) == 1 else 1.1
+    assert best.score == pytest.approx(-cost / ((5 + len(expected) + 1) / 6) ** alpha)
+
+
+def test_a_translation_is_never_empty_unless_its_length_limit_is_one():
+    # </s> first would cost 0.01 and win every search (-0.01 against -1.0 at best), and the length
+    # penalty would favour it more; only a limit of one token leaves nothing else.
+    model, src = ScriptedModel(first_eos=0.01), torch.tensor([[5, 6, EOS]])
+    assert greedy_search(model, src)[0].tokens == [ScriptedModel.A, ScriptedModel.B]
+    for alpha in (0.0, 0.6, 2.0):
+        assert beam_search(model, src, beam=2, lenpen=alpha)[0][0].tokens != []
+    assert greedy_search(model, src, max_len_a=0.0, max_len_b=1)[0].tokens == []
+    assert beam_search(model, src, beam=2, max_len_a=0.0, max_len_b=1)[0][0].tokens == []
 
 
 def test_maximum_length_is_source_length_plus_b(demo):

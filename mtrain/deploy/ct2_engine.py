@@ -139,6 +139,7 @@ class CTranslate2Translator:
                 max_batch_size=c.max_tokens // beam,
                 batch_type="tokens",
                 max_decoding_length=max(limits),
+                min_decoding_length=1,  # at least one token, as mtrain's search
                 return_attention=attention is not None,
             )
             for r, limit, result in zip(rows, limits, found):

@@ -85,6 +85,7 @@ def marian_generation_config(ck: ExportedCheckpoint) -> Any:
         eos_token_id=EOS,
         pad_token_id=PAD,
         bad_words_ids=[[PAD], [BOS]],
+        min_new_tokens=1,  # mtrain's search writes at least one token
     )
 
 

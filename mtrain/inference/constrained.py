@@ -142,7 +142,7 @@ def constrained_beam_search(
     for step in range(max(max_lens)):
         logp = model.decode_step(last, memory_kv, src_mask, caches, step)
         must_end = torch.tensor([step + 1 >= max_lens[s] for s in alive], device=device).repeat_interleave(k)
-        _forbid(logp, must_end)
+        _forbid(logp, must_end, step)
         places = [(s, b) for s in alive for b in beams[s]]
         _forbid_by_state([b.state for _, b in places], [constraints[s] for s, _ in places], logp, continues_word)
         top_logp, top_token = logp.topk(min(2 * k, logp.size(-1)), dim=-1)

@@ -70,9 +70,16 @@ def _select_memory(memory_kv: list[list[torch.Tensor]], rows: torch.Tensor) -> N
         kv[:] = [t.index_select(0, rows) for t in kv]
 
 
-def _forbid(logp: torch.Tensor, must_end: torch.Tensor) -> None:
-    """No <pad> or <s> ever, and only </s> in the rows (sentences) at their maximum length, in place."""
+def _forbid(logp: torch.Tensor, must_end: torch.Tensor, step: int) -> None:
+    """No <pad> or <s> ever, no </s> as the first token, and only </s> in the rows (sentences) at
+    their maximum length, in place.
+
+    A translation has at least one token (fairseq's min_len 1): the length penalty divides the
+    empty hypothesis's score least, so at step 0 a </s> a little likelier than usual could beat
+    every real sentence (the empty-output case of Stahlberg and Byrne, 2019)."""
     logp[..., PAD] = logp[..., BOS] = -torch.inf
+    if step == 0:
+        logp[~must_end, ..., EOS] = -torch.inf
     if must_end.any():
         logp[must_end, ..., :EOS] = logp[must_end, ..., EOS + 1 :] = -torch.inf
 
@@ -136,7 +143,7 @@ def _greedy(
     for step in range(int(max_lens.max())):
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
         step_attention = recorder.take() if recorder else None
-        _forbid(logp, must_end=step + 1 >= max_lens[alive])
+        _forbid(logp, step + 1 >= max_lens[alive], step)
         if generators is None:
             best, token = logp.max(-1)
         else:
@@ -213,7 +220,7 @@ def _beam(
         logp = model.decode_step(tokens[:, -1:], memory_kv, src_mask, caches, step)
         step_attention = recorder.take() if recorder else None
         must_end = step + 1 >= max_lens[alive]
-        top_scores, top_beam, top_token, top_logp = _expand(logp.view(n, k, -1), scores, must_end)
+        top_scores, top_beam, top_token, top_logp = _expand(logp.view(n, k, -1), scores, must_end, step)
 
         # Hypotheses ending in </s> among the k best candidates are finished.
         penalty = length_penalty(step + 1, lenpen)
@@ -255,7 +262,7 @@ def _beam(
 
 
 def _expand(
-    logp: torch.Tensor, scores: torch.Tensor, must_end: torch.Tensor
+    logp: torch.Tensor, scores: torch.Tensor, must_end: torch.Tensor, step: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The 2k best one-token extensions of each sentence's k beams (k of them surely not </s>):
     their scores, the beam each extends, the token each adds and that token's log-probability.
@@ -264,7 +271,7 @@ def _expand(
     A sentence's 2k best extensions are among the 2k best tokens of each of its beams, so the
     beam scores are added to those only, not to the whole vocabulary."""
     n, k, vocab = logp.shape
-    _forbid(logp, must_end)
+    _forbid(logp, must_end, step)
     per_beam = min(2 * k, vocab)
     token_scores, tokens = logp.topk(per_beam, dim=-1)  # (n, k, per_beam)
     top_scores, top_index = (scores.unsqueeze(-1) + token_scores).view(n, k * per_beam).topk(2 * k, dim=1)
