@@ -100,6 +100,7 @@ DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 ACTIVATIONS = ("relu", "gelu", "swish")
 POSITION_LAYOUTS = ("interleaved", "halves")
 SAMPLING = ("", "topk", "multinomial")
+SOFT_TERMS = ("after", "replace")  # where --terminology soft writes a term: after its source words, or in their place
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -205,6 +206,12 @@ class DecodeConfig:
         "",
         "Multilingual models: the language to translate into (fr, fra, ...), whose >>code<< token goes before "
         "every source; empty: as the source says. A bilingual model takes its own target language only.",
+    )
+    soft_terms: str = setting(
+        "after",
+        "How --terminology soft writes a glossary term into a source, the way the model learned it: after "
+        "(`dog <t> Hund </t>`, data.augment.terms) or replace (`<t> Hund </t>` instead of the source words, "
+        "data.augment.term_mask 1).",
     )
 
 

@@ -14,6 +14,7 @@ from mtrain.config import (
     POSITION_LAYOUTS,
     PRECISIONS,
     SAMPLING,
+    SOFT_TERMS,
     AugmentConfig,
     Config,
     CorpusConfig,
@@ -271,6 +272,12 @@ def validate(config: Config) -> None:
     _validate_train(tr)
     _validate_guided_alignment(config)
     validate_decode(dec)
+    augments = [a for a in d.corpus_augments() if a.terms > 0]
+    _require(
+        dec.soft_terms == "replace" or not augments or any(a.term_mask < 1 for a in augments),
+        "data.augment.term_mask 1: the model only learns terms written in place of their source words; set "
+        "decode.soft_terms: replace",
+    )
 
 
 ALIGNERS = ("", "eflomal")
@@ -327,6 +334,10 @@ def validate_decode(dec: DecodeConfig) -> None:
         dec.sampling in SAMPLING, f"decode.sampling (--sampling) must be topk or multinomial, got '{dec.sampling}'"
     )
     _require(dec.topk >= 1, "decode.topk (--topk) must be >= 1")
+    _require(
+        dec.soft_terms in SOFT_TERMS,
+        f"decode.soft_terms must be {' or '.join(SOFT_TERMS)} (where soft terms go), got '{dec.soft_terms}'",
+    )
     _require(
         math.isfinite(dec.temperature) and dec.temperature >= MIN_TEMPERATURE,
         f"decode.temperature (--temperature) must be a finite number >= {MIN_TEMPERATURE:g}, got {dec.temperature:g}",

@@ -231,7 +231,7 @@ def test_translate_with_a_glossary_and_its_mistakes(demo, tmp_path, monkeypatch)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_server_takes_a_glossary_and_refuses_a_bad_one_for_that_request_only(demo):
+def test_the_server_takes_a_glossary_and_refuses_a_bad_one_for_that_request_only(demo, monkeypatch):
     pytest.importorskip("fastapi")
     import time
 
@@ -242,7 +242,8 @@ def test_the_server_takes_a_glossary_and_refuses_a_bad_one_for_that_request_only
 
     checkpoint, lines, engine = demo
     line = next(line for line in lines if "dog" in line.lower())
-    app = create_app(lambda: open_engine(checkpoint, device="cpu"), ServeLimits())
+    # soft terms in place of their words (decode.soft_terms: replace), as a model trained with term_mask 1 says
+    app = create_app(lambda: open_engine(checkpoint, device="cpu", soft_terms="replace"), ServeLimits())
     with TestClient(app) as client:
         deadline = time.time() + 60
         while client.get("/health").status_code != 200 and time.time() < deadline:
@@ -250,6 +251,10 @@ def test_the_server_takes_a_glossary_and_refuses_a_bad_one_for_that_request_only
         answer = client.post("/translate", json={"text": [line, "a cat"], "glossary": [["dog", "Katze"]]})
         expected = translate_with_glossary(engine, [line, "a cat"], glossary_from_pairs([("dog", "Katze")], ["a"]))
         assert answer.json()["translations"] == [engine.tokenizer.decode_tgt(h[0].tokens) for h in expected.results]
+        monkeypatch.setattr("mtrain.inference.terminology.check_soft_terms", lambda tokenizer: None)  # demo: no <t>
+        soft = client.post("/translate", json={"text": [line], "glossary": [["dog", "Katze"]], "terminology": "soft"})
+        annotated = glossary_from_pairs([("dog", "Katze")], ["a"]).annotate(line, replace=True)
+        assert "<t> Katze </t>" in annotated and soft.json()["translations"] == engine.translate([annotated])
         for glossary, message in (
             ([["dog"]], "glossary.0"),
             ([["dog", " "]], "glossary.0: the target term is empty"),
@@ -299,6 +304,8 @@ def test_the_glossary_writes_soft_terms_as_training_does():
     glossary = glossary_from_pairs([("dog", "Hund"), ("big dog", "großer Hund")], ["a", "b"])
     assert glossary.annotate("A dog and a big dog.") == "A dog <t> Hund </t> and a big dog <t> großer Hund </t>."
     assert glossary.annotate("No match here.") == "No match here."
+    assert glossary.annotate("Dog and a big dog.", replace=True) == "<t> Hund </t> and a <t> großer Hund </t>."
+    assert glossary.annotate("No match here.", replace=True) == "No match here."
 
 
 def test_training_with_terms_writes_aligned_targets_into_the_epochs_sources(tmp_path):
@@ -343,9 +350,14 @@ def test_training_with_terms_writes_aligned_targets_into_the_epochs_sources(tmp_
     for augment, message in (
         ({"term_mask": 0.5}, r"data.augment.term_mask hides annotated words: set data.augment.terms above 0 too"),
         ({"terms": 0.1, "term_mask": 1.5}, r"data.augment.term_mask is the share of term annotations without"),
+        ({"terms": 0.1, "term_mask": 1.0}, r"the model only learns terms written in place of .*decode.soft_terms: r"),
     ):
         with pytest.raises(MtrainError, match=message):
             tiny_config(tmp_path, data={"train": {"demo": 10}, "alignments": "eflomal", "augment": augment})
+    masked_only = {"train": {"demo": 10}, "alignments": "eflomal", "augment": {"terms": 0.1, "term_mask": 1.0}}
+    assert tiny_config(tmp_path, data=masked_only, decode={"soft_terms": "replace"}).decode.soft_terms == "replace"
+    with pytest.raises(MtrainError, match="decode.soft_terms must be after or replace .*got 'instead'"):
+        tiny_config(tmp_path, decode={"soft_terms": "instead"})
 
 
 def test_soft_terms_need_a_model_trained_for_them(demo_run, tmp_path):
@@ -363,18 +375,27 @@ def test_soft_terms_need_a_model_trained_for_them(demo_run, tmp_path):
 
 
 def test_soft_terms_translate_the_annotated_source_with_either_engine(demo, tmp_path, monkeypatch):
+    from mtrain.run import checkpoint as checkpoints
+
     checkpoint, lines, engine = demo
     monkeypatch.setattr("mtrain.inference.terminology.check_soft_terms", lambda tokenizer: None)  # the demo has no <t>
     monkeypatch.setenv("MTRAIN_CACHE", str(tmp_path / "cache"))
+    state = checkpoints.load(checkpoint)
+    state["config"]["decode"]["soft_terms"] = "replace"  # as a model trained with term_mask 1 stores it
+    replacing = tmp_path / "replacing.pt"
+    checkpoints.save(state, replacing)
     source, glossary = tmp_path / "in.en", tmp_path / "g.tsv"
     source.write_text("\n".join(lines[:8]) + "\n")
     glossary.write_text("dog\tKatze\n")
-    annotated_lines = [read_glossary(glossary).annotate(line) for line in lines[:8]]
-    assert any("<t> Katze </t>" in line for line in annotated_lines)
-    annotated_file = tmp_path / "annotated.en"
-    annotated_file.write_text("\n".join(annotated_lines) + "\n")
-    for engine_name in ("torch", "ctranslate2"):
-        options = ["--checkpoint", str(checkpoint), "--engine", engine_name, "--quantization", "float32"][
+    # the form travels with the model: the torch engine reads the checkpoint, CTranslate2 its export
+    for model, engine_name, replace in ((checkpoint, "torch", False), (replacing, "torch", True),
+                                         (replacing, "ctranslate2", True)):  # fmt: skip
+        annotated_lines = [read_glossary(glossary).annotate(line, replace) for line in lines[:8]]
+        assert any("<t> Katze </t>" in line for line in annotated_lines)
+        assert any("dog <t>" in line for line in annotated_lines) != replace
+        annotated_file = tmp_path / "annotated.en"
+        annotated_file.write_text("\n".join(annotated_lines) + "\n")
+        options = ["--checkpoint", str(model), "--engine", engine_name, "--quantization", "float32"][
             : 4 if engine_name == "torch" else 6
         ]
         soft = run_cli("translate", *options, "-i", str(source), "--glossary", str(glossary), "--terminology", "soft")
