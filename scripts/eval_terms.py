@@ -113,8 +113,7 @@ def main() -> None:
     rows = [("plain", plain, plain_s), ("hard", hard, hard_s)]
     if learned_terms(engine):
         started = time.perf_counter()
-        replace = engine.config.soft_terms == "replace"
-        soft = engine.translate([Glossary(t).annotate(s, replace) for s, t in zip(src, terms)])
+        soft = engine.translate([Glossary(t).annotate(s, engine.config.soft_terms) for s, t in zip(src, terms)])
         rows.append(("soft", soft, time.perf_counter() - started))
     with_term = [i for i, t in enumerate(terms) if t]
     report = {"sentences": len(src), "with_term": len(with_term), "beam": engine.config.beam}

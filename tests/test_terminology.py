@@ -253,7 +253,7 @@ def test_the_server_takes_a_glossary_and_refuses_a_bad_one_for_that_request_only
         assert answer.json()["translations"] == [engine.tokenizer.decode_tgt(h[0].tokens) for h in expected.results]
         monkeypatch.setattr("mtrain.inference.terminology.check_soft_terms", lambda tokenizer: None)  # demo: no <t>
         soft = client.post("/translate", json={"text": [line], "glossary": [["dog", "Katze"]], "terminology": "soft"})
-        annotated = glossary_from_pairs([("dog", "Katze")], ["a"]).annotate(line, replace=True)
+        annotated = glossary_from_pairs([("dog", "Katze")], ["a"]).annotate(line, "replace")
         assert "<t> Katze </t>" in annotated and soft.json()["translations"] == engine.translate([annotated])
         for glossary, message in (
             ([["dog"]], "glossary.0"),
@@ -304,8 +304,8 @@ def test_the_glossary_writes_soft_terms_as_training_does():
     glossary = glossary_from_pairs([("dog", "Hund"), ("big dog", "großer Hund")], ["a", "b"])
     assert glossary.annotate("A dog and a big dog.") == "A dog <t> Hund </t> and a big dog <t> großer Hund </t>."
     assert glossary.annotate("No match here.") == "No match here."
-    assert glossary.annotate("Dog and a big dog.", replace=True) == "<t> Hund </t> and a <t> großer Hund </t>."
-    assert glossary.annotate("No match here.", replace=True) == "No match here."
+    assert glossary.annotate("Dog and a big dog.", "replace") == "<t> Hund </t> and a <t> großer Hund </t>."
+    assert glossary.annotate("No match here.", "replace") == "No match here."
 
 
 def test_training_with_terms_writes_aligned_targets_into_the_epochs_sources(tmp_path):
@@ -388,11 +388,11 @@ def test_soft_terms_translate_the_annotated_source_with_either_engine(demo, tmp_
     source.write_text("\n".join(lines[:8]) + "\n")
     glossary.write_text("dog\tKatze\n")
     # the form travels with the model: the torch engine reads the checkpoint, CTranslate2 its export
-    for model, engine_name, replace in ((checkpoint, "torch", False), (replacing, "torch", True),
-                                         (replacing, "ctranslate2", True)):  # fmt: skip
-        annotated_lines = [read_glossary(glossary).annotate(line, replace) for line in lines[:8]]
+    for model, engine_name, form in ((checkpoint, "torch", "after"), (replacing, "torch", "replace"),
+                                      (replacing, "ctranslate2", "replace")):  # fmt: skip
+        annotated_lines = [read_glossary(glossary).annotate(line, form) for line in lines[:8]]
         assert any("<t> Katze </t>" in line for line in annotated_lines)
-        assert any("dog <t>" in line for line in annotated_lines) != replace
+        assert any("dog <t>" in line for line in annotated_lines) == (form == "after")
         annotated_file = tmp_path / "annotated.en"
         annotated_file.write_text("\n".join(annotated_lines) + "\n")
         options = ["--checkpoint", str(model), "--engine", engine_name, "--quantization", "float32"][

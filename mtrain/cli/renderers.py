@@ -41,8 +41,7 @@ def search(
     """`nbest` hypotheses of every line; with terms, each containing its line's terms (hard), or
     translated with the terms written into the source (soft)."""
     if terms is not None and terms.terminology == "soft":
-        replace = translator.config.soft_terms == "replace"
-        lines = [terms.glossary.annotate(line, replace) for line in lines]
+        lines = [terms.glossary.annotate(line, translator.config.soft_terms) for line in lines]
     if terms is None or terms.terminology == "soft":
         return translator.translate_nbest(lines, nbest=nbest, progress=progress, first_line=first)
     from mtrain.inference.terminology import translate_with_glossary

@@ -42,16 +42,17 @@ class Glossary:
     def __len__(self) -> int:
         return len(self.terms)
 
-    def annotate(self, sentence: str, replace: bool = False) -> str:
+    def annotate(self, sentence: str, form: str = "after") -> str:
         """`sentence` with each term occurrence followed by its target between the term markers, as
         data.augment.terms writes training sources (data/terms.py): "a dog." -> "a dog <t> Hund </t>.";
-        `replace`: the target instead of the occurrence, as term_mask writes them: "a <t> Hund </t>."."""
+        form "replace" (decode.soft_terms): the target instead of the occurrence, as term_mask writes
+        them: "a <t> Hund </t>."."""
         if self._pattern is None:
             return sentence
         parts, start = [], 0
         for match in self._pattern.finditer(sentence):
             term = self.terms[self._order[match.lastindex - 1]]
-            kept = sentence[start : match.start()] if replace else sentence[start : match.end()] + " "
+            kept = sentence[start : match.start()] if form == "replace" else sentence[start : match.end()] + " "
             parts += [kept, f"{TERM_OPEN} {term.target} {TERM_CLOSE}"]
             start = match.end()
         return "".join(parts) + sentence[start:]

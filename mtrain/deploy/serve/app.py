@@ -271,8 +271,7 @@ def _with_soft_terms(worker: BatchingWorker, body: object) -> list[str]:
 
     check_soft_terms(worker.translator.tokenizer)
     glossary = glossary_from_pairs(body.glossary, [f"glossary.{i}" for i in range(len(body.glossary))])
-    replace = worker.translator.config.soft_terms == "replace"
-    return [glossary.annotate(line, replace) for line in body.text]
+    return [glossary.annotate(line, worker.translator.config.soft_terms) for line in body.text]
 
 
 def _submit_with_glossary(worker: BatchingWorker, body: object, beam: int) -> Future:
