@@ -108,6 +108,10 @@ def _validate_augment(a: AugmentConfig, where: str) -> None:
         math.isfinite(a.term_mask) and 0 <= a.term_mask <= 1,
         f"{where}.term_mask is the share of term annotations without their word: from 0 to 1, got {a.term_mask}",
     )
+    _require(
+        isinstance(a.terms_per_pair, int) and a.terms_per_pair >= 1,
+        f"{where}.terms_per_pair is how many words of a pair get a term at most: 1 or more, got {a.terms_per_pair}",
+    )
     _require(not a.term_mask or a.terms, f"{where}.term_mask hides annotated words: set {where}.terms above 0 too")
     _require(
         a.upper + a.title + a.lower <= 1,

@@ -135,6 +135,11 @@ class AugmentConfig:
         "alignments) gets their translation after it, `word <t> Wort </t>`, so that the model learns to use terms "
         "given that way (translate --glossary FILE --terminology soft). Only pairs no other modifier changes.",
     )
+    terms_per_pair: int = setting(
+        1,
+        "Words annotated in each pair that terms changes, at most; each drawn with a chance in proportion to the "
+        "pieces of its target words, so that the rarer words a glossary brings are the ones most copied in training.",
+    )
     term_mask: float = setting(
         0.0,
         "Of the term annotations, the share whose source word is left out, `<t> Wort </t>` in its place: the "

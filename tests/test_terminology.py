@@ -272,7 +272,7 @@ def test_an_annotation_follows_its_word_and_keeps_the_punctuation_after():
     assert annotated('"dog",', "Hund", masked=True) == '"<t> Hund </t>",'  # term_mask: the word left out
 
 
-def test_a_training_pair_gets_one_aligned_word_annotated():
+def test_a_training_pair_gets_aligned_words_annotated_the_many_piece_ones_more_often():
     source, target = "A big firetruck runs.", "Ein großes Feuerwehrauto fährt."
     source_pieces = ["▁A", "▁big", "▁fire", "truck", "▁runs", "."]
     target_pieces = ["▁Ein", "▁großes", "▁Feuer", "wehr", "auto", "▁fährt", "."]
@@ -294,6 +294,19 @@ def test_a_training_pair_gets_one_aligned_word_annotated():
     halves = [annotate_pair(source, target, source_pieces, target_pieces, links, np.random.default_rng(s), mask=0.5)
               for s in range(400)]  # fmt: skip
     assert 150 < sum(h in masked for h in halves) < 250 and all(h in found | masked for h in halves)
+    drawn = [annotate_pair(source, target, source_pieces, target_pieces, links, np.random.default_rng(s))
+             for s in range(600)]  # fmt: skip
+    # each word drawn in proportion to its target pieces: Feuerwehrauto 3 of 5, großes and fährt 1 of 5 each
+    assert 300 < sum("Feuerwehrauto" in d for d in drawn) < 420 and 80 < sum("großes" in d for d in drawn) < 160
+    pairs = {annotate_pair(source, target, source_pieces, target_pieces, links, np.random.default_rng(s), count=2)
+             for s in range(40)}  # fmt: skip
+    assert pairs == {  # two different words, each with its own term
+        "A big <t> großes </t> firetruck <t> Feuerwehrauto </t> runs.",
+        "A big <t> großes </t> firetruck runs <t> fährt </t>.",
+        "A big firetruck <t> Feuerwehrauto </t> runs <t> fährt </t>.",
+    }
+    every = annotate_pair(source, target, source_pieces, target_pieces, links, np.random.default_rng(0), 1.0, 5)
+    assert every == "A <t> großes </t> <t> Feuerwehrauto </t> <t> fährt </t>."  # more asked than there are: all
     scattered = np.array([(2, 0), (2, 5)]).reshape(-1)  # linked to words that are not adjacent: no term
     assert annotate_pair(source, target, source_pieces, target_pieces, scattered, np.random.default_rng(0)) == source
     nothing = np.zeros(0, np.int64)
@@ -345,11 +358,15 @@ def test_training_with_terms_writes_aligned_targets_into_the_epochs_sources(tmp_
         assert stripped == after == before or letters(before) - letters(stripped) >= 3
         masked_rows += stripped != after
     assert masked_rows > 100
+    doubled = Augmenter(split, tokenizer, [AugmentConfig(terms=0.5, terms_per_pair=2)], [None], seed=1)(1)
+    counts = [tokenizer.decode_src_batch([doubled.src[i].tolist()])[0].count("<t> ") for i in range(300)]
+    assert max(counts) == 2 and sum(c == 2 for c in counts) > 50  # most annotated pairs have two qualifying words
     with pytest.raises(MtrainError, match="data.augment.terms annotates the words an aligner links"):
         tiny_config(tmp_path, data={"train": {"demo": 10}, "augment": {"terms": 0.1}})
     for augment, message in (
         ({"term_mask": 0.5}, r"data.augment.term_mask hides annotated words: set data.augment.terms above 0 too"),
         ({"terms": 0.1, "term_mask": 1.5}, r"data.augment.term_mask is the share of term annotations without"),
+        ({"terms": 0.1, "terms_per_pair": 0}, r"data.augment.terms_per_pair is how many words of a pair get a term"),
         ({"terms": 0.1, "term_mask": 1.0}, r"the model only learns terms written in place of .*decode.soft_terms: r"),
     ):
         with pytest.raises(MtrainError, match=message):

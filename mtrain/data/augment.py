@@ -42,6 +42,7 @@ class Augmenter:
         corpus = split.corpus if split.corpus is not None else np.zeros(len(split), np.int64)
         self.probability = {name: np.array([getattr(s, name) for s in settings])[corpus] for name in AUGMENT_MODIFIERS}
         self.term_mask = np.array([s.term_mask for s in settings])[corpus]
+        self.terms_per_pair = np.array([s.terms_per_pair for s in settings])[corpus]
         self.tagged = np.array([t is not None for t in tag_ids])[corpus]
 
     def changes(self, epoch: int) -> dict[str, np.ndarray]:
@@ -108,7 +109,8 @@ class Augmenter:
         source_pieces = [self.tokenizer.src_piece(int(t)) for t in src[tag:]]
         target_pieces = [self.tokenizer.tgt_piece(int(t)) for t in tgt]
         links = links[links[:, 0] >= 0]
-        return annotate_pair(source, target, source_pieces, target_pieces, links, rng, float(self.term_mask[row]))
+        mask, count = float(self.term_mask[row]), int(self.terms_per_pair[row])
+        return annotate_pair(source, target, source_pieces, target_pieces, links, rng, mask, count)
 
     def _with_tags(self, rows: np.ndarray, encoded: list[list[int]]) -> list[list[int]]:
         src = self.split.src
