@@ -14,7 +14,8 @@ Sentences without one get no term.
 Rows: the plain beam search, the hard-constrained one (each term its sentence's glossary) and, for a
 model trained with data.augment.terms, soft terms (each term written into its sentence's source), with
 term use (the target term in the output, case-insensitive, whole words, over the sentences with a
-term), sacreBLEU, chrF and length ratio of all sentences, and decoding seconds (same run, same threads).
+term, and split by the number of pieces of the target term), sacreBLEU, chrF and length ratio of all
+sentences, and decoding seconds (same run, same threads).
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ def term_used(output: str, term: Term) -> bool:
     return term.target.casefold() in {w.casefold() for w in words(output)}
 
 
+def use_by_pieces(outputs: list[str], terms: list[list[Term]], pieces: dict[int, int]) -> dict[str, float]:
+    """Term use by the number of pieces the target vocabulary cuts the term into (1, 2, 3, 4+): a
+    rare word comes in many pieces, and copying it is what a soft-term model finds hardest."""
+    groups: dict[str, list[bool]] = {}
+    for i, count in pieces.items():
+        groups.setdefault(str(count) if count < 4 else "4+", []).append(term_used(outputs[i], terms[i][0]))
+    return {name: round(100 * sum(used) / len(used), 1) for name, used in sorted(groups.items())}
+
+
 def learned_terms(engine: object) -> bool:
     """Whether the model was trained with data.augment.terms (soft terms)."""
     try:
@@ -117,12 +127,15 @@ def main() -> None:
         rows.append(("soft", soft, time.perf_counter() - started))
     with_term = [i for i, t in enumerate(terms) if t]
     report = {"sentences": len(src), "with_term": len(with_term), "beam": engine.config.beam}
+    targets = engine.tokenizer.encode_tgt([terms[i][0].target for i in with_term])
+    pieces = {i: len(ids) for i, ids in zip(with_term, targets)}
     for name, outputs, seconds in rows:
         scores = corpus_scores(outputs, [ref], tgt_lang=engine.info.get("tgt_lang"))
         used = sum(term_used(outputs[i], terms[i][0]) for i in with_term)
         report[name] = {"term_use_pct": round(100 * used / max(len(with_term), 1), 2), "bleu": round(scores["bleu"], 2),
                         "chrf": round(scores["chrf"], 2), "length_ratio": round(scores["length_ratio"], 3),
                         "seconds": round(seconds, 2)}  # fmt: skip
+        report[name]["term_use_pct_by_pieces"] = use_by_pieces(outputs, terms, pieces)
         atomic_write_text(args.out / f"{name}.hyp", "".join(o + "\n" for o in outputs))
     report["hard"]["unmet_lines"] = len(found.unmet)
     report["time_ratio"] = round(hard_s / plain_s, 2)
