@@ -74,13 +74,13 @@ def term_used(output: str, term: Term) -> bool:
     return term.target.casefold() in {w.casefold() for w in words(output)}
 
 
-def use_by_pieces(outputs: list[str], terms: list[list[Term]], pieces: dict[int, int]) -> dict[str, float]:
+def use_by_pieces(used: dict[int, bool], pieces: dict[int, int]) -> dict[str, float]:
     """Term use by the number of pieces the target vocabulary cuts the term into (1, 2, 3, 4+): a
     rare word comes in many pieces, and copying it is what a soft-term model finds hardest."""
     groups: dict[str, list[bool]] = {}
     for i, count in pieces.items():
-        groups.setdefault(str(count) if count < 4 else "4+", []).append(term_used(outputs[i], terms[i][0]))
-    return {name: round(100 * sum(used) / len(used), 1) for name, used in sorted(groups.items())}
+        groups.setdefault(str(count) if count < 4 else "4+", []).append(used[i])
+    return {name: round(100 * sum(hits) / len(hits), 1) for name, hits in sorted(groups.items())}
 
 
 def learned_terms(engine: object) -> bool:
@@ -131,11 +131,12 @@ def main() -> None:
     pieces = {i: len(ids) for i, ids in zip(with_term, targets)}
     for name, outputs, seconds in rows:
         scores = corpus_scores(outputs, [ref], tgt_lang=engine.info.get("tgt_lang"))
-        used = sum(term_used(outputs[i], terms[i][0]) for i in with_term)
-        report[name] = {"term_use_pct": round(100 * used / max(len(with_term), 1), 2), "bleu": round(scores["bleu"], 2),
+        used = {i: term_used(outputs[i], terms[i][0]) for i in with_term}
+        report[name] = {"term_use_pct": round(100 * sum(used.values()) / max(len(with_term), 1), 2),
+                        "bleu": round(scores["bleu"], 2),
                         "chrf": round(scores["chrf"], 2), "length_ratio": round(scores["length_ratio"], 3),
                         "seconds": round(seconds, 2)}  # fmt: skip
-        report[name]["term_use_pct_by_pieces"] = use_by_pieces(outputs, terms, pieces)
+        report[name]["term_use_pct_by_pieces"] = use_by_pieces(used, pieces)
         atomic_write_text(args.out / f"{name}.hyp", "".join(o + "\n" for o in outputs))
     report["hard"]["unmet_lines"] = len(found.unmet)
     report["time_ratio"] = round(hard_s / plain_s, 2)

@@ -3,11 +3,11 @@
 
 In training (data.augment.terms), a pair's source gets, after some of its words (terms_per_pair,
 drawn in proportion to their target pieces), the target words an aligner links each to, between
-markers: `A dog <t> Hund </t> runs.` -> `Ein Hund rennt.`. The
-model learns to copy what stands between the markers into its translation. At translation time
-(`translate --glossary FILE --terminology soft`), each glossary term found in a sentence is written
-in the same way (`Glossary.annotate`), and the translation is an ordinary one: every engine and
-every export does it, since it is only text.
+markers: `A dog <t> Hund </t> runs.` -> `Ein Hund rennt.`. The model learns to copy what stands
+between the markers into its translation. At translation time (`translate --glossary FILE
+--terminology soft`), each glossary term found in a sentence is written in the same way
+(`Glossary.annotate`), and the translation is an ordinary one: every engine and every export does
+it, since it is only text.
 
 Both write the same text, so both are cut into the same pieces: the words of a sentence are its
 whitespace-separated words (a piece starting with "▁" starts one); a word's trailing punctuation
